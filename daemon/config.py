@@ -1,0 +1,430 @@
+"""Configuration, read once at the edge into frozen dataclasses whose repr masks secrets.
+
+Every setting comes from the environment; a `.env` file (or the one named by ORCA_ENV_FILE) is read
+first and the real environment wins. Secrets may also come from files: `NAME_FILE` beside `NAME`,
+relative to $CREDENTIALS_DIRECTORY (systemd LoadCredential=) when that is set.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from daemon.constants import (
+    DEFAULT_CAPTCHA_PARK_S,
+    DEFAULT_REFRESH_CONCURRENCY,
+    DEFAULT_TOKEN_TTL_S,
+    TRADOVATE_BASE_URLS,
+)
+
+EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus names it
+DEFAULT_ACCOUNTS_FILE = "config/accounts.toml"
+LOGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class Secret:
+    """A value that must never be shown: its repr and str are masks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class ConfigError(Exception):
+    """Every problem found in the configuration, reported together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Login:
+    name: str
+    password: Secret | None = None  # None when settings were read without credentials
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: Secret | None = None  # may carry a password, so it is a secret as a whole
+    host: str = "localhost"
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: Secret | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: Literal["required", "none"] = "required"
+    max_connections: int = 10
+    socket_connect_timeout_s: float = 5.0
+
+    def target(self) -> str:
+        """Where Redis is, for logs: no password, ever."""
+        if self.url is not None:
+            parts = urlsplit(self.url.reveal())
+            user = f"{parts.username}@" if parts.username else ""
+            port = f":{parts.port}" if parts.port else ""
+            return f"{parts.scheme}://{user}{parts.hostname}{port}{parts.path or '/0'}"
+        scheme = "rediss" if self.ssl else "redis"
+        user = f"{self.username}@" if self.username else ""
+        return f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
+
+    @property
+    def uses_tls(self) -> bool:
+        if self.url is not None:
+            return self.url.reveal().startswith("rediss://")
+        return self.ssl
+
+
+@dataclass(frozen=True)
+class TradovateSettings:
+    env: Literal["demo", "live"] = "demo"
+    base_url: str = TRADOVATE_BASE_URLS["demo"]
+    app_id: str = ""
+    app_version: str = "1.0"
+    cid: int = 0
+    sec: Secret | None = None
+    device_id: str | None = None  # None: derived per login from the machine id
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    tradovate: TradovateSettings = field(default_factory=TradovateSettings)
+    logins: tuple[Login, ...] = ()
+    token_ttl_s: int = DEFAULT_TOKEN_TTL_S
+    refresh_interval_s: int = 3_600
+    auth_rate_limit: int = 10
+    refresh_concurrency: int = DEFAULT_REFRESH_CONCURRENCY
+    captcha_park_s: int = DEFAULT_CAPTCHA_PARK_S
+    health_addr: tuple[str, int] | None = ("127.0.0.1", 9108)
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so the log redactor can scrub them wherever they appear."""
+        found = [self.redis.password, self.tradovate.sec, *(lg.password for lg in self.logins)]
+        values = [s.reveal() for s in found if s is not None]
+        if self.redis.url is not None:
+            values.append(urlsplit(self.redis.url.reveal()).password or "")
+        return [value for value in values if value]
+
+
+def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The process environment over the `.env` file (ORCA_ENV_FILE names another file)."""
+    environ = os.environ if environ is None else environ
+    env_file = environ.get("ORCA_ENV_FILE")
+    path = Path(env_file) if env_file else Path(".env")
+    merged: dict[str, str] = {}
+    if path.is_file():  # a missing ORCA_ENV_FILE is reported by load_settings with the rest
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(environ)
+    return merged
+
+
+class _Reader:
+    """Reads typed values from an environment mapping, collecting problems instead of raising."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+        self.credentials_dir = env.get("CREDENTIALS_DIRECTORY") or None
+
+    def problem(self, name: str, message: str) -> None:
+        self.problems.append(f"{name}: {message}")
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.env.get(name, "").strip()
+        return value or default
+
+    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problem(name, f"{raw!r} is not an integer")
+            return default
+        if value < low or (high is not None and value > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            self.problem(name, f"{value} is out of range (must be {bounds})")
+            return default
+        return value
+
+    def number(self, name: str, default: float, *, low: float) -> float:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            self.problem(name, f"{raw!r} is not a number")
+            return default
+        if not value >= low:
+            self.problem(name, f"{raw} is out of range (must be at least {low:g})")
+            return default
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        self.problem(name, f"{raw!r} is not a boolean (use true or false)")
+        return default
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() not in choices:
+            self.problem(name, f"{raw!r} is not one of {', '.join(choices)}")
+            return default
+        return raw.lower()
+
+    def secret_file(self, name: str, path_text: str) -> Secret | None:
+        path = Path(path_text)
+        if not path.is_absolute() and self.credentials_dir:
+            path = Path(self.credentials_dir) / path
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            self.problem(name, f"cannot read {path}: {exc.strerror or exc}")
+            return None
+        if not value:
+            self.problem(name, f"{path} is empty")
+            return None
+        return Secret(value)
+
+    def secret(self, name: str, *, required: bool) -> Secret | None:
+        """`NAME`, or the file named by `NAME_FILE`. The value itself is never quoted."""
+        value = self.env.get(name, "").strip()
+        file_name = self.text(f"{name}_FILE")
+        if value and file_name:
+            self.problem(name, f"set either {name} or {name}_FILE, not both")
+            return None
+        if file_name:
+            return self.secret_file(f"{name}_FILE", file_name)
+        if value:
+            return Secret(value)
+        if required:
+            self.problem(name, "is not set")
+        return None
+
+
+def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settings:
+    """Build Settings from an environment mapping (see `read_environment`).
+
+    With credentials=False (operator commands that only read Redis) passwords, `sec` and the app
+    identity are not required, and a missing default accounts file means no logins.
+    Raises ConfigError naming every bad setting at once.
+    """
+    reader = _Reader(env)
+    if "ORCA_ENV_FILE" in env and not Path(env["ORCA_ENV_FILE"]).is_file():
+        reader.problem("ORCA_ENV_FILE", f"{env['ORCA_ENV_FILE']} does not exist")
+    settings = Settings(
+        redis=_redis_settings(reader),
+        tradovate=_tradovate_settings(reader, credentials=credentials),
+        logins=_logins(reader, credentials=credentials),
+        token_ttl_s=reader.integer("ORCA_TOKEN_TTL", DEFAULT_TOKEN_TTL_S, low=1),
+        refresh_interval_s=reader.integer("ORCA_REFRESH_INTERVAL", 3_600, low=1),
+        auth_rate_limit=reader.integer("ORCA_AUTH_RATE_LIMIT", 10, low=1),
+        refresh_concurrency=reader.integer(
+            "ORCA_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY, low=1, high=1_000
+        ),
+        captcha_park_s=reader.integer("ORCA_CAPTCHA_PARK", DEFAULT_CAPTCHA_PARK_S, low=1),
+        health_addr=_health_addr(reader),
+        log_format=reader.choice("ORCA_LOG_FORMAT", "auto", LOG_FORMATS),
+        log_level=reader.choice("ORCA_LOG_LEVEL", "info", LOG_LEVELS),
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def load_redis_settings(env: Mapping[str, str]) -> RedisSettings:
+    """Only the Redis part, for library users of `get_redis_client()`."""
+    reader = _Reader(env)
+    settings = _redis_settings(reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def _redis_settings(reader: _Reader) -> RedisSettings:
+    url = reader.secret("REDIS_URL", required=False)
+    if url is not None and not url.reveal().startswith(("redis://", "rediss://")):
+        # The URL may hold a password: name the problem, never quote the value.
+        reader.problem("REDIS_URL", "must start with redis:// or rediss://")
+        url = None
+    ssl_ca_certs = reader.text("REDIS_SSL_CA_CERTS")
+    if ssl_ca_certs is not None and not Path(ssl_ca_certs).is_file():
+        reader.problem("REDIS_SSL_CA_CERTS", f"{ssl_ca_certs} does not exist")
+    cert_reqs = reader.choice("REDIS_SSL_CERT_REQS", "required", ("required", "none"))
+    return RedisSettings(
+        url=url,
+        host=reader.text("REDIS_HOST", "localhost") or "localhost",
+        port=reader.integer("REDIS_PORT", 6379, low=1, high=65_535),
+        db=reader.integer("REDIS_DB", 0, low=0, high=10_000),
+        username=reader.text("REDIS_USERNAME"),
+        password=reader.secret("REDIS_PASSWORD", required=False),
+        ssl=reader.boolean("REDIS_SSL", False),
+        ssl_ca_certs=ssl_ca_certs,
+        ssl_cert_reqs="none" if cert_reqs == "none" else "required",
+        max_connections=reader.integer("REDIS_MAX_CONNECTIONS", 10, low=1, high=10_000),
+        socket_connect_timeout_s=reader.number("REDIS_SOCKET_CONNECT_TIMEOUT", 5.0, low=0.1),
+    )
+
+
+def _tradovate_settings(reader: _Reader, *, credentials: bool) -> TradovateSettings:
+    env = reader.choice("TRADOVATE_ENV", "demo", ("demo", "live"))
+    base_url = reader.text("TRADOVATE_BASE_URL", TRADOVATE_BASE_URLS[env]) or ""
+    if not base_url.startswith(("https://", "http://")):
+        reader.problem("TRADOVATE_BASE_URL", f"{base_url!r} is not an http(s) URL")
+    app_id = reader.text("TRADOVATE_APP_ID") or ""
+    if credentials and not app_id:
+        reader.problem("TRADOVATE_APP_ID", "is not set")
+    cid = 0
+    cid_text = reader.text("TRADOVATE_CID")
+    if cid_text is None:
+        if credentials:
+            reader.problem("TRADOVATE_CID", "is not set")
+    elif cid_text.isdigit():
+        cid = int(cid_text)
+    else:
+        reader.problem("TRADOVATE_CID", f"{cid_text!r} is not a number")
+    return TradovateSettings(
+        env="live" if env == "live" else "demo",
+        base_url=base_url.rstrip("/"),
+        app_id=app_id,
+        app_version=reader.text("TRADOVATE_APP_VERSION", "1.0") or "1.0",
+        cid=cid,
+        sec=reader.secret("TRADOVATE_SEC", required=credentials),
+        device_id=reader.text("TRADOVATE_DEVICE_ID"),
+    )
+
+
+def password_variable(login_name: str) -> str:
+    """TRADOVATE_PASSWORD_<NAME>, the password variable of a login listed in ORCA_ACCOUNTS."""
+    return "TRADOVATE_PASSWORD_" + re.sub(r"[^A-Za-z0-9]", "_", login_name).upper()
+
+
+def _logins(reader: _Reader, *, credentials: bool) -> tuple[Login, ...]:
+    listed = reader.text("ORCA_ACCOUNTS")
+    if listed is not None:
+        names = [name.strip() for name in listed.split(",") if name.strip()]
+        entries = [(name, {"password_env": password_variable(name)}) for name in names]
+        source = "ORCA_ACCOUNTS"
+    else:
+        explicit = reader.text("ORCA_ACCOUNTS_FILE")
+        path = Path(explicit or DEFAULT_ACCOUNTS_FILE)
+        if not path.is_file():
+            if credentials or explicit:
+                reader.problem(
+                    "ORCA_ACCOUNTS_FILE", f"{path} does not exist (or set ORCA_ACCOUNTS)"
+                )
+            return ()
+        source = str(path)
+        entries = _accounts_file_entries(reader, path)
+
+    logins: list[Login] = []
+    seen: set[str] = set()
+    for name, entry in entries:
+        if not LOGIN_NAME.match(name):
+            reader.problem(source, f"login name {name!r} is not a Tradovate user name")
+            continue
+        if name in seen:
+            reader.problem(source, f"login {name} is listed twice")
+            continue
+        seen.add(name)
+        password = _login_password(reader, name, entry) if credentials else None
+        logins.append(Login(name=name, password=password))
+    if credentials and not logins and not reader.problems:
+        reader.problem(source, "lists no logins")
+    return tuple(logins)
+
+
+def _accounts_file_entries(reader: _Reader, path: Path) -> list[tuple[str, dict[str, str]]]:
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reader.problem("ORCA_ACCOUNTS_FILE", f"cannot read {path}: {exc}")
+        return []
+    except tomllib.TOMLDecodeError as exc:
+        reader.problem("ORCA_ACCOUNTS_FILE", f"{path} is not valid TOML: {exc}")
+        return []
+    accounts = document.get("accounts")
+    if not isinstance(accounts, list) or not all(isinstance(a, dict) for a in accounts):
+        reader.problem("ORCA_ACCOUNTS_FILE", f"{path} needs [[accounts]] tables")
+        return []
+    entries = []
+    for number, account in enumerate(accounts, start=1):
+        where = f"{path} [[accounts]] #{number}"
+        unknown = set(account) - {"name", "password_env", "password_file"}
+        if unknown:
+            reader.problem(where, f"unknown keys {', '.join(sorted(unknown))}")
+        if "password" in account:
+            reader.problem(
+                where, "passwords never live in this file: use password_env or password_file"
+            )
+        name = account.get("name")
+        if not isinstance(name, str) or not name.strip():
+            reader.problem(where, "needs a name")
+            continue
+        sources = {k: v for k, v in account.items() if k in ("password_env", "password_file")}
+        if len(sources) != 1 or not all(isinstance(v, str) and v for v in sources.values()):
+            reader.problem(where, f"{name} needs exactly one of password_env or password_file")
+            continue
+        entries.append((name.strip(), {k: str(v) for k, v in sources.items()}))
+    return entries
+
+
+def _login_password(reader: _Reader, name: str, entry: Mapping[str, str]) -> Secret | None:
+    if "password_file" in entry:
+        return reader.secret_file(f"password_file of {name}", entry["password_file"])
+    return reader.secret(entry["password_env"], required=True)
+
+
+def _health_addr(reader: _Reader) -> tuple[str, int] | None:
+    raw = reader.env.get("ORCA_HEALTH_ADDR")
+    if raw is None:
+        return ("127.0.0.1", 9108)
+    raw = raw.strip()
+    if not raw:
+        return None
+    host, sep, port_text = raw.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65_535:
+        reader.problem("ORCA_HEALTH_ADDR", f"{raw!r} is not host:port (empty disables it)")
+        return None
+    return (host, int(port_text))

@@ -1,0 +1,51 @@
+"""Every Redis key prefix, TTL and timing of the daemon, with units in the names."""
+
+from typing import Final
+
+# Redis keys read by trading programs (SPEC "Redis keys": never change them).
+TOKEN_KEY_PREFIX: Final = "token:"
+MD_TOKEN_KEY_PREFIX: Final = "mdtoken:"
+HFT_KEY_PREFIX: Final = "hft:"
+PRICE_KEY_PREFIX: Final = "price:"
+
+# The daemon's own state, all under orca:* (documented in README).
+STATUS_KEY_PREFIX: Final = "orca:status:"  # per-login status JSON, written with each refresh
+HEARTBEAT_KEY_PREFIX: Final = "orca:heartbeat:"  # per-instance liveness, answered by `health`
+HEARTBEAT_TTL_S: Final = 30
+
+# Token lifetime rules (SPEC "Tradovate facts").
+DEFAULT_TOKEN_TTL_S: Final = 18_000
+TOKEN_TTL_MARGIN_S: Final = 60  # a key expires this long before its token does ...
+TOKEN_TTL_MARGIN_FRACTION: Final = 0.1  # ... or a tenth of the lifetime, when that is shorter
+RENEW_AT_LIFETIME_FRACTION: Final = 2 / 3
+RENEW_JITTER_LIFETIME_FRACTION: Final = 0.03  # renewals of many logins do not line up
+ACCOUNT_LIST_MAX_AGE_S: Final = 3_600
+
+# Retry policy for a failing login.
+RETRY_BACKOFF_BASE_S: Final = 1.0
+RETRY_BACKOFF_CAP_S: Final = 300.0
+CREDENTIALS_REJECTED_RETRY_S: Final = 300.0  # Tradovate locks logins that hammer a bad password
+DEFAULT_CAPTCHA_PARK_S: Final = 3_600
+RATE_LIMITED_BACKOFF_S: Final = 3_600.0
+AUTH_RATE_WINDOW_S: Final = 60.0
+
+# Tradovate HTTP.
+TRADOVATE_BASE_URLS: Final = {
+    "demo": "https://demo.tradovateapi.com/v1",
+    "live": "https://live.tradovateapi.com/v1",
+}
+TRADOVATE_CONNECT_TIMEOUT_S: Final = 5.0
+TRADOVATE_TIMEOUT_S: Final = 10.0
+
+# Redis connection.
+REDIS_HEALTH_CHECK_INTERVAL_S: Final = 30  # well below Azure's 10-minute idle disconnect
+REDIS_SOCKET_TIMEOUT_S: Final = 10.0
+REDIS_POOL_WAIT_S: Final = 20.0  # a refresh waits this long for a free pooled connection
+REDIS_COMMAND_RETRIES: Final = 3
+REDIS_RETRY_BACKOFF_BASE_S: Final = 0.05
+REDIS_RETRY_BACKOFF_CAP_S: Final = 1.0
+
+# Lifecycle.
+MAIN_LOOP_TICK_S: Final = 1.0
+SHUTDOWN_TIMEOUT_S: Final = 7.0  # under systemd's and the issue's 10 s stop budget
+DEFAULT_REFRESH_CONCURRENCY: Final = 16

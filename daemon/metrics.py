@@ -1,0 +1,46 @@
+"""Prometheus metrics with SPEC's names, on a registry of the daemon's own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.refresh_total = Counter(
+            "orca_token_refresh_total",
+            "Token refresh attempts by login and outcome.",
+            ["login", "outcome"],
+            registry=self.registry,
+        )
+        self.refresh_duration = Histogram(
+            "orca_token_refresh_duration_seconds",
+            "Time taken by one refresh of one login.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=self.registry,
+        )
+        self.token_expiry = Gauge(
+            "orca_token_expiry_timestamp_seconds",
+            "Unix time at which the login's current token expires.",
+            ["login"],
+            registry=self.registry,
+        )
+        self.last_success = Gauge(
+            "orca_token_last_success_timestamp_seconds",
+            "Unix time of the login's last successful refresh.",
+            ["login"],
+            registry=self.registry,
+        )
+        self.tradovate_requests = Counter(
+            "orca_tradovate_requests_total",
+            "Requests sent to Tradovate by endpoint and HTTP status (or error kind).",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.redis_up = Gauge(
+            "orca_redis_up", "1 when the last Redis command succeeded.", registry=self.registry
+        )
+        self.leader = Gauge(
+            "orca_leader", "1 when this instance holds the refresh lease.", registry=self.registry
+        )

@@ -1,0 +1,368 @@
+"""The refresh policy of one login, independent of any scheduler.
+
+Log in once; renew at about two thirds of the token's life (never later than
+ORCA_REFRESH_INTERVAL); log in again only when renewal is refused or the token has run out.
+Each attempt returns when the next one is due, so a scheduler only has to keep the appointment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import structlog
+from redis.backoff import EqualJitterBackoff
+
+from daemon.config import Login, Settings
+from daemon.constants import (
+    ACCOUNT_LIST_MAX_AGE_S,
+    CREDENTIALS_REJECTED_RETRY_S,
+    MD_TOKEN_KEY_PREFIX,
+    RATE_LIMITED_BACKOFF_S,
+    RENEW_AT_LIFETIME_FRACTION,
+    RENEW_JITTER_LIFETIME_FRACTION,
+    RETRY_BACKOFF_BASE_S,
+    RETRY_BACKOFF_CAP_S,
+    STATUS_KEY_PREFIX,
+    TOKEN_KEY_PREFIX,
+)
+from daemon.metrics import Metrics
+from daemon.tokens import (
+    InvalidTokenError,
+    TokenSet,
+    fingerprint,
+    jwt_claims,
+    status_accounts,
+    token_expiry,
+    write_login_tokens,
+)
+from daemon.tradovate import (
+    AuthPacer,
+    CaptchaRequired,
+    CredentialsRejected,
+    PenaltyTicket,
+    RateLimited,
+    TokenGrant,
+    TokenRefused,
+    TradovateClient,
+    TradovateError,
+)
+
+log = structlog.get_logger("daemon.refresher")
+# Outcomes that retrying alone will not fix: logged as errors.
+_NEEDS_A_HUMAN = frozenset({"rejected", "captcha", "rate_limited"})
+
+
+def iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class LoginState:
+    login: Login
+    grant: TokenGrant | None = None
+    renew_at: float = 0.0
+    accounts: tuple[str, ...] = ()
+    accounts_fetched_at: float | None = None
+    failures: int = 0
+    last_outcome: str | None = None
+    last_error: str | None = None
+    last_success_at: float | None = None
+    next_attempt_at: float | None = None
+    parked_until: float = 0.0
+    p_ticket: str | None = None
+    auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.login.name
+
+    def state_name(self, now: float) -> str:
+        if self.parked_until > now:
+            return "parked"
+        if self.failures:
+            return "failing"
+        return "ok" if self.grant is not None and self.grant.expires_at > now else "pending"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one refresh attempt did, and when the next one is due."""
+
+    outcome: str  # login | renew | kept | deferred | penalty | <TradovateError.outcome> | redis
+    delay_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("login", "renew", "kept")
+
+    @property
+    def deferred(self) -> bool:
+        """Not a failure: an auth slot or a penalty ticket's wait is due later."""
+        return self.outcome in ("deferred", "penalty")
+
+
+class _AuthDeferred(Exception):
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+
+
+class Refresher:
+    def __init__(
+        self,
+        settings: Settings,
+        tradovate: TradovateClient,
+        redis_client: redis.Redis,
+        *,
+        metrics: Metrics,
+        instance: str,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.tradovate = tradovate
+        self.redis = redis_client
+        self.metrics = metrics
+        self.instance = instance
+        self.clock = clock
+        self.pacer = AuthPacer(settings.auth_rate_limit, clock=clock)
+        self.states = {login.name: LoginState(login) for login in settings.logins}
+        self._rng = rng or random.Random()
+        self._backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S)
+
+    def adopt_from_redis(self) -> int:
+        """Take over tokens already in Redis (a restart, a previous leader) so that the first
+        refresh renews them instead of opening new Tradovate sessions. Returns how many."""
+        now = self.clock()
+        names = list(self.states)
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
+            pipe.get(f"{MD_TOKEN_KEY_PREFIX}{name}")
+            pipe.get(f"{STATUS_KEY_PREFIX}{name}")
+        values = pipe.execute()
+        adopted = 0
+        for index, name in enumerate(names):
+            token, md_token, status = values[3 * index : 3 * index + 3]
+            expiry = token_expiry(token)
+            state = self.states[name]
+            if state.grant is not None or expiry is None or expiry <= now:
+                continue
+            claims = jwt_claims(token) or {}
+            issued_at = claims.get("iat")
+            state.grant = TokenGrant(
+                access_token=token,
+                expires_at=expiry,
+                issued_at=float(issued_at) if isinstance(issued_at, int | float) else now,
+                source="adopted",
+                md_access_token=md_token if token_expiry(md_token) else None,
+            )
+            state.renew_at = now  # renew at once: it confirms the token and learns its expiry
+            state.accounts = status_accounts(status)
+            adopted += 1
+            log.info(
+                "token.adopted",
+                login=name,
+                fingerprint=fingerprint(token),
+                expires_at=iso(expiry),
+                accounts=len(state.accounts),
+            )
+        return adopted
+
+    def refresh(self, name: str, *, force: bool = False) -> Attempt:
+        """One attempt for one login. Never raises for anything Tradovate or Redis does."""
+        state = self.states[name]
+        with state.lock:
+            started = time.perf_counter()
+            attempt = self._attempt(state, force=force)
+            if not attempt.deferred:
+                self.metrics.refresh_duration.observe(time.perf_counter() - started)
+                self.metrics.refresh_total.labels(login=name, outcome=attempt.outcome).inc()
+            state.next_attempt_at = self.clock() + attempt.delay_s
+            return attempt
+
+    def _attempt(self, state: LoginState, *, force: bool) -> Attempt:
+        now = self.clock()
+        if state.parked_until > now:
+            return Attempt("parked", state.parked_until - now)
+        try:
+            source = self._ensure_token(state, now, force=force)
+            self._ensure_accounts_and_write(state, new_token=source != "kept")
+        except _AuthDeferred as deferred:
+            log.debug("auth.deferred", login=state.name, wait_s=round(deferred.wait_s, 1))
+            return Attempt("deferred", deferred.wait_s)
+        except PenaltyTicket as penalty:
+            state.p_ticket = penalty.ticket
+            log.warning("tradovate.penalty", login=state.name, wait_s=penalty.wait_s)
+            return Attempt("penalty", max(penalty.wait_s, 1.0))
+        except CaptchaRequired as error:
+            state.parked_until = now + self.settings.captcha_park_s
+            return self._failed(state, error, self.settings.captcha_park_s)
+        except RateLimited as error:
+            self.pacer.block(RATE_LIMITED_BACKOFF_S)
+            return self._failed(state, error, RATE_LIMITED_BACKOFF_S)
+        except CredentialsRejected as error:
+            delay = max(CREDENTIALS_REJECTED_RETRY_S, self._backoff.compute(state.failures + 1))
+            return self._failed(state, error, delay)
+        except (TradovateError, InvalidTokenError, redis.RedisError) as error:
+            return self._failed(state, error, self._backoff.compute(state.failures + 1))
+        return self._succeeded(state, source)
+
+    def _ensure_token(self, state: LoginState, now: float, *, force: bool) -> str:
+        grant = state.grant
+        if grant is not None and grant.expires_at > now:
+            if not force and now < state.renew_at:
+                return "kept"
+            try:
+                self._hold(state, self.tradovate.renew(grant.access_token))
+                return "renew"
+            except TokenRefused as refused:
+                log.warning("token.renew_refused", login=state.name, reason=str(refused))
+                state.grant = None
+        if state.auth_slot_at is None:
+            state.auth_slot_at = now + self.pacer.reserve()
+        if state.auth_slot_at > now:
+            raise _AuthDeferred(state.auth_slot_at - now)
+        state.auth_slot_at = None
+        ticket, state.p_ticket = state.p_ticket, None
+        self._hold(state, self.tradovate.login(state.login, p_ticket=ticket))
+        return "login"
+
+    def _hold(self, state: LoginState, grant: TokenGrant) -> None:
+        state.grant = grant
+        fraction = RENEW_AT_LIFETIME_FRACTION + self._rng.uniform(
+            -RENEW_JITTER_LIFETIME_FRACTION, RENEW_JITTER_LIFETIME_FRACTION
+        )
+        state.renew_at = min(
+            grant.issued_at + grant.lifetime_s * fraction,
+            grant.issued_at + self.settings.refresh_interval_s,
+        )
+
+    def _ensure_accounts_and_write(self, state: LoginState, *, new_token: bool) -> None:
+        """List accounts with every new token and at least hourly, then write every key. A token
+        refused on the account list is dead and never written; any other account-list fault
+        still writes the token under the names already known."""
+        assert state.grant is not None
+        now = self.clock()
+        fetched = state.accounts_fetched_at
+        accounts_error: TradovateError | None = None
+        if new_token or fetched is None or now - fetched >= ACCOUNT_LIST_MAX_AGE_S:
+            try:
+                accounts = self.tradovate.list_accounts(state.grant.access_token)
+            except TokenRefused:
+                state.grant = None
+                raise
+            except TradovateError as error:
+                accounts_error = error
+            else:
+                state.accounts = tuple(dict.fromkeys(a.name for a in accounts))
+                state.accounts_fetched_at = now
+        self.write(state)
+        if accounts_error is not None:
+            raise accounts_error
+
+    def write(self, state: LoginState) -> int:
+        """Write the login's held token under every name, with its status. Returns the TTL."""
+        grant = state.grant
+        assert grant is not None
+        tokens = TokenSet(
+            login=state.name,
+            access_token=grant.access_token,
+            expires_at=grant.expires_at,
+            lifetime_s=grant.lifetime_s,
+            md_access_token=grant.md_access_token,
+            accounts=state.accounts,
+        )
+        now = self.clock()
+        return write_login_tokens(
+            self.redis,
+            tokens,
+            now=now,
+            max_ttl_s=self.settings.token_ttl_s,
+            status=self.status(state, now),
+        )
+
+    def _succeeded(self, state: LoginState, source: str) -> Attempt:
+        assert state.grant is not None
+        now = self.clock()
+        grant = state.grant
+        if state.failures:
+            log.info("token.recovered", login=state.name, after_attempts=state.failures)
+        state.failures, state.last_error, state.last_outcome = 0, None, source
+        state.last_success_at = now
+        self.metrics.last_success.labels(login=state.name).set(now)
+        self.metrics.token_expiry.labels(login=state.name).set(grant.expires_at)
+        accounts_due = (state.accounts_fetched_at or now) + ACCOUNT_LIST_MAX_AGE_S
+        delay = max(min(state.renew_at, accounts_due) - now, 1.0)
+        log.info(
+            "token.refreshed",
+            login=state.name,
+            outcome=source,
+            fingerprint=fingerprint(grant.access_token),
+            expires_at=iso(grant.expires_at),
+            ttl=int(grant.expires_at - now),
+            accounts=len(state.accounts),
+            next_attempt_in=round(delay, 1),
+        )
+        return Attempt(source, delay)
+
+    def _failed(self, state: LoginState, error: Exception, delay: float) -> Attempt:
+        outcome = error.outcome if isinstance(error, TradovateError) else _error_outcome(error)
+        state.failures += 1
+        state.last_outcome, state.last_error = outcome, str(error)
+        log.log(
+            logging.ERROR if outcome in _NEEDS_A_HUMAN else logging.WARNING,
+            "token.refresh_failed",
+            login=state.name,
+            outcome=outcome,
+            error=str(error),
+            attempt=state.failures,
+            next_attempt_in=round(delay, 1),
+            token_valid_for=(
+                int(state.grant.expires_at - self.clock()) if state.grant is not None else None
+            ),
+        )
+        self._write_status(state)
+        return Attempt(outcome, delay)
+
+    def _write_status(self, state: LoginState) -> None:
+        """Tell operators (and `check`) a login is failing; best effort, Redis may be the fault."""
+        with contextlib.suppress(redis.RedisError):
+            self.redis.set(
+                f"{STATUS_KEY_PREFIX}{state.name}",
+                json.dumps(self.status(state, self.clock())),
+                ex=self.settings.token_ttl_s,
+            )
+
+    def status(self, state: LoginState, now: float) -> dict[str, Any]:
+        grant = state.grant
+        return {
+            "login": state.name,
+            "state": state.state_name(now),
+            "fingerprint": fingerprint(grant.access_token) if grant else None,
+            "expires_at": iso(grant.expires_at) if grant else None,
+            "source": grant.source if grant else None,
+            "accounts": list(state.accounts),
+            "failures": state.failures,
+            "last_outcome": state.last_outcome,
+            "last_error": state.last_error,
+            "last_success_at": iso(state.last_success_at),
+            "updated_at": iso(now),
+            "instance": self.instance,
+        }
+
+
+def _error_outcome(error: Exception) -> str:
+    return "redis" if isinstance(error, redis.RedisError) else "invalid_token"

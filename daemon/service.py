@@ -1,0 +1,354 @@
+"""The daemon: one APScheduler job per login, a main loop that only watches, and a bounded stop.
+
+Signal handlers only set flags; the main loop pings systemd's watchdog while the scheduler proves
+it is alive, and shuts down within SHUTDOWN_TIMEOUT_S of the first SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor as FuturesPool
+from datetime import UTC, datetime, timedelta
+from types import FrameType
+from typing import Any
+
+import redis
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from daemon.config import Settings
+from daemon.constants import (
+    HEARTBEAT_KEY_PREFIX,
+    HEARTBEAT_TTL_S,
+    MAIN_LOOP_TICK_S,
+    SHUTDOWN_TIMEOUT_S,
+    TOKEN_KEY_PREFIX,
+)
+from daemon.health import HealthServer
+from daemon.metrics import Metrics
+from daemon.redis_client import get_redis_client
+from daemon.refresher import Attempt, Refresher, iso
+from daemon.systemd import Notifier
+from daemon.tokens import fingerprint, token_expiry, token_state
+from daemon.tradovate import TradovateClient
+
+log = structlog.get_logger("daemon.service")
+
+REDIS_WATCH_INTERVAL_S = 2.0
+SCHEDULER_TICK_S = 5.0
+SCHEDULER_STALE_S = 30.0
+VALID = "valid"  # no tick for this long: the scheduler is hung, stop pinging the watchdog
+
+
+def new_instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis_client: redis.Redis | None = None,
+        tradovate: TradovateClient | None = None,
+        metrics: Metrics | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.instance = new_instance_id()
+        self.metrics = metrics or Metrics()
+        self.redis = redis_client or get_redis_client(settings.redis)
+        self.tradovate = tradovate or TradovateClient(settings.tradovate, metrics=self.metrics)
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.refresher = Refresher(
+            settings,
+            self.tradovate,
+            self.redis,
+            metrics=self.metrics,
+            instance=self.instance,
+            clock=clock,
+        )
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(settings.refresh_concurrency)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+        self.health: HealthServer | None = None
+        self.abandoned_jobs = False  # set when the stop budget ran out with refreshes in flight
+        self._stop = threading.Event()
+        self._force_stop = threading.Event()
+        self._jobs_in_flight = 0
+        self._jobs_done = threading.Condition()
+        self._redis_up: bool | None = None
+        self._refreshing = False
+        self._scheduler_tick_at = time.monotonic()
+        self._started_at = clock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """Signal-safe: only sets flags. A second signal skips waiting for in-flight refreshes."""
+        if self._stop.is_set():
+            self._force_stop.set()
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self.request_stop)
+
+    def run(self) -> int:
+        """Run until stopped. Never exits because Redis or Tradovate is down."""
+        self._start_health_server()
+        log.info(
+            "daemon.starting",
+            logins=[login.name for login in self.settings.logins],
+            redis=self.settings.redis.target(),
+            tradovate_env=self.settings.tradovate.env,
+            tradovate_url=self.settings.tradovate.base_url,
+            refresh_interval_s=self.settings.refresh_interval_s,
+            health=_address_text(self.health.address) if self.health else None,
+            instance=self.instance,
+        )
+        if self.settings.redis.uses_tls and self.settings.redis.ssl_cert_reqs == "none":
+            log.warning("redis.tls_unverified", hint="REDIS_SSL_CERT_REQS=none: set it to required")
+        self.scheduler.add_job(
+            self._counted(self._tick), IntervalTrigger(seconds=SCHEDULER_TICK_S), id="tick"
+        )
+        self.scheduler.add_job(
+            self._counted(self._watch_redis),
+            IntervalTrigger(seconds=REDIS_WATCH_INTERVAL_S),
+            id="watch-redis",
+            next_run_time=datetime.now(UTC),
+        )
+        self.scheduler.start()
+        self.notifier.notify("READY=1")
+        log.info("daemon.ready", instance=self.instance, systemd=self.notifier.enabled)
+        self._main_loop()
+        return self._shutdown()
+
+    def _main_loop(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        next_ping = 0.0
+        while not self._stop.wait(MAIN_LOOP_TICK_S if interval is None else min(interval, 1.0)):
+            if interval is not None and time.monotonic() >= next_ping and self.scheduler_alive():
+                self.notifier.notify("WATCHDOG=1")
+                next_ping = time.monotonic() + interval
+
+    def _shutdown(self) -> int:
+        """Stop scheduling, let in-flight jobs finish within the budget, then let go.
+
+        APScheduler's own shutdown(wait=True) waits while holding the job store lock that a
+        finishing job needs to reschedule itself, so the waiting is done here, paused.
+        """
+        log.info("daemon.stopping", instance=self.instance)
+        self.notifier.notify("STOPPING=1")
+        self.scheduler.pause()
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
+        with self._jobs_done:
+            while (
+                self._jobs_in_flight
+                and not self._force_stop.is_set()
+                and time.monotonic() < deadline
+            ):
+                self._jobs_done.wait(0.1)  # short: a second signal must be noticed
+        if self._jobs_in_flight:
+            self.abandoned_jobs = True
+            in_flight = [s.name for s in self.refresher.states.values() if s.lock.locked()]
+            log.warning("daemon.stop_timeout", in_flight=in_flight)
+        self.scheduler.shutdown(wait=False)
+        self._remove_heartbeat()
+        if self.health is not None:
+            self.health.stop()
+        self.tradovate.close()
+        self.redis.connection_pool.disconnect()
+        log.info("daemon.stopped", instance=self.instance)
+        return 0
+
+    # -- one pass, for `run --once` --------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Refresh every login once. 0 when all succeeded, 1 otherwise."""
+        log.info(
+            "daemon.once",
+            logins=[login.name for login in self.settings.logins],
+            redis=self.settings.redis.target(),
+            tradovate_env=self.settings.tradovate.env,
+        )
+        try:
+            self.refresher.adopt_from_redis()
+        except redis.RedisError as error:
+            # Without Redis a fresh token could not be stored: do not spend a session on it.
+            log.error("redis.unavailable", error=str(error), redis=self.settings.redis.target())
+            return 1
+        names = list(self.refresher.states)
+        with FuturesPool(max_workers=self.settings.refresh_concurrency) as pool:
+            attempts = dict(zip(names, pool.map(self._refresh_until_settled, names), strict=True))
+        failed = sorted(name for name, attempt in attempts.items() if not attempt.ok)
+        log.info("daemon.once_finished", refreshed=len(names) - len(failed), failed=failed)
+        self.tradovate.close()
+        return 1 if failed else 0
+
+    def _refresh_until_settled(self, name: str) -> Attempt:
+        attempt = self.refresher.refresh(name, force=True)
+        while attempt.deferred and not self._stop.wait(attempt.delay_s):
+            attempt = self.refresher.refresh(name, force=True)
+        return attempt
+
+    # -- scheduled jobs ----------------------------------------------------------------------
+
+    def _counted(self, job: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a job so shutdown can wait for the ones running."""
+
+        def run(*args: Any) -> None:
+            with self._jobs_done:
+                self._jobs_in_flight += 1
+            try:
+                job(*args)
+            finally:
+                with self._jobs_done:
+                    self._jobs_in_flight -= 1
+                    self._jobs_done.notify_all()
+
+        return run
+
+    def _tick(self) -> None:
+        self._scheduler_tick_at = time.monotonic()
+
+    def scheduler_alive(self) -> bool:
+        return (
+            self.scheduler.running
+            and time.monotonic() - self._scheduler_tick_at < SCHEDULER_STALE_S
+        )
+
+    def _watch_redis(self) -> None:
+        """Heartbeat into Redis; it doubles as the probe that tracks whether Redis is up."""
+        try:
+            self.redis.set(
+                f"{HEARTBEAT_KEY_PREFIX}{self.instance}",
+                json.dumps(self._heartbeat()),
+                ex=HEARTBEAT_TTL_S,
+            )
+            if not self._refreshing:
+                self.refresher.adopt_from_redis()
+                self._schedule_logins()
+        except redis.RedisError as error:
+            self._set_redis_up(False, error)
+        else:
+            self._set_redis_up(True)
+
+    def _set_redis_up(self, up: bool, error: Exception | None = None) -> None:
+        self.metrics.redis_up.set(1 if up else 0)
+        if up == self._redis_up:
+            return
+        if up:
+            log.info("redis.up", redis=self.settings.redis.target())
+        else:
+            log.error("redis.down", redis=self.settings.redis.target(), error=str(error))
+        self._redis_up = up
+
+    def _schedule_logins(self) -> None:
+        """One job per login, so a failing login never delays another. The interval trigger is
+        only a backstop: each run moves its own next run to when the refresher says."""
+        for name in self.refresher.states:
+            self.scheduler.add_job(
+                self._counted(self._refresh_job),
+                IntervalTrigger(seconds=self.settings.refresh_interval_s),
+                args=[name],
+                id=_job_id(name),
+                next_run_time=datetime.now(UTC),
+                replace_existing=True,
+            )
+        self._refreshing = True
+        self.metrics.leader.set(1)
+
+    def _refresh_job(self, name: str) -> None:
+        attempt = self.refresher.refresh(name)
+        self.reschedule(name, attempt.delay_s)
+
+    def reschedule(self, name: str, delay_s: float) -> None:
+        with contextlib.suppress(JobLookupError):  # the job is gone when shutting down
+            self.scheduler.modify_job(
+                _job_id(name), next_run_time=datetime.now(UTC) + timedelta(seconds=delay_s)
+            )
+
+    def _heartbeat(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "pid": os.getpid(),
+            "started_at": iso(self._started_at),
+            "logins": len(self.settings.logins),
+            "refreshing": self._refreshing,
+        }
+
+    def _remove_heartbeat(self) -> None:
+        with contextlib.suppress(redis.RedisError):
+            self.redis.delete(f"{HEARTBEAT_KEY_PREFIX}{self.instance}")
+
+    # -- health ------------------------------------------------------------------------------
+
+    def _start_health_server(self) -> None:
+        if self.settings.health_addr is None:
+            return
+        self.health = HealthServer(
+            self.settings.health_addr, self.metrics, healthy=self.healthz, ready=self.readyz
+        )
+        self.health.start()
+
+    def healthz(self) -> tuple[bool, dict[str, Any]]:
+        alive = self.scheduler_alive()
+        return alive, {
+            "status": "ok" if alive else "scheduler not running",
+            "instance": self.instance,
+            "redis": _redis_word(self._redis_up),
+        }
+
+    def readyz(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when Redis answers and every login has a valid token in Redis."""
+        now = self.clock()
+        names = list(self.refresher.states)
+        tokens: list[Any] = [None] * len(names)
+        redis_up = self._redis_up
+        if redis_up:
+            try:
+                tokens = self.redis.mget([f"{TOKEN_KEY_PREFIX}{name}" for name in names])
+            except redis.RedisError:
+                redis_up = False
+        logins = {}
+        for name, token in zip(names, tokens, strict=True):
+            state = self.refresher.states[name]
+            logins[name] = {
+                "token": token_state(token, now) if redis_up else "unknown",
+                "fingerprint": fingerprint(token) if isinstance(token, str) else None,
+                "expires_at": iso(token_expiry(token)),
+                "state": state.state_name(now),
+                "last_error": state.last_error,
+                "next_attempt_at": iso(state.next_attempt_at),
+            }
+        ready = bool(redis_up) and all(entry["token"] == VALID for entry in logins.values())
+        return ready, {"ready": ready, "redis": _redis_word(redis_up), "logins": logins}
+
+
+def _job_id(name: str) -> str:
+    return f"refresh:{name}"
+
+
+def _redis_word(up: bool | None) -> str:
+    return "unknown" if up is None else "up" if up else "down"
+
+
+def _address_text(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -1,0 +1,161 @@
+"""Token keys in Redis: what a valid token is, how long its key lives, and writing a login's keys.
+
+A token key never holds an empty, malformed or expired token: every write goes through
+`write_login_tokens`, which checks each token and clamps each TTL to the token's real life.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from daemon.constants import (
+    MD_TOKEN_KEY_PREFIX,
+    STATUS_KEY_PREFIX,
+    TOKEN_KEY_PREFIX,
+    TOKEN_TTL_MARGIN_FRACTION,
+    TOKEN_TTL_MARGIN_S,
+)
+from daemon.logs import fingerprint
+
+__all__ = [
+    "InvalidTokenError",
+    "TokenSet",
+    "fingerprint",
+    "jwt_claims",
+    "key_ttl_s",
+    "status_accounts",
+    "token_expiry",
+    "token_state",
+    "write_login_tokens",
+]
+
+_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class InvalidTokenError(ValueError):
+    """A token that must not be written. The message names the fault, never the token."""
+
+
+def jwt_claims(token: str) -> dict[str, Any] | None:
+    """The payload of a well-formed JWT (three base64url parts, JSON payload), else None."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(_BASE64URL.match(part) for part in parts):
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def token_expiry(token: object) -> float | None:
+    """The `exp` of a well-formed JWT, or None for anything else."""
+    if not isinstance(token, str) or not token:
+        return None
+    claims = jwt_claims(token)
+    exp = claims.get("exp") if claims else None
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        return None
+    return float(exp)
+
+
+def is_valid_token(token: object, now: float) -> bool:
+    expiry = token_expiry(token)
+    return expiry is not None and expiry > now
+
+
+def token_state(token: object, now: float) -> str:
+    """How a token key's value looks to a reader: missing, invalid (malformed or expired), valid."""
+    if token is None:
+        return "missing"
+    return "valid" if is_valid_token(token, now) else "invalid"
+
+
+def key_ttl_s(expires_at: float, lifetime_s: float, now: float, max_ttl_s: int) -> int:
+    """min(ORCA_TOKEN_TTL, time left - margin); margin 60 s or a tenth of the lifetime."""
+    margin = min(TOKEN_TTL_MARGIN_S, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)
+    return int(min(max_ttl_s, expires_at - now - margin))
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """What one login's refresh writes: its tokens, under its own name and each account's."""
+
+    login: str
+    access_token: str
+    expires_at: float
+    lifetime_s: float
+    md_access_token: str | None = None
+    accounts: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenSet(login={self.login!r}, token={fingerprint(self.access_token)}, "
+            f"expires_at={self.expires_at:.0f}, accounts={len(self.accounts)})"
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.login, *(a for a in self.accounts if a != self.login))
+
+
+def write_login_tokens(
+    client: redis.Redis,
+    tokens: TokenSet,
+    *,
+    now: float,
+    max_ttl_s: int,
+    status: Mapping[str, Any] | None = None,
+) -> int:
+    """Write token:/mdtoken: for the login and its accounts, and its status, in one round trip.
+
+    Returns the TTL written. Raises InvalidTokenError (writing nothing) for a malformed or
+    expired token or one with too little life left for a key; redis errors propagate.
+    """
+    ttl = _checked_ttl(tokens.access_token, tokens.expires_at, tokens.lifetime_s, now, max_ttl_s)
+    md_ttl = 0
+    if tokens.md_access_token is not None:
+        md_expiry = min(tokens.expires_at, token_expiry(tokens.md_access_token) or 0.0)
+        md_ttl = _checked_ttl(tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s)
+    pipe = client.pipeline(transaction=True)
+    for name in tokens.names:
+        pipe.set(f"{TOKEN_KEY_PREFIX}{name}", tokens.access_token, ex=ttl)
+        if tokens.md_access_token is not None:
+            pipe.set(f"{MD_TOKEN_KEY_PREFIX}{name}", tokens.md_access_token, ex=md_ttl)
+    if status is not None:
+        pipe.set(f"{STATUS_KEY_PREFIX}{tokens.login}", json.dumps(status), ex=max_ttl_s)
+    pipe.execute()
+    return ttl
+
+
+def _checked_ttl(
+    token: str, expires_at: float, lifetime_s: float, now: float, max_ttl_s: int
+) -> int:
+    expiry = token_expiry(token)
+    if expiry is None:
+        raise InvalidTokenError("not a well-formed token (three base64url parts with an exp)")
+    if min(expiry, expires_at) <= now:
+        raise InvalidTokenError(f"token {fingerprint(token)} has expired")
+    ttl = key_ttl_s(min(expiry, expires_at), lifetime_s, now, max_ttl_s)
+    if ttl < 1:
+        raise InvalidTokenError(f"token {fingerprint(token)} has too little life left for a key")
+    return ttl
+
+
+def status_accounts(status: object) -> tuple[str, ...]:
+    """The account names recorded in a login's orca:status: JSON (empty when unreadable)."""
+    if not isinstance(status, str):
+        return ()
+    try:
+        accounts = json.loads(status).get("accounts", [])
+    except (ValueError, AttributeError):
+        return ()
+    return tuple(a for a in accounts if isinstance(a, str) and a)

@@ -1,0 +1,320 @@
+"""Tradovate's REST auth API: log in, renew, list accounts. Every answer becomes a grant or one
+of the errors below; none of them carries a password, `sec` or token.
+
+SPEC's facts: failures come as HTTP 200 with `errorText`; a `p-ticket` asks to wait `p-time`
+seconds and resend the identical body plus the ticket; `p-captcha` cannot be answered; 429 means
+back off an hour; each accesstokenrequest opens a session (a user keeps only two), renewal does not.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import httpx
+
+from daemon.config import Login, TradovateSettings
+from daemon.constants import (
+    AUTH_RATE_WINDOW_S,
+    RATE_LIMITED_BACKOFF_S,
+    TRADOVATE_CONNECT_TIMEOUT_S,
+    TRADOVATE_TIMEOUT_S,
+)
+from daemon.logs import fingerprint, scrub
+from daemon.metrics import Metrics
+from daemon.tokens import token_expiry
+
+LOGIN_ENDPOINT: Final = "/auth/accesstokenrequest"
+RENEW_ENDPOINT: Final = "/auth/renewaccesstoken"
+ACCOUNTS_ENDPOINT: Final = "/account/list"
+_DEVICE_NAMESPACE: Final = uuid.UUID("5d3f4c1e-8f8a-4f39-9a51-0b6b0c2f7e11")
+_ERROR_TEXT_MAX_CHARS: Final = 200
+
+
+class TradovateError(Exception):
+    """A refresh that did not produce a token. `outcome` is the metric and log label."""
+
+    outcome: ClassVar[str] = "unavailable"
+
+
+class TradovateUnavailable(TradovateError):
+    """Timeouts, connection faults, HTTP 5xx and other statuses: transient."""
+
+
+class InvalidResponse(TradovateError):
+    """A body that is not JSON, or lacks a well-formed token: transient, and never written."""
+
+    outcome = "invalid_response"
+
+
+class CredentialsRejected(TradovateError):
+    """`errorText` on login: a wrong password or app identity. Not transient."""
+
+    outcome = "rejected"
+
+
+class TokenRefused(TradovateError):
+    """The token was refused (renewal or a Bearer call): log in again."""
+
+    outcome = "refused"
+
+
+class RateLimited(TradovateError):
+    """HTTP 429: every auth request of this address waits an hour."""
+
+    outcome = "rate_limited"
+
+
+class PenaltyTicket(TradovateError):
+    """Wait `wait_s`, then resend the identical login body plus this ticket."""
+
+    outcome = "penalty"
+
+    def __init__(self, ticket: str, wait_s: float) -> None:
+        super().__init__(f"penalty ticket: retry with it after {wait_s:g} s")
+        self.ticket = ticket
+        self.wait_s = wait_s
+
+
+class CaptchaRequired(TradovateError):
+    """`p-captcha`: no program can answer. The login is parked."""
+
+    outcome = "captcha"
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    expires_at: float
+    issued_at: float
+    source: str  # "login" or "renew"
+    md_access_token: str | None = None
+    user_id: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"TokenGrant(token={fingerprint(self.access_token)}, source={self.source}, "
+            f"expires_at={self.expires_at:.0f})"
+        )
+
+    @property
+    def lifetime_s(self) -> float:
+        return self.expires_at - self.issued_at
+
+
+@dataclass(frozen=True)
+class Account:
+    id: int
+    name: str
+    active: bool
+
+
+def machine_id() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            value = Path(path).read_text(encoding="ascii").strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    return uuid.getnode().to_bytes(6, "big").hex()
+
+
+def device_id_for(login: str, configured: str | None) -> str:
+    """TRADOVATE_DEVICE_ID when set, else a UUID stable for this machine and this login."""
+    return configured or str(uuid.uuid5(_DEVICE_NAMESPACE, f"{machine_id()}:{login}"))
+
+
+class AuthPacer:
+    """Paces accesstokenrequest calls of all logins together under `limit` per minute.
+
+    `reserve()` hands out start times in order, so callers queue fairly instead of racing when a
+    slot frees. After a 429 every reservation waits out the hour.
+    """
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._limit = limit
+        self._clock = clock
+        self._starts: collections.deque[float] = collections.deque(maxlen=limit)
+        self._blocked_until = 0.0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Seconds to wait before sending; the slot is held for the caller from now on."""
+        with self._lock:
+            now = self._clock()
+            start = max(now, self._blocked_until)
+            if len(self._starts) == self._limit:
+                start = max(start, self._starts[0] + AUTH_RATE_WINDOW_S)
+            self._starts.append(start)
+            return start - now
+
+    def block(self, seconds: float = RATE_LIMITED_BACKOFF_S) -> None:
+        with self._lock:
+            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+
+    def blocked_for(self) -> float:
+        with self._lock:
+            return max(0.0, self._blocked_until - self._clock())
+
+
+class TradovateClient:
+    """One HTTP client for every login; thread-safe like the httpx.Client beneath it."""
+
+    def __init__(
+        self,
+        settings: TradovateSettings,
+        *,
+        metrics: Metrics | None = None,
+        http: httpx.Client | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._http = http or httpx.Client(
+            timeout=httpx.Timeout(TRADOVATE_TIMEOUT_S, connect=TRADOVATE_CONNECT_TIMEOUT_S),
+            headers={"Accept": "application/json", "User-Agent": "orca-token-daemon"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def login_body(self, login: Login, p_ticket: str | None = None) -> dict[str, Any]:
+        if login.password is None or self._settings.sec is None:
+            raise ValueError(f"login {login.name}: settings were read without credentials")
+        body: dict[str, Any] = {
+            "name": login.name,
+            "password": login.password.reveal(),
+            "appId": self._settings.app_id,
+            "appVersion": self._settings.app_version,
+            "cid": self._settings.cid,
+            "sec": self._settings.sec.reveal(),
+            "deviceId": device_id_for(login.name, self._settings.device_id),
+        }
+        if p_ticket is not None:
+            body["p-ticket"] = p_ticket
+        return body
+
+    def login(self, login: Login, p_ticket: str | None = None) -> TokenGrant:
+        """POST accesstokenrequest: opens a new Tradovate session. Use renew whenever possible."""
+        data = self._call("POST", LOGIN_ENDPOINT, json=self.login_body(login, p_ticket))
+        if not isinstance(data, dict):
+            raise InvalidResponse(f"{LOGIN_ENDPOINT}: answer is not a JSON object")
+        if data.get("p-captcha"):
+            raise CaptchaRequired(f"{LOGIN_ENDPOINT}: Tradovate asks for a captcha")
+        if data.get("p-ticket"):
+            wait_s = data.get("p-time", 0)
+            if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
+                wait_s = 0
+            raise PenaltyTicket(str(data["p-ticket"]), float(wait_s))
+        if data.get("errorText"):
+            raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {_error_text(data)}")
+        return self._grant(data, LOGIN_ENDPOINT, source="login")
+
+    def renew(self, access_token: str) -> TokenGrant:
+        """GET renewaccesstoken: a fresh token in the same session."""
+        data = self._call("GET", RENEW_ENDPOINT, token=access_token)
+        if not isinstance(data, dict):
+            raise InvalidResponse(f"{RENEW_ENDPOINT}: answer is not a JSON object")
+        if data.get("errorText"):
+            raise TokenRefused(f"{RENEW_ENDPOINT}: {_error_text(data)}")
+        return self._grant(data, RENEW_ENDPOINT, source="renew")
+
+    def list_accounts(self, access_token: str) -> list[Account]:
+        data = self._call("GET", ACCOUNTS_ENDPOINT, token=access_token)
+        if isinstance(data, dict) and data.get("errorText"):
+            raise TokenRefused(f"{ACCOUNTS_ENDPOINT}: {_error_text(data)}")
+        if not isinstance(data, list):
+            raise InvalidResponse(f"{ACCOUNTS_ENDPOINT}: answer is not a JSON list")
+        accounts = []
+        for item in data:
+            name = item.get("name") if isinstance(item, dict) else None
+            account_id = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name or not isinstance(account_id, int):
+                raise InvalidResponse(f"{ACCOUNTS_ENDPOINT}: an account lacks a name or id")
+            accounts.append(Account(id=account_id, name=name, active=bool(item.get("active"))))
+        return accounts
+
+    def _call(
+        self,
+        method: str,
+        endpoint: str,
+        *,
+        json: dict[str, Any] | None = None,
+        token: str | None = None,
+    ) -> Any:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        try:
+            response = self._http.request(
+                method, self._settings.base_url + endpoint, json=json, headers=headers
+            )
+        except httpx.TimeoutException as exc:
+            self._count(endpoint, "timeout")
+            raise TradovateUnavailable(f"{endpoint}: timed out ({type(exc).__name__})") from None
+        except httpx.HTTPError as exc:
+            self._count(endpoint, "error")
+            raise TradovateUnavailable(f"{endpoint}: {type(exc).__name__}") from None
+        status = response.status_code
+        self._count(endpoint, str(status))
+        if status == 429:
+            raise RateLimited(f"{endpoint}: HTTP 429 Too Many Requests")
+        if status in (401, 403):
+            if endpoint == LOGIN_ENDPOINT:
+                raise CredentialsRejected(f"{endpoint}: HTTP {status}")
+            raise TokenRefused(f"{endpoint}: HTTP {status}")
+        if status != 200:
+            raise TradovateUnavailable(f"{endpoint}: HTTP {status}")
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "no content type").split(";")[0]
+            raise InvalidResponse(f"{endpoint}: answer is not JSON ({kind})") from None
+
+    def _grant(self, data: dict[str, Any], endpoint: str, *, source: str) -> TokenGrant:
+        now = self._clock()
+        access_token = data.get("accessToken")
+        expiry = token_expiry(access_token)
+        if not isinstance(access_token, str) or expiry is None:
+            raise InvalidResponse(f"{endpoint}: no well-formed accessToken in the answer")
+        expires_at = min(expiry, _parse_time(data.get("expirationTime")) or expiry)
+        if expires_at <= now:
+            raise InvalidResponse(f"{endpoint}: the token has already expired")
+        md_token = data.get("mdAccessToken")
+        user_id = data.get("userId")
+        return TokenGrant(
+            access_token=access_token,
+            expires_at=expires_at,
+            issued_at=now,
+            source=source,
+            md_access_token=md_token if token_expiry(md_token) is not None else None,
+            user_id=user_id if isinstance(user_id, int) else None,
+        )
+
+    def _count(self, endpoint: str, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.tradovate_requests.labels(endpoint=endpoint, status=status).inc()
+
+
+def _error_text(data: dict[str, Any]) -> str:
+    return scrub(str(data.get("errorText")))[:_ERROR_TEXT_MAX_CHARS]
+
+
+def _parse_time(value: object) -> float | None:
+    """expirationTime: ISO 8601 ("2026-11-25T20:00:00.000Z") or epoch milliseconds."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value / 1000 if value > 1e11 else float(value)
+    return None

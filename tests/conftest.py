@@ -1,0 +1,129 @@
+"""Fixtures: global state reset around every test, real redis-server instances (plain and TLS
+with a password and a throwaway CA), and the simulated Tradovate."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from daemon.embedded_redis import RedisServer, TlsFiles
+from daemon.fake_tradovate import FakeTradovate
+from daemon.logs import forget_secrets
+from daemon.redis_client import close_redis_client
+from tests.helpers import user
+
+REDIS_PASSWORD = "redis-Pa55-word"
+
+
+@pytest.fixture(autouse=True)
+def _reset_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no shared pool, no registered secrets and default logging."""
+    for name in list(os.environ):
+        if name.startswith(("ORCA_", "REDIS_", "TRADOVATE_")) or name in ("NOTIFY_SOCKET",):
+            monkeypatch.delenv(name)
+    yield
+    close_redis_client()
+    forget_secrets()
+    structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+
+
+def _require_redis_server() -> None:
+    if shutil.which("redis-server"):
+        return
+    message = "redis-server is not installed (make test installs it with apt-get)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}: integration tests must not be skipped under CI=true")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A plain redis-server of this test's own, on a free loopback port."""
+    _require_redis_server()
+    with RedisServer(workdir=tmp_path) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 and localhost."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orca test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(folder / "ca.crt", folder / "server.crt", folder / "server.key")
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.server_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+@pytest.fixture
+def redis_tls_server(tmp_path: Path, tls_files: TlsFiles) -> Iterator[RedisServer]:
+    """What Azure Cache for Redis looks like: TLS only, with a password."""
+    _require_redis_server()
+    with RedisServer(workdir=tmp_path, tls=tls_files, password=REDIS_PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_tradovate() -> FakeTradovate:
+    """The simulator with two logins, answered through respx (no socket)."""
+    return FakeTradovate([user("APEX_1", accounts=2), user("APEX_2", accounts=3)])
+
+
+@pytest.fixture
+def served_tradovate() -> Iterator[FakeTradovate]:
+    """The reference desk (4 logins, 13 accounts) served over HTTP on 127.0.0.1."""
+    with FakeTradovate() as fake:
+        yield fake

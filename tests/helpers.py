@@ -1,0 +1,165 @@
+"""Shared test helpers: a clock to move by hand, JWTs, polling with a deadline, and respx
+routes answered by the same simulated Tradovate the end-to-end tests serve over HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import respx
+
+from daemon.config import Settings, load_settings, password_variable
+from daemon.fake_tradovate import FakeTradovate, FakeUser, Hang, Reset
+
+APP_ID = "orca-tests"
+
+
+class FakeClock:
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def make_jwt(exp: float, **claims: Any) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'exp': int(exp), **claims})}.c2ln"
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll until predicate() is truthy; fail with `what` at the deadline. Never sleep-and-hope."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def user(name: str, accounts: int = 2) -> FakeUser:
+    return FakeUser(name, f"pw-{name}-Zq9", [f"{name}-ACC{n}" for n in range(1, accounts + 1)])
+
+
+def daemon_env(fake: FakeTradovate, redis_url: str | None = None, **extra: str) -> dict[str, str]:
+    """The environment a daemon needs for the simulator's users."""
+    env = {
+        "TRADOVATE_BASE_URL": fake.base_url,
+        "TRADOVATE_APP_ID": APP_ID,
+        "TRADOVATE_CID": "7",
+        "TRADOVATE_SEC": fake.sec,
+        "ORCA_ACCOUNTS": ",".join(fake.users),
+        "ORCA_HEALTH_ADDR": "",
+    }
+    if redis_url is not None:
+        env["REDIS_URL"] = redis_url
+    env.update({password_variable(u.name): u.password for u in fake.users.values()})
+    env.update(extra)
+    return env
+
+
+def settings_for(fake: FakeTradovate, **extra: str) -> Settings:
+    return load_settings(daemon_env(fake, **extra))
+
+
+@contextmanager
+def tradovate_routes(fake: FakeTradovate) -> Iterator[respx.MockRouter]:
+    """Answer every request to the simulator's base URL through respx, without a socket."""
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
+        status, answer = fake.answer(request.method, request.url.path, body, token)
+        if isinstance(answer, Hang):
+            raise httpx.ReadTimeout("timed out", request=request)
+        if isinstance(answer, Reset):
+            raise httpx.RemoteProtocolError("connection reset", request=request)
+        if isinstance(answer, bytes):
+            return httpx.Response(status, content=answer, headers={"Content-Type": "text/html"})
+        return httpx.Response(status, json=answer)
+
+    with respx.mock(base_url=fake.base_url, assert_all_called=False) as router:
+        router.route().mock(side_effect=respond)
+        yield router
+
+
+def secrets_of(env: Mapping[str, str]) -> list[str]:
+    """Values that must never appear in a log line."""
+    names = [k for k in env if k.startswith("TRADOVATE_PASSWORD_")] + ["TRADOVATE_SEC"]
+    return [env[k] for k in names if k in env]
+
+
+class DaemonProcess:
+    """`python -m daemon ...` as a child process, its JSON log lines collected as they come."""
+
+    def __init__(self, env: Mapping[str, str], *args: str, cwd: str) -> None:
+        import os
+        import subprocess
+        import sys
+        import threading
+
+        full_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        full_env.update({"ORCA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daemon", *(args or ("run",))],
+            env=full_env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.stdout: list[str] = []
+        assert self.process.stderr is not None
+        assert self.process.stdout is not None
+        self._readers = [
+            threading.Thread(target=self._collect, args=(self.process.stderr, self.lines)),
+            threading.Thread(target=self._collect, args=(self.process.stdout, self.stdout)),
+        ]
+        for reader in self._readers:
+            reader.daemon = True
+            reader.start()
+
+    @staticmethod
+    def _collect(stream: Any, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in list(self.lines)]
+
+    def event(self, name: str, timeout: float = 10.0) -> dict[str, Any]:
+        def find() -> dict[str, Any] | None:
+            return next((e for e in self.events() if e.get("event") == name), None)
+
+        found: dict[str, Any] = wait_for(find, timeout=timeout, what=f"log event {name}")
+        return found
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        code = self.process.wait(timeout=timeout)
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return code
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,287 @@
+"""The daemon as operators run it: a child process, a real Redis, the simulated Tradovate."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.embedded_redis import RedisServer, free_port
+from daemon.fake_tradovate import FakeTradovate
+from daemon.tokens import token_expiry
+from tests.helpers import DaemonProcess, daemon_env, secrets_of, wait_for
+
+
+@pytest.fixture
+def processes() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def start(
+    processes: list[DaemonProcess], env: dict[str, str], tmp_path: Path, *args: str
+) -> DaemonProcess:
+    process = DaemonProcess(env, *args, cwd=str(tmp_path))
+    processes.append(process)
+    return process
+
+
+def valid_token_keys(server: RedisServer) -> dict[str, str]:
+    client = server.client()
+    now = time.time()
+    keys = [str(key) for key in client.keys("token:*")]
+    values = client.mget(keys) if keys else []
+    return {
+        key: str(value)
+        for key, value in zip(keys, values, strict=True)
+        if (token_expiry(value) or 0) > now
+    }
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback http)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def test_reference_desk_end_to_end(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    """4 logins, 13 accounts: 17 valid keys, TTLs within the tokens' life, one session each,
+    health endpoints, no secret in any log line, and a clean stop on SIGTERM."""
+    env = daemon_env(served_tradovate, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
+    daemon = start(processes, env, tmp_path)
+    keys = wait_for(
+        lambda: len(valid_token_keys(redis_server)) == 17 and valid_token_keys(redis_server),
+        what="17 valid token keys",
+    )
+    client = redis_server.client()
+    now = time.time()
+    for key, token in keys.items():
+        assert client.ttl(key) <= (token_expiry(token) or 0) - now + 1, key
+        md_key = key.replace("token:", "mdtoken:", 1)
+        assert client.ttl(md_key) <= (token_expiry(client.get(md_key)) or 0) - now + 1
+        assert served_tradovate.is_live(token)
+    assert dict(served_tradovate.seen.sessions_opened) == {
+        "APEX_266668": 1,
+        "APEX_272045": 1,
+        "APEX_136189": 1,
+        "APEX_265995": 1,
+    }
+    health = daemon.event("daemon.starting")["health"]
+    _, body = wait_for(
+        lambda: (r := http_get(f"http://{health}/readyz"))[0] == 200 and r, what="/readyz 200"
+    )
+    assert json.loads(body)["ready"] is True
+    _status, metrics = http_get(f"http://{health}/metrics")
+    assert 'orca_token_refresh_total{login="APEX_266668",outcome="login"} 1.0' in metrics
+    assert "orca_redis_up 1.0" in metrics
+    assert http_get(f"http://{health}/healthz")[0] == 200
+
+    daemon.signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert daemon.wait(timeout=10) == 0
+    assert time.monotonic() - stopped_at < 10
+    events = daemon.events()  # every line parses as JSON, or this raises
+    assert [e["event"] for e in events][-2:] == ["daemon.stopping", "daemon.stopped"]
+    text = "\n".join(daemon.lines)
+    for secret in [*secrets_of(env), *keys.values()]:
+        assert secret not in text
+
+
+def test_sigint_also_stops_cleanly(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    daemon = start(processes, daemon_env(served_tradovate, redis_server.url), tmp_path)
+    daemon.event("token.refreshed")
+    daemon.signal(signal.SIGINT)
+    assert daemon.wait(timeout=10) == 0
+
+
+def test_bad_configuration_exits_78_naming_every_problem(
+    tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    env = {"REDIS_PORT": "abc", "ORCA_ACCOUNTS": "APEX_1", "ORCA_REFRESH_INTERVAL": "soon"}
+    daemon = start(processes, env, tmp_path)
+    assert daemon.wait() == 78
+    (event,) = daemon.events()
+    assert event["event"] == "config.invalid"
+    assert event["level"] == "error"
+    for name in (
+        "REDIS_PORT",
+        "ORCA_REFRESH_INTERVAL",
+        "TRADOVATE_APP_ID",
+        "TRADOVATE_CID",
+        "TRADOVATE_SEC",
+        "TRADOVATE_PASSWORD_APEX_1",
+    ):
+        assert name in event["error"]
+
+
+def test_usage_error_exits_2(tmp_path: Path, processes: list[DaemonProcess]) -> None:
+    assert start(processes, {}, tmp_path, "run", "--bogus").wait() == 2
+    assert start(processes, {}, tmp_path, "frobnicate").wait() == 2
+
+
+def test_run_once(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    env = daemon_env(served_tradovate, redis_server.url)
+    assert start(processes, env, tmp_path, "run", "--once").wait() == 0
+    assert len(valid_token_keys(redis_server)) == 17
+    # Again: the tokens in Redis are renewed, not replaced by new sessions.
+    assert start(processes, env, tmp_path, "run", "--once").wait() == 0
+    assert set(served_tradovate.seen.sessions_opened.values()) == {1}
+    assert set(served_tradovate.seen.renewals.values()) == {1}
+
+
+def test_run_once_exits_1_when_a_login_fails(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    env = daemon_env(served_tradovate, redis_server.url, TRADOVATE_PASSWORD_APEX_265995="wrong")
+    daemon = start(processes, env, tmp_path, "run", "--once")
+    assert daemon.wait() == 1
+    finished = daemon.event("daemon.once_finished")
+    assert finished["failed"] == ["APEX_265995"]
+    assert finished["refreshed"] == 3
+    assert "wrong" not in "\n".join(daemon.lines).replace("wrong password", "")
+
+
+def test_run_once_without_redis_opens_no_session(
+    served_tradovate: FakeTradovate, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    env = daemon_env(served_tradovate, f"redis://127.0.0.1:{free_port()}/0")
+    assert start(processes, env, tmp_path, "run", "--once").wait() == 1
+    assert sum(served_tradovate.seen.sessions_opened.values()) == 0
+
+
+def test_keeps_running_while_redis_is_down(
+    served_tradovate: FakeTradovate, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    env = daemon_env(
+        served_tradovate,
+        f"redis://127.0.0.1:{free_port()}/0",
+        ORCA_HEALTH_ADDR="127.0.0.1:0",
+        REDIS_SOCKET_CONNECT_TIMEOUT="0.2",
+    )
+    daemon = start(processes, env, tmp_path)
+    daemon.event("redis.down")
+    health = daemon.event("daemon.starting")["health"]
+    status, body = http_get(f"http://{health}/readyz")
+    assert status == 503
+    assert json.loads(body)["redis"] == "down"
+    assert "orca_redis_up 0.0" in http_get(f"http://{health}/metrics")[1]
+    assert http_get(f"http://{health}/healthz")[0] == 200
+    assert daemon.process.poll() is None
+    assert sum(served_tradovate.seen.sessions_opened.values()) == 0
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == 0
+    assert [e["event"] for e in daemon.events()].count("redis.down") == 1
+
+
+def test_tls_redis_with_password(
+    served_tradovate: FakeTradovate,
+    redis_tls_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    assert redis_tls_server.tls is not None
+    env = daemon_env(
+        served_tradovate,
+        redis_tls_server.url,
+        REDIS_SSL_CA_CERTS=str(redis_tls_server.tls.ca_cert),
+    )
+    daemon = start(processes, env, tmp_path, "run", "--once")
+    assert daemon.wait() == 0
+    assert redis_tls_server.password is not None
+    assert redis_tls_server.password not in "\n".join(daemon.lines)
+    assert daemon.event("daemon.once")["redis"].startswith("rediss://127.0.0.1:")
+
+
+def test_unverified_tls_warns_at_every_start(
+    served_tradovate: FakeTradovate,
+    redis_tls_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    env = daemon_env(served_tradovate, redis_tls_server.url, REDIS_SSL_CERT_REQS="none")
+    daemon = start(processes, env, tmp_path)
+    assert daemon.event("redis.tls_unverified")["level"] == "warning"
+    daemon.event("token.refreshed")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=10) == 0
+
+
+def test_systemd_notify_ready_watchdog_and_stopping(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(10)
+        env = daemon_env(
+            served_tradovate, redis_server.url, NOTIFY_SOCKET=address, WATCHDOG_USEC="1000000"
+        )
+        daemon = start(processes, env, tmp_path)
+        received = [sock.recv(256).decode() for _ in range(3)]
+        assert received[0] == "READY=1"
+        assert received[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
+        daemon.signal(signal.SIGTERM)
+        messages = []
+        while "STOPPING=1" not in messages:
+            messages.append(sock.recv(256).decode())
+        assert daemon.wait(timeout=10) == 0
+
+
+def test_in_flight_refreshes_finish_after_sigterm(
+    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    with FakeTradovate(latency_s=0.5) as slow:
+        daemon = start(processes, daemon_env(slow, redis_server.url), tmp_path)
+        wait_for(lambda: slow.seen.received >= 1, what="a request in flight")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+        events = [e["event"] for e in daemon.events()]
+        assert "daemon.stop_timeout" not in events
+        assert events.index("daemon.stopping") < events.index("token.refreshed")
+        assert len(valid_token_keys(redis_server)) >= 2  # a login and its account, at least
+
+
+def test_a_hung_refresh_is_abandoned_within_the_stop_budget(
+    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    with FakeTradovate() as hanging:
+        hanging.inject("/v1/auth/accesstokenrequest", "hang", count=4, hang_s=30)
+        daemon = start(processes, daemon_env(hanging, redis_server.url), tmp_path)
+        wait_for(lambda: hanging.seen.received >= 1, what="a request in flight")
+        daemon.signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert daemon.wait(timeout=12) == 0
+        assert time.monotonic() - started < 10
+        timeout_event = daemon.event("daemon.stop_timeout")
+        assert timeout_event["in_flight"]

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import fakeredis
+import pytest
+
+from daemon.fake_tradovate import FakeTradovate
+from daemon.health import HealthServer
+from daemon.metrics import Metrics
+from daemon.service import Daemon
+from daemon.systemd import Notifier
+from tests.helpers import make_jwt, settings_for, tradovate_routes
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback http)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, dict[str, Any]]]:
+    answers: dict[str, Any] = {"healthy": (True, {"status": "ok"}), "ready": (False, {"x": 1})}
+    metrics = Metrics()
+    metrics.refresh_total.labels(login="APEX_1", outcome="login").inc()
+    metrics.redis_up.set(1)
+    health = HealthServer(
+        ("127.0.0.1", 0),
+        metrics,
+        healthy=lambda: answers["healthy"],
+        ready=lambda: answers["ready"],
+    )
+    health.start()
+    host, port = health.address
+    yield f"http://{host}:{port}", answers
+    health.stop()
+
+
+def test_metrics_page_has_spec_names(server: tuple[str, dict[str, Any]]) -> None:
+    base, _ = server
+    status, text = get(f"{base}/metrics")
+    assert status == 200
+    assert 'orca_token_refresh_total{login="APEX_1",outcome="login"} 1.0' in text
+    for name in (
+        "orca_token_refresh_duration_seconds",
+        "orca_token_expiry_timestamp_seconds",
+        "orca_token_last_success_timestamp_seconds",
+        "orca_tradovate_requests_total",
+        "orca_redis_up 1.0",
+        "orca_leader",
+    ):
+        assert name in text
+
+
+def test_probes_answer_json_with_their_status(server: tuple[str, dict[str, Any]]) -> None:
+    base, _answers = server
+    assert get(f"{base}/healthz") == (200, json.dumps({"status": "ok"}, indent=2))
+    status, body = get(f"{base}/readyz")
+    assert status == 503
+    assert json.loads(body) == {"x": 1}
+    assert get(f"{base}/nope")[0] == 404
+
+
+def test_a_probe_that_raises_is_not_ready() -> None:
+    def broken() -> tuple[bool, dict[str, Any]]:
+        raise RuntimeError("probe fell over")
+
+    health = HealthServer(("127.0.0.1", 0), Metrics(), healthy=broken, ready=broken)
+    health.start()
+    try:
+        host, port = health.address
+        status, body = get(f"http://{host}:{port}/readyz")
+    finally:
+        health.stop()
+    assert status == 503
+    assert json.loads(body) == {"error": "RuntimeError"}
+
+
+def test_readyz_needs_redis_and_a_valid_token_for_every_login(
+    fake_tradovate: FakeTradovate,
+) -> None:
+    store = fakeredis.FakeRedis(decode_responses=True)
+    daemon = Daemon(settings_for(fake_tradovate), redis_client=store, notifier=Notifier(environ={}))
+    ready, body = daemon.readyz()
+    assert not ready
+    assert body["redis"] == "unknown"
+    daemon._set_redis_up(True)
+    ready, body = daemon.readyz()
+    assert not ready
+    assert body["logins"]["APEX_1"]["token"] == "missing"
+    store.set("token:APEX_1", make_jwt(time.time() + 600))
+    store.set("token:APEX_2", make_jwt(time.time() - 1))
+    ready, body = daemon.readyz()
+    assert not ready
+    assert body["logins"]["APEX_2"]["token"] == "invalid"
+    with tradovate_routes(fake_tradovate):
+        for name in ("APEX_1", "APEX_2"):
+            daemon.refresher.refresh(name, force=True)
+    ready, body = daemon.readyz()
+    assert ready
+    assert {entry["token"] for entry in body["logins"].values()} == {"valid"}
+    assert all(len(entry["fingerprint"]) == 8 for entry in body["logins"].values())
+    daemon._set_redis_up(False)
+    assert daemon.readyz()[0] is False
+
+
+def test_scheduler_that_stops_ticking_is_not_healthy(fake_tradovate: FakeTradovate) -> None:
+    daemon = Daemon(
+        settings_for(fake_tradovate),
+        redis_client=fakeredis.FakeRedis(decode_responses=True),
+        notifier=Notifier(environ={}),
+    )
+    assert daemon.healthz()[0] is False  # not started
+    daemon.scheduler.start(paused=True)
+    try:
+        assert daemon.healthz()[0] is True
+        daemon._scheduler_tick_at -= 31  # a hung scheduler stops ticking
+        ok, body = daemon.healthz()
+        assert not ok
+        assert body["status"] == "scheduler not running"
+    finally:
+        daemon.scheduler.shutdown(wait=False)

@@ -1,0 +1,352 @@
+"""The refresh policy, driven by a clock moved by hand against the simulated Tradovate."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import fakeredis
+import pytest
+import redis
+from structlog.testing import capture_logs
+
+from daemon.fake_tradovate import ACCOUNTS_PATH, LOGIN_PATH, RENEW_PATH, FakeTradovate
+from daemon.metrics import Metrics
+from daemon.refresher import Refresher
+from daemon.tokens import token_state
+from daemon.tradovate import TradovateClient
+from tests.helpers import FakeClock, make_jwt, settings_for, tradovate_routes, user
+
+LIFETIME_S = 4_800.0
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    fake: FakeTradovate
+    redis: fakeredis.FakeRedis
+    metrics: Metrics
+    refresher: Refresher
+
+    def token(self, name: str) -> str | None:
+        value = self.redis.get(f"token:{name}")
+        return value if isinstance(value, str) else None
+
+    def count(self, login: str, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "orca_token_refresh_total", {"login": login, "outcome": outcome}
+        )
+        return value or 0.0
+
+
+def build_world(fake: FakeTradovate, clock: FakeClock, **env: str) -> World:
+    settings = settings_for(fake, **env)
+    metrics = Metrics()
+    client = TradovateClient(settings.tradovate, metrics=metrics, clock=clock)
+    store = fakeredis.FakeRedis(decode_responses=True)
+    refresher = Refresher(
+        settings, client, store, metrics=metrics, instance="test", clock=clock, rng=random.Random(1)
+    )
+    return World(clock, fake, store, metrics, refresher)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    clock = FakeClock()
+    fake = FakeTradovate(
+        [user("APEX_1", accounts=2), user("APEX_2", accounts=3)],
+        token_lifetime_s=LIFETIME_S,
+        clock=clock,
+    )
+    with tradovate_routes(fake):
+        yield build_world(fake, clock)
+
+
+def test_first_refresh_logs_in_and_writes_every_key(world: World) -> None:
+    attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "login"
+    assert attempt.ok
+    token = world.token("APEX_1")
+    assert token is not None
+    assert world.fake.is_live(token)
+    for name in ("APEX_1", "APEX_1-ACC1", "APEX_1-ACC2"):
+        assert world.token(name) == token
+        assert world.redis.get(f"mdtoken:{name}") is not None
+        assert world.redis.ttl(f"token:{name}") <= LIFETIME_S - 60
+    status = json.loads(world.redis.get("orca:status:APEX_1") or "{}")
+    assert status["state"] == "ok"
+    assert status["accounts"] == ["APEX_1-ACC1", "APEX_1-ACC2"]
+    # Renew at about two thirds of the lifetime, with a little jitter.
+    assert LIFETIME_S * 0.63 <= attempt.delay_s <= LIFETIME_S * 0.70
+    assert world.count("APEX_1", "login") == 1
+
+
+def test_renews_instead_of_logging_in_again(world: World) -> None:
+    delay = world.refresher.refresh("APEX_1").delay_s
+    for _ in range(10):  # ten token lifetimes' worth of renewals
+        world.clock.advance(delay)
+        attempt = world.refresher.refresh("APEX_1")
+        assert attempt.outcome == "renew"  # each renewal lists the accounts too: no extra wakeup
+        delay = attempt.delay_s
+        token = world.token("APEX_1")
+        assert token is not None
+        assert world.fake.is_live(token)
+    assert world.fake.seen.sessions_opened["APEX_1"] == 1
+    assert world.fake.seen.renewals["APEX_1"] == 10
+
+
+def test_never_later_than_the_refresh_interval() -> None:
+    clock = FakeClock()
+    fake = FakeTradovate([user("APEX_1")], token_lifetime_s=86_400, clock=clock)
+    with tradovate_routes(fake):
+        world = build_world(fake, clock, ORCA_REFRESH_INTERVAL="600")
+        assert world.refresher.refresh("APEX_1").delay_s == pytest.approx(600)
+
+
+def test_refused_renewal_logs_in_again(world: World) -> None:
+    delay = world.refresher.refresh("APEX_1").delay_s
+    world.fake.inject(RENEW_PATH, "http_500")  # not a refusal: retried, no new session
+    world.clock.advance(delay)
+    assert world.refresher.refresh("APEX_1").outcome == "unavailable"
+    assert world.fake.seen.sessions_opened["APEX_1"] == 1
+    # Two more logins elsewhere close the daemon's session; its renewal is refused.
+    for _ in range(2):
+        world.fake.answer(
+            "POST",
+            LOGIN_PATH,
+            world.refresher.tradovate.login_body(world.refresher.states["APEX_1"].login),
+            None,
+        )
+    world.clock.advance(5)
+    with capture_logs() as logs:
+        assert world.refresher.refresh("APEX_1").outcome == "login"
+    assert any(e["event"] == "token.renew_refused" for e in logs)
+    token = world.token("APEX_1")
+    assert token is not None
+    assert world.fake.is_live(token)
+
+
+def test_failed_renewal_keeps_the_last_good_token(world: World) -> None:
+    delay = world.refresher.refresh("APEX_1").delay_s
+    good = world.token("APEX_1")
+    world.clock.advance(delay)
+    world.fake.inject(RENEW_PATH, "not_json", count=3)
+    delays = [world.refresher.refresh("APEX_1").delay_s for _ in range(3)]
+    assert world.token("APEX_1") == good
+    assert 1 <= delays[0] <= 2
+    assert 2 <= delays[1] <= 4
+    assert 4 <= delays[2] <= 8
+    assert world.refresher.refresh("APEX_1").outcome == "renew"
+    assert world.fake.seen.sessions_opened["APEX_1"] == 1
+
+
+def test_backoff_is_capped_at_five_minutes(world: World) -> None:
+    world.fake.inject(LOGIN_PATH, "http_503", count=20)
+    delays = []
+    for _ in range(20):
+        delays.append(world.refresher.refresh("APEX_1").delay_s)
+        world.clock.advance(delays[-1])
+    assert max(delays) <= 300
+    assert delays[-1] >= 150
+    assert world.token("APEX_1") is None
+
+
+def test_token_that_runs_out_while_failing_leads_to_a_login(world: World) -> None:
+    world.refresher.refresh("APEX_1")
+    world.clock.advance(LIFETIME_S + 1)
+    assert world.refresher.refresh("APEX_1").outcome == "login"
+    assert world.fake.seen.renewals["APEX_1"] == 0
+
+
+def test_account_list_fault_still_writes_the_login_token(world: World) -> None:
+    world.fake.inject(ACCOUNTS_PATH, "http_500")
+    attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "unavailable"
+    # The account list failed for another reason: the token was still written, for the login.
+    assert world.token("APEX_1") is not None
+    assert world.token("APEX_1-ACC1") is None
+    retry = world.refresher.refresh("APEX_1")
+    assert retry.outcome == "kept"
+    assert world.token("APEX_1-ACC1") is not None
+    assert world.fake.seen.sessions_opened["APEX_1"] == 1
+
+
+def test_token_refused_on_account_list_is_never_written(world: World) -> None:
+    world.fake.inject(ACCOUNTS_PATH, "http_401")
+    assert world.refresher.refresh("APEX_1").outcome == "refused"
+    assert world.token("APEX_1") is None
+    assert world.redis.keys("mdtoken:*") == []
+    assert world.refresher.refresh("APEX_1").outcome == "login"
+    token = world.token("APEX_1")
+    assert token is not None
+    assert world.fake.is_live(token)
+
+
+def test_captcha_parks_the_login(world: World) -> None:
+    world.fake.inject(LOGIN_PATH, "captcha")
+    with capture_logs() as logs:
+        attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "captcha"
+    assert attempt.delay_s == 3_600
+    assert logs[-1]["event"] == "token.refresh_failed"
+    assert logs[-1]["log_level"] == "error"
+    requests = len(world.fake.seen.requests)
+    world.clock.advance(1_800)
+    assert world.refresher.refresh("APEX_1").outcome == "parked"
+    assert len(world.fake.seen.requests) == requests  # nothing sent while parked
+    world.clock.advance(1_801)
+    assert world.refresher.refresh("APEX_1").outcome == "login"
+
+
+def test_penalty_ticket_waits_then_resends_the_identical_body(world: World) -> None:
+    world.fake.inject(LOGIN_PATH, "penalty", p_time_s=12)
+    with capture_logs() as logs:
+        attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "penalty"
+    assert attempt.delay_s == 12
+    assert attempt.deferred
+    assert {"event": "tradovate.penalty", "login": "APEX_1", "wait_s": 12.0}.items() <= logs[
+        0
+    ].items()
+    world.clock.advance(12)
+    assert world.refresher.refresh("APEX_1").outcome == "login"
+    assert world.fake.penalty_resends_ok == 1
+    first, resend = world.fake.seen.login_bodies[-2:]
+    assert resend == {**first, "p-ticket": resend["p-ticket"]}
+
+
+def test_rate_limit_backs_off_an_hour_for_every_login(world: World) -> None:
+    world.fake.inject(LOGIN_PATH, "http_429")
+    attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "rate_limited"
+    assert attempt.delay_s == 3_600
+    other = world.refresher.refresh("APEX_2")
+    assert other.outcome == "deferred"
+    assert other.delay_s == pytest.approx(3_600)
+    assert LOGIN_PATH not in [path for path, _ in world.fake.seen.requests[1:]]
+
+
+def test_rejected_password_is_retried_no_more_than_every_five_minutes(world: World) -> None:
+    world.fake.inject(LOGIN_PATH, "error_text", count=3)
+    delays = [world.refresher.refresh("APEX_1").delay_s for _ in range(3)]
+    assert all(delay >= 300 for delay in delays)
+    assert world.count("APEX_1", "rejected") == 3
+
+
+def test_logins_are_paced_under_the_auth_limit() -> None:
+    clock = FakeClock()
+    fake = FakeTradovate([user(f"APEX_{n}") for n in range(3)], clock=clock)
+    with tradovate_routes(fake):
+        world = build_world(fake, clock, ORCA_AUTH_RATE_LIMIT="2")
+        outcomes = [world.refresher.refresh(f"APEX_{n}") for n in range(3)]
+        assert [a.outcome for a in outcomes] == ["login", "login", "deferred"]
+        assert outcomes[2].delay_s == pytest.approx(60)
+        assert not outcomes[2].ok
+        assert world.count("APEX_2", "deferred") == 0  # waiting is not a failure
+        clock.advance(60)
+        assert world.refresher.refresh("APEX_2").outcome == "login"
+
+
+def test_adopted_token_is_renewed_not_logged_in(world: World) -> None:
+    world.refresher.refresh("APEX_1")
+    token = world.token("APEX_1")
+    restarted = build_world(world.fake, world.clock)
+    restarted.redis = world.redis
+    restarted.refresher.redis = world.redis
+    assert restarted.refresher.adopt_from_redis() == 1
+    state = restarted.refresher.states["APEX_1"]
+    assert state.accounts == ("APEX_1-ACC1", "APEX_1-ACC2")
+    assert restarted.refresher.refresh("APEX_1").outcome == "renew"
+    assert world.token("APEX_1") != token
+    assert world.fake.seen.sessions_opened["APEX_1"] == 1
+
+
+def test_expired_or_garbage_tokens_in_redis_are_not_adopted(world: World) -> None:
+    world.redis.set("token:APEX_1", make_jwt(world.clock.now - 1))
+    world.redis.set("token:APEX_2", "not-a-token")
+    assert world.refresher.adopt_from_redis() == 0
+
+
+def test_redis_failure_keeps_the_token_and_retries_the_write(world: World) -> None:
+    server = fakeredis.FakeServer()
+    server.connected = False  # fakeredis raises ConnectionError while disconnected
+    world.refresher.redis = fakeredis.FakeRedis(server=server, decode_responses=True)
+    attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "redis"
+    assert 1 <= attempt.delay_s <= 2
+    world.refresher.redis = world.redis
+    requests = len(world.fake.seen.requests)
+    assert world.refresher.refresh("APEX_1").outcome == "kept"
+    assert len(world.fake.seen.requests) == requests  # the held token, no new Tradovate call
+    assert token_state(world.token("APEX_1"), world.clock.now) == "valid"
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "http_500",
+        "http_503",
+        "html",
+        "not_json",
+        "no_token",
+        "empty_token",
+        "malformed_token",
+        "expired_token",
+        "reset",
+        "hang",
+    ],
+)
+def test_every_fault_is_a_clear_outcome_and_nothing_is_written(world: World, kind: str) -> None:
+    world.fake.inject(LOGIN_PATH, kind)
+    attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome in ("unavailable", "invalid_response")
+    assert world.token("APEX_1") is None
+    assert world.refresher.refresh("APEX_1").outcome == "login"
+
+
+def test_logs_carry_the_fields_and_no_secret(world: World) -> None:
+    with capture_logs() as logs:
+        world.refresher.refresh("APEX_1")
+    (event,) = [e for e in logs if e["event"] == "token.refreshed"]
+    assert {"login", "outcome", "fingerprint", "expires_at", "ttl", "next_attempt_in"} <= set(event)
+    token = world.token("APEX_1") or ""
+    password = world.fake.users["APEX_1"].password
+    text = repr(logs)
+    assert token not in text
+    assert password not in text
+    assert world.fake.sec not in text
+
+
+def test_failure_events_name_attempt_and_next_attempt(world: World) -> None:
+    world.fake.inject(LOGIN_PATH, "http_500", count=2)
+    with capture_logs() as logs:
+        world.refresher.refresh("APEX_1")
+        world.refresher.refresh("APEX_1")
+    failures = [e for e in logs if e["event"] == "token.refresh_failed"]
+    assert [e["attempt"] for e in failures] == [1, 2]
+    assert all(e["outcome"] == "unavailable" and e["next_attempt_in"] >= 1 for e in failures)
+    status = json.loads(world.redis.get("orca:status:APEX_1") or "{}")
+    assert status["state"] == "failing"
+    assert status["failures"] == 2
+
+
+def test_metrics_record_expiry_and_success(world: World) -> None:
+    world.refresher.refresh("APEX_1")
+    expiry = world.metrics.registry.get_sample_value(
+        "orca_token_expiry_timestamp_seconds", {"login": "APEX_1"}
+    )
+    assert expiry == pytest.approx(world.clock.now + LIFETIME_S, abs=1)
+    assert world.metrics.registry.get_sample_value(
+        "orca_token_last_success_timestamp_seconds", {"login": "APEX_1"}
+    ) == pytest.approx(world.clock.now)
+
+
+def test_refresh_never_raises_on_redis_errors_of_any_kind(world: World) -> None:
+    class Exploding(fakeredis.FakeRedis):
+        def pipeline(self, *args: object, **kwargs: object) -> redis.client.Pipeline:
+            raise redis.ResponseError("OOM command not allowed")
+
+    world.refresher.redis = Exploding(decode_responses=True)
+    assert world.refresher.refresh("APEX_1").outcome == "redis"

@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import fakeredis
+import pytest
+
+from daemon.tokens import (
+    InvalidTokenError,
+    TokenSet,
+    fingerprint,
+    key_ttl_s,
+    token_expiry,
+    token_state,
+    write_login_tokens,
+)
+from tests.helpers import make_jwt
+
+NOW = 1_900_000_000.0
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "abc.def",  # two parts
+        "a.b.c.d",  # four parts
+        "eyJh.!!!.sig",  # not base64url
+        "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.sig",  # payload is not JSON
+        "eyJhbGciOiJIUzI1NiJ9.WzFd.sig",  # payload is a list
+        make_jwt(NOW + 60).rsplit(".", 1)[0] + ".",  # empty signature
+        None,
+        42,
+    ],
+)
+def test_malformed_tokens_have_no_expiry(token: object) -> None:
+    assert token_expiry(token) is None
+    assert token_state(token, NOW) in ("missing", "invalid")
+
+
+def test_exp_must_be_a_number() -> None:
+    assert (
+        token_expiry(make_jwt(NOW).replace(make_jwt(NOW).split(".")[1], "eyJleHAiOnRydWV9")) is None
+    )
+    assert token_expiry(make_jwt(NOW + 60)) == NOW + 60
+
+
+def test_token_state() -> None:
+    assert token_state(None, NOW) == "missing"
+    assert token_state(make_jwt(NOW - 1), NOW) == "invalid"
+    assert token_state(make_jwt(NOW + 1), NOW) == "valid"
+
+
+def test_fingerprint_is_8_hex_digits_of_sha256() -> None:
+    assert fingerprint("abc") == "ba7816bf"
+
+
+@pytest.mark.parametrize(
+    ("remaining", "lifetime", "max_ttl", "expected"),
+    [
+        (5_400, 5_400, 18_000, 5_340),  # 90 min token: 60 s margin
+        (5_400, 5_400, 600, 600),  # ORCA_TOKEN_TTL caps it
+        (30, 30, 18_000, 27),  # 30 s token: a tenth of its lifetime
+        (20, 30, 18_000, 17),  # later in its life, the same margin
+        (2, 30, 18_000, -1),  # too late: no key worth writing
+    ],
+)
+def test_key_ttl(remaining: float, lifetime: float, max_ttl: int, expected: int) -> None:
+    assert key_ttl_s(NOW + remaining, lifetime, NOW, max_ttl) == expected
+
+
+def token_set(expires_in: float = 5_400, **extra: object) -> TokenSet:
+    now = time.time()
+    fields: dict[str, object] = {
+        "login": "APEX_1",
+        "access_token": make_jwt(now + expires_in, sub="APEX_1"),
+        "md_access_token": make_jwt(now + expires_in, use="md"),
+        "expires_at": now + expires_in,
+        "lifetime_s": expires_in,
+        "accounts": ("ACC_1", "ACC_2", "APEX_1"),
+    }
+    fields.update(extra)
+    return TokenSet(**fields)  # type: ignore[arg-type]  # fields checked by TokenSet itself
+
+
+def test_writes_every_name_with_a_clamped_ttl_and_status() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    tokens = token_set()
+    ttl = write_login_tokens(
+        client, tokens, now=time.time(), max_ttl_s=18_000, status={"state": "ok"}
+    )
+    assert 5_338 <= ttl <= 5_340
+    for name in ("APEX_1", "ACC_1", "ACC_2"):
+        assert client.get(f"token:{name}") == tokens.access_token
+        assert client.get(f"mdtoken:{name}") == tokens.md_access_token
+        assert 0 < client.ttl(f"token:{name}") <= ttl
+    assert json.loads(client.get("orca:status:APEX_1") or "{}") == {"state": "ok"}
+    assert len(client.keys("token:*")) == 3  # the login is not written twice
+
+
+def test_md_token_that_expires_sooner_gets_its_own_ttl() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    now = time.time()
+    tokens = token_set(md_access_token=make_jwt(now + 600))
+    write_login_tokens(client, tokens, now=now, max_ttl_s=18_000)
+    assert client.ttl("mdtoken:APEX_1") <= 540 < client.ttl("token:APEX_1")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"access_token": ""}, "not a well-formed token"),
+        ({"access_token": "abc.def.ghi"}, "not a well-formed token"),
+        ({"access_token": make_jwt(1_000)}, "has expired"),
+        ({"expires_at": 1_000.0}, "has expired"),
+        ({"md_access_token": "garbage"}, "not a well-formed token"),
+    ],
+)
+def test_never_writes_a_bad_token(changes: dict[str, Any], message: str) -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    client.set("token:APEX_1", "the-last-good-one")
+    with pytest.raises(InvalidTokenError, match=message):
+        write_login_tokens(client, token_set(**changes), now=time.time(), max_ttl_s=18_000)
+    assert client.get("token:APEX_1") == "the-last-good-one"
+    assert client.keys("mdtoken:*") == []
+
+
+def test_too_little_life_left_is_refused() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    with pytest.raises(InvalidTokenError, match="too little life"):
+        write_login_tokens(client, token_set(expires_in=1.5), now=time.time(), max_ttl_s=18_000)
+
+
+def test_error_messages_name_tokens_by_fingerprint_only() -> None:
+    tokens = token_set(expires_in=1.5)
+    with pytest.raises(InvalidTokenError) as caught:
+        write_login_tokens(fakeredis.FakeRedis(), tokens, now=time.time(), max_ttl_s=18_000)
+    assert tokens.access_token not in str(caught.value)
+    assert fingerprint(tokens.access_token) in str(caught.value)
+    assert tokens.access_token not in repr(tokens)
