@@ -285,3 +285,22 @@ def test_a_hung_refresh_is_abandoned_within_the_stop_budget(
         assert time.monotonic() - started < 10
         timeout_event = daemon.event("daemon.stop_timeout")
         assert timeout_event["in_flight"]
+
+
+def test_console_script_is_the_same_entry_point(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "orca-tokens"
+    assert script.exists(), "pip install -e . installs the orca-tokens console script"
+    version = subprocess.run(
+        [str(script), "--version"], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    module = subprocess.run(
+        [sys.executable, "-m", "daemon", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    assert version.stdout == module.stdout == "orca-tokens 0.1.0\n"
