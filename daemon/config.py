@@ -124,12 +124,14 @@ class Settings:
     refresh_concurrency: int = DEFAULT_REFRESH_CONCURRENCY
     captcha_park_s: int = DEFAULT_CAPTCHA_PARK_S
     health_addr: tuple[str, int] | None = ("127.0.0.1", 9108)
+    alert_webhook_url: Secret | None = None  # webhook URLs embed their own secret
     log_format: str = "auto"
     log_level: str = "info"
 
     def secrets(self) -> list[str]:
         """Every secret value, so the log redactor can scrub them wherever they appear."""
-        found = [self.redis.password, self.tradovate.sec, *(lg.password for lg in self.logins)]
+        found = [self.redis.password, self.tradovate.sec, self.alert_webhook_url]
+        found += [login.password for login in self.logins]
         values = [s.reveal() for s in found if s is not None]
         if self.redis.url is not None:
             values.append(urlsplit(self.redis.url.reveal()).password or "")
@@ -264,6 +266,7 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         ),
         captcha_park_s=reader.integer("ORCA_CAPTCHA_PARK", DEFAULT_CAPTCHA_PARK_S, low=1),
         health_addr=_health_addr(reader),
+        alert_webhook_url=_webhook(reader),
         log_format=reader.choice("ORCA_LOG_FORMAT", "auto", LOG_FORMATS),
         log_level=reader.choice("ORCA_LOG_LEVEL", "info", LOG_LEVELS),
     )
@@ -413,6 +416,14 @@ def _login_password(reader: _Reader, name: str, entry: Mapping[str, str]) -> Sec
     if "password_file" in entry:
         return reader.secret_file(f"password_file of {name}", entry["password_file"])
     return reader.secret(entry["password_env"], required=True)
+
+
+def _webhook(reader: _Reader) -> Secret | None:
+    url = reader.secret("ORCA_ALERT_WEBHOOK_URL", required=False)
+    if url is not None and not url.reveal().startswith(("https://", "http://")):
+        reader.problem("ORCA_ALERT_WEBHOOK_URL", "must be an http(s) URL")
+        return None
+    return url
 
 
 def _health_addr(reader: _Reader) -> tuple[str, int] | None:

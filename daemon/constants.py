@@ -12,6 +12,13 @@ PRICE_KEY_PREFIX: Final = "price:"
 STATUS_KEY_PREFIX: Final = "orca:status:"  # per-login status JSON, written with each refresh
 HEARTBEAT_KEY_PREFIX: Final = "orca:heartbeat:"  # per-instance liveness, answered by `health`
 HEARTBEAT_TTL_S: Final = 30
+LEADER_KEY: Final = "orca:leader"  # the refresh lease; its value is the leader's instance id
+
+# Standby instances and Redis loss.
+REDIS_WATCH_INTERVAL_S: Final = 2.0  # probe Redis, write the heartbeat, renew or seek the lease
+LEASE_TTL_S: Final = 10  # the leader renews every probe: five chances before it lapses
+LEASE_FREE_PROBES_BEFORE_TAKEOVER: Final = 3  # a standby waits this many probes of a free lease
+RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite what is missing
 
 # Token lifetime rules (SPEC "Tradovate facts").
 DEFAULT_TOKEN_TTL_S: Final = 18_000
@@ -44,6 +51,10 @@ REDIS_POOL_WAIT_S: Final = 20.0  # a refresh waits this long for a free pooled c
 REDIS_COMMAND_RETRIES: Final = 3
 REDIS_RETRY_BACKOFF_BASE_S: Final = 0.05
 REDIS_RETRY_BACKOFF_CAP_S: Final = 1.0
+
+# Alerts.
+ALERT_TIMEOUT_S: Final = 5.0
+ALERT_QUEUE_SIZE: Final = 100  # beyond this, alerts are dropped rather than slow anything
 
 # Lifecycle.
 MAIN_LOOP_TICK_S: Final = 1.0

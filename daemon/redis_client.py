@@ -7,9 +7,11 @@ token = get_redis_client().get("token:APEX_266668")
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
+import structlog
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
@@ -23,6 +25,7 @@ from daemon.constants import (
     REDIS_SOCKET_TIMEOUT_S,
 )
 
+log = structlog.get_logger("daemon.redis")
 _lock = threading.Lock()
 _client: redis.Redis | None = None
 _client_settings: RedisSettings | None = None
@@ -91,3 +94,32 @@ def close_redis_client() -> None:
         if _client is not None:
             _client.connection_pool.disconnect()
         _client, _client_settings = None, None
+
+
+class RedisHealth:
+    """Whether Redis answered last, as one shared fact: the probe and every refresh report to
+    it, and it logs only when the answer changes, never once per failed attempt."""
+
+    def __init__(self, target: str, on_change: Callable[[bool], None] | None = None) -> None:
+        self.target = target
+        self.up: bool | None = None  # None until the first answer
+        self._on_change = on_change
+        self._lock = threading.Lock()
+
+    def succeeded(self) -> None:
+        self._set(True, None)
+
+    def failed(self, error: Exception) -> None:
+        self._set(False, error)
+
+    def _set(self, up: bool, error: Exception | None) -> None:
+        with self._lock:
+            if up == self.up:
+                return
+            self.up = up
+        if up:
+            log.info("redis.up", redis=self.target)
+        else:
+            log.error("redis.down", redis=self.target, error=str(error))
+        if self._on_change is not None:
+            self._on_change(up)

@@ -22,6 +22,7 @@ import redis
 import structlog
 from redis.backoff import EqualJitterBackoff
 
+from daemon.alerts import Alerter
 from daemon.config import Login, Settings
 from daemon.constants import (
     ACCOUNT_LIST_MAX_AGE_S,
@@ -36,11 +37,13 @@ from daemon.constants import (
     TOKEN_KEY_PREFIX,
 )
 from daemon.metrics import Metrics
+from daemon.redis_client import RedisHealth
 from daemon.tokens import (
     InvalidTokenError,
     TokenSet,
     fingerprint,
     jwt_claims,
+    key_names,
     status_accounts,
     token_expiry,
     write_login_tokens,
@@ -83,6 +86,7 @@ class LoginState:
     parked_until: float = 0.0
     p_ticket: str | None = None
     auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
+    alerted: bool = False  # a "failing" alert went out; the recovery gets one too
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -130,8 +134,12 @@ class Refresher:
         instance: str,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        redis_health: RedisHealth | None = None,
+        alerts: Alerter | None = None,
     ) -> None:
         self.settings = settings
+        self.redis_health = redis_health or RedisHealth(settings.redis.target())
+        self.alerts = alerts
         self.tradovate = tradovate
         self.redis = redis_client
         self.metrics = metrics
@@ -216,8 +224,12 @@ class Refresher:
         except CredentialsRejected as error:
             delay = max(CREDENTIALS_REJECTED_RETRY_S, self._backoff.compute(state.failures + 1))
             return self._failed(state, error, delay)
-        except (TradovateError, InvalidTokenError, redis.RedisError) as error:
+        except redis.RedisError as error:
+            self.redis_health.failed(error)
             return self._failed(state, error, self._backoff.compute(state.failures + 1))
+        except (TradovateError, InvalidTokenError) as error:
+            return self._failed(state, error, self._backoff.compute(state.failures + 1))
+        self.redis_health.succeeded()
         return self._succeeded(state, source)
 
     def _ensure_token(self, state: LoginState, now: float, *, force: bool) -> str:
@@ -273,6 +285,49 @@ class Refresher:
         if accounts_error is not None:
             raise accounts_error
 
+    def reconcile(self) -> list[str]:
+        """One pipelined pass: every login whose token key is missing or holds another token
+        than the one held here gets its keys rewritten (Redis restarted empty, a FLUSHALL, an
+        operator's DEL). Tradovate is not asked. Returns the logins restored."""
+        now = self.clock()
+        held = [
+            s
+            for s in self.states.values()
+            if s.grant is not None and s.grant.expires_at > now and not s.lock.locked()
+        ]
+        if not held:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for state in held:
+            pipe.mget(
+                [f"{TOKEN_KEY_PREFIX}{name}" for name in key_names(state.name, state.accounts)]
+            )
+        restored = []
+        for state, values in zip(held, pipe.execute(), strict=True):
+            assert state.grant is not None
+            if all(value == state.grant.access_token for value in values):
+                continue
+            if not state.lock.acquire(blocking=False):
+                continue  # a refresh is writing this login right now
+            try:
+                self.write(state)
+            except InvalidTokenError:
+                continue  # too close to expiry for a key; the next refresh replaces it
+            finally:
+                state.lock.release()
+            restored.append(state.name)
+        if restored:
+            log.info("token.restored", logins=restored)
+        return restored
+
+    def forget_tokens(self) -> None:
+        """Drop every held token (this instance lost the lease): whoever leads now owns them,
+        and if the lease comes back, the tokens are adopted afresh from Redis."""
+        for state in self.states.values():
+            with state.lock:
+                state.grant, state.failures, state.alerted = None, 0, False
+                state.auth_slot_at, state.next_attempt_at = None, None
+
     def write(self, state: LoginState) -> int:
         """Write the login's held token under every name, with its status. Returns the TTL."""
         grant = state.grant
@@ -300,6 +355,11 @@ class Refresher:
         grant = state.grant
         if state.failures:
             log.info("token.recovered", login=state.name, after_attempts=state.failures)
+        if state.alerted and self.alerts is not None:
+            self.alerts.send(
+                f"✅ {state.name}: token refreshed again after {state.failures} attempts"
+            )
+        state.alerted = False
         state.failures, state.last_error, state.last_outcome = 0, None, source
         state.last_success_at = now
         self.metrics.last_success.labels(login=state.name).set(now)
@@ -322,6 +382,24 @@ class Refresher:
         outcome = error.outcome if isinstance(error, TradovateError) else _error_outcome(error)
         state.failures += 1
         state.last_outcome, state.last_error = outcome, str(error)
+        token_valid_for = (
+            int(state.grant.expires_at - self.clock()) if state.grant is not None else None
+        )
+        if outcome == "redis":
+            # The login is fine and its token is held: Redis's state is logged (once per change)
+            # and restored by the reconcile pass; the attempt itself is detail.
+            log.debug(
+                "token.write_failed", login=state.name, error=str(error), attempt=state.failures
+            )
+            return Attempt(outcome, delay)
+        if not state.alerted and self.alerts is not None:
+            state.alerted = True
+            self.alerts.send(
+                f"⚠️ {state.name}: token refresh failing ({outcome}: {error}); "
+                f"next attempt in {delay:.0f} s; current token valid for "
+                f"{'no' if token_valid_for is None else token_valid_for} s"
+                + (" — parked: a person must log in on Tradovate" if outcome == "captcha" else "")
+            )
         log.log(
             logging.ERROR if outcome in _NEEDS_A_HUMAN else logging.WARNING,
             "token.refresh_failed",
@@ -330,9 +408,7 @@ class Refresher:
             error=str(error),
             attempt=state.failures,
             next_attempt_in=round(delay, 1),
-            token_valid_for=(
-                int(state.grant.expires_at - self.clock()) if state.grant is not None else None
-            ),
+            token_valid_for=token_valid_for,
         )
         self._write_status(state)
         return Attempt(outcome, delay)

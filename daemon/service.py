@@ -27,17 +27,21 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from daemon.alerts import Alerter
 from daemon.config import Settings
 from daemon.constants import (
     HEARTBEAT_KEY_PREFIX,
     HEARTBEAT_TTL_S,
     MAIN_LOOP_TICK_S,
+    RECONCILE_INTERVAL_S,
+    REDIS_WATCH_INTERVAL_S,
     SHUTDOWN_TIMEOUT_S,
     TOKEN_KEY_PREFIX,
 )
 from daemon.health import HealthServer
+from daemon.lease import Lease
 from daemon.metrics import Metrics
-from daemon.redis_client import get_redis_client
+from daemon.redis_client import RedisHealth, get_redis_client
 from daemon.refresher import Attempt, Refresher, iso
 from daemon.systemd import Notifier
 from daemon.tokens import fingerprint, token_expiry, token_state
@@ -45,7 +49,7 @@ from daemon.tradovate import TradovateClient
 
 log = structlog.get_logger("daemon.service")
 
-REDIS_WATCH_INTERVAL_S = 2.0
+HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0
 SCHEDULER_STALE_S = 30.0
 VALID = "valid"  # no tick for this long: the scheduler is hung, stop pinging the watchdog
@@ -73,6 +77,10 @@ class Daemon:
         self.tradovate = tradovate or TradovateClient(settings.tradovate, metrics=self.metrics)
         self.notifier = notifier or Notifier()
         self.clock = clock
+        self.redis_health = RedisHealth(settings.redis.target(), on_change=self._redis_changed)
+        self.alerts = (
+            Alerter(settings.alert_webhook_url.reveal()) if settings.alert_webhook_url else None
+        )
         self.refresher = Refresher(
             settings,
             self.tradovate,
@@ -80,9 +88,17 @@ class Daemon:
             metrics=self.metrics,
             instance=self.instance,
             clock=clock,
+            redis_health=self.redis_health,
+            alerts=self.alerts,
         )
+        self.lease = Lease(self.redis, self.instance)
+        # Housekeeping (probe, lease, reconcile) has threads of its own: refreshes stuck on a
+        # slow Tradovate must never keep the leader from renewing its lease.
         self.scheduler = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(settings.refresh_concurrency)},
+            executors={
+                "default": ThreadPoolExecutor(settings.refresh_concurrency),
+                HOUSEKEEPING: ThreadPoolExecutor(3),
+            },
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             timezone=UTC,
         )
@@ -92,7 +108,6 @@ class Daemon:
         self._force_stop = threading.Event()
         self._jobs_in_flight = 0
         self._jobs_done = threading.Condition()
-        self._redis_up: bool | None = None
         self._refreshing = False
         self._scheduler_tick_at = time.monotonic()
         self._started_at = clock()
@@ -124,15 +139,19 @@ class Daemon:
         )
         if self.settings.redis.uses_tls and self.settings.redis.ssl_cert_reqs == "none":
             log.warning("redis.tls_unverified", hint="REDIS_SSL_CERT_REQS=none: set it to required")
-        self.scheduler.add_job(
-            self._counted(self._tick), IntervalTrigger(seconds=SCHEDULER_TICK_S), id="tick"
-        )
-        self.scheduler.add_job(
-            self._counted(self._watch_redis),
-            IntervalTrigger(seconds=REDIS_WATCH_INTERVAL_S),
-            id="watch-redis",
-            next_run_time=datetime.now(UTC),
-        )
+        housekeeping = {
+            "tick": (self._tick, SCHEDULER_TICK_S),
+            "watch-redis": (self._watch_redis, REDIS_WATCH_INTERVAL_S),
+            "reconcile": (self._reconcile, RECONCILE_INTERVAL_S),
+        }
+        for job_id, (job, interval_s) in housekeeping.items():
+            self.scheduler.add_job(
+                self._counted(job),
+                IntervalTrigger(seconds=interval_s),
+                id=job_id,
+                executor=HOUSEKEEPING,
+                next_run_time=datetime.now(UTC) if job_id == "watch-redis" else None,
+            )
         self.scheduler.start()
         self.notifier.notify("READY=1")
         log.info("daemon.ready", instance=self.instance, systemd=self.notifier.enabled)
@@ -169,9 +188,11 @@ class Daemon:
             in_flight = [s.name for s in self.refresher.states.values() if s.lock.locked()]
             log.warning("daemon.stop_timeout", in_flight=in_flight)
         self.scheduler.shutdown(wait=False)
-        self._remove_heartbeat()
+        self._leave_redis()
         if self.health is not None:
             self.health.stop()
+        if self.alerts is not None:
+            self.alerts.close()
         self.tradovate.close()
         self.redis.connection_pool.disconnect()
         log.info("daemon.stopped", instance=self.instance)
@@ -234,32 +255,39 @@ class Daemon:
         )
 
     def _watch_redis(self) -> None:
-        """Heartbeat into Redis; it doubles as the probe that tracks whether Redis is up."""
+        """Every probe: heartbeat (which tells whether Redis is up), then hold or seek the
+        lease; lead while it is held, stand by while it is not."""
         try:
             self.redis.set(
                 f"{HEARTBEAT_KEY_PREFIX}{self.instance}",
                 json.dumps(self._heartbeat()),
                 ex=HEARTBEAT_TTL_S,
             )
-            if not self._refreshing:
+            leading = self.lease.hold()
+            if leading and not self._refreshing:
                 self.refresher.adopt_from_redis()
-                self._schedule_logins()
+                self._start_refreshing()
         except redis.RedisError as error:
-            self._set_redis_up(False, error)
-        else:
-            self._set_redis_up(True)
-
-    def _set_redis_up(self, up: bool, error: Exception | None = None) -> None:
-        self.metrics.redis_up.set(1 if up else 0)
-        if up == self._redis_up:
+            self.redis_health.failed(error)
             return
-        if up:
-            log.info("redis.up", redis=self.settings.redis.target())
-        else:
-            log.error("redis.down", redis=self.settings.redis.target(), error=str(error))
-        self._redis_up = up
+        self.redis_health.succeeded()
+        if not leading and self._refreshing:
+            self._stop_refreshing()
 
-    def _schedule_logins(self) -> None:
+    def _redis_changed(self, up: bool) -> None:
+        self.metrics.redis_up.set(1 if up else 0)
+        if up and self._refreshing:
+            self._reconcile()  # Redis may have come back empty: restore at once
+
+    def _reconcile(self) -> None:
+        if not self._refreshing:
+            return
+        try:
+            self.refresher.reconcile()
+        except redis.RedisError as error:
+            self.redis_health.failed(error)
+
+    def _start_refreshing(self) -> None:
         """One job per login, so a failing login never delays another. The interval trigger is
         only a backstop: each run moves its own next run to when the refresher says."""
         for name in self.refresher.states:
@@ -273,6 +301,16 @@ class Daemon:
             )
         self._refreshing = True
         self.metrics.leader.set(1)
+        log.info("daemon.leading", instance=self.instance, logins=len(self.refresher.states))
+
+    def _stop_refreshing(self) -> None:
+        for name in self.refresher.states:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(_job_id(name))
+        self._refreshing = False
+        self.metrics.leader.set(0)
+        self.refresher.forget_tokens()
+        log.warning("daemon.standing_by", instance=self.instance, leader=self.lease.leader())
 
     def _refresh_job(self, name: str) -> None:
         attempt = self.refresher.refresh(name)
@@ -290,10 +328,12 @@ class Daemon:
             "pid": os.getpid(),
             "started_at": iso(self._started_at),
             "logins": len(self.settings.logins),
-            "refreshing": self._refreshing,
+            "leader": self._refreshing,
         }
 
-    def _remove_heartbeat(self) -> None:
+    def _leave_redis(self) -> None:
+        """A clean stop: hand the lease over at once and take the heartbeat away."""
+        self.lease.release()
         with contextlib.suppress(redis.RedisError):
             self.redis.delete(f"{HEARTBEAT_KEY_PREFIX}{self.instance}")
 
@@ -312,7 +352,8 @@ class Daemon:
         return alive, {
             "status": "ok" if alive else "scheduler not running",
             "instance": self.instance,
-            "redis": _redis_word(self._redis_up),
+            "redis": _redis_word(self.redis_health.up),
+            "leader": self._refreshing,
         }
 
     def readyz(self) -> tuple[bool, dict[str, Any]]:
@@ -320,7 +361,7 @@ class Daemon:
         now = self.clock()
         names = list(self.refresher.states)
         tokens: list[Any] = [None] * len(names)
-        redis_up = self._redis_up
+        redis_up = self.redis_health.up
         if redis_up:
             try:
                 tokens = self.redis.mget([f"{TOKEN_KEY_PREFIX}{name}" for name in names])
@@ -338,7 +379,12 @@ class Daemon:
                 "next_attempt_at": iso(state.next_attempt_at),
             }
         ready = bool(redis_up) and all(entry["token"] == VALID for entry in logins.values())
-        return ready, {"ready": ready, "redis": _redis_word(redis_up), "logins": logins}
+        return ready, {
+            "ready": ready,
+            "redis": _redis_word(redis_up),
+            "leader": self._refreshing,
+            "logins": logins,
+        }
 
 
 def _job_id(name: str) -> str:

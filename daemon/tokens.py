@@ -30,6 +30,7 @@ __all__ = [
     "TokenSet",
     "fingerprint",
     "jwt_claims",
+    "key_names",
     "key_ttl_s",
     "status_accounts",
     "token_expiry",
@@ -104,7 +105,12 @@ class TokenSet:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return (self.login, *(a for a in self.accounts if a != self.login))
+        return key_names(self.login, self.accounts)
+
+
+def key_names(login: str, accounts: tuple[str, ...]) -> tuple[str, ...]:
+    """Every name a login's token is written under: the login, then each of its accounts."""
+    return (login, *(a for a in accounts if a != login))
 
 
 def write_login_tokens(

@@ -96,7 +96,11 @@ def test_reference_desk_end_to_end(
     assert daemon.wait(timeout=10) == 0
     assert time.monotonic() - stopped_at < 10
     events = daemon.events()  # every line parses as JSON, or this raises
-    assert [e["event"] for e in events][-2:] == ["daemon.stopping", "daemon.stopped"]
+    assert [e["event"] for e in events][-3:] == [
+        "daemon.stopping",
+        "lease.released",
+        "daemon.stopped",
+    ]
     text = "\n".join(daemon.lines)
     for secret in [*secrets_of(env), *keys.values()]:
         assert secret not in text

@@ -92,7 +92,7 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     ready, body = daemon.readyz()
     assert not ready
     assert body["redis"] == "unknown"
-    daemon._set_redis_up(True)
+    daemon.redis_health.succeeded()
     ready, body = daemon.readyz()
     assert not ready
     assert body["logins"]["APEX_1"]["token"] == "missing"
@@ -108,7 +108,7 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     assert ready
     assert {entry["token"] for entry in body["logins"].values()} == {"valid"}
     assert all(len(entry["fingerprint"]) == 8 for entry in body["logins"].values())
-    daemon._set_redis_up(False)
+    daemon.redis_health.failed(ConnectionError("gone"))
     assert daemon.readyz()[0] is False
 
 

@@ -1,0 +1,61 @@
+"""Webhook alerts (ORCA_ALERT_WEBHOOK_URL): one message when a login starts failing and one when
+it recovers. Sent from a thread of their own, so a webhook that is down never slows a refresh."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from urllib.parse import urlsplit
+
+import httpx
+import structlog
+
+from daemon.constants import ALERT_QUEUE_SIZE, ALERT_TIMEOUT_S
+from daemon.logs import scrub
+
+log = structlog.get_logger("daemon.alerts")
+
+
+def payload_for(url: str, text: str) -> dict[str, str]:
+    """Discord wants {"content"}, Slack {"text"}; anything else gets both."""
+    host = urlsplit(url).hostname or ""
+    if host.endswith(("discord.com", "discordapp.com")):
+        return {"content": text}
+    if host.endswith("slack.com"):
+        return {"text": text}
+    return {"content": text, "text": text}
+
+
+class Alerter:
+    def __init__(self, url: str, *, http: httpx.Client | None = None) -> None:
+        self._url = url
+        self._http = http or httpx.Client(timeout=ALERT_TIMEOUT_S)
+        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=ALERT_QUEUE_SIZE)
+        self._thread = threading.Thread(target=self._deliver, name="alerts", daemon=True)
+        self._thread.start()
+
+    def send(self, text: str) -> None:
+        """Queue a message; never blocks. The text is scrubbed of secrets first."""
+        try:
+            self._queue.put_nowait(scrub(text))
+        except queue.Full:
+            log.warning("alert.dropped", reason="queue full")
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued, within `timeout`, then stop."""
+        with contextlib.suppress(queue.Full):  # a full queue: the join's timeout still bounds it
+            self._queue.put_nowait(None)
+        self._thread.join(timeout)
+        self._http.close()
+
+    def _deliver(self) -> None:
+        while (text := self._queue.get()) is not None:
+            try:
+                response = self._http.post(self._url, json=payload_for(self._url, text))
+                response.raise_for_status()
+            except httpx.HTTPError as error:
+                # The URL carries the webhook's own secret: name the failure, never the URL.
+                log.warning("alert.failed", error=type(error).__name__)
+            else:
+                log.info("alert.sent")
