@@ -37,3 +37,7 @@ test: lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
+
+# Faults injected into two running daemons (loopback only, under 3 minutes); prints the figures.
+chaos: $(STAMP) redis-server
+	$(BIN)/python -m daemon.chaos

@@ -24,6 +24,7 @@ from daemon.constants import (
     DEFAULT_REFRESH_CONCURRENCY,
     DEFAULT_TOKEN_TTL_S,
     TRADOVATE_BASE_URLS,
+    TRADOVATE_TIMEOUT_S,
 )
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus names it
@@ -111,6 +112,7 @@ class TradovateSettings:
     cid: int = 0
     sec: Secret | None = None
     device_id: str | None = None  # None: derived per login from the machine id
+    timeout_s: float = TRADOVATE_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -334,6 +336,7 @@ def _tradovate_settings(reader: _Reader, *, credentials: bool) -> TradovateSetti
         cid=cid,
         sec=reader.secret("TRADOVATE_SEC", required=credentials),
         device_id=reader.text("TRADOVATE_DEVICE_ID"),
+        timeout_s=reader.number("ORCA_TRADOVATE_TIMEOUT", TRADOVATE_TIMEOUT_S, low=0.1),
     )
 
 

@@ -15,8 +15,8 @@ HEARTBEAT_TTL_S: Final = 30
 LEADER_KEY: Final = "orca:leader"  # the refresh lease; its value is the leader's instance id
 
 # Standby instances and Redis loss.
-REDIS_WATCH_INTERVAL_S: Final = 2.0  # probe Redis, write the heartbeat, renew or seek the lease
-LEASE_TTL_S: Final = 10  # the leader renews every probe: five chances before it lapses
+REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew or seek the lease
+LEASE_TTL_S: Final = 5  # the leader renews every probe: five chances before it lapses
 LEASE_FREE_PROBES_BEFORE_TAKEOVER: Final = 3  # a standby waits this many probes of a free lease
 RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite what is missing
 
@@ -42,7 +42,7 @@ TRADOVATE_BASE_URLS: Final = {
     "live": "https://live.tradovateapi.com/v1",
 }
 TRADOVATE_CONNECT_TIMEOUT_S: Final = 5.0
-TRADOVATE_TIMEOUT_S: Final = 10.0
+TRADOVATE_TIMEOUT_S: Final = 10.0  # default of ORCA_TRADOVATE_TIMEOUT
 
 # Redis connection.
 REDIS_HEALTH_CHECK_INTERVAL_S: Final = 30  # well below Azure's 10-minute idle disconnect

@@ -83,6 +83,7 @@ class Fault:
     count: int = 1
     p_time_s: float = 1.0  # penalty
     hang_s: float = 30.0  # hang
+    user: str | None = None  # only requests of this login; None: anyone's
 
 
 @dataclass
@@ -162,12 +163,21 @@ class FakeTradovate:
 
     # -- control and observation ---------------------------------------------------------------
 
-    def inject(self, path: str, kind: str, *, count: int = 1, **options: float) -> None:
-        """The next `count` requests to `path` get `kind` instead of a real answer."""
+    def inject(
+        self,
+        path: str,
+        kind: str,
+        *,
+        count: int = 1,
+        user: str | None = None,
+        p_time_s: float = 1.0,
+        hang_s: float = 30.0,
+    ) -> None:
+        """The next `count` requests to `path` (of `user` only, when given) get `kind`."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
         with self._lock:
-            self._faults[path].append(Fault(kind, count, **options))
+            self._faults[path].append(Fault(kind, count, p_time_s, hang_s, user))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -288,14 +298,14 @@ class FakeTradovate:
             for n, name in enumerate(user.accounts, start=1)
         ]
 
-    def _take_fault(self, path: str) -> Fault | None:
+    def _take_fault(self, path: str, user: str | None) -> Fault | None:
         queue = self._faults.get(path)
-        if not queue:
+        fault = next((f for f in queue or () if f.user in (None, user)), None)
+        if queue is None or fault is None:
             return None
-        fault = queue[0]
         fault.count -= 1
         if fault.count <= 0:
-            queue.popleft()
+            queue.remove(fault)
         return fault
 
     def answer(self, method: str, path: str, body: Any, token: str | None) -> tuple[int, Any]:
@@ -306,7 +316,11 @@ class FakeTradovate:
     def _answer(self, method: str, path: str, body: Any, token: str | None) -> tuple[int, Any]:
         if path == LOGIN_PATH and isinstance(body, dict):
             self.seen.login_bodies.append(body)
-        fault = self._take_fault(path)
+            user: str | None = str(body.get("name"))
+        else:
+            claims = self._verify(token) if token else None
+            user = str(claims.get("sub")) if claims else None
+        fault = self._take_fault(path, user)
         if fault is not None and fault.kind == "penalty" and isinstance(body, dict):
             ticket = secrets.token_hex(8)
             self._tickets[ticket] = {"body": body, "due": self.clock() + fault.p_time_s}
@@ -359,11 +373,14 @@ class FakeTradovate:
                     payload, content_type = answer, "text/html"
                 else:
                     payload, content_type = json.dumps(answer).encode(), "application/json"
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up waiting: what it should do
 
             def do_GET(self) -> None:
                 self._serve("GET")

@@ -145,12 +145,13 @@ class Daemon:
             "reconcile": (self._reconcile, RECONCILE_INTERVAL_S),
         }
         for job_id, (job, interval_s) in housekeeping.items():
+            # Every one runs at once. (APScheduler reads next_run_time=None as "add paused".)
             self.scheduler.add_job(
                 self._counted(job),
                 IntervalTrigger(seconds=interval_s),
                 id=job_id,
                 executor=HOUSEKEEPING,
-                next_run_time=datetime.now(UTC) if job_id == "watch-redis" else None,
+                next_run_time=datetime.now(UTC),
             )
         self.scheduler.start()
         self.notifier.notify("READY=1")

@@ -25,7 +25,6 @@ from daemon.constants import (
     AUTH_RATE_WINDOW_S,
     RATE_LIMITED_BACKOFF_S,
     TRADOVATE_CONNECT_TIMEOUT_S,
-    TRADOVATE_TIMEOUT_S,
 )
 from daemon.logs import fingerprint, scrub
 from daemon.metrics import Metrics
@@ -180,7 +179,9 @@ class TradovateClient:
         self._metrics = metrics
         self._clock = clock
         self._http = http or httpx.Client(
-            timeout=httpx.Timeout(TRADOVATE_TIMEOUT_S, connect=TRADOVATE_CONNECT_TIMEOUT_S),
+            timeout=httpx.Timeout(
+                settings.timeout_s, connect=min(settings.timeout_s, TRADOVATE_CONNECT_TIMEOUT_S)
+            ),
             headers={"Accept": "application/json", "User-Agent": "orca-token-daemon"},
         )
 

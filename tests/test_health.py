@@ -15,7 +15,7 @@ from daemon.health import HealthServer
 from daemon.metrics import Metrics
 from daemon.service import Daemon
 from daemon.systemd import Notifier
-from tests.helpers import make_jwt, settings_for, tradovate_routes
+from tests.helpers import make_jwt, settings_for, tradovate_routes, wait_for
 
 
 def get(url: str) -> tuple[int, str]:
@@ -128,3 +128,28 @@ def test_scheduler_that_stops_ticking_is_not_healthy(fake_tradovate: FakeTradova
         assert body["status"] == "scheduler not running"
     finally:
         daemon.scheduler.shutdown(wait=False)
+
+
+def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> None:
+    """A job added paused would never run: the tick (healthz, watchdog) and the reconcile pass
+    must both be live once the daemon runs."""
+    import threading
+
+    daemon = Daemon(
+        settings_for(served_tradovate),
+        redis_client=fakeredis.FakeRedis(decode_responses=True),
+        notifier=Notifier(environ={}),
+    )
+    ticked_at = daemon._scheduler_tick_at
+    runner = threading.Thread(target=daemon.run)
+    runner.start()
+    try:
+        wait_for(lambda: daemon.scheduler.get_job("refresh:APEX_266668"), what="refresh jobs")
+        jobs = daemon.scheduler.get_jobs()
+        assert {"tick", "watch-redis", "reconcile"} <= {job.id for job in jobs}
+        assert all(job.next_run_time is not None for job in jobs), jobs
+        wait_for(lambda: daemon._scheduler_tick_at > ticked_at, what="the first tick")
+    finally:
+        daemon.request_stop()
+        runner.join(timeout=10)
+    assert not runner.is_alive()

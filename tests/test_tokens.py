@@ -127,14 +127,21 @@ def test_never_writes_a_bad_token(changes: dict[str, Any], message: str) -> None
     assert client.keys("mdtoken:*") == []
 
 
+def nearly_expired() -> TokenSet:
+    """expirationTime (the truth) 0.9 s away, though the JWT's own exp is later."""
+    now = time.time()
+    return token_set(expires_at=now + 0.9, md_access_token=None, lifetime_s=30.0)
+
+
 def test_too_little_life_left_is_refused() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
     with pytest.raises(InvalidTokenError, match="too little life"):
-        write_login_tokens(client, token_set(expires_in=1.5), now=time.time(), max_ttl_s=18_000)
+        write_login_tokens(client, nearly_expired(), now=time.time(), max_ttl_s=18_000)
+    assert client.keys("*") == []
 
 
 def test_error_messages_name_tokens_by_fingerprint_only() -> None:
-    tokens = token_set(expires_in=1.5)
+    tokens = nearly_expired()
     with pytest.raises(InvalidTokenError) as caught:
         write_login_tokens(fakeredis.FakeRedis(), tokens, now=time.time(), max_ttl_s=18_000)
     assert tokens.access_token not in str(caught.value)

@@ -1,0 +1,285 @@
+"""`make chaos`: faults injected into running daemons, measured the way a trading program sees it.
+
+Two daemons share one Redis and a simulated Tradovate whose tokens live 30 s. A sampler reads
+every token key ten times a second while Tradovate fails in every way, Redis is killed and comes
+back empty, and the leader is killed with SIGKILL. Loopback only; bounded under three minutes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from daemon.config import password_variable
+from daemon.constants import LEADER_KEY, TOKEN_KEY_PREFIX
+from daemon.embedded_redis import RedisServer
+from daemon.fake_tradovate import ACCOUNTS_PATH, RENEW_PATH, FakeTradovate
+
+CHAOS_TOKEN_LIFETIME_S = 30.0
+SAMPLE_EVERY_S = 0.1
+RESTORE_TARGET_S = 15.0
+FAILOVER_TARGET_S = 30.0
+
+
+@dataclass
+class Samples:
+    taken: int = 0
+    stale: int = 0  # a key holding a token Tradovate would refuse: the failure that matters
+    missing: int = 0  # a key absent while Redis answers, outside any named window
+    missing_in: dict[str, int] = field(default_factory=dict)  # ... inside a named window
+    unreadable: int = 0  # Redis itself did not answer
+    stale_names: set[str] = field(default_factory=set)
+
+
+class TokenSampler:
+    """Reads every token key on a fixed period and checks each value against the simulator."""
+
+    def __init__(
+        self,
+        connect: Callable[[], redis.Redis],
+        names: Sequence[str],
+        is_live: Callable[[str], bool],
+        every_s: float = SAMPLE_EVERY_S,
+    ) -> None:
+        self.samples = Samples()
+        self._connect = connect
+        self._keys = [f"{TOKEN_KEY_PREFIX}{name}" for name in names]
+        self._is_live = is_live
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._window: str | None = None
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def start(self) -> TokenSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> Samples:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+    @contextlib.contextmanager
+    def window(self, name: str) -> Iterator[None]:
+        """Missing keys inside this block are counted apart: the expected gap while Redis is
+        restored, or while no leader renews."""
+        self._window = name
+        try:
+            yield
+        finally:
+            self._window = None
+
+    def _run(self) -> None:
+        client = self._connect()
+        while not self._stop.wait(self._every_s):
+            try:
+                values = client.mget(self._keys)
+            except redis.RedisError:
+                self.samples.unreadable += 1
+                continue
+            self.samples.taken += 1
+            for key, value in zip(self._keys, values, strict=True):
+                window = self._window
+                if value is None and window is not None:
+                    self.samples.missing_in[window] = self.samples.missing_in.get(window, 0) + 1
+                elif value is None:
+                    self.samples.missing += 1
+                elif not self._is_live(str(value)):
+                    self.samples.stale += 1
+                    self.samples.stale_names.add(key)
+
+
+def all_names(fake: FakeTradovate) -> list[str]:
+    return [n for user in fake.users.values() for n in (user.name, *user.accounts)]
+
+
+def all_live(client: redis.Redis, names: Sequence[str], fake: FakeTradovate) -> bool:
+    try:
+        values = client.mget([f"{TOKEN_KEY_PREFIX}{name}" for name in names])
+    except redis.RedisError:
+        return False
+    return all(isinstance(v, str) and fake.is_live(v) for v in values)
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float) -> float | None:
+    """Seconds until predicate() held, or None at the deadline."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(0.05)
+    return None
+
+
+def daemon_environment(fake: FakeTradovate, redis_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    env.update(
+        {
+            "REDIS_URL": redis_url,
+            "TRADOVATE_BASE_URL": fake.base_url,
+            "TRADOVATE_APP_ID": "orca-chaos",
+            "TRADOVATE_CID": "1",
+            "TRADOVATE_SEC": fake.sec,
+            "ORCA_ACCOUNTS": ",".join(fake.users),
+            "ORCA_HEALTH_ADDR": "",
+            "ORCA_LOG_FORMAT": "json",
+            # A hung call must end well inside a 30 s token's life (real ones live 80-90 min).
+            "ORCA_TRADOVATE_TIMEOUT": "3",
+        }
+    )
+    env.update({password_variable(u.name): u.password for u in fake.users.values()})
+    return env
+
+
+def start_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run"], env=env, stdout=log_file, stderr=log_file
+        )
+
+
+def leader_pid(client: redis.Redis) -> int | None:
+    try:
+        value = client.get(LEADER_KEY)
+    except redis.RedisError:
+        return None
+    return int(str(value).split(":")[1]) if isinstance(value, str) else None
+
+
+def run_chaos(out: Callable[[str], None] = print) -> int:
+    workdir = Path(tempfile.mkdtemp(prefix="orca-chaos-"))
+    fake = FakeTradovate(token_lifetime_s=CHAOS_TOKEN_LIFETIME_S).start()
+    server = RedisServer(workdir=workdir).start()
+    names = all_names(fake)
+    client = server.client(socket_timeout=1, socket_connect_timeout=1)
+    env = daemon_environment(fake, server.url)
+    daemons = [start_daemon(env, workdir / f"daemon-{n}.log") for n in (1, 2)]
+    sampler: TokenSampler | None = None
+    logins = list(fake.users)
+    restore: float | None = None
+    failover: float | None = None
+    try:
+        out(
+            f"chaos: 2 daemons, {len(fake.users)} logins, {len(names)} token keys, "
+            f"tokens live {CHAOS_TOKEN_LIFETIME_S:.0f} s; logs in {workdir}"
+        )
+        warm_up = wait_until(lambda: all_live(client, names, fake), 30)
+        if warm_up is None:
+            out("FAIL: the daemons never wrote every token")
+            return 1
+        out(f"warm-up: every key valid after {warm_up:.1f} s")
+        sampler = TokenSampler(
+            lambda: server.client(socket_timeout=1, socket_connect_timeout=1),
+            names,
+            fake.is_live,
+        ).start()
+
+        out("phase 1: Tradovate faults on renewals and account lists for 30 s")
+        kinds = [
+            "http_500",
+            "http_503",
+            "html",
+            "not_json",
+            "no_token",
+            "empty_token",
+            "malformed_token",
+            "expired_token",
+            "reset",
+            "hang",
+        ]
+        deadline = time.monotonic() + 30
+        for n in range(10_000):
+            if time.monotonic() > deadline:
+                break
+            # One fault pending at a time: a login meets at most one on each renewal.
+            fake.clear_faults()
+            path = RENEW_PATH if n % 3 else ACCOUNTS_PATH
+            fake.inject(path, kinds[n % len(kinds)], user=logins[n % len(logins)], hang_s=5)
+            time.sleep(2.0)
+        fake.clear_faults()
+        # Let the last fault's retries finish: every token renewed cleanly again.
+        time.sleep(CHAOS_TOKEN_LIFETIME_S * 2 / 3)
+
+        out("phase 2: Redis killed, restarted empty 3 s later")
+        requests_before = fake.seen.received
+        server.kill()
+        time.sleep(3)
+        with sampler.window("restore"):
+            server.start()
+            restore = wait_until(lambda: all_live(client, names, fake), 30)
+        logins_during_restore = fake.seen.received - requests_before
+        out(
+            f"  restored in {restore if restore is None else round(restore, 1)} s; "
+            f"Tradovate requests meanwhile: {logins_during_restore} (renewals that fell due)"
+        )
+
+        out("phase 3: the leader is killed with SIGKILL")
+        wait_until(lambda: leader_pid(client) is not None, 15)
+        pid = leader_pid(client)
+        victim = next((d for d in daemons if d.pid == pid), None)
+        if victim is None:
+            out("FAIL: no daemon holds the lease")
+            return 1
+        with sampler.window("failover"):
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            killed_at = time.monotonic()
+            failover = wait_until(
+                lambda: (p := leader_pid(client)) is not None and p != pid, FAILOVER_TARGET_S + 15
+            )
+            wait_until(lambda: all_live(client, names, fake), 10)
+        out(f"  new leader after {failover if failover is None else round(failover, 1)} s")
+        # One more token lifetime, so the new leader has to renew what it took over.
+        time.sleep(max(0.0, CHAOS_TOKEN_LIFETIME_S + 5 - (time.monotonic() - killed_at)))
+    finally:
+        samples = sampler.stop() if sampler is not None else Samples()
+        for daemon in daemons:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    daemon.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+        server.stop()
+        fake.stop()
+
+    sessions = dict(sorted(fake.seen.sessions_opened.items()))
+    out("")
+    out(f"samples taken:                 {samples.taken} ({len(names)} keys each)")
+    out(f"stale-token samples:           {samples.stale}")
+    windows = ", ".join(f"+{n} during {w}" for w, n in samples.missing_in.items()) or "none"
+    out(
+        f"missing-token samples:         {samples.missing} outside the windows "
+        f"({windows}; {samples.unreadable} reads failed with Redis down)"
+    )
+    out(f"sessions opened per login:     {sessions}")
+    out(f"renewals per login:            {dict(sorted(fake.seen.renewals.items()))}")
+    out(f"time to restore after loss:    {'never' if restore is None else f'{restore:.1f} s'}")
+    out(f"failover time:                 {'never' if failover is None else f'{failover:.1f} s'}")
+    verdicts = {
+        "0 stale samples": samples.stale == 0,
+        "0 missing samples outside the restore and failover windows": samples.missing == 0,
+        "one session per login": set(sessions.values()) == {1} and len(sessions) == len(logins),
+        f"restore within {RESTORE_TARGET_S:.0f} s": restore is not None
+        and restore <= RESTORE_TARGET_S,
+        f"failover within {FAILOVER_TARGET_S:.0f} s": failover is not None
+        and failover <= FAILOVER_TARGET_S,
+    }
+    for name, ok in verdicts.items():
+        out(f"{'PASS' if ok else 'FAIL'}: {name}")
+    return 0 if all(verdicts.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(run_chaos())

@@ -1,0 +1,191 @@
+"""Never lose a token: short-lived tokens, Redis lost, Tradovate faults, standby instances.
+Daemons run as subprocesses against a real redis-server and the simulated Tradovate."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from daemon.chaos import TokenSampler, all_live, all_names, leader_pid
+from daemon.constants import LEADER_KEY
+from daemon.embedded_redis import RedisServer
+from daemon.fake_tradovate import LOGIN_PATH, FakeTradovate
+from tests.helpers import DaemonProcess, daemon_env, wait_for
+from tests.test_daemon_process import http_get
+
+
+@pytest.fixture
+def processes() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for process in started:
+        process.stop()
+
+
+def start(
+    processes: list[DaemonProcess], fake: FakeTradovate, server: RedisServer, tmp: Path, **env: str
+) -> DaemonProcess:
+    process = DaemonProcess(daemon_env(fake, server.url, **env), cwd=str(tmp))
+    processes.append(process)
+    return process
+
+
+@pytest.mark.timeout(90)
+def test_short_lived_tokens_are_always_valid(
+    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    """6 s tokens for 15 s: every sample of every key holds a live token, one session each."""
+    with FakeTradovate(token_lifetime_s=6) as fake:
+        names = all_names(fake)
+        start(processes, fake, redis_server, tmp_path)
+        client = redis_server.client()
+        wait_for(lambda: all_live(client, names, fake), what="every key live")
+        sampler = TokenSampler(redis_server.client, names, fake.is_live, every_s=0.05).start()
+        time.sleep(15)  # the measurement window itself, sampled every 50 ms
+        samples = sampler.stop()
+    assert samples.taken > 100
+    assert (samples.stale, samples.missing, samples.unreadable) == (0, 0, 0)
+    assert set(fake.seen.sessions_opened.values()) == {1}
+    assert min(fake.seen.renewals.values()) >= 3
+
+
+@pytest.mark.timeout(90)
+def test_redis_restart_is_restored_without_asking_tradovate(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    fake = served_tradovate
+    names = all_names(fake)
+    daemon = start(processes, fake, redis_server, tmp_path, ORCA_HEALTH_ADDR="127.0.0.1:0")
+    client = redis_server.client()
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    health = daemon.event("daemon.starting")["health"]
+    requests_before = fake.seen.received
+
+    redis_server.kill()
+    daemon.event("redis.down")
+    status, body = http_get(f"http://{health}/readyz")
+    assert status == 503
+    assert json.loads(body)["redis"] == "down"
+    assert "orca_redis_up 0.0" in http_get(f"http://{health}/metrics")[1]
+    time.sleep(3)  # stay down across several probes and refresh attempts
+    assert daemon.process.poll() is None
+
+    redis_server.start()  # empty: nothing is persisted
+    restored_after = time.monotonic()
+    wait_for(lambda: all_live(client, names, fake), timeout=15, what="every key restored")
+    assert time.monotonic() - restored_after < 15
+    assert fake.seen.received == requests_before  # Tradovate was not asked
+    assert client.get(LEADER_KEY) is not None
+    events = [e["event"] for e in daemon.events()]
+    assert events.count("redis.down") == 1
+    assert events.count("redis.up") == 2  # at start, and once back
+    assert "token.restored" in events
+    assert wait_for(lambda: http_get(f"http://{health}/readyz")[0] == 200, what="ready again")
+
+
+def test_flushall_is_repaired_by_the_reconcile_pass(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    names = all_names(served_tradovate)
+    start(processes, served_tradovate, redis_server, tmp_path)
+    client = redis_server.client()
+    wait_for(lambda: all_live(client, names, served_tradovate), what="every key live")
+    requests_before = served_tradovate.seen.received
+    client.delete("token:PAAPEX2720450000003")
+    client.flushall()
+    wait_for(lambda: all_live(client, names, served_tradovate), timeout=10, what="restored")
+    assert served_tradovate.seen.received == requests_before
+
+
+def test_a_failing_login_never_delays_another(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    served_tradovate.inject(LOGIN_PATH, "hang", user="APEX_265995", hang_s=20)
+    served_tradovate.inject(LOGIN_PATH, "http_503", user="APEX_136189", count=100)
+    daemon = start(processes, served_tradovate, redis_server, tmp_path, ORCA_TRADOVATE_TIMEOUT="15")
+    healthy = [
+        "APEX_266668",
+        *served_tradovate.users["APEX_266668"].accounts,
+        "APEX_272045",
+        *served_tradovate.users["APEX_272045"].accounts,
+    ]
+    client = redis_server.client()
+    wait_for(lambda: all_live(client, healthy, served_tradovate), timeout=5, what="healthy logins")
+    assert client.get("token:APEX_265995") is None  # still hanging: its own job only
+    failed = daemon.event("token.refresh_failed")
+    assert failed["login"] == "APEX_136189"
+    assert failed["outcome"] == "unavailable"
+
+
+@pytest.mark.timeout(120)
+def test_standby_takes_over_after_sigkill_without_a_new_session(
+    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    with FakeTradovate(token_lifetime_s=30) as fake:
+        names = all_names(fake)
+        first = start(processes, fake, redis_server, tmp_path, ORCA_HEALTH_ADDR="127.0.0.1:0")
+        client = redis_server.client()
+        wait_for(lambda: all_live(client, names, fake), what="every key live")
+        second = start(processes, fake, redis_server, tmp_path, ORCA_HEALTH_ADDR="127.0.0.1:0")
+        standby_health = second.event("daemon.starting")["health"]
+        second.event("redis.up")  # the standby has probed Redis and seen the lease taken
+        wait_for(
+            lambda: http_get(f"http://{standby_health}/readyz")[0] == 200,  # tokens are valid
+            what="the standby ready",
+        )
+        assert "orca_leader 0.0" in http_get(f"http://{standby_health}/metrics")[1]
+        assert http_get(f"http://{standby_health}/healthz")[0] == 200
+        assert leader_pid(client) == first.process.pid
+        assert "daemon.leading" not in [e["event"] for e in second.events()]
+
+        first.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(lambda: leader_pid(client) == second.process.pid, timeout=30, what="failover")
+        assert time.monotonic() - killed_at < 30
+        second.event("daemon.leading")
+        adopted = [e["login"] for e in second.events() if e["event"] == "token.adopted"]
+        assert sorted(adopted) == sorted(fake.users)
+        # The new leader renews what it found: still one session per login.
+        wait_for(
+            lambda: len(fake.seen.renewals) == 4, timeout=10, what="renewals by the new leader"
+        )
+        assert all_live(client, names, fake)
+        assert set(fake.seen.sessions_opened.values()) == {1}
+        assert "orca_leader 1.0" in http_get(f"http://{standby_health}/metrics")[1]
+
+
+def test_a_clean_stop_hands_the_lease_over_at_once(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    first = start(processes, served_tradovate, redis_server, tmp_path)
+    first.event("daemon.leading")
+    second = start(processes, served_tradovate, redis_server, tmp_path)
+    second.event("daemon.ready")
+    client = redis_server.client()
+    wait_for(
+        lambda: client.exists(f"orca:heartbeat:{second.event('daemon.ready')['instance']}"),
+        what="the standby's heartbeat",
+    )
+    first.signal(signal.SIGTERM)
+    assert first.wait(timeout=10) == 0
+    stopped_at = time.monotonic()
+    second.event("daemon.leading", timeout=10)
+    assert time.monotonic() - stopped_at < 6
+    assert set(served_tradovate.seen.sessions_opened.values()) == {1}
