@@ -127,6 +127,7 @@ class Settings:
     captcha_park_s: int = DEFAULT_CAPTCHA_PARK_S
     health_addr: tuple[str, int] | None = ("127.0.0.1", 9108)
     alert_webhook_url: Secret | None = None  # webhook URLs embed their own secret
+    audit_dsn: Secret | None = None  # PostgreSQL DSN for token history; may hold a password
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -135,9 +136,18 @@ class Settings:
         found = [self.redis.password, self.tradovate.sec, self.alert_webhook_url]
         found += [login.password for login in self.logins]
         values = [s.reveal() for s in found if s is not None]
-        if self.redis.url is not None:
-            values.append(urlsplit(self.redis.url.reveal()).password or "")
+        for url in (self.redis.url, self.audit_dsn):
+            if url is not None:
+                values.append(_embedded_password(url.reveal()))
         return [value for value in values if value]
+
+
+def _embedded_password(dsn: str) -> str:
+    """The password inside a URL (scheme://user:pw@host) or a libpq string (password=pw)."""
+    if "://" in dsn:
+        return urlsplit(dsn).password or ""
+    found = re.search(r"(?:^|\s)password\s*=\s*'?([^'\s]+)", dsn)
+    return found.group(1) if found else ""
 
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -269,6 +279,7 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         captcha_park_s=reader.integer("ORCA_CAPTCHA_PARK", DEFAULT_CAPTCHA_PARK_S, low=1),
         health_addr=_health_addr(reader),
         alert_webhook_url=_webhook(reader),
+        audit_dsn=reader.secret("ORCA_AUDIT_DSN", required=False),
         log_format=reader.choice("ORCA_LOG_FORMAT", "auto", LOG_FORMATS),
         log_level=reader.choice("ORCA_LOG_LEVEL", "info", LOG_LEVELS),
     )

@@ -7,6 +7,8 @@ TOKEN_KEY_PREFIX: Final = "token:"
 MD_TOKEN_KEY_PREFIX: Final = "mdtoken:"
 HFT_KEY_PREFIX: Final = "hft:"
 PRICE_KEY_PREFIX: Final = "price:"
+HFT_TTLS_S: Final = {"accounts": 300, "positions": 1, "orders": 1, "balances": 2}
+PRICE_TTL_S: Final = 5
 
 # The daemon's own state, all under orca:* (documented in README).
 STATUS_KEY_PREFIX: Final = "orca:status:"  # per-login status JSON, written with each refresh
@@ -55,6 +57,7 @@ REDIS_RETRY_BACKOFF_CAP_S: Final = 1.0
 # Alerts.
 ALERT_TIMEOUT_S: Final = 5.0
 ALERT_QUEUE_SIZE: Final = 100  # beyond this, alerts are dropped rather than slow anything
+AUDIT_QUEUE_SIZE: Final = 10_000  # token history batches waiting for PostgreSQL
 
 # Lifecycle.
 MAIN_LOOP_TICK_S: Final = 1.0

@@ -7,7 +7,7 @@ token = get_redis_client().get("token:APEX_266668")
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
@@ -94,6 +94,22 @@ def close_redis_client() -> None:
         if _client is not None:
             _client.connection_pool.disconnect()
         _client, _client_settings = None, None
+
+
+SCAN_BATCH = 1_000
+
+
+def scan_batches(client: redis.Redis, match: str, batch: int = SCAN_BATCH) -> Iterator[list[str]]:
+    """Keys matching `match`, found with SCAN (never KEYS, which blocks Redis), in lists of about
+    `batch`: callers pipeline one round trip per list, and memory stays flat however many keys."""
+    chunk: list[str] = []
+    for key in client.scan_iter(match=match, count=batch):
+        chunk.append(str(key))
+        if len(chunk) >= batch:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 class RedisHealth:

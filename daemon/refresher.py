@@ -23,6 +23,7 @@ import structlog
 from redis.backoff import EqualJitterBackoff
 
 from daemon.alerts import Alerter
+from daemon.audit import AuditRecorder
 from daemon.config import Login, Settings
 from daemon.constants import (
     ACCOUNT_LIST_MAX_AGE_S,
@@ -136,10 +137,12 @@ class Refresher:
         rng: random.Random | None = None,
         redis_health: RedisHealth | None = None,
         alerts: Alerter | None = None,
+        audit: AuditRecorder | None = None,
     ) -> None:
         self.settings = settings
         self.redis_health = redis_health or RedisHealth(settings.redis.target())
         self.alerts = alerts
+        self.audit = audit
         self.tradovate = tradovate
         self.redis = redis_client
         self.metrics = metrics
@@ -282,6 +285,17 @@ class Refresher:
                 state.accounts = tuple(dict.fromkeys(a.name for a in accounts))
                 state.accounts_fetched_at = now
         self.write(state)
+        if new_token and self.audit is not None:
+            grant = state.grant
+            self.audit.record(
+                state.name,
+                key_names(state.name, state.accounts),
+                grant.access_token,
+                issued_at=grant.issued_at,
+                expires_at=grant.expires_at,
+                source=grant.source,
+                instance=self.instance,
+            )
         if accounts_error is not None:
             raise accounts_error
 

@@ -28,6 +28,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.alerts import Alerter
+from daemon.audit import AuditRecorder
 from daemon.config import Settings
 from daemon.constants import (
     HEARTBEAT_KEY_PREFIX,
@@ -81,6 +82,7 @@ class Daemon:
         self.alerts = (
             Alerter(settings.alert_webhook_url.reveal()) if settings.alert_webhook_url else None
         )
+        self.audit = AuditRecorder(settings.audit_dsn.reveal()) if settings.audit_dsn else None
         self.refresher = Refresher(
             settings,
             self.tradovate,
@@ -90,6 +92,7 @@ class Daemon:
             clock=clock,
             redis_health=self.redis_health,
             alerts=self.alerts,
+            audit=self.audit,
         )
         self.lease = Lease(self.redis, self.instance)
         # Housekeeping (probe, lease, reconcile) has threads of its own: refreshes stuck on a
@@ -192,8 +195,9 @@ class Daemon:
         self._leave_redis()
         if self.health is not None:
             self.health.stop()
-        if self.alerts is not None:
-            self.alerts.close()
+        for background in (self.alerts, self.audit):
+            if background is not None:
+                background.close()
         self.tradovate.close()
         self.redis.connection_pool.disconnect()
         log.info("daemon.stopped", instance=self.instance)

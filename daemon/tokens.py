@@ -1,4 +1,5 @@
-"""Token keys in Redis: what a valid token is, how long its key lives, and writing a login's keys.
+"""Token keys in Redis: what a valid token is, how long its key lives, writing a login's keys,
+and reading them (trading programs: `get_token("APEX_266668")`).
 
 A token key never holds an empty, malformed or expired token: every write goes through
 `write_login_tokens`, which checks each token and clamps each TTL to the token's real life.
@@ -10,7 +11,8 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,17 +26,25 @@ from daemon.constants import (
     TOKEN_TTL_MARGIN_S,
 )
 from daemon.logs import fingerprint
+from daemon.redis_client import get_redis_client, scan_batches
 
 __all__ = [
     "InvalidTokenError",
+    "StoredToken",
     "TokenSet",
+    "delete_token",
     "fingerprint",
+    "get_md_token",
+    "get_token",
+    "iter_tokens",
     "jwt_claims",
     "key_names",
     "key_ttl_s",
     "status_accounts",
+    "token_exists",
     "token_expiry",
     "token_state",
+    "token_ttl",
     "write_login_tokens",
 ]
 
@@ -165,3 +175,72 @@ def status_accounts(status: object) -> tuple[str, ...]:
     except (ValueError, AttributeError):
         return ()
     return tuple(a for a in accounts if isinstance(a, str) and a)
+
+
+# -- reading, for trading programs and operators (the reference's Token Management 1-6) ----------
+
+
+def get_token(name: str, *, client: redis.Redis | None = None) -> str | None:
+    """GET token:{name}: the access token, or None."""
+    value = (client or get_redis_client()).get(TOKEN_KEY_PREFIX + name)
+    return value if isinstance(value, str) else None
+
+
+def get_md_token(name: str, *, client: redis.Redis | None = None) -> str | None:
+    """GET mdtoken:{name}: the market-data token, or None."""
+    value = (client or get_redis_client()).get(MD_TOKEN_KEY_PREFIX + name)
+    return value if isinstance(value, str) else None
+
+
+def token_ttl(name: str, *, client: redis.Redis | None = None) -> int:
+    """TTL token:{name}: seconds left; -1 no expiry; -2 no such key (Redis's own answers)."""
+    return int((client or get_redis_client()).ttl(TOKEN_KEY_PREFIX + name))
+
+
+def token_exists(name: str, *, client: redis.Redis | None = None) -> bool:
+    return bool((client or get_redis_client()).exists(TOKEN_KEY_PREFIX + name))
+
+
+def delete_token(name: str, *, client: redis.Redis | None = None) -> bool:
+    """DEL token:{name} and mdtoken:{name}. A running daemon writes the token it holds back
+    within seconds; ask it for a new one with `orca-tokens tokens refresh NAME`."""
+    deleted = (client or get_redis_client()).delete(
+        TOKEN_KEY_PREFIX + name, MD_TOKEN_KEY_PREFIX + name
+    )
+    return bool(deleted)
+
+
+@dataclass(frozen=True)
+class StoredToken:
+    """A token key as an operator sees it: never the token itself."""
+
+    name: str
+    ttl_s: int
+    state: str  # valid | invalid
+    fingerprint: str
+    expires_at: float | None
+
+
+def iter_tokens(
+    *, client: redis.Redis | None = None, match: str = "*", batch: int = 500
+) -> Iterator[StoredToken]:
+    """Every token:{match} key, found with SCAN (never KEYS), read in pipelined batches."""
+    client = client or get_redis_client()
+    for chunk in scan_batches(client, TOKEN_KEY_PREFIX + match, batch):
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.get(key)
+            pipe.ttl(key)
+        values = pipe.execute()
+        now = time.time()
+        for index, key in enumerate(chunk):
+            token, ttl = values[2 * index], values[2 * index + 1]
+            if not isinstance(token, str):
+                continue  # expired between SCAN and GET
+            yield StoredToken(
+                name=str(key)[len(TOKEN_KEY_PREFIX) :],
+                ttl_s=int(ttl),
+                state=token_state(token, now),
+                fingerprint=fingerprint(token),
+                expires_at=token_expiry(token),
+            )

@@ -1,0 +1,216 @@
+"""Token history in PostgreSQL (Supabase is PostgreSQL): one row per token issued, per login or
+account name. `orca-tokens sync` backfills from Redis; with ORCA_AUDIT_DSN set the daemon records
+each new token as it refreshes, from a queue of its own, so PostgreSQL being down never blocks
+or fails a refresh (`sync` fills any gap later). The raw token is stored only when asked.
+
+Needs psycopg 3: pip install 'orca-token-daemon[audit]'.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+import structlog
+
+from daemon.constants import AUDIT_QUEUE_SIZE, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.redis_client import scan_batches
+from daemon.tokens import fingerprint, jwt_claims, token_expiry
+
+log = structlog.get_logger("daemon.audit")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orca_token_history (
+    name        text        NOT NULL,
+    login       text        NOT NULL,
+    fingerprint text        NOT NULL,
+    issued_at   timestamptz,
+    expires_at  timestamptz,
+    source      text,
+    instance    text,
+    token       text,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, fingerprint)
+)
+"""
+INSERT = """
+INSERT INTO orca_token_history
+    (name, login, fingerprint, issued_at, expires_at, source, instance, token)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+ON CONFLICT (name, fingerprint) DO NOTHING
+"""
+FILL_RAW_SQL = """
+UPDATE orca_token_history SET token = %s
+WHERE name = %s AND fingerprint = %s AND token IS NULL
+"""
+
+
+@dataclass(frozen=True)
+class TokenRecord:
+    name: str
+    login: str
+    fingerprint: str
+    issued_at: datetime | None
+    expires_at: datetime | None
+    source: str | None
+    instance: str | None
+    token: str | None = None  # only with --include-token
+
+    def __repr__(self) -> str:
+        return f"TokenRecord(name={self.name!r}, fingerprint={self.fingerprint})"
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.name,
+            self.login,
+            self.fingerprint,
+            self.issued_at,
+            self.expires_at,
+            self.source,
+            self.instance,
+            self.token,
+        )
+
+
+def _at(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
+
+
+def connect(dsn: str) -> Any:
+    """A psycopg connection with the table created when missing."""
+    try:
+        import psycopg
+    except ImportError:
+        raise RuntimeError(
+            "token history needs psycopg 3: pip install 'orca-token-daemon[audit]'"
+        ) from None
+    connection = psycopg.connect(dsn, connect_timeout=5, autocommit=False)
+    with connection.transaction():
+        connection.execute(SCHEMA)
+    return connection
+
+
+def write(connection: Any, records: Iterable[TokenRecord]) -> int:
+    """Insert each record once (idempotent); returns how many rows were new."""
+    inserted = 0
+    with connection.transaction(), connection.cursor() as cursor:
+        for record in records:
+            cursor.execute(INSERT, record.row())
+            inserted += cursor.rowcount
+            if record.token is not None:
+                cursor.execute(FILL_RAW_SQL, (record.token, record.name, record.fingerprint))
+    return inserted
+
+
+def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[TokenRecord]:
+    """A record for every token key in Redis, with login, source and instance from the logins'
+    orca:status: keys where they say so."""
+    owners: dict[str, dict[str, Any]] = {}
+    for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
+        for raw in client.mget(chunk):
+            status = _json_object(raw)
+            if status and isinstance(status.get("login"), str):
+                for name in [status["login"], *status.get("accounts", [])]:
+                    owners[str(name)] = status
+    for chunk in scan_batches(client, TOKEN_KEY_PREFIX + "*"):
+        for key, token in zip(chunk, client.mget(chunk), strict=True):
+            if not isinstance(token, str) or token_expiry(token) is None:
+                continue
+            name = key[len(TOKEN_KEY_PREFIX) :]
+            owner = owners.get(name, {})
+            issued = (jwt_claims(token) or {}).get("iat")
+            yield TokenRecord(
+                name=name,
+                login=str(owner.get("login", name)),
+                fingerprint=fingerprint(token),
+                issued_at=_at(float(issued)) if isinstance(issued, int | float) else None,
+                expires_at=_at(token_expiry(token)),
+                source=owner.get("source"),
+                instance=owner.get("instance"),
+                token=token if include_token else None,
+            )
+
+
+def _json_object(raw: object) -> dict[str, Any] | None:
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class AuditRecorder:
+    """Records each new token from a thread of its own; never blocks, never raises."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._queue: queue.Queue[list[TokenRecord] | None] = queue.Queue(maxsize=AUDIT_QUEUE_SIZE)
+        self._up: bool | None = None
+        self._thread = threading.Thread(target=self._drain, name="audit", daemon=True)
+        self._thread.start()
+
+    def record(
+        self,
+        login: str,
+        names: Iterable[str],
+        token: str,
+        *,
+        issued_at: float,
+        expires_at: float,
+        source: str,
+        instance: str,
+    ) -> None:
+        batch = [
+            TokenRecord(
+                name, login, fingerprint(token), _at(issued_at), _at(expires_at), source, instance
+            )
+            for name in names
+        ]
+        try:
+            self._queue.put_nowait(batch)
+        except queue.Full:
+            log.warning("audit.dropped", login=login, hint="orca-tokens sync backfills from Redis")
+
+    def close(self, timeout: float = 3.0) -> None:
+        try:
+            self._queue.put_nowait(None)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _drain(self) -> None:
+        connection: Any = None
+        while (batch := self._queue.get()) is not None:
+            try:
+                connection = connection or connect(self._dsn)
+                write(connection, batch)
+            except Exception as error:  # psycopg's errors, or psycopg missing: never fatal
+                _close_quietly(connection)
+                connection = None
+                self._set_up(False, error)
+                continue
+            self._set_up(True, None)
+        _close_quietly(connection)
+
+    def _set_up(self, up: bool, error: Exception | None) -> None:
+        if up == self._up:
+            return
+        self._up = up
+        if up:
+            log.info("audit.up")
+        else:
+            log.error("audit.down", error=type(error).__name__, detail=str(error)[:200])
+
+
+def _close_quietly(connection: Any) -> None:
+    if connection is not None:
+        try:
+            connection.close()
+        except Exception:  # closing a broken connection may itself fail; nothing to do
+            log.debug("audit.close_failed")

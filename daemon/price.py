@@ -1,0 +1,117 @@
+"""Latest prices: `price:{symbol}:latest` (JSON, 5 s) and, with every store, a PUBLISH of the same
+JSON on channel `price:{symbol}`.
+
+    from daemon import price
+    price.store("MNQZ5", {"Last": 21000.25, "Bid": 21000.0, "Ask": 21000.5, ...})
+    for update in price.stream("MNQZ5"):
+        ...
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import redis
+import structlog
+from redis.backoff import EqualJitterBackoff
+
+from daemon.constants import PRICE_KEY_PREFIX, PRICE_TTL_S
+from daemon.redis_client import get_redis_client
+
+log = structlog.get_logger("daemon.price")
+
+STREAM_POLL_S = 1.0  # with no pushed update for this long, read the latest key instead
+_reconnect_backoff = EqualJitterBackoff(cap=5.0, base=0.1)
+
+
+def latest_key(symbol: str) -> str:
+    return f"{PRICE_KEY_PREFIX}{symbol}:latest"
+
+
+def channel(symbol: str) -> str:
+    return f"{PRICE_KEY_PREFIX}{symbol}"
+
+
+def _payload(symbol: str, data: Mapping[str, Any]) -> str:
+    if not symbol or any(c in symbol for c in ":* "):
+        raise ValueError(f"symbol {symbol!r} must be non-empty without ':', '*' or spaces")
+    record = dict(data)
+    record.setdefault("Timestamp", int(time.time() * 1000))
+    return json.dumps(record)
+
+
+def store(symbol: str, data: Mapping[str, Any], *, client: redis.Redis | None = None) -> None:
+    """SET price:{symbol}:latest EX 5 and PUBLISH price:{symbol}, in one round trip."""
+    store_many({symbol: data}, client=client)
+
+
+def store_many(
+    prices: Mapping[str, Mapping[str, Any]], *, client: redis.Redis | None = None
+) -> None:
+    """Many symbols' prices in one pipelined round trip."""
+    pipe = (client or get_redis_client()).pipeline(transaction=False)
+    for symbol, data in prices.items():
+        payload = _payload(symbol, data)
+        pipe.set(latest_key(symbol), payload, ex=PRICE_TTL_S)
+        pipe.publish(channel(symbol), payload)
+    pipe.execute()
+
+
+def latest(symbol: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
+    raw = (client or get_redis_client()).get(latest_key(symbol))
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def stream(
+    symbol: str,
+    *,
+    client: redis.Redis | None = None,
+    stop: threading.Event | None = None,
+    poll_s: float = STREAM_POLL_S,
+) -> Iterator[dict[str, Any]]:
+    """Yield each new price of `symbol` as it is published. When nothing is pushed for `poll_s`,
+    the latest key is read instead (a writer that only SETs still reaches the reader). A lost
+    connection (a Redis restart) is re-established with backoff and the subscription renewed.
+    Each Timestamp is yielded once. Ends when `stop` is set."""
+    client = client or get_redis_client()
+    stop = stop or threading.Event()
+    last_seen: object = None
+    failures = 0
+    while not stop.is_set():
+        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        try:
+            pubsub.subscribe(channel(symbol))
+            if failures:
+                log.info("price.stream_resumed", symbol=symbol)
+            failures = 0
+            while not stop.is_set():
+                message = pubsub.get_message(timeout=poll_s)
+                update = _decode(message["data"]) if message else latest(symbol, client=client)
+                if update is not None and update.get("Timestamp") != last_seen:
+                    last_seen = update.get("Timestamp")
+                    yield update
+        except redis.RedisError as error:
+            failures += 1
+            if failures == 1:
+                log.warning("price.stream_interrupted", symbol=symbol, error=str(error))
+            stop.wait(_reconnect_backoff.compute(failures))
+        finally:
+            pubsub.close()
+
+
+def _decode(data: object) -> dict[str, Any] | None:
+    try:
+        value = json.loads(data) if isinstance(data, str | bytes) else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
