@@ -30,7 +30,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) redis-server
+# The TypeScript consumer test reads our keys with the npm redis client (node is needed in CI).
+TS_DEPS := tests/ts/node_modules/.installed
+$(TS_DEPS): tests/ts/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/ts && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the TypeScript consumer test will say so"; fi
+
+unit: $(STAMP) redis-server $(TS_DEPS)
 	$(BIN)/pytest
 
 test: lint typecheck unit

@@ -1,4 +1,5 @@
-"""`orca-tokens` (same as `python -m daemon`): the daemon and the operator's verbs.
+"""`orca-tokens` (same as `python -m daemon`): the daemon and the operator's verbs, which replace
+the reference's utility scripts. Every read command takes --json.
 
 Exit codes: 0 success, 1 the operation failed, 2 usage, 78 configuration error.
 """
@@ -6,13 +7,23 @@ Exit codes: 0 success, 1 the operation failed, 2 usage, 78 configuration error.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
+import redis
 import structlog
 
-from daemon import __version__
+from daemon import __version__, cache, price, tokens
 from daemon.config import (
     EX_CONFIG,
     LOG_FORMATS,
@@ -22,11 +33,28 @@ from daemon.config import (
     load_settings,
     read_environment,
 )
+from daemon.constants import (
+    LEADER_KEY,
+    PRICE_TTL_S,
+    REFRESH_REQUEST_TTL_S,
+    REFRESH_REQUESTS_KEY,
+    REFRESH_RESULT_KEY_PREFIX,
+    STATUS_KEY_PREFIX,
+)
 from daemon.logs import configure_logging, register_secrets
+from daemon.redis_client import get_redis_client, scan_batches
 
 log = structlog.get_logger("daemon.cli")
 
+EX_FAILED = 1
+REFRESH_ANSWER_WAIT_S = 30.0
+SUCCESSFUL_OUTCOMES = ("login", "renew", "kept")
+
 Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
+
+
+class CommandFailed(Exception):
+    """The operation failed: a one-line message for the operator, exit 1."""
 
 
 def _settings(env: Mapping[str, str], *, credentials: bool) -> Settings:
@@ -34,6 +62,26 @@ def _settings(env: Mapping[str, str], *, credentials: bool) -> Settings:
     register_secrets(*settings.secrets())
     configure_logging(settings.log_format, settings.log_level)
     return settings
+
+
+def _client(env: Mapping[str, str]) -> tuple[Settings, redis.Redis]:
+    settings = _settings(env, credentials=False)
+    return settings, get_redis_client(settings.redis)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
+    cells = [list(map(str, headers)), *[[str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+# -- the daemon ------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -57,6 +105,300 @@ def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return run_demo(duration_s=args.duration)
 
 
+# -- check, accounts, info, health -----------------------------------------------------------
+
+
+def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from daemon.report import check_report, render_check
+
+    settings, client = _client(env)
+    report = check_report(
+        client,
+        [login.name for login in settings.logins],
+        target=settings.redis.target(),
+        now=time.time(),
+    )
+    _print_json(report) if args.json else print(render_check(report))
+    return 0 if report["ok"] else EX_FAILED
+
+
+def _known_logins(settings: Settings, client: redis.Redis) -> list[str]:
+    """The configured logins, or else every login the daemon has written a status for."""
+    if settings.logins:
+        return [login.name for login in settings.logins]
+    names = []
+    for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
+        names += [key[len(STATUS_KEY_PREFIX) :] for key in chunk]
+    return sorted(names)
+
+
+def cmd_accounts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from daemon.tradovate import TradovateClient, TradovateError
+
+    settings, client = _client(env)
+    tradovate = TradovateClient(settings.tradovate)
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for login in _known_logins(settings, client):
+        token = tokens.get_token(login, client=client)
+        state = tokens.token_state(token, now)
+        row: dict[str, Any] = {
+            "login": login,
+            "token": state,
+            "fingerprint": tokens.fingerprint(token) if token else None,
+            "accounts": [],
+            "error": None if state == "valid" else f"{state} token in Redis",
+        }
+        if token is not None and state == "valid":
+            try:
+                row["accounts"] = [
+                    {"id": a.id, "name": a.name, "active": a.active}
+                    for a in tradovate.list_accounts(token)
+                ]
+            except TradovateError as error:
+                row["error"] = str(error)
+        rows.append(row)
+    tradovate.close()
+    if args.json:
+        _print_json(rows)
+    else:
+        for row in rows:
+            if row["error"]:
+                print(f"{row['login']}: ❌ {row['error']}")
+                continue
+            print(f"{row['login']} (token {row['fingerprint']}):")
+            for account in row["accounts"]:
+                active = "active" if account["active"] else "inactive"
+                print(f"  → {account['name']} (id {account['id']}, {active})")
+        if not rows:
+            print("no logins configured or seen in Redis")
+    return 0 if rows and not any(row["error"] for row in rows) else EX_FAILED
+
+
+def cmd_info(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    memory, clients, keyspace, server = (
+        client.info(section) for section in ("memory", "clients", "keyspace", "server")
+    )
+    info = {
+        "redis_version": server.get("redis_version"),
+        "used_memory": memory.get("used_memory_human"),
+        "max_memory": memory.get("maxmemory_human"),
+        "connected_clients": clients.get("connected_clients"),
+        "keyspace": keyspace,
+    }
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"Redis {info['redis_version']}")
+        print(f"Used Memory: {info['used_memory']}")
+        print(f"Max Memory: {info['max_memory']}")
+        print(f"Active connections: {info['connected_clients']}")
+        print(f"Database info: {json.dumps(keyspace)}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Ready: the local daemon's /readyz says 200, or, with the health endpoint disabled or not
+    answering, Redis answers and every configured login has a valid token there."""
+    settings, client = _client(env)
+    body: dict[str, Any]
+    if settings.health_addr is not None:
+        host, port = settings.health_addr
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # noqa: S104 (a client)
+        url = f"http://[{host}]:{port}/readyz" if ":" in host else f"http://{host}:{port}/readyz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (our http URL)
+                body, ready = json.load(response), True
+        except urllib.error.HTTPError as error:
+            body, ready = json.load(error), False
+        except (OSError, ValueError) as error:
+            body, ready = {"error": f"{url}: {error}"}, False
+    else:
+        now = time.time()
+        names = [login.name for login in settings.logins]
+        states = {n: tokens.token_state(tokens.get_token(n, client=client), now) for n in names}
+        ready = bool(names) and all(state == "valid" for state in states.values())
+        body = {"ready": ready, "logins": states}
+    if args.json:
+        _print_json(body)
+    else:
+        print("ready" if ready else f"not ready: {json.dumps(body)}")
+    return 0 if ready else EX_FAILED
+
+
+# -- tokens ----------------------------------------------------------------------------------
+
+
+def cmd_tokens_list(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    found = sorted(tokens.iter_tokens(client=client), key=lambda t: t.name)
+    if args.json:
+        _print_json([vars(t) for t in found])
+    else:
+        rows = [(f"token:{t.name}", f"{t.ttl_s}s", t.state, t.fingerprint) for t in found]
+        print(_table(rows, ("key", "ttl", "state", "fingerprint")))
+        print(f"\nTotal tokens: {len(found)}")
+    return 0
+
+
+def cmd_tokens_get(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    token = tokens.get_token(args.name, client=client)
+    if token is None:
+        raise CommandFailed(f"no token for {args.name}")
+    print(token)  # the one token asked for, alone on its line, for scripts
+    return 0
+
+
+def cmd_tokens_ttl(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    ttl = tokens.token_ttl(args.name, client=client)
+    if args.json:
+        _print_json({"name": args.name, "ttl_s": ttl, "exists": ttl != -2})
+    elif ttl >= 0:
+        print(f"{ttl} ({ttl / 3600:.2f}h)")
+    else:
+        print("no expiration" if ttl == -1 else "no such token")
+    return 0 if ttl != -2 else EX_FAILED
+
+
+def cmd_tokens_delete(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    if not tokens.delete_token(args.name, client=client):
+        raise CommandFailed(f"no token for {args.name}")
+    print(
+        f"deleted token:{args.name} and mdtoken:{args.name}. A running daemon writes back the "
+        f"token it holds within seconds; `orca-tokens tokens refresh` gets a new one."
+    )
+    return 0
+
+
+def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Ask the running daemon (the lease holder) through Redis; refresh here when none runs."""
+    settings, client = _client(env)
+    names = [login.name for login in settings.logins]
+    if args.name is not None and names and args.name not in names:
+        raise CommandFailed(f"{args.name} is not a configured login ({', '.join(names)})")
+    if client.exists(LEADER_KEY):
+        outcomes = _ask_daemon(client, args.name)
+    else:
+        outcomes = _refresh_here(env, args.name)
+    for name, outcome in outcomes.items():
+        mark = "✅" if outcome in SUCCESSFUL_OUTCOMES else "❌"
+        print(f"{mark} {name}: {outcome}")
+    return 0 if all(o in SUCCESSFUL_OUTCOMES for o in outcomes.values()) else EX_FAILED
+
+
+def _ask_daemon(client: redis.Redis, login: str | None) -> dict[str, str]:
+    request_id = secrets.token_hex(8)
+    pipe = client.pipeline(transaction=True)
+    pipe.rpush(REFRESH_REQUESTS_KEY, json.dumps({"id": request_id, "login": login}))
+    pipe.expire(REFRESH_REQUESTS_KEY, REFRESH_REQUEST_TTL_S)
+    pipe.execute()
+    leader = client.get(LEADER_KEY)
+    print(f"asked the running daemon ({leader!s}) to refresh {login or 'every login'}")
+    deadline = time.monotonic() + REFRESH_ANSWER_WAIT_S
+    while time.monotonic() < deadline:
+        answer = client.get(f"{REFRESH_RESULT_KEY_PREFIX}{request_id}")
+        if isinstance(answer, str):
+            result: dict[str, str] = json.loads(answer)
+            return result
+        time.sleep(0.2)
+    raise CommandFailed(f"the daemon did not answer within {REFRESH_ANSWER_WAIT_S:.0f} s")
+
+
+def _refresh_here(env: Mapping[str, str], login: str | None) -> dict[str, str]:
+    from daemon.service import Daemon
+
+    print("no daemon holds the refresh lease: refreshing here")
+    daemon = Daemon(_settings(env, credentials=True))
+    daemon.refresher.adopt_from_redis()
+    names = list(daemon.refresher.states) if login is None else [login]
+    outcomes = {name: daemon.refresher.refresh(name, force=True).outcome for name in names}
+    daemon.tradovate.close()
+    return outcomes
+
+
+# -- cache and prices ------------------------------------------------------------------------
+
+
+def cmd_cache_stats(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    stats = cache.stats(client=client)
+    if args.json:
+        _print_json(stats)
+    else:
+        print(_table(sorted(stats.items(), key=lambda kv: kv[0] == "total"), ("endpoint", "keys")))
+    return 0
+
+
+def cmd_cache_clear(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    removed = cache.clear(args.endpoint, client=client)
+    print(f"removed {removed} key{'s' if removed != 1 else ''} from hft:{args.endpoint or '*'}")
+    return 0
+
+
+def _price_line(symbol: str, data: Mapping[str, Any]) -> str:
+    def money(field: str) -> str:
+        value = data.get(field)
+        return f"${value:.2f}" if isinstance(value, int | float) else "-"
+
+    return f"{symbol}: {money('Last')} | Bid: {money('Bid')} | Ask: {money('Ask')}"
+
+
+def cmd_price_get(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    data = price.latest(args.symbol, client=client)
+    if data is None:
+        raise CommandFailed(f"no price for {args.symbol} (price keys live {PRICE_TTL_S} s)")
+    _print_json(data) if args.json else print(_price_line(args.symbol, data))
+    return 0
+
+
+def cmd_price_stream(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    _, client = _client(env)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    seen = 0
+    try:
+        for update in price.stream(args.symbol, client=client, stop=stop):
+            line = json.dumps(update) if args.json else _price_line(args.symbol, update)
+            print(line, flush=True)
+            seen += 1
+            if args.count is not None and seen >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+# -- sync ------------------------------------------------------------------------------------
+
+
+def cmd_sync(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from daemon.audit import connect, records_from_redis, write
+
+    settings, client = _client(env)
+    if settings.audit_dsn is None:
+        raise ConfigError(["ORCA_AUDIT_DSN: is not set (the PostgreSQL to sync into)"])
+    records = list(records_from_redis(client, include_token=args.include_token))
+    try:
+        connection = connect(settings.audit_dsn.reveal())
+    except RuntimeError as error:
+        raise CommandFailed(str(error)) from None
+    except Exception as error:  # psycopg.Error, without importing psycopg up front
+        raise CommandFailed(f"cannot reach PostgreSQL: {error}") from None
+    with connection:
+        inserted = write(connection, records)
+    print(f"synced {len(records)} tokens: {inserted} new, {len(records) - inserted} already there")
+    return 0
+
+
+# -- parsing ---------------------------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orca-tokens",
@@ -65,19 +407,53 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
 
-    run = verbs.add_parser("run", help="run the daemon (or one pass with --once)")
-    run.add_argument(
-        "--once", action="store_true", help="refresh every login once; exit 1 if any failed"
-    )
-    run.set_defaults(handler=cmd_run)
+    def verb(
+        group: Any, name: str, handler: Handler, help_text: str, *, json_flag: bool = False
+    ) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = group.add_parser(name, help=help_text)
+        sub.set_defaults(handler=handler)
+        if json_flag:
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
 
-    demo = verbs.add_parser(
-        "demo", help="the daemon against an embedded Redis and a simulated Tradovate"
+    run = verb(verbs, "run", cmd_run, "run the daemon (or one pass with --once)")
+    run.add_argument(
+        "--once", action="store_true", help="refresh every login once; 1 if any failed"
     )
-    demo.add_argument(
-        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    demo = verb(verbs, "demo", cmd_demo, "the daemon on an embedded Redis and simulated Tradovate")
+    demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    verb(verbs, "check", cmd_check, "every key in Redis, as check_all_redis.py", json_flag=True)
+    verb(verbs, "accounts", cmd_accounts, "each login's accounts from Tradovate", json_flag=True)
+    verb(verbs, "info", cmd_info, "Redis memory, clients and keyspace", json_flag=True)
+    verb(verbs, "health", cmd_health, "exit 0 when ready (container HEALTHCHECK)", json_flag=True)
+    sync = verb(verbs, "sync", cmd_sync, "token history into PostgreSQL (ORCA_AUDIT_DSN)")
+    sync.add_argument("--include-token", action="store_true", help="store raw tokens too")
+
+    token_verbs = verbs.add_parser("tokens", help="token keys").add_subparsers(
+        dest="tokens_verb", required=True, metavar="ACTION"
     )
-    demo.set_defaults(handler=cmd_demo)
+    verb(token_verbs, "list", cmd_tokens_list, "every token key (no values)", json_flag=True)
+    verb(token_verbs, "get", cmd_tokens_get, "print one token").add_argument("name")
+    verb(token_verbs, "ttl", cmd_tokens_ttl, "seconds left", json_flag=True).add_argument("name")
+    verb(token_verbs, "delete", cmd_tokens_delete, "delete a token key").add_argument("name")
+    verb(token_verbs, "refresh", cmd_tokens_refresh, "renew now").add_argument("name", nargs="?")
+
+    cache_verbs = verbs.add_parser("cache", help="the hft: cache").add_subparsers(
+        dest="cache_verb", required=True, metavar="ACTION"
+    )
+    verb(cache_verbs, "stats", cmd_cache_stats, "keys per endpoint", json_flag=True)
+    clear = verb(cache_verbs, "clear", cmd_cache_clear, "delete one endpoint's keys, or all")
+    clear.add_argument("endpoint", nargs="?")
+
+    price_verbs = verbs.add_parser("price", help="latest prices").add_subparsers(
+        dest="price_verb", required=True, metavar="ACTION"
+    )
+    verb(price_verbs, "get", cmd_price_get, "the latest price", json_flag=True).add_argument(
+        "symbol"
+    )
+    stream = verb(price_verbs, "stream", cmd_price_stream, "follow prices", json_flag=True)
+    stream.add_argument("symbol")
+    stream.add_argument("--count", type=int, metavar="N", help="stop after N updates")
     return parser
 
 
@@ -100,3 +476,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         log.error("config.invalid", error=str(error), problems=error.problems)
         return EX_CONFIG
+    except CommandFailed as error:
+        print(f"orca-tokens: {error}", file=sys.stderr)
+        return EX_FAILED
+    except redis.exceptions.NoPermissionError as error:
+        print(
+            f"orca-tokens: Redis refused this command ({error}); the ACL user needs more "
+            "permissions for it: see README, 'Redis ACL'",
+            file=sys.stderr,
+        )
+        return EX_FAILED
+    except redis.RedisError as error:
+        print(f"orca-tokens: Redis at {_target(env)}: {error}", file=sys.stderr)
+        return EX_FAILED
+
+
+def _target(env: Mapping[str, str]) -> str:
+    try:
+        return load_settings(env, credentials=False).redis.target()
+    except ConfigError:
+        return "(unknown)"

@@ -15,6 +15,9 @@ STATUS_KEY_PREFIX: Final = "orca:status:"  # per-login status JSON, written with
 HEARTBEAT_KEY_PREFIX: Final = "orca:heartbeat:"  # per-instance liveness, answered by `health`
 HEARTBEAT_TTL_S: Final = 30
 LEADER_KEY: Final = "orca:leader"  # the refresh lease; its value is the leader's instance id
+REFRESH_REQUESTS_KEY: Final = "orca:refresh:requests"  # `tokens refresh` asks the leader here
+REFRESH_RESULT_KEY_PREFIX: Final = "orca:refresh:result:"  # ... and reads its answer here
+REFRESH_REQUEST_TTL_S: Final = 60
 
 # Standby instances and Redis loss.
 REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew or seek the lease

@@ -79,10 +79,14 @@ def stream(
     stop: threading.Event | None = None,
     poll_s: float = STREAM_POLL_S,
 ) -> Iterator[dict[str, Any]]:
-    """Yield each new price of `symbol` as it is published. When nothing is pushed for `poll_s`,
-    the latest key is read instead (a writer that only SETs still reaches the reader). A lost
-    connection (a Redis restart) is re-established with backoff and the subscription renewed.
-    Each Timestamp is yielded once. Ends when `stop` is set."""
+    """Yield each new price of `symbol` as it is published.
+
+    When nothing is pushed for `poll_s` (keep it below the client's socket timeout), the latest
+    key is read instead: a writer that only SETs still reaches the reader. A lost connection (a
+    Redis restart) is re-established with backoff and the subscription renewed. Only ever moves
+    forward: an update no newer than the last one yielded (by Timestamp) is skipped, so a poll
+    that raced ahead of pushed updates never brings back older prices. Ends when `stop` is set.
+    """
     client = client or get_redis_client()
     stop = stop or threading.Event()
     last_seen: object = None
@@ -97,7 +101,7 @@ def stream(
             while not stop.is_set():
                 message = pubsub.get_message(timeout=poll_s)
                 update = _decode(message["data"]) if message else latest(symbol, client=client)
-                if update is not None and update.get("Timestamp") != last_seen:
+                if update is not None and _newer(update.get("Timestamp"), last_seen):
                     last_seen = update.get("Timestamp")
                     yield update
         except redis.RedisError as error:
@@ -107,6 +111,13 @@ def stream(
             stop.wait(_reconnect_backoff.compute(failures))
         finally:
             pubsub.close()
+
+
+def _newer(timestamp: object, last: object) -> bool:
+    numbers = (int, float)
+    if isinstance(timestamp, numbers) and isinstance(last, numbers):
+        return timestamp > last
+    return timestamp != last
 
 
 def _decode(data: object) -> dict[str, Any] | None:

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import redis
 
-from daemon.constants import STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
-from daemon.tokens import fingerprint, status_accounts, token_expiry, token_state
+from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.redis_client import scan_batches
+from daemon.tokens import (
+    fingerprint,
+    iter_tokens,
+    status_accounts,
+    token_expiry,
+    token_state,
+)
 
 EXPIRING_SOON_S = 15 * 60
 
@@ -76,4 +84,70 @@ def render_token_table(rows: Iterable[TokenRow]) -> str:
         mark = _MARKS.get(row.state, f"❌ {row.state}")
         print_fp = f" | {row.fingerprint}" if row.fingerprint else ""
         lines.append(f"{key:<32} | {ttl:<22} | {mark}{print_fp}")
+    return "\n".join(lines)
+
+
+KEY_SAMPLE = 50  # hft: and price: keys listed by `check`; the rest are counted
+
+
+def _sampled_keys(client: redis.Redis, match: str) -> dict[str, object]:
+    """How many keys match, and the first few with their TTLs (SCAN: never KEYS)."""
+    count, sample = 0, list[str]()
+    for chunk in scan_batches(client, match):
+        if len(sample) < KEY_SAMPLE:
+            sample.extend(chunk[: KEY_SAMPLE - len(sample)])
+        count += len(chunk)
+    pipe = client.pipeline(transaction=False)
+    for key in sample:
+        pipe.ttl(key)
+    ttls = pipe.execute() if sample else []
+    keys = [{"key": k, "ttl_s": int(t)} for k, t in zip(sample, ttls, strict=True) if t != -2]
+    return {"count": count, "keys": sorted(keys, key=lambda k: str(k["key"]))}
+
+
+def check_report(
+    client: redis.Redis, logins: Sequence[str], *, target: str, now: float
+) -> dict[str, Any]:
+    """What check_all_redis.py printed: connection, token keys, hft keys, price keys, total."""
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        return {"ok": False, "redis": {"connected": False, "target": target, "error": str(error)}}
+    rows = token_rows(client, logins, now=now)
+    known = {row.name for row in rows}
+    rows += [
+        TokenRow(t.name, "", t.ttl_s, t.state, t.fingerprint)
+        for t in sorted(iter_tokens(client=client), key=lambda t: t.name)
+        if t.name not in known
+    ]
+    configured = set(logins)
+    ok = all(row.state in ("valid", "expiring") for row in rows if row.name in configured)
+    return {
+        "ok": ok,
+        "redis": {"connected": True, "target": target},
+        "tokens": [row.as_dict() for row in rows],
+        "hft": _sampled_keys(client, HFT_KEY_PREFIX + "*"),
+        "prices": _sampled_keys(client, PRICE_KEY_PREFIX + "*"),
+        "total_keys": int(client.dbsize()),
+    }
+
+
+def render_check(report: dict[str, Any]) -> str:
+    redis_state = report["redis"]
+    if not redis_state["connected"]:
+        return f"Redis Connection: ❌ Failed ({redis_state['target']}: {redis_state['error']})"
+    lines = [
+        f"Redis Connection: ✅ Connected ({redis_state['target']})",
+        "================================",
+        "",
+        "Token Keys:",
+        "-----------",
+        render_token_table(TokenRow(**row) for row in report["tokens"]) or "(none)",
+    ]
+    for title, section in (("HFT Cache Keys:", report["hft"]), ("Price Keys:", report["prices"])):
+        lines += ["", title, "-" * len(title)]
+        lines += [f"{k['key']} | TTL: {k['ttl_s']}s" for k in section["keys"]] or ["(none)"]
+        if section["count"] > len(section["keys"]):
+            lines.append(f"... and {section['count'] - len(section['keys'])} more")
+    lines += ["", f"Total Keys: {report['total_keys']}"]
     return "\n".join(lines)

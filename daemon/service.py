@@ -36,6 +36,9 @@ from daemon.constants import (
     MAIN_LOOP_TICK_S,
     RECONCILE_INTERVAL_S,
     REDIS_WATCH_INTERVAL_S,
+    REFRESH_REQUEST_TTL_S,
+    REFRESH_REQUESTS_KEY,
+    REFRESH_RESULT_KEY_PREFIX,
     SHUTDOWN_TIMEOUT_S,
     TOKEN_KEY_PREFIX,
 )
@@ -195,18 +198,22 @@ class Daemon:
         self._leave_redis()
         if self.health is not None:
             self.health.stop()
-        for background in (self.alerts, self.audit):
-            if background is not None:
-                background.close()
-        self.tradovate.close()
+        self._close_clients()
         self.redis.connection_pool.disconnect()
         log.info("daemon.stopped", instance=self.instance)
         return 0
 
+    def _close_clients(self) -> None:
+        """Deliver queued alerts and history records (each within its own short bound)."""
+        for background in (self.alerts, self.audit):
+            if background is not None:
+                background.close()
+        self.tradovate.close()
+
     # -- one pass, for `run --once` --------------------------------------------------------
 
-    def run_once(self) -> int:
-        """Refresh every login once. 0 when all succeeded, 1 otherwise."""
+    def run_once(self, names: list[str] | None = None) -> int:
+        """Refresh every login (or those named) once. 0 when all succeeded, 1 otherwise."""
         log.info(
             "daemon.once",
             logins=[login.name for login in self.settings.logins],
@@ -219,12 +226,12 @@ class Daemon:
             # Without Redis a fresh token could not be stored: do not spend a session on it.
             log.error("redis.unavailable", error=str(error), redis=self.settings.redis.target())
             return 1
-        names = list(self.refresher.states)
+        names = list(self.refresher.states) if names is None else names
         with FuturesPool(max_workers=self.settings.refresh_concurrency) as pool:
             attempts = dict(zip(names, pool.map(self._refresh_until_settled, names), strict=True))
         failed = sorted(name for name, attempt in attempts.items() if not attempt.ok)
         log.info("daemon.once_finished", refreshed=len(names) - len(failed), failed=failed)
-        self.tradovate.close()
+        self._close_clients()
         return 1 if failed else 0
 
     def _refresh_until_settled(self, name: str) -> Attempt:
@@ -272,6 +279,8 @@ class Daemon:
             if leading and not self._refreshing:
                 self.refresher.adopt_from_redis()
                 self._start_refreshing()
+            if leading:
+                self._take_refresh_requests()
         except redis.RedisError as error:
             self.redis_health.failed(error)
             return
@@ -291,6 +300,38 @@ class Daemon:
             self.refresher.reconcile()
         except redis.RedisError as error:
             self.redis_health.failed(error)
+
+    def _take_refresh_requests(self) -> None:
+        """`orca-tokens tokens refresh` pushes requests; each runs on a refresh thread."""
+        for _ in range(10):
+            raw = self.redis.lpop(REFRESH_REQUESTS_KEY)
+            if not isinstance(raw, str):
+                return
+            try:
+                request = json.loads(raw)
+                request_id, login = str(request["id"]), request.get("login")
+            except (ValueError, KeyError, TypeError):
+                log.warning("refresh_request.invalid")
+                continue
+            self.scheduler.add_job(self._counted(self._forced_refresh), args=[request_id, login])
+
+    def _forced_refresh(self, request_id: str, login: str | None) -> None:
+        names = list(self.refresher.states) if login is None else [login]
+        outcomes: dict[str, str] = {}
+        for name in names:
+            if name not in self.refresher.states:
+                outcomes[name] = "unknown login"
+                continue
+            attempt = self.refresher.refresh(name, force=True)
+            self.reschedule(name, attempt.delay_s)
+            outcomes[name] = attempt.outcome
+        log.info("refresh_request.done", request=request_id, outcomes=outcomes)
+        with contextlib.suppress(redis.RedisError):  # the asker times out and says so
+            self.redis.set(
+                f"{REFRESH_RESULT_KEY_PREFIX}{request_id}",
+                json.dumps(outcomes),
+                ex=REFRESH_REQUEST_TTL_S,
+            )
 
     def _start_refreshing(self) -> None:
         """One job per login, so a failing login never delays another. The interval trigger is

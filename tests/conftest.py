@@ -8,17 +8,18 @@ import ipaddress
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import structlog
 
+from daemon.cli import main
 from daemon.embedded_redis import RedisServer, TlsFiles
 from daemon.fake_tradovate import FakeTradovate
 from daemon.logs import forget_secrets
 from daemon.redis_client import close_redis_client
-from tests.helpers import user
+from tests.helpers import Run, user
 
 REDIS_PASSWORD = "redis-Pa55-word"
 
@@ -36,6 +37,7 @@ def _reset_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     root = logging.getLogger()
     for handler in root.handlers[:]:
         root.removeHandler(handler)
+    logging.captureWarnings(False)  # configure_logging turns it on; pytest swaps showwarning
 
 
 def _require_redis_server() -> None:
@@ -127,3 +129,53 @@ def served_tradovate() -> Iterator[FakeTradovate]:
     """The reference desk (4 logins, 13 accounts) served over HTTP on 127.0.0.1."""
     with FakeTradovate() as fake:
         yield fake
+
+
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_dsn() -> Iterator[str]:
+    """A schema of this test's own in the machine's PostgreSQL (trust auth, database test)."""
+    import secrets
+
+    try:
+        import psycopg
+
+        admin = psycopg.connect(POSTGRES_URL, connect_timeout=3, autocommit=True)
+    except Exception as error:  # psycopg missing or PostgreSQL down: both named below
+        message = f"PostgreSQL at {POSTGRES_URL} is not reachable: {error}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{message}: the sync tests must not be skipped under CI=true")
+        pytest.skip(message)
+    schema = f"orca_test_{secrets.token_hex(4)}"
+    admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[[dict[str, str]], Run]:
+    """cli(env)(*argv) -> (exit code, stdout, stderr): main() as the console script runs it."""
+    monkeypatch.chdir(tmp_path)
+
+    def with_env(env: dict[str, str]) -> Run:
+        def run(*argv: str) -> tuple[int, str, str]:
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+            capsys.readouterr()
+            try:
+                code = main(list(argv))
+            except SystemExit as exit_:  # argparse's usage errors
+                code = int(exit_.code or 0)
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        return run
+
+    return with_env

@@ -13,8 +13,11 @@ from typing import Any
 import httpx
 import respx
 
+from daemon import cache, price
 from daemon.config import Settings, load_settings, password_variable
+from daemon.embedded_redis import RedisServer
 from daemon.fake_tradovate import FakeTradovate, FakeUser, Hang, Reset
+from daemon.tokens import TokenSet, write_login_tokens
 
 APP_ID = "orca-tests"
 
@@ -163,3 +166,23 @@ class DaemonProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+Run = Callable[..., tuple[int, str, str]]
+
+
+def seed(server: RedisServer, fake: FakeTradovate | None = None) -> dict[str, str]:
+    """Tokens for APEX_1 (2 accounts) as the daemon writes them; returns name -> token."""
+    client = server.client()
+    now = time.time()
+    token = make_jwt(now + 5_400, sub="APEX_1")
+    write_login_tokens(
+        client,
+        TokenSet("APEX_1", token, now + 5_400, 5_400, make_jwt(now + 5_400), ("PA1", "PA2")),
+        now=now,
+        max_ttl_s=18_000,
+        status={"login": "APEX_1", "accounts": ["PA1", "PA2"], "source": "login"},
+    )
+    cache.set("accounts", "PA1", value={"n": 1}, client=client)
+    price.store("MNQZ5", {"Last": 21000.25, "Bid": 21000.0, "Ask": 21000.5}, client=client)
+    return {"APEX_1": token}

@@ -147,3 +147,47 @@ def test_error_messages_name_tokens_by_fingerprint_only() -> None:
     assert tokens.access_token not in str(caught.value)
     assert fingerprint(tokens.access_token) in str(caught.value)
     assert tokens.access_token not in repr(tokens)
+
+
+def test_read_api_follows_the_reference() -> None:
+    from daemon.tokens import (
+        delete_token,
+        get_md_token,
+        get_token,
+        iter_tokens,
+        token_exists,
+        token_ttl,
+    )
+
+    client = fakeredis.FakeRedis(decode_responses=True)
+    write_login_tokens(client, token_set(), now=time.time(), max_ttl_s=18_000)
+    client.set("token:LEGACY", "not-a-jwt")  # an old writer's value: listed, flagged invalid
+    token = get_token("APEX_1", client=client)
+    assert token is not None
+    assert get_token("ACC_1", client=client) == token
+    assert get_md_token("APEX_1", client=client) is not None
+    assert get_token("NOPE", client=client) is None
+    assert 5_000 < token_ttl("APEX_1", client=client) <= 5_340
+    assert token_ttl("NOPE", client=client) == -2
+    client.set("token:FOREVER", make_jwt(time.time() + 60))
+    assert token_ttl("FOREVER", client=client) == -1
+    assert token_exists("APEX_1", client=client)
+    listed = {t.name: t for t in iter_tokens(client=client, batch=2)}
+    assert set(listed) == {"APEX_1", "ACC_1", "ACC_2", "LEGACY", "FOREVER"}
+    assert listed["APEX_1"].fingerprint == fingerprint(token)
+    assert listed["LEGACY"].state == "invalid"
+    assert token not in repr(listed)
+    assert delete_token("APEX_1", client=client)
+    assert not token_exists("APEX_1", client=client)
+    assert get_md_token("APEX_1", client=client) is None
+    assert not delete_token("APEX_1", client=client)
+
+
+def test_read_api_uses_the_shared_pool(monkeypatch: pytest.MonkeyPatch) -> None:
+    from daemon import redis_client
+    from daemon.tokens import get_token
+
+    shared = fakeredis.FakeRedis(decode_responses=True)
+    shared.set("token:APEX_1", "t")
+    monkeypatch.setattr(redis_client, "_client", shared)
+    assert get_token("APEX_1") == "t"
