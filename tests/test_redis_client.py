@@ -137,3 +137,23 @@ def test_a_login_is_written_in_one_round_trip(
     assert len(round_trips) == 1
     assert len(client.keys("token:*")) == 6
     assert len(client.keys("mdtoken:*")) == 6
+
+
+def test_common_operations_of_the_reference_on_the_shared_client(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from daemon.redis_client import scan_batches
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    r = get_redis_client()
+    r.set("persistent:config", "some_value")
+    assert r.ttl("persistent:config") == -1
+    r.expire("persistent:config", 3600)
+    assert r.type("persistent:config") == "string"
+    assert r.incr("counter:api_calls") == 1
+    assert r.incrby("counter:api_calls", 10) == 11
+    for n in range(2_500):
+        r.set(f"hft:positions:PA{n}:all", "{}", ex=60)
+    batches = list(scan_batches(r, "hft:positions:*", batch=1_000))
+    assert sum(len(b) for b in batches) == 2_500
+    assert max(len(b) for b in batches) <= 1_100  # SCAN's COUNT is a hint; lists stay bounded
