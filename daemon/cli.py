@@ -60,7 +60,13 @@ class CommandFailed(Exception):
 def _settings(env: Mapping[str, str], *, credentials: bool) -> Settings:
     settings = load_settings(env, credentials=credentials)
     register_secrets(*settings.secrets())
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        file=settings.log_file,
+        max_bytes=settings.log_max_bytes,
+        backups=settings.log_backups,
+    )
     return settings
 
 

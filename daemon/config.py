@@ -130,6 +130,9 @@ class Settings:
     audit_dsn: Secret | None = None  # PostgreSQL DSN for token history; may hold a password
     log_format: str = "auto"
     log_level: str = "info"
+    log_file: str | None = None  # None: stderr
+    log_max_bytes: int = 10 * 1024 * 1024
+    log_backups: int = 5
 
     def secrets(self) -> list[str]:
         """Every secret value, so the log redactor can scrub them wherever they appear."""
@@ -282,6 +285,9 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         audit_dsn=reader.secret("ORCA_AUDIT_DSN", required=False),
         log_format=reader.choice("ORCA_LOG_FORMAT", "auto", LOG_FORMATS),
         log_level=reader.choice("ORCA_LOG_LEVEL", "info", LOG_LEVELS),
+        log_file=reader.text("ORCA_LOG_FILE"),
+        log_max_bytes=reader.integer("ORCA_LOG_MAX_BYTES", 10 * 1024 * 1024, low=1_024),
+        log_backups=reader.integer("ORCA_LOG_BACKUPS", 5, low=0, high=1_000),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import logging.handlers
 import re
 import sys
 import threading
@@ -79,16 +80,23 @@ def _shared_processors() -> list[Processor]:
 
 
 def configure_logging(
-    log_format: str = "auto", level: str = "info", stream: TextIO | None = None
+    log_format: str = "auto",
+    level: str = "info",
+    stream: TextIO | None = None,
+    *,
+    file: str | None = None,
+    max_bytes: int = 10 * 1024 * 1024,
+    backups: int = 5,
 ) -> None:
-    """Route structlog and the standard library through one handler on stderr."""
+    """Route structlog and the standard library through one handler: stderr, or a file rotated
+    by size (ORCA_LOG_FILE, for nohup on a VM where nothing else rotates it)."""
     stream = stream or sys.stderr
-    as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    as_json = log_format == "json" or (log_format == "auto" and (file or not stream.isatty()))
     renderer: Processor = (
         structlog.processors.JSONRenderer()
         if as_json
         else structlog.dev.ConsoleRenderer(
-            colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback
+            colors=not file and stream.isatty(), exception_formatter=structlog.dev.plain_traceback
         )
     )
     shared = _shared_processors()
@@ -98,7 +106,13 @@ def configure_logging(
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,  # structlog.testing.capture_logs must still work
     )
-    handler = logging.StreamHandler(stream)
+    handler: logging.Handler = (
+        logging.handlers.RotatingFileHandler(
+            file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+        if file
+        else logging.StreamHandler(stream)
+    )
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
