@@ -20,7 +20,7 @@ import redis
 import structlog
 
 from daemon.constants import AUDIT_QUEUE_SIZE, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
-from daemon.redis_client import scan_batches
+from daemon.redis_client import get_many, scan_batches
 from daemon.tokens import fingerprint, jwt_claims, token_expiry
 
 log = structlog.get_logger("daemon.audit")
@@ -113,13 +113,13 @@ def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[
     orca:status: keys where they say so."""
     owners: dict[str, dict[str, Any]] = {}
     for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
-        for raw in client.mget(chunk):
+        for raw in get_many(client, chunk):
             status = _json_object(raw)
             if status and isinstance(status.get("login"), str):
                 for name in [status["login"], *status.get("accounts", [])]:
                     owners[str(name)] = status
     for chunk in scan_batches(client, TOKEN_KEY_PREFIX + "*"):
-        for key, token in zip(chunk, client.mget(chunk), strict=True):
+        for key, token in zip(chunk, get_many(client, chunk), strict=True):
             if not isinstance(token, str) or token_expiry(token) is None:
                 continue
             name = key[len(TOKEN_KEY_PREFIX) :]

@@ -42,7 +42,7 @@ from daemon.constants import (
     STATUS_KEY_PREFIX,
 )
 from daemon.logs import configure_logging, register_secrets
-from daemon.redis_client import get_redis_client, scan_batches
+from daemon.redis_client import get_redis_client, pipeline, scan_batches, server_info
 
 log = structlog.get_logger("daemon.cli")
 
@@ -182,25 +182,28 @@ def cmd_accounts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_info(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """The reference's Monitoring section; one entry per node on a Redis Cluster."""
     _, client = _client(env)
-    memory, clients, keyspace, server = (
-        client.info(section) for section in ("memory", "clients", "keyspace", "server")
-    )
-    info = {
-        "redis_version": server.get("redis_version"),
-        "used_memory": memory.get("used_memory_human"),
-        "max_memory": memory.get("maxmemory_human"),
-        "connected_clients": clients.get("connected_clients"),
-        "keyspace": keyspace,
+    sections = {s: server_info(client, s) for s in ("memory", "clients", "keyspace", "server")}
+    nodes = {
+        node: {
+            "redis_version": sections["server"][node].get("redis_version"),
+            "used_memory": sections["memory"][node].get("used_memory_human"),
+            "max_memory": sections["memory"][node].get("maxmemory_human"),
+            "connected_clients": sections["clients"][node].get("connected_clients"),
+            "keyspace": sections["keyspace"][node],
+        }
+        for node in sections["server"]
     }
     if args.json:
-        _print_json(info)
-    else:
-        print(f"Redis {info['redis_version']}")
+        _print_json(next(iter(nodes.values())) if len(nodes) == 1 else {"nodes": nodes})
+        return 0
+    for node, info in nodes.items():
+        print(f"Redis {info['redis_version']} at {node}")
         print(f"Used Memory: {info['used_memory']}")
         print(f"Max Memory: {info['max_memory']}")
         print(f"Active connections: {info['connected_clients']}")
-        print(f"Database info: {json.dumps(keyspace)}")
+        print(f"Database info: {json.dumps(info['keyspace'])}")
     return 0
 
 
@@ -298,7 +301,7 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def _ask_daemon(client: redis.Redis, login: str | None) -> dict[str, str]:
     request_id = secrets.token_hex(8)
-    pipe = client.pipeline(transaction=True)
+    pipe = pipeline(client, transaction=True)
     pipe.rpush(REFRESH_REQUESTS_KEY, json.dumps({"id": request_id, "login": login}))
     pipe.expire(REFRESH_REQUESTS_KEY, REFRESH_REQUEST_TTL_S)
     pipe.execute()

@@ -84,6 +84,7 @@ class RedisSettings:
     ssl_cert_reqs: Literal["required", "none"] = "required"
     max_connections: int = 10
     socket_connect_timeout_s: float = 5.0
+    cluster: bool = False  # Redis Cluster (Azure Premium clustering)
 
     def target(self) -> str:
         """Where Redis is, for logs: no password, ever."""
@@ -313,6 +314,9 @@ def _redis_settings(reader: _Reader) -> RedisSettings:
     if ssl_ca_certs is not None and not Path(ssl_ca_certs).is_file():
         reader.problem("REDIS_SSL_CA_CERTS", f"{ssl_ca_certs} does not exist")
     cert_reqs = reader.choice("REDIS_SSL_CERT_REQS", "required", ("required", "none"))
+    cluster = reader.boolean("REDIS_CLUSTER", False)
+    if cluster and reader.integer("REDIS_DB", 0, low=0) != 0:
+        reader.problem("REDIS_DB", "Redis Cluster has only database 0")
     return RedisSettings(
         url=url,
         host=reader.text("REDIS_HOST", "localhost") or "localhost",
@@ -325,6 +329,7 @@ def _redis_settings(reader: _Reader) -> RedisSettings:
         ssl_cert_reqs="none" if cert_reqs == "none" else "required",
         max_connections=reader.integer("REDIS_MAX_CONNECTIONS", 10, low=1, high=10_000),
         socket_connect_timeout_s=reader.number("REDIS_SOCKET_CONNECT_TIMEOUT", 5.0, low=0.1),
+        cluster=cluster,
     )
 
 

@@ -13,14 +13,15 @@ import json
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 import structlog
 from redis.backoff import EqualJitterBackoff
+from redis.cluster import RedisCluster
 
 from daemon.constants import PRICE_KEY_PREFIX, PRICE_TTL_S
-from daemon.redis_client import get_redis_client
+from daemon.redis_client import get_redis_client, is_cluster
 
 log = structlog.get_logger("daemon.price")
 
@@ -52,13 +53,22 @@ def store(symbol: str, data: Mapping[str, Any], *, client: redis.Redis | None = 
 def store_many(
     prices: Mapping[str, Mapping[str, Any]], *, client: redis.Redis | None = None
 ) -> None:
-    """Many symbols' prices in one pipelined round trip."""
-    pipe = (client or get_redis_client()).pipeline(transaction=False)
-    for symbol, data in prices.items():
-        payload = _payload(symbol, data)
+    """Many symbols' prices in one pipelined round trip (two on a Redis Cluster)."""
+    client = client or get_redis_client()
+    payloads = {symbol: _payload(symbol, data) for symbol, data in prices.items()}
+    pipe = client.pipeline(transaction=False)
+    # A cluster pipeline refuses PUBLISH; a classic PUBLISH on any one node reaches subscribers
+    # on every node, so the cluster's messages go through one node's own pipeline.
+    messages = pipe
+    if is_cluster(client):
+        node = cast(RedisCluster, client).get_default_node()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        messages = (node.redis_connection or client).pipeline(transaction=False)
+    for symbol, payload in payloads.items():
         pipe.set(latest_key(symbol), payload, ex=PRICE_TTL_S)
-        pipe.publish(channel(symbol), payload)
+        messages.publish(channel(symbol), payload)
     pipe.execute()
+    if messages is not pipe:
+        messages.execute()
 
 
 def latest(symbol: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:

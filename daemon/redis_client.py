@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import redis
 import structlog
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 
 from daemon.config import RedisSettings, load_redis_settings, read_environment
@@ -31,11 +32,9 @@ _client: redis.Redis | None = None
 _client_settings: RedisSettings | None = None
 
 
-def build_pool(settings: RedisSettings) -> redis.BlockingConnectionPool:
-    """A blocking pool: concurrent refreshes wait for a free connection instead of failing."""
+def _options(settings: RedisSettings) -> dict[str, Any]:
     options: dict[str, Any] = {
         "max_connections": settings.max_connections,
-        "timeout": REDIS_POOL_WAIT_S,
         "decode_responses": True,
         "socket_keepalive": True,
         "socket_connect_timeout": settings.socket_connect_timeout_s,
@@ -54,6 +53,12 @@ def build_pool(settings: RedisSettings) -> redis.BlockingConnectionPool:
         options["ssl_check_hostname"] = settings.ssl_cert_reqs == "required"
         if settings.ssl_ca_certs:
             options["ssl_ca_certs"] = settings.ssl_ca_certs
+    return options
+
+
+def build_pool(settings: RedisSettings) -> redis.BlockingConnectionPool:
+    """A blocking pool: concurrent refreshes wait for a free connection instead of failing."""
+    options = {**_options(settings), "timeout": REDIS_POOL_WAIT_S}
     if settings.url is not None:
         return redis.BlockingConnectionPool.from_url(settings.url.reveal(), **options)
     if settings.ssl:
@@ -80,19 +85,82 @@ def get_redis_client(settings: RedisSettings | None = None) -> redis.Redis:
             return _client
         if settings is None:
             settings = load_redis_settings(read_environment())
-        if _client is not None:
-            _client.connection_pool.disconnect()
-        _client = redis.Redis(connection_pool=build_pool(settings))
+        disconnect(_client)
+        _client = build_client(settings)
         _client_settings = settings
         return _client
+
+
+def build_client(settings: RedisSettings) -> redis.Redis:
+    """A client on a pool of its own: one blocking pool, or one per node of a Redis Cluster."""
+    if not settings.cluster:
+        return redis.Redis(connection_pool=build_pool(settings))
+    options = {**_options(settings), "connection_pool_class": redis.BlockingConnectionPool}
+    if settings.url is not None:
+        cluster = RedisCluster.from_url(settings.url.reveal(), **options)
+    else:
+        cluster = RedisCluster(
+            host=settings.host,
+            port=settings.port,
+            username=settings.username,
+            password=settings.password.reveal() if settings.password else None,
+            ssl=settings.ssl,
+            **options,
+        )
+    # RedisCluster speaks the same commands this project uses (the helpers below cover the
+    # ones it must split by slot), though it is no subclass of redis.Redis.
+    return cast(redis.Redis, cluster)
+
+
+def is_cluster(client: redis.Redis) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def pipeline(client: redis.Redis, *, transaction: bool) -> redis.client.Pipeline:
+    """MULTI/EXEC where one server holds every key; on a cluster, commands are grouped by node
+    (redis-py sends each node its share in one round trip) and the atomicity is per key."""
+    return client.pipeline(transaction=transaction and not is_cluster(client))
+
+
+def key_count(client: redis.Redis) -> int:
+    """DBSIZE, summed over every primary of a cluster."""
+    if is_cluster(client):
+        return int(cast(RedisCluster, client).dbsize(target_nodes=RedisCluster.PRIMARIES))
+    return int(client.dbsize())
+
+
+def server_info(client: redis.Redis, section: str) -> dict[str, dict[str, Any]]:
+    """INFO `section` of every server: {"host:port": {...}}, one entry per cluster primary."""
+    if is_cluster(client):
+        per_node = cast(RedisCluster, client).info(section, target_nodes=RedisCluster.PRIMARIES)
+        return {str(node): dict(info) for node, info in per_node.items()}
+    kwargs = client.connection_pool.connection_kwargs
+    return {f"{kwargs.get('host')}:{kwargs.get('port')}": dict(client.info(section))}
+
+
+def get_many(client: redis.Redis, keys: list[str]) -> list[Any]:
+    """GET of many keys in one round trip (per node on a cluster, where MGET must not span
+    slots)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.get(key)
+    return list(pipe.execute()) if keys else []
+
+
+def disconnect(client: redis.Redis | None) -> None:
+    if client is None:
+        return
+    if is_cluster(client):
+        client.close()
+    else:
+        client.connection_pool.disconnect()
 
 
 def close_redis_client() -> None:
     """Disconnect the shared pool; the next get_redis_client() builds a new one."""
     global _client, _client_settings
     with _lock:
-        if _client is not None:
-            _client.connection_pool.disconnect()
+        disconnect(_client)
         _client, _client_settings = None, None
 
 

@@ -38,7 +38,7 @@ from daemon.constants import (
     TOKEN_KEY_PREFIX,
 )
 from daemon.metrics import Metrics
-from daemon.redis_client import RedisHealth
+from daemon.redis_client import RedisHealth, get_many
 from daemon.tokens import (
     InvalidTokenError,
     TokenSet,
@@ -311,13 +311,11 @@ class Refresher:
         ]
         if not held:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        for state in held:
-            pipe.mget(
-                [f"{TOKEN_KEY_PREFIX}{name}" for name in key_names(state.name, state.accounts)]
-            )
+        names = [key_names(state.name, state.accounts) for state in held]
+        found = iter(get_many(self.redis, [TOKEN_KEY_PREFIX + n for group in names for n in group]))
         restored = []
-        for state, values in zip(held, pipe.execute(), strict=True):
+        for state, group in zip(held, names, strict=True):
+            values = [next(found) for _ in group]
             assert state.grant is not None
             if all(value == state.grant.access_token for value in values):
                 continue

@@ -10,7 +10,7 @@ from typing import Any
 import redis
 
 from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
-from daemon.redis_client import scan_batches
+from daemon.redis_client import key_count, scan_batches
 from daemon.tokens import (
     fingerprint,
     iter_tokens,
@@ -128,7 +128,7 @@ def check_report(
         "tokens": [row.as_dict() for row in rows],
         "hft": _sampled_keys(client, HFT_KEY_PREFIX + "*"),
         "prices": _sampled_keys(client, PRICE_KEY_PREFIX + "*"),
-        "total_keys": int(client.dbsize()),
+        "total_keys": key_count(client),
     }
 
 

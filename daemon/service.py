@@ -45,7 +45,7 @@ from daemon.constants import (
 from daemon.health import HealthServer
 from daemon.lease import Lease
 from daemon.metrics import Metrics
-from daemon.redis_client import RedisHealth, get_redis_client
+from daemon.redis_client import RedisHealth, disconnect, get_many, get_redis_client
 from daemon.refresher import Attempt, Refresher, iso
 from daemon.systemd import Notifier
 from daemon.tokens import fingerprint, token_expiry, token_state
@@ -199,7 +199,7 @@ class Daemon:
         if self.health is not None:
             self.health.stop()
         self._close_clients()
-        self.redis.connection_pool.disconnect()
+        disconnect(self.redis)
         log.info("daemon.stopped", instance=self.instance)
         return 0
 
@@ -410,7 +410,7 @@ class Daemon:
         redis_up = self.redis_health.up
         if redis_up:
             try:
-                tokens = self.redis.mget([f"{TOKEN_KEY_PREFIX}{name}" for name in names])
+                tokens = get_many(self.redis, [f"{TOKEN_KEY_PREFIX}{name}" for name in names])
             except redis.RedisError:
                 redis_up = False
         logins = {}

@@ -26,7 +26,7 @@ from daemon.constants import (
     TOKEN_TTL_MARGIN_S,
 )
 from daemon.logs import fingerprint
-from daemon.redis_client import get_redis_client, scan_batches
+from daemon.redis_client import get_redis_client, pipeline, scan_batches
 
 __all__ = [
     "InvalidTokenError",
@@ -141,7 +141,7 @@ def write_login_tokens(
     if tokens.md_access_token is not None:
         md_expiry = min(tokens.expires_at, token_expiry(tokens.md_access_token) or 0.0)
         md_ttl = _checked_ttl(tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s)
-    pipe = client.pipeline(transaction=True)
+    pipe = pipeline(client, transaction=True)
     for name in tokens.names:
         pipe.set(f"{TOKEN_KEY_PREFIX}{name}", tokens.access_token, ex=ttl)
         if tokens.md_access_token is not None:
