@@ -1,0 +1,132 @@
+"""deploy/redis-acl.conf: each user can do its whole job and nothing more."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from daemon import cache, price, tokens
+from daemon.chaos import all_live, all_names
+from daemon.embedded_redis import RedisServer
+from daemon.fake_tradovate import FakeTradovate
+from tests.helpers import DaemonProcess, Run, daemon_env, seed, wait_for
+
+ACL_FILE = Path(__file__).parent.parent / "deploy" / "redis-acl.conf"
+
+
+def create_user(server: RedisServer, name: str) -> dict[str, str]:
+    """ACL SETUSER with the rules of deploy/redis-acl.conf; returns the env to log in as it."""
+    line = next(
+        line for line in ACL_FILE.read_text().splitlines() if line.startswith(f"user {name} ")
+    )
+    password = f"pw-{name}-7"
+    rules = [rule.replace(">CHANGE_ME", f">{password}") for rule in line.split()[2:]]
+    server.client().acl_setuser(name, reset=True)  # a clean slate, then the file's rules
+    # The file's rule syntax, verbatim (acl_setuser() would need it taken apart first).
+    server.client().execute_command("ACL", "SETUSER", name, *rules)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    return {
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(server.port),
+        "REDIS_USERNAME": name,
+        "REDIS_PASSWORD": password,
+        "REDIS_URL": "",
+    }
+
+
+def denials(server: RedisServer) -> list[dict[str, Any]]:
+    return list(server.client().acl_log())
+
+
+def test_the_daemon_runs_green_with_exactly_its_acl(
+    redis_server: RedisServer, served_tradovate: FakeTradovate, tmp_path: Path
+) -> None:
+    env = {**daemon_env(served_tradovate), **create_user(redis_server, "orca-daemon")}
+    env.pop("REDIS_URL")
+    admin = redis_server.client()
+    daemon = DaemonProcess(env, cwd=str(tmp_path))
+    try:
+        names = all_names(served_tradovate)
+        wait_for(lambda: all_live(admin, names, served_tradovate), what="17 live keys")
+        assert admin.get("orca:leader") is not None
+        admin.flushall()  # reconcile and the lease's re-take run as that user too
+        wait_for(lambda: all_live(admin, names, served_tradovate), what="restored keys")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+    finally:
+        daemon.stop()
+    assert denials(redis_server) == []
+    assert not [e for e in daemon.events() if e["level"] in ("warning", "error")]
+
+
+def test_a_verb_that_needs_more_fails_with_a_clear_message(
+    redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
+) -> None:
+    run = cli(create_user(redis_server, "orca-daemon"))
+    code, out, err = run("info")
+    assert code == 1
+    assert out == ""
+    assert err.startswith("orca-tokens: Redis refused this command (")
+    assert "the ACL user needs more permissions for it: see README, 'Redis ACL'" in err
+    assert "Traceback" not in err
+
+
+def test_operators_can_run_every_read_verb(
+    redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
+) -> None:
+    seed(redis_server)
+    run = cli({**create_user(redis_server, "orca-operator"), "ORCA_ACCOUNTS": "APEX_1"})
+    for argv in (
+        ("check",),
+        ("tokens", "list"),
+        ("tokens", "ttl", "APEX_1"),
+        ("tokens", "get", "APEX_1"),
+        ("cache", "stats"),
+        ("price", "get", "MNQZ5"),
+        ("info",),
+        ("cache", "clear", "accounts"),
+        ("tokens", "delete", "PA2"),
+    ):
+        code, _, err = run(*argv)
+        assert code == 0, (argv, err)
+    assert denials(redis_server) == []
+
+
+def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> None:
+    seed(redis_server)
+    env = create_user(redis_server, "orca-trader")
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=redis_server.port,
+        username=env["REDIS_USERNAME"],
+        password=env["REDIS_PASSWORD"],
+        decode_responses=True,
+    )
+    assert tokens.get_token("APEX_1", client=client) is not None
+    assert tokens.token_ttl("APEX_1", client=client) > 0
+    assert len(list(tokens.iter_tokens(client=client))) == 3
+    assert cache.get_or_fetch("positions", "PA1", fetch=lambda: [1], client=client) == [1]
+    assert cache.stats(client=client)["total"] >= 1
+    assert cache.clear("positions", client=client) >= 0
+    stop = threading.Event()
+    seen: list[dict[str, object]] = []
+
+    def follow() -> None:
+        for update in price.stream("MESZ5", client=client, stop=stop, poll_s=0.2):
+            seen.append(update)
+            stop.set()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    price.store("MESZ5", {"Last": 1.0, "Timestamp": 5}, client=client)
+    wait_for(lambda: seen, what="a price through the stream")
+    follower.join(5)
+    assert price.latest("MESZ5", client=client) == {"Last": 1.0, "Timestamp": 5}
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        client.set("orca:leader", "usurper")  # a command it has, on a key that is not its own
+    assert [entry["reason"] for entry in denials(redis_server)] == ["key"]
