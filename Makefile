@@ -45,6 +45,10 @@ test: lint typecheck unit
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info
 
+# Benchmarks on loopback, each figure beside a baseline measured in the same run (~3 min).
+bench: $(STAMP) redis-server
+	$(BIN)/python -m bench.run
+
 # Faults injected into two running daemons (loopback only, under 3 minutes); prints the figures.
 chaos: $(STAMP) redis-server
 	$(BIN)/python -m daemon.chaos

@@ -46,6 +46,7 @@ FAULT_KINDS = (
     "hang",
 )
 
+DEMO_SEC = "demo-sec"
 REFERENCE_DESK = {"APEX_266668": 4, "APEX_272045": 5, "APEX_136189": 3, "APEX_265995": 1}
 
 
@@ -100,7 +101,7 @@ class FakeTradovate:
         self,
         users: Iterable[FakeUser] | None = None,
         *,
-        sec: str = "demo-sec",
+        sec: str = DEMO_SEC,
         token_lifetime_s: float = 4_800.0,
         max_sessions: int = 2,
         latency_s: float = 0.0,
@@ -344,6 +345,9 @@ class FakeTradovate:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes: without TCP_NODELAY every answer
+            # waits out the client's 40 ms delayed ACK, which is not Tradovate's latency.
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 """Quiet: the daemon's own logs tell the story."""
@@ -425,3 +429,34 @@ def _fault_answer(fault: Fault) -> tuple[int, Any]:
         "hang": (0, Hang(fault.hang_s)),
     }
     return answers[fault.kind]
+
+
+def numbered_desk(logins: int, accounts: int) -> list[FakeUser]:
+    """LOGIN_0000.. with `accounts` accounts each, password pw-<n>: for benchmarks and trials."""
+    return [
+        FakeUser(f"LOGIN_{n:04d}", f"pw-{n}", [f"PA{n:04d}{a:02d}" for a in range(accounts)])
+        for n in range(logins)
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """python -m daemon.fake_tradovate: serve a numbered desk on 127.0.0.1 until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m daemon.fake_tradovate")
+    parser.add_argument("--logins", type=int, default=4)
+    parser.add_argument("--accounts", type=int, default=3)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
+    parser.add_argument("--lifetime", type=float, default=4_800.0, help="token seconds")
+    args = parser.parse_args(argv)
+    fake = FakeTradovate(
+        numbered_desk(args.logins, args.accounts),
+        latency_s=args.latency,
+        token_lifetime_s=args.lifetime,
+    ).start()
+    print(fake.base_url, flush=True)
+    threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

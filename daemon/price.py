@@ -10,6 +10,7 @@ JSON on channel `price:{symbol}`.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -25,6 +26,7 @@ from daemon.redis_client import get_redis_client, is_cluster
 
 log = structlog.get_logger("daemon.price")
 
+_SYMBOL = re.compile(r"[^:*\s]+\Z")
 STREAM_POLL_S = 1.0  # with no pushed update for this long, read the latest key instead
 _reconnect_backoff = EqualJitterBackoff(cap=5.0, base=0.1)
 
@@ -38,11 +40,11 @@ def channel(symbol: str) -> str:
 
 
 def _payload(symbol: str, data: Mapping[str, Any]) -> str:
-    if not symbol or any(c in symbol for c in ":* "):
+    if not _SYMBOL.match(symbol):
         raise ValueError(f"symbol {symbol!r} must be non-empty without ':', '*' or spaces")
-    record = dict(data)
-    record.setdefault("Timestamp", int(time.time() * 1000))
-    return json.dumps(record)
+    if "Timestamp" not in data:
+        data = {**data, "Timestamp": int(time.time() * 1000)}
+    return json.dumps(data)
 
 
 def store(symbol: str, data: Mapping[str, Any], *, client: redis.Redis | None = None) -> None:
@@ -64,8 +66,11 @@ def store_many(
         node = cast(RedisCluster, client).get_default_node()  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         messages = (node.redis_connection or client).pipeline(transaction=False)
     for symbol, payload in payloads.items():
-        pipe.set(latest_key(symbol), payload, ex=PRICE_TTL_S)
-        messages.publish(channel(symbol), payload)
+        # SET key value EX ttl as SPEC writes it, without redis-py's generic set() argument
+        # handling, which cost a sixth of the time of a 10,000-symbol store.
+        key = latest_key(symbol)
+        pipe.execute_command("SET", key, payload, "EX", PRICE_TTL_S)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        messages.execute_command("PUBLISH", channel(symbol), payload)  # type: ignore[no-untyped-call]  # as above
     pipe.execute()
     if messages is not pipe:
         messages.execute()

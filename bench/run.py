@@ -1,0 +1,409 @@
+"""`make bench`: each figure beside a baseline measured in the same run, on loopback.
+
+These machines are noisy, so figures are medians of several rounds and targets are ratios.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from daemon import cache, price, tokens
+from daemon.config import load_settings, password_variable
+from daemon.constants import DEFAULT_REFRESH_CONCURRENCY, PRICE_TTL_S
+from daemon.embedded_redis import RedisServer
+from daemon.fake_tradovate import DEMO_SEC, numbered_desk
+from daemon.logs import configure_logging
+from daemon.redis_client import close_redis_client, get_redis_client
+from daemon.service import Daemon
+
+LOGINS = 200
+ACCOUNTS_PER_LOGIN = 3
+LATENCY_S = 0.1
+REQUESTS_PER_LOGIN = 2  # accesstokenrequest, then account/list
+READS = 20_000
+ROUNDS = 5
+SYMBOLS = 10_000
+CACHE_KEYS = 1_000_000
+IDLE_S = 60.0
+
+
+@dataclass
+class Figure:
+    name: str
+    value: str
+    baseline: str
+    target: str
+    ok: bool | None  # None: no target, a figure to read
+
+
+results: list[Figure] = []
+
+
+def report(name: str, value: str, baseline: str, target: str = "", ok: bool | None = None) -> None:
+    results.append(Figure(name, value, baseline, target, ok))
+    mark = "" if ok is None else ("  PASS" if ok else "  MISS")
+    print(
+        f"{name}\n    {value}\n    baseline: {baseline}"
+        + (f"\n    target: {target}{mark}" if target else ""),
+        flush=True,
+    )
+
+
+def daemon_env(tradovate_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    users = numbered_desk(LOGINS, ACCOUNTS_PER_LOGIN)
+    env = {
+        "REDIS_URL": redis_url,
+        "TRADOVATE_BASE_URL": tradovate_url,
+        "TRADOVATE_APP_ID": "bench",
+        "TRADOVATE_CID": "1",
+        "TRADOVATE_SEC": DEMO_SEC,
+        "ORCA_ACCOUNTS": ",".join(u.name for u in users),
+        "ORCA_AUTH_RATE_LIMIT": "100000",
+        "ORCA_HEALTH_ADDR": "",
+        "ORCA_LOG_LEVEL": "warning",
+    }
+    env.update({password_variable(u.name): u.password for u in users})
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def tradovate_process(latency_s: float) -> Iterator[str]:
+    """The simulated Tradovate in a process of its own, so it never competes with the daemon
+    for the GIL: what the benchmark times is the daemon."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "daemon.fake_tradovate",
+            "--logins",
+            str(LOGINS),
+            "--accounts",
+            str(ACCOUNTS_PER_LOGIN),
+            "--latency",
+            str(latency_s),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        yield process.stdout.readline().strip()
+    finally:
+        process.kill()
+        process.wait()
+
+
+@contextmanager
+def counted_round_trips() -> Iterator[list[int]]:
+    sent: list[int] = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: redis.connection.AbstractConnection, *args: Any, **kwargs: Any) -> None:
+        sent.append(1)
+        original(self, *args, **kwargs)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]  # a bench-only probe
+    try:
+        yield sent
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
+
+
+def refresh_once(server: RedisServer, concurrency: int) -> tuple[float, int]:
+    """Wall time of `run --once` for the whole desk, and Redis round trips it took."""
+    server.client().flushall()
+    with tradovate_process(LATENCY_S) as tradovate_url:
+        settings = load_settings(
+            daemon_env(tradovate_url, server.url, ORCA_REFRESH_CONCURRENCY=str(concurrency))
+        )
+        daemon = Daemon(settings, redis_client=get_redis_client(settings.redis))
+        # Open every pooled connection first: their handshakes (AUTH, CLIENT SETNAME) happen
+        # once per connection for the daemon's life, not once per login.
+        pool = daemon.redis.connection_pool
+        warm = [pool.get_connection() for _ in range(settings.redis.max_connections)]
+        for connection in warm:
+            pool.release(connection)
+        with counted_round_trips() as sent:
+            started = time.perf_counter()
+            code = daemon.run_once()
+            elapsed = time.perf_counter() - started
+        assert code == 0, "a login failed"
+        assert len(server.client().keys("token:*")) == LOGINS * (1 + ACCOUNTS_PER_LOGIN)
+        close_redis_client()
+        return elapsed, len(sent)
+
+
+def bench_refresh(server: RedisServer) -> None:
+    concurrency = DEFAULT_REFRESH_CONCURRENCY
+    rounds = math.ceil(LOGINS / concurrency) * REQUESTS_PER_LOGIN
+    ideal = rounds * LATENCY_S
+    wall, trips = refresh_once(server, concurrency)
+    sequential, _ = refresh_once(server, 1)
+    report(
+        f"1. refresh throughput: run --once, {LOGINS} logins x {ACCOUNTS_PER_LOGIN} accounts, "
+        f"{LATENCY_S * 1000:.0f} ms Tradovate latency, concurrency {concurrency}",
+        f"{wall:.2f} s ({wall / ideal:.2f}x ideal); Redis round trips per login: "
+        f"{trips / LOGINS:.3f} ({trips} for {LOGINS} logins)",
+        f"ideal ceil({LOGINS}/{concurrency}) x {REQUESTS_PER_LOGIN} requests x "
+        f"{LATENCY_S * 1000:.0f} ms = {ideal:.2f} s; one after another: {sequential:.2f} s "
+        f"({sequential / wall:.1f}x slower)",
+        "within 1.5x of ideal; 1 round trip per login",
+        wall <= 1.5 * ideal and trips / LOGINS < 1.05,
+    )
+
+
+def median_rate(work: Callable[[], None], count: int) -> float:
+    """Operations per second: the median of ROUNDS timed rounds."""
+    timings = []
+    for _ in range(ROUNDS):
+        started = time.perf_counter()
+        work()
+        timings.append(time.perf_counter() - started)
+    return count / statistics.median(timings)
+
+
+def bench_token_reads(server: RedisServer) -> None:
+    client = get_redis_client(load_settings({"REDIS_URL": server.url}, credentials=False).redis)
+    client.set("token:APEX_266668", "x" * 900, ex=600)
+    names = ["APEX_266668"] * READS
+
+    def module_reads() -> None:
+        for name in names:
+            tokens.get_token(name)
+
+    def raw_reads() -> None:
+        for name in names:
+            client.get("token:" + name)
+
+    module, raw = [], []
+    for _ in range(3):  # interleaved, so drift hits both alike
+        module.append(median_rate(module_reads, READS))
+        raw.append(median_rate(raw_reads, READS))
+    ratio = statistics.median(raw) / statistics.median(module)
+    report(
+        f"2. token reads: daemon.tokens.get_token, {READS} GETs x {ROUNDS} rounds",
+        f"{statistics.median(module):,.0f} reads/s (time ratio to raw: {ratio:.3f})",
+        f"raw redis-py GET on the same pool: {statistics.median(raw):,.0f} reads/s",
+        "ratio <= 1.1",
+        ratio <= 1.1,
+    )
+    close_redis_client()
+
+
+def bench_price_writes(server: RedisServer) -> None:
+    client = server.client()
+    quotes = {
+        f"SYM{n:05d}": {
+            "Last": 21000.25 + n,
+            "Bid": 21000.0,
+            "Ask": 21000.5,
+            "Volume": n,
+            "High": 21100.0,
+            "Low": 20950.0,
+            "Timestamp": 1_764_000_000_000 + n,
+        }
+        for n in range(SYMBOLS)
+    }
+
+    def module_writes() -> None:
+        price.store_many(quotes, client=client)
+
+    def raw_writes() -> None:
+        pipe = client.pipeline(transaction=False)
+        for symbol, quote in quotes.items():
+            payload = json.dumps(quote)
+            # SETEX itself: redis-py's deprecated setex() wrapper would slow the baseline down.
+            pipe.execute_command("SETEX", f"price:{symbol}:latest", PRICE_TTL_S, payload)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            pipe.publish(f"price:{symbol}", payload)
+        pipe.execute()
+
+    module, raw = [], []
+    for _ in range(3):
+        module.append(median_rate(module_writes, SYMBOLS))
+        raw.append(median_rate(raw_writes, SYMBOLS))
+    share = statistics.median(module) / statistics.median(raw)
+    ceiling = redis_benchmark_set_rate(server)
+    report(
+        f"3. price writes: price.store_many, {SYMBOLS} symbols (SET EX 5 + PUBLISH each)",
+        f"{statistics.median(module):,.0f} updates/s ({share:.0%} of the raw pipeline)",
+        f"raw redis-py pipeline of json.dumps + SETEX + PUBLISH: {statistics.median(raw):,.0f} "
+        f"updates/s; server ceiling, redis-benchmark -P 16 SET: {ceiling:,.0f} SET/s",
+        ">= 90% of the raw pipeline",
+        share >= 0.9,
+    )
+
+
+def redis_benchmark_set_rate(server: RedisServer) -> float:
+    out = subprocess.run(
+        [
+            "redis-benchmark",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(server.port),
+            "-t",
+            "set",
+            "-n",
+            "200000",
+            "-P",
+            "16",
+            "-q",
+            "--csv",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    row = next(line for line in out.splitlines() if line.startswith('"SET"'))
+    return float(row.split(",")[1].strip('"'))
+
+
+def bench_cache_stats(server: RedisServer) -> None:
+    client = server.client()
+    client.flushall()
+    client.execute_command("DEBUG", "POPULATE", CACHE_KEYS, "hft:accounts")  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    assert client.dbsize() == CACHE_KEYS
+
+    tracemalloc.start()
+    started = time.perf_counter()
+    counted = cache.stats(client=client)["total"]
+    elapsed = time.perf_counter() - started
+    _, streamed_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert counted == CACHE_KEYS
+
+    tracemalloc.start()
+    every_key = list(client.scan_iter("hft:*", count=1000))
+    _, list_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    del every_key
+
+    started = time.perf_counter()
+    cli = subprocess.run(  # noqa: S602 (the baseline the issue names: a fixed pipeline, loopback)
+        f"redis-cli -p {server.port} --scan | wc -l",
+        shell=True,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cli_elapsed = time.perf_counter() - started
+    assert int(cli.stdout.strip()) == CACHE_KEYS
+    report(
+        f"4. cache stats over {CACHE_KEYS:,} keys",
+        f"{elapsed:.2f} s; Python memory peak {streamed_peak / 1024:,.0f} KiB (streamed)",
+        f"redis-cli --scan | wc -l: {cli_elapsed:.2f} s; a list of every key peaks at "
+        f"{list_peak / 1024 / 1024:,.0f} MiB",
+        "memory flat: under 1% of the list of every key",
+        streamed_peak < 0.01 * list_peak,
+    )
+    client.flushall()
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def bench_footprint(server: RedisServer) -> None:
+    server.client().flushall()
+    with tradovate_process(0.0) as tradovate_url:
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+        env.update(daemon_env(tradovate_url, server.url, ORCA_LOG_FORMAT="json"))
+        client = server.client()
+        started = time.perf_counter()
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "daemon", "run"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        baseline = subprocess.Popen(
+            [sys.executable, "-c", "import daemon.service, time; time.sleep(3600)"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            while next(client.scan_iter("token:*", count=1000), None) is None:
+                time.sleep(0.005)
+            first_token = time.perf_counter() - started
+            expected = LOGINS * (1 + ACCOUNTS_PER_LOGIN)
+            while len(list(client.scan_iter("token:*", count=1000))) < expected:
+                time.sleep(0.05)
+            all_tokens = time.perf_counter() - started
+            cpu_before, base_before = process_cpu_s(daemon.pid), process_cpu_s(baseline.pid)
+            redis_before = process_cpu_s(server.process.pid) if server.process else 0.0
+            time.sleep(IDLE_S)  # the measurement window itself: the daemon idles holding 200 logins
+            cpu = (process_cpu_s(daemon.pid) - cpu_before) / IDLE_S
+            base_cpu = (process_cpu_s(baseline.pid) - base_before) / IDLE_S
+            redis_cpu = (
+                (process_cpu_s(server.process.pid) if server.process else 0.0) - redis_before
+            ) / IDLE_S
+            rss, base_rss = process_rss_mib(daemon.pid), process_rss_mib(baseline.pid)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            baseline.kill()
+            daemon.wait(timeout=15)
+            baseline.wait()
+    report(
+        f"5. footprint: idle daemon holding {LOGINS} logins for {IDLE_S:.0f} s",
+        f"RSS {rss:.1f} MiB, CPU {cpu:.2%}; first token written {first_token:.2f} s after "
+        f"start, all {expected} after {all_tokens:.2f} s",
+        f"the same interpreter with the daemon imported, idle: RSS {base_rss:.1f} MiB, CPU "
+        f"{base_cpu:.2%}; redis-server serving the daemon meanwhile: CPU {redis_cpu:.2%}",
+        "< 80 MB RSS, < 1% CPU",
+        rss * 1.048576 < 80 and cpu < 0.01,
+    )
+
+
+def main() -> int:
+    if shutil.which("redis-server") is None or shutil.which("redis-benchmark") is None:
+        print("make bench needs redis-server and redis-benchmark (apt-get install redis-server)")
+        return 1
+    configure_logging("console", "warning")
+    print(
+        f"orca-token-daemon benchmarks on {os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="orca-bench-"))
+    with RedisServer(workdir=workdir, extra_args=("--enable-debug-command", "local")) as server:
+        benches = (
+            bench_refresh,
+            bench_token_reads,
+            bench_price_writes,
+            bench_cache_stats,
+            bench_footprint,
+        )
+        chosen = [int(n) for n in sys.argv[1:]] or range(1, len(benches) + 1)  # e.g. `1 3`
+        for number in chosen:
+            benches[number - 1](server)
+    missed = [figure.name for figure in results if figure.ok is False]
+    print("\n" + ("every target holds" if not missed else "missed: " + "; ".join(missed)))
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
