@@ -24,7 +24,7 @@ import redis
 from daemon.config import password_variable
 from daemon.constants import LEADER_KEY, TOKEN_KEY_PREFIX
 from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import ACCOUNTS_PATH, RENEW_PATH, FakeTradovate
+from daemon.fake_tradovate import ACCOUNTS_PATH, RECOVERABLE_FAULTS, RENEW_PATH, FakeTradovate
 
 CHAOS_TOKEN_LIFETIME_S = 30.0
 SAMPLE_EVERY_S = 0.1
@@ -186,18 +186,7 @@ def run_chaos(out: Callable[[str], None] = print) -> int:
         ).start()
 
         out("phase 1: Tradovate faults on renewals and account lists for 30 s")
-        kinds = [
-            "http_500",
-            "http_503",
-            "html",
-            "not_json",
-            "no_token",
-            "empty_token",
-            "malformed_token",
-            "expired_token",
-            "reset",
-            "hang",
-        ]
+        kinds = RECOVERABLE_FAULTS
         deadline = time.monotonic() + 30
         for n in range(10_000):
             if time.monotonic() > deadline:

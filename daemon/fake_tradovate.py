@@ -27,24 +27,21 @@ LOGIN_PATH = "/v1/auth/accesstokenrequest"
 RENEW_PATH = "/v1/auth/renewaccesstoken"
 ACCOUNTS_PATH = "/v1/account/list"
 
-# Every kind of answer a fault can replace a real one with.
-FAULT_KINDS = (
+# Faults a retry recovers from with the same session: the daemon must ride them out.
+RECOVERABLE_FAULTS = (
     "http_500",
     "http_503",
-    "http_429",
-    "http_401",
     "html",
     "not_json",
     "no_token",
     "empty_token",
     "malformed_token",
     "expired_token",
-    "error_text",
-    "penalty",
-    "captcha",
     "reset",
     "hang",
 )
+# Every kind of answer a fault can replace a real one with.
+FAULT_KINDS = (*RECOVERABLE_FAULTS, "http_429", "http_401", "error_text", "penalty", "captcha")
 
 DEMO_SEC = "demo-sec"
 REFERENCE_DESK = {"APEX_266668": 4, "APEX_272045": 5, "APEX_136189": 3, "APEX_265995": 1}

@@ -159,10 +159,6 @@ class AuthPacer:
         with self._lock:
             self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
-    def blocked_for(self) -> float:
-        with self._lock:
-            return max(0.0, self._blocked_until - self._clock())
-
 
 class TradovateClient:
     """One HTTP client for every login; thread-safe like the httpx.Client beneath it."""

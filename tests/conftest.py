@@ -19,7 +19,7 @@ from daemon.embedded_redis import RedisServer, TlsFiles
 from daemon.fake_tradovate import FakeTradovate
 from daemon.logs import forget_secrets
 from daemon.redis_client import close_redis_client
-from tests.helpers import Run, user
+from tests.helpers import DaemonProcess, Run, user
 
 REDIS_PASSWORD = "redis-Pa55-word"
 
@@ -241,3 +241,12 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[DaemonProcess]]:
+    """Daemon subprocesses a test starts; whatever still runs is killed afterwards."""
+    started: list[DaemonProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -20,6 +20,14 @@ from daemon.fake_tradovate import FakeTradovate, FakeUser, Hang, Reset
 from daemon.tokens import TokenSet, write_login_tokens
 
 APP_ID = "orca-tests"
+QUOTE = {
+    "Last": 21000.25,
+    "Bid": 21000.0,
+    "Ask": 21000.5,
+    "Volume": 12345,
+    "High": 21100.0,
+    "Low": 20950.0,
+}
 
 
 class FakeClock:

@@ -7,23 +7,12 @@ import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from daemon.embedded_redis import RedisServer, free_port
 from daemon.fake_tradovate import FakeTradovate
 from daemon.tokens import token_expiry
 from tests.helpers import DaemonProcess, daemon_env, secrets_of, wait_for
-
-
-@pytest.fixture
-def processes() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def start(

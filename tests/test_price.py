@@ -9,16 +9,7 @@ import pytest
 
 from daemon import price
 from daemon.embedded_redis import RedisServer
-from tests.helpers import wait_for
-
-QUOTE = {
-    "Last": 21000.25,
-    "Bid": 21000.0,
-    "Ask": 21000.5,
-    "Volume": 12345,
-    "High": 21100.0,
-    "Low": 20950.0,
-}
+from tests.helpers import QUOTE, wait_for
 
 
 def test_store_sets_for_5_seconds_and_publishes_the_same_json() -> None:

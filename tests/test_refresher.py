@@ -12,7 +12,13 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from daemon.fake_tradovate import ACCOUNTS_PATH, LOGIN_PATH, RENEW_PATH, FakeTradovate
+from daemon.fake_tradovate import (
+    ACCOUNTS_PATH,
+    LOGIN_PATH,
+    RECOVERABLE_FAULTS,
+    RENEW_PATH,
+    FakeTradovate,
+)
 from daemon.metrics import Metrics
 from daemon.refresher import Refresher
 from daemon.tokens import token_state
@@ -283,21 +289,7 @@ def test_redis_failure_keeps_the_token_and_retries_the_write(world: World) -> No
     assert token_state(world.token("APEX_1"), world.clock.now) == "valid"
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "http_500",
-        "http_503",
-        "html",
-        "not_json",
-        "no_token",
-        "empty_token",
-        "malformed_token",
-        "expired_token",
-        "reset",
-        "hang",
-    ],
-)
+@pytest.mark.parametrize("kind", RECOVERABLE_FAULTS)
 def test_every_fault_is_a_clear_outcome_and_nothing_is_written(world: World, kind: str) -> None:
     world.fake.inject(LOGIN_PATH, kind)
     attempt = world.refresher.refresh("APEX_1")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ from daemon.embedded_redis import RedisServer
 from daemon.fake_tradovate import LOGIN_PATH, FakeTradovate
 from tests.helpers import DaemonProcess, daemon_env, wait_for
 from tests.test_daemon_process import http_get
-
-
-@pytest.fixture
-def processes() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def start(

@@ -14,7 +14,7 @@ import pytest
 
 from daemon import price
 from daemon.embedded_redis import RedisServer
-from tests.helpers import seed, wait_for
+from tests.helpers import QUOTE, seed, wait_for
 
 TS_DIR = Path(__file__).parent / "ts"
 
@@ -37,15 +37,7 @@ def consumer() -> Path:
 def test_typescript_reads_what_python_wrote(consumer: Path, redis_server: RedisServer) -> None:
     written = seed(redis_server)
     client = redis_server.client()
-    quote = {
-        "Last": 21000.25,
-        "Bid": 21000.0,
-        "Ask": 21000.5,
-        "Volume": 12345,
-        "High": 21100.0,
-        "Low": 20950.0,
-        "Timestamp": 1,
-    }
+    quote = {**QUOTE, "Timestamp": 1}
     price.store("MNQZ5", quote, client=client)
     reader = subprocess.Popen(
         ["node", str(consumer), redis_server.url, "MNQZ5"],
