@@ -55,8 +55,8 @@ log = structlog.get_logger("daemon.service")
 
 HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0
-SCHEDULER_STALE_S = 30.0
-VALID = "valid"  # no tick for this long: the scheduler is hung, stop pinging the watchdog
+SCHEDULER_STALE_S = 30.0  # no tick for this long: the scheduler is hung, stop pinging the watchdog
+VALID = "valid"
 
 
 def new_instance_id() -> str:
