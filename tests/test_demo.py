@@ -24,3 +24,38 @@ def test_demo_shows_all_four_logins_and_stops(tmp_path: Path) -> None:
     )
     assert "eyJ" not in out
     assert "demo-APEX" not in out
+
+
+def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals every process in the foreground group, Redis included."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _require_redis_server()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "demo"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # a group of its own, as a terminal's foreground job
+    )
+    lines: list[str] = []
+    try:
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            lines.append(line)
+            if "token keys: 17 valid of 17" in line:
+                break
+        os.killpg(demo.pid, signal.SIGINT)
+        out, _ = demo.communicate(timeout=20)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    lines.append(out)
+    text = "".join(lines)
+    assert demo.returncode == 0
+    assert "Redis not readable" not in text
+    assert text.count("token keys: 17 valid of 17") >= 2  # the last table, after the stop
