@@ -322,11 +322,8 @@ def _refresh_here(env: Mapping[str, str], login: str | None) -> dict[str, str]:
 
     print("no daemon holds the refresh lease: refreshing here")
     daemon = Daemon(_settings(env, credentials=True))
-    daemon.refresher.adopt_from_redis()
-    names = list(daemon.refresher.states) if login is None else [login]
-    outcomes = {name: daemon.refresher.refresh(name, force=True).outcome for name in names}
-    daemon.tradovate.close()
-    return outcomes
+    attempts = daemon.refresh_once(None if login is None else [login])
+    return {name: attempt.outcome for name, attempt in attempts.items()}
 
 
 # -- cache and prices ------------------------------------------------------------------------

@@ -212,8 +212,8 @@ class Daemon:
 
     # -- one pass, for `run --once` --------------------------------------------------------
 
-    def run_once(self, names: list[str] | None = None) -> int:
-        """Refresh every login (or those named) once. 0 when all succeeded, 1 otherwise."""
+    def run_once(self) -> int:
+        """Refresh every login once. 0 when all succeeded, 1 otherwise."""
         log.info(
             "daemon.once",
             logins=[login.name for login in self.settings.logins],
@@ -221,18 +221,25 @@ class Daemon:
             tradovate_env=self.settings.tradovate.env,
         )
         try:
-            self.refresher.adopt_from_redis()
+            attempts = self.refresh_once()
         except redis.RedisError as error:
-            # Without Redis a fresh token could not be stored: do not spend a session on it.
             log.error("redis.unavailable", error=str(error), redis=self.settings.redis.target())
             return 1
+        failed = sorted(name for name, attempt in attempts.items() if not attempt.ok)
+        log.info("daemon.once_finished", refreshed=len(attempts) - len(failed), failed=failed)
+        return 1 if failed else 0
+
+    def refresh_once(self, names: list[str] | None = None) -> dict[str, Attempt]:
+        """Adopt what Redis holds, then refresh every login (or those named) once, waiting out
+        auth pacing and penalty tickets; queued alerts and history are delivered before it
+        returns. Raises RedisError, before any Tradovate call, when Redis does not answer:
+        without Redis a fresh token could not be stored, so no session is spent on it."""
+        self.refresher.adopt_from_redis()
         names = list(self.refresher.states) if names is None else names
         with FuturesPool(max_workers=self.settings.refresh_concurrency) as pool:
             attempts = dict(zip(names, pool.map(self._refresh_until_settled, names), strict=True))
-        failed = sorted(name for name, attempt in attempts.items() if not attempt.ok)
-        log.info("daemon.once_finished", refreshed=len(names) - len(failed), failed=failed)
         self._close_clients()
-        return 1 if failed else 0
+        return attempts
 
     def _refresh_until_settled(self, name: str) -> Attempt:
         attempt = self.refresher.refresh(name, force=True)

@@ -101,3 +101,18 @@ def test_a_refresh_succeeds_while_postgresql_is_down(
 @pytest.fixture(autouse=True)
 def _psycopg_present() -> None:
     assert psycopg.__version__  # the audit extra is part of the dev install
+
+
+def test_a_direct_tokens_refresh_records_its_tokens_too(
+    cli: Callable[[dict[str, str]], Run],
+    redis_server: RedisServer,
+    served_tradovate: FakeTradovate,
+    postgres_dsn: str,
+) -> None:
+    """With no daemon running, `tokens refresh` refreshes here, through the same path as
+    `run --once`: its history records are delivered before it exits."""
+    run = cli(daemon_env(served_tradovate, redis_server.url, ORCA_AUDIT_DSN=postgres_dsn))
+    code, out, _ = run("tokens", "refresh")
+    assert code == 0
+    assert out.count("✅") == 4
+    assert len(rows(postgres_dsn)) == 17
