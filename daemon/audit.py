@@ -8,7 +8,6 @@ Needs psycopg 3: pip install 'orca-token-daemon[audit]'.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections.abc import Iterable, Iterator
@@ -21,7 +20,7 @@ import structlog
 
 from daemon.constants import AUDIT_QUEUE_SIZE, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
 from daemon.redis_client import get_many, scan_batches
-from daemon.tokens import fingerprint, jwt_claims, token_expiry
+from daemon.tokens import fingerprint, jwt_claims, parse_status, token_expiry
 
 log = structlog.get_logger("daemon.audit")
 
@@ -114,7 +113,7 @@ def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[
     owners: dict[str, dict[str, Any]] = {}
     for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
         for raw in get_many(client, chunk):
-            status = _json_object(raw)
+            status = parse_status(raw)
             if status and isinstance(status.get("login"), str):
                 for name in [status["login"], *status.get("accounts", [])]:
                     owners[str(name)] = status
@@ -135,14 +134,6 @@ def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[
                 instance=owner.get("instance"),
                 token=token if include_token else None,
             )
-
-
-def _json_object(raw: object) -> dict[str, Any] | None:
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class AuditRecorder:

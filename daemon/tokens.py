@@ -40,6 +40,7 @@ __all__ = [
     "jwt_claims",
     "key_names",
     "key_ttl_s",
+    "parse_status",
     "status_accounts",
     "token_exists",
     "token_expiry",
@@ -166,13 +167,19 @@ def _checked_ttl(
     return ttl
 
 
+def parse_status(raw: object) -> dict[str, Any] | None:
+    """A login's orca:status: value as a JSON object, or None when missing or unreadable."""
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def status_accounts(status: object) -> tuple[str, ...]:
     """The account names recorded in a login's orca:status: JSON (empty when unreadable)."""
-    if not isinstance(status, str):
-        return ()
-    try:
-        accounts = json.loads(status).get("accounts", [])
-    except (ValueError, AttributeError):
+    accounts = (parse_status(status) or {}).get("accounts", [])
+    if not isinstance(accounts, list):
         return ()
     return tuple(a for a in accounts if isinstance(a, str) and a)
 
