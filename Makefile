@@ -38,7 +38,7 @@ $(TS_DEPS): tests/ts/package-lock.json
 	else echo "npm not found: the TypeScript consumer test will say so"; fi
 
 unit: $(STAMP) redis-server $(TS_DEPS)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 4
 
 test: lint typecheck unit
 
@@ -51,4 +51,4 @@ bench: $(STAMP) redis-server
 
 # Faults injected into two running daemons (loopback only, under 3 minutes); prints the figures.
 chaos: $(STAMP) redis-server
-	$(BIN)/python -m daemon.chaos
+	$(BIN)/python -m tools.chaos

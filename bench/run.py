@@ -27,11 +27,11 @@ import redis
 from daemon import cache, price, tokens
 from daemon.config import load_settings, password_variable
 from daemon.constants import DEFAULT_REFRESH_CONCURRENCY, PRICE_TTL_S
-from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import DEMO_SEC, numbered_desk
 from daemon.logs import configure_logging
-from daemon.redis_client import close_redis_client, get_redis_client
-from daemon.service import Daemon
+from daemon.service.daemon import Daemon
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import DEMO_SEC, numbered_desk
+from daemon.store.client import close_redis_client, get_redis_client
 
 LOGINS = 200
 ACCOUNTS_PER_LOGIN = 3
@@ -92,7 +92,7 @@ def tradovate_process(latency_s: float) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "daemon.fake_tradovate",
+            "daemon.sim.tradovate",
             "--logins",
             str(LOGINS),
             "--accounts",
@@ -199,7 +199,7 @@ def bench_token_reads(server: RedisServer) -> None:
         raw.append(median_rate(raw_reads, READS))
     ratio = statistics.median(raw) / statistics.median(module)
     report(
-        f"2. token reads: daemon.tokens.get_token, {READS} GETs x {ROUNDS} rounds",
+        f"2. token reads: daemon.store.tokens.get_token, {READS} GETs x {ROUNDS} rounds",
         f"{statistics.median(module):,.0f} reads/s (time ratio to raw: {ratio:.3f})",
         f"raw redis-py GET on the same pool: {statistics.median(raw):,.0f} reads/s",
         "ratio <= 1.1",
@@ -343,7 +343,7 @@ def bench_footprint(server: RedisServer) -> None:
             stderr=subprocess.DEVNULL,
         )
         baseline = subprocess.Popen(
-            [sys.executable, "-c", "import daemon.service, time; time.sleep(3600)"],
+            [sys.executable, "-c", "import daemon.service.daemon, time; time.sleep(3600)"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

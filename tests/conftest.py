@@ -15,10 +15,10 @@ import pytest
 import structlog
 
 from daemon.cli import main
-from daemon.embedded_redis import RedisServer, TlsFiles
-from daemon.fake_tradovate import FakeTradovate
 from daemon.logs import forget_secrets
-from daemon.redis_client import close_redis_client
+from daemon.sim.redis_server import RedisServer, TlsFiles
+from daemon.sim.tradovate import FakeTradovate
+from daemon.store.client import close_redis_client
 from tests.helpers import DaemonProcess, Run, user
 
 REDIS_PASSWORD = "redis-Pa55-word"
@@ -185,7 +185,7 @@ def _cluster_port() -> int:
     """A free port whose cluster bus port (+10000) is free too."""
     import socket
 
-    from daemon.embedded_redis import free_port
+    from daemon.sim.redis_server import free_port
 
     for _ in range(100):
         port = free_port()

@@ -15,9 +15,9 @@ import respx
 
 from daemon import cache, price
 from daemon.config import Settings, load_settings, password_variable
-from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import FakeTradovate, FakeUser, Hang, Reset
-from daemon.tokens import TokenSet, write_login_tokens
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate, FakeUser, Hang, Reset
+from daemon.store.tokens import TokenSet, write_login_tokens
 
 APP_ID = "orca-tests"
 QUOTE = {

@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from daemon import cache, price, tokens
-from daemon.chaos import all_live, all_names
-from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import FakeTradovate
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate
 from tests.helpers import DaemonProcess, Run, daemon_env, seed, wait_for
+from tools.chaos import all_live, all_names
 
 ACL_FILE = Path(__file__).parent.parent / "deploy" / "redis-acl.conf"
 

@@ -9,9 +9,9 @@ import pytest
 import respx
 from structlog.testing import capture_logs
 
-from daemon.alerts import Alerter, payload_for
-from daemon.fake_tradovate import LOGIN_PATH, FakeTradovate
 from daemon.logs import register_secrets
+from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate
+from daemon.sinks.alerts import Alerter, payload_for
 from tests.helpers import FakeClock, tradovate_routes, user
 from tests.test_refresher import World, build_world
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from daemon.audit import AuditRecorder
-from daemon.embedded_redis import RedisServer, free_port
-from daemon.fake_tradovate import FakeTradovate
-from daemon.tokens import fingerprint
+from daemon.sim.redis_server import RedisServer, free_port
+from daemon.sim.tradovate import FakeTradovate
+from daemon.sinks.audit import AuditRecorder
+from daemon.store.tokens import fingerprint
 from tests.helpers import DaemonProcess, Run, daemon_env, seed, wait_for
 
 

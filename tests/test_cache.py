@@ -6,7 +6,7 @@ import fakeredis
 import pytest
 
 from daemon import cache
-from daemon.embedded_redis import RedisServer
+from daemon.sim.redis_server import RedisServer
 from tests.helpers import wait_for
 
 

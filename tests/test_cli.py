@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from daemon import price
-from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import FakeTradovate
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate
 from tests.helpers import DaemonProcess, Run, daemon_env, seed
 
 
@@ -50,7 +50,7 @@ def test_check_lists_tokens_cache_prices_and_missing_logins(
 def test_check_says_when_redis_is_unreachable(
     cli: Callable[[dict[str, str]], Run],
 ) -> None:
-    from daemon.embedded_redis import free_port
+    from daemon.sim.redis_server import free_port
 
     run = cli(
         {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_SOCKET_CONNECT_TIMEOUT": "0.2"}
@@ -137,7 +137,7 @@ def test_health_asks_the_running_daemon(
     served_tradovate: FakeTradovate,
     tmp_path: Path,
 ) -> None:
-    from daemon.embedded_redis import free_port
+    from daemon.sim.redis_server import free_port
 
     port = free_port()
     env = daemon_env(served_tradovate, redis_server.url, ORCA_HEALTH_ADDR=f"127.0.0.1:{port}")
@@ -215,7 +215,7 @@ def test_tokens_refresh_directly_when_no_daemon_runs(
 
 
 def test_redis_errors_are_one_clear_line(cli: Callable[[dict[str, str]], Run]) -> None:
-    from daemon.embedded_redis import free_port
+    from daemon.sim.redis_server import free_port
 
     run = cli(
         {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "REDIS_SOCKET_CONNECT_TIMEOUT": "0.2"}

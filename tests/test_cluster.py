@@ -11,10 +11,10 @@ from redis.cluster import RedisCluster
 
 from daemon import cache, price
 from daemon.config import load_redis_settings
-from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import FakeTradovate
-from daemon.redis_client import get_redis_client, is_cluster
-from daemon.tokens import TokenSet, get_token, iter_tokens, write_login_tokens
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate
+from daemon.store.client import get_redis_client, is_cluster
+from daemon.store.tokens import TokenSet, get_token, iter_tokens, write_login_tokens
 from tests.helpers import DaemonProcess, Run, daemon_env, make_jwt
 
 

@@ -9,9 +9,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from daemon.embedded_redis import RedisServer, free_port
-from daemon.fake_tradovate import FakeTradovate
-from daemon.tokens import token_expiry
+from daemon.sim.redis_server import RedisServer, free_port
+from daemon.sim.tradovate import FakeTradovate
+from daemon.store.tokens import token_expiry
 from tests.helpers import DaemonProcess, daemon_env, secrets_of, wait_for
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from daemon.embedded_redis import RedisServer, free_port
-from daemon.fake_tradovate import FakeTradovate
+from daemon.sim.redis_server import RedisServer, free_port
+from daemon.sim.tradovate import FakeTradovate
 from tests.helpers import DaemonProcess, daemon_env, wait_for
 
 ROOT = Path(__file__).parent.parent

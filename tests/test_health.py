@@ -10,11 +10,11 @@ from typing import Any
 import fakeredis
 import pytest
 
-from daemon.fake_tradovate import FakeTradovate
-from daemon.health import HealthServer
 from daemon.metrics import Metrics
-from daemon.service import Daemon
-from daemon.systemd import Notifier
+from daemon.service.daemon import Daemon
+from daemon.service.health import HealthServer
+from daemon.service.systemd import Notifier
+from daemon.sim.tradovate import FakeTradovate
 from tests.helpers import make_jwt, settings_for, tradovate_routes, wait_for
 
 

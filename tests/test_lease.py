@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from daemon.constants import LEADER_KEY, LEASE_FREE_PROBES_BEFORE_TAKEOVER, LEASE_TTL_S
-from daemon.embedded_redis import RedisServer
-from daemon.lease import Lease
+from daemon.sim.redis_server import RedisServer
+from daemon.store.lease import Lease
 
 
 def test_exactly_one_holder_named_in_redis(redis_server: RedisServer) -> None:

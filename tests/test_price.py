@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 
 from daemon import price
-from daemon.embedded_redis import RedisServer
+from daemon.sim.redis_server import RedisServer
 from tests.helpers import QUOTE, wait_for
 
 

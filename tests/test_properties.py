@@ -13,10 +13,10 @@ import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.fake_tradovate import FakeTradovate
 from daemon.metrics import Metrics
-from daemon.refresher import Refresher
-from daemon.tokens import token_state
+from daemon.refresh.refresher import Refresher
+from daemon.sim.tradovate import FakeTradovate
+from daemon.store.tokens import token_state
 from daemon.tradovate import TradovateClient
 from tests.helpers import make_jwt, settings_for, user
 

@@ -10,9 +10,9 @@ import redis
 
 from daemon.config import load_redis_settings
 from daemon.constants import REDIS_HEALTH_CHECK_INTERVAL_S
-from daemon.embedded_redis import RedisServer
-from daemon.redis_client import close_redis_client, get_redis_client
-from daemon.tokens import TokenSet, write_login_tokens
+from daemon.sim.redis_server import RedisServer
+from daemon.store.client import close_redis_client, get_redis_client
+from daemon.store.tokens import TokenSet, write_login_tokens
 from tests.conftest import REDIS_PASSWORD
 from tests.helpers import make_jwt
 
@@ -142,7 +142,7 @@ def test_a_login_is_written_in_one_round_trip(
 def test_common_operations_of_the_reference_on_the_shared_client(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from daemon.redis_client import scan_batches
+    from daemon.store.client import scan_batches
 
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     r = get_redis_client()

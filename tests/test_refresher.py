@@ -12,16 +12,16 @@ import pytest
 import redis
 from structlog.testing import capture_logs
 
-from daemon.fake_tradovate import (
+from daemon.metrics import Metrics
+from daemon.refresh.refresher import Refresher
+from daemon.sim.tradovate import (
     ACCOUNTS_PATH,
     LOGIN_PATH,
     RECOVERABLE_FAULTS,
     RENEW_PATH,
     FakeTradovate,
 )
-from daemon.metrics import Metrics
-from daemon.refresher import Refresher
-from daemon.tokens import token_state
+from daemon.store.tokens import token_state
 from daemon.tradovate import TradovateClient
 from tests.helpers import FakeClock, make_jwt, settings_for, tradovate_routes, user
 

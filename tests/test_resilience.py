@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from daemon.chaos import TokenSampler, all_live, all_names, leader_pid
 from daemon.constants import LEADER_KEY
-from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import LOGIN_PATH, FakeTradovate
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate
 from tests.helpers import DaemonProcess, daemon_env, wait_for
 from tests.test_daemon_process import http_get
+from tools.chaos import TokenSampler, all_live, all_names, leader_pid
 
 
 def start(

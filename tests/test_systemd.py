@@ -4,7 +4,7 @@ import os
 import socket
 from pathlib import Path
 
-from daemon.systemd import Notifier
+from daemon.service.systemd import Notifier
 
 
 def test_disabled_without_notify_socket() -> None:

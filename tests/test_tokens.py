@@ -7,7 +7,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from daemon.tokens import (
+from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
     fingerprint,
@@ -150,7 +150,7 @@ def test_error_messages_name_tokens_by_fingerprint_only() -> None:
 
 
 def test_read_api_follows_the_reference() -> None:
-    from daemon.tokens import (
+    from daemon.store.tokens import (
         delete_token,
         get_md_token,
         get_token,
@@ -184,8 +184,8 @@ def test_read_api_follows_the_reference() -> None:
 
 
 def test_read_api_uses_the_shared_pool(monkeypatch: pytest.MonkeyPatch) -> None:
-    from daemon import redis_client
-    from daemon.tokens import get_token
+    from daemon.store import client as redis_client
+    from daemon.store.tokens import get_token
 
     shared = fakeredis.FakeRedis(decode_responses=True)
     shared.set("token:APEX_1", "t")

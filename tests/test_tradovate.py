@@ -8,6 +8,7 @@ import respx
 
 from daemon.config import Login, Secret, TradovateSettings
 from daemon.metrics import Metrics
+from daemon.token_format import parse_expiration_time
 from daemon.tradovate import (
     AuthPacer,
     CaptchaRequired,
@@ -18,7 +19,6 @@ from daemon.tradovate import (
     TokenRefused,
     TradovateClient,
     TradovateUnavailable,
-    _parse_time,
     device_id_for,
 )
 from tests.helpers import FakeClock, make_jwt
@@ -89,11 +89,11 @@ def test_expiration_time_wins_when_it_is_sooner(client: TradovateClient, clock: 
 
 
 def test_expiration_time_formats() -> None:
-    assert _parse_time("2030-01-01T00:00:00Z") == 1_893_456_000
-    assert _parse_time("2030-01-01T00:00:00") == 1_893_456_000  # naive means UTC
-    assert _parse_time(1_893_456_000_000) == 1_893_456_000  # epoch milliseconds
-    assert _parse_time("soon") is None
-    assert _parse_time(True) is None
+    assert parse_expiration_time("2030-01-01T00:00:00Z") == 1_893_456_000
+    assert parse_expiration_time("2030-01-01T00:00:00") == 1_893_456_000  # naive means UTC
+    assert parse_expiration_time(1_893_456_000_000) == 1_893_456_000  # epoch milliseconds
+    assert parse_expiration_time("soon") is None
+    assert parse_expiration_time(True) is None
 
 
 @respx.mock

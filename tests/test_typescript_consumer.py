@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from daemon import price
-from daemon.embedded_redis import RedisServer
+from daemon.sim.redis_server import RedisServer
 from tests.helpers import QUOTE, seed, wait_for
 
 TS_DIR = Path(__file__).parent / "ts"

@@ -16,7 +16,7 @@ from redis.lock import Lock
 
 from daemon.constants import LEADER_KEY, LEASE_FREE_PROBES_BEFORE_TAKEOVER, LEASE_TTL_S
 
-log = structlog.get_logger("daemon.lease")
+log = structlog.get_logger("daemon.store.lease")
 
 
 class Lease:

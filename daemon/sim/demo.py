@@ -8,13 +8,13 @@ import threading
 import time
 from typing import TextIO
 
+from daemon.cli.report import render_token_table, token_rows
 from daemon.config import load_settings, password_variable
-from daemon.embedded_redis import start_embedded_redis
-from daemon.fake_tradovate import FakeTradovate, reference_desk
 from daemon.logs import register_secrets
-from daemon.redis_client import close_redis_client, get_redis_client
-from daemon.report import render_token_table, token_rows
-from daemon.service import Daemon
+from daemon.service.daemon import Daemon
+from daemon.sim.redis_server import start_embedded_redis
+from daemon.sim.tradovate import FakeTradovate, reference_desk
+from daemon.store.client import close_redis_client, get_redis_client
 
 DEMO_TOKEN_LIFETIME_S = 90.0  # renewals show up within a minute
 DEMO_TABLE_EVERY_S = 5.0

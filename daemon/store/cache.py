@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import redis
 
 from daemon.constants import HFT_KEY_PREFIX, HFT_TTLS_S
-from daemon.redis_client import get_redis_client, scan_batches
+from daemon.store.client import get_redis_client, scan_batches
 
 T = TypeVar("T")
 

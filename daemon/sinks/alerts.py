@@ -14,7 +14,7 @@ import structlog
 from daemon.constants import ALERT_QUEUE_SIZE, ALERT_TIMEOUT_S
 from daemon.logs import scrub
 
-log = structlog.get_logger("daemon.alerts")
+log = structlog.get_logger("daemon.sinks.alerts")
 
 
 def payload_for(url: str, text: str) -> dict[str, str]:

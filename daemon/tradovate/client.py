@@ -8,84 +8,35 @@ back off an hour; each accesstokenrequest opens a session (a user keeps only two
 
 from __future__ import annotations
 
-import collections
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, Final
 
 import httpx
 
 from daemon.config import Login, TradovateSettings
-from daemon.constants import (
-    AUTH_RATE_WINDOW_S,
-    RATE_LIMITED_BACKOFF_S,
-    TRADOVATE_CONNECT_TIMEOUT_S,
-)
+from daemon.constants import TRADOVATE_CONNECT_TIMEOUT_S
 from daemon.logs import fingerprint, scrub
 from daemon.metrics import Metrics
-from daemon.tokens import token_expiry
+from daemon.token_format import parse_expiration_time, token_expiry
+from daemon.tradovate.errors import (
+    CaptchaRequired,
+    CredentialsRejected,
+    InvalidResponse,
+    PenaltyTicket,
+    RateLimited,
+    TokenRefused,
+    TradovateUnavailable,
+)
 
 LOGIN_ENDPOINT: Final = "/auth/accesstokenrequest"
 RENEW_ENDPOINT: Final = "/auth/renewaccesstoken"
 ACCOUNTS_ENDPOINT: Final = "/account/list"
 _DEVICE_NAMESPACE: Final = uuid.UUID("5d3f4c1e-8f8a-4f39-9a51-0b6b0c2f7e11")
 _ERROR_TEXT_MAX_CHARS: Final = 200
-
-
-class TradovateError(Exception):
-    """A refresh that did not produce a token. `outcome` is the metric and log label."""
-
-    outcome: ClassVar[str] = "unavailable"
-
-
-class TradovateUnavailable(TradovateError):
-    """Timeouts, connection faults, HTTP 5xx and other statuses: transient."""
-
-
-class InvalidResponse(TradovateError):
-    """A body that is not JSON, or lacks a well-formed token: transient, and never written."""
-
-    outcome = "invalid_response"
-
-
-class CredentialsRejected(TradovateError):
-    """`errorText` on login: a wrong password or app identity. Not transient."""
-
-    outcome = "rejected"
-
-
-class TokenRefused(TradovateError):
-    """The token was refused (renewal or a Bearer call): log in again."""
-
-    outcome = "refused"
-
-
-class RateLimited(TradovateError):
-    """HTTP 429: every auth request of this address waits an hour."""
-
-    outcome = "rate_limited"
-
-
-class PenaltyTicket(TradovateError):
-    """Wait `wait_s`, then resend the identical login body plus this ticket."""
-
-    outcome = "penalty"
-
-    def __init__(self, ticket: str, wait_s: float) -> None:
-        super().__init__(f"penalty ticket: retry with it after {wait_s:g} s")
-        self.ticket = ticket
-        self.wait_s = wait_s
-
-
-class CaptchaRequired(TradovateError):
-    """`p-captcha`: no program can answer. The login is parked."""
-
-    outcome = "captcha"
 
 
 @dataclass(frozen=True)
@@ -129,35 +80,6 @@ def machine_id() -> str:
 def device_id_for(login: str, configured: str | None) -> str:
     """TRADOVATE_DEVICE_ID when set, else a UUID stable for this machine and this login."""
     return configured or str(uuid.uuid5(_DEVICE_NAMESPACE, f"{machine_id()}:{login}"))
-
-
-class AuthPacer:
-    """Paces accesstokenrequest calls of all logins together under `limit` per minute.
-
-    `reserve()` hands out start times in order, so callers queue fairly instead of racing when a
-    slot frees. After a 429 every reservation waits out the hour.
-    """
-
-    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limit = limit
-        self._clock = clock
-        self._starts: collections.deque[float] = collections.deque(maxlen=limit)
-        self._blocked_until = 0.0
-        self._lock = threading.Lock()
-
-    def reserve(self) -> float:
-        """Seconds to wait before sending; the slot is held for the caller from now on."""
-        with self._lock:
-            now = self._clock()
-            start = max(now, self._blocked_until)
-            if len(self._starts) == self._limit:
-                start = max(start, self._starts[0] + AUTH_RATE_WINDOW_S)
-            self._starts.append(start)
-            return start - now
-
-    def block(self, seconds: float = RATE_LIMITED_BACKOFF_S) -> None:
-        with self._lock:
-            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
 
 
 class TradovateClient:
@@ -281,7 +203,7 @@ class TradovateClient:
         expiry = token_expiry(access_token)
         if not isinstance(access_token, str) or expiry is None:
             raise InvalidResponse(f"{endpoint}: no well-formed accessToken in the answer")
-        expires_at = min(expiry, _parse_time(data.get("expirationTime")) or expiry)
+        expires_at = min(expiry, parse_expiration_time(data.get("expirationTime")) or expiry)
         if expires_at <= now:
             raise InvalidResponse(f"{endpoint}: the token has already expired")
         md_token = data.get("mdAccessToken")
@@ -302,16 +224,3 @@ class TradovateClient:
 
 def _error_text(data: dict[str, Any]) -> str:
     return scrub(str(data.get("errorText")))[:_ERROR_TEXT_MAX_CHARS]
-
-
-def _parse_time(value: object) -> float | None:
-    """expirationTime: ISO 8601 ("2026-11-25T20:00:00.000Z") or epoch milliseconds."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            return None
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value / 1000 if value > 1e11 else float(value)
-    return None

@@ -23,7 +23,7 @@ from typing import Any
 import redis
 import structlog
 
-from daemon import __version__, cache, price, tokens
+from daemon import __version__
 from daemon.config import (
     EX_CONFIG,
     LOG_FORMATS,
@@ -42,7 +42,8 @@ from daemon.constants import (
     STATUS_KEY_PREFIX,
 )
 from daemon.logs import configure_logging, register_secrets
-from daemon.redis_client import get_redis_client, pipeline, scan_batches, server_info
+from daemon.store import cache, price, tokens
+from daemon.store.client import get_redis_client, pipeline, scan_batches, server_info
 
 log = structlog.get_logger("daemon.cli")
 
@@ -91,7 +92,7 @@ def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from daemon.service import Daemon
+    from daemon.service.daemon import Daemon
 
     daemon = Daemon(_settings(env, credentials=True))
     daemon.install_signal_handlers()
@@ -106,7 +107,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from daemon.demo import run_demo
+    from daemon.sim.demo import run_demo
 
     return run_demo(duration_s=args.duration)
 
@@ -115,7 +116,7 @@ def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from daemon.report import check_report, render_check
+    from daemon.cli.report import check_report, render_check
 
     settings, client = _client(env)
     report = check_report(
@@ -318,7 +319,7 @@ def _ask_daemon(client: redis.Redis, login: str | None) -> dict[str, str]:
 
 
 def _refresh_here(env: Mapping[str, str], login: str | None) -> dict[str, str]:
-    from daemon.service import Daemon
+    from daemon.service.daemon import Daemon
 
     print("no daemon holds the refresh lease: refreshing here")
     daemon = Daemon(_settings(env, credentials=True))
@@ -384,7 +385,7 @@ def cmd_price_stream(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from daemon.audit import connect, records_from_redis, write
+    from daemon.sinks.audit import connect, records_from_redis, write
 
     settings, client = _client(env)
     if settings.audit_dsn is None:

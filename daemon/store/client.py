@@ -1,6 +1,6 @@
 """The one Redis connection pool of the process, shared by the daemon and library users.
 
-from daemon.redis_client import get_redis_client
+from daemon.store.client import get_redis_client
 token = get_redis_client().get("token:APEX_266668")
 """
 

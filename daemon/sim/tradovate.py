@@ -437,10 +437,10 @@ def numbered_desk(logins: int, accounts: int) -> list[FakeUser]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m daemon.fake_tradovate: serve a numbered desk on 127.0.0.1 until killed."""
+    """python -m daemon.sim.tradovate: serve a numbered desk on 127.0.0.1 until killed."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m daemon.fake_tradovate")
+    parser = argparse.ArgumentParser(prog="python -m daemon.sim.tradovate")
     parser.add_argument("--logins", type=int, default=4)
     parser.add_argument("--accounts", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")

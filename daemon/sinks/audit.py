@@ -19,10 +19,10 @@ import redis
 import structlog
 
 from daemon.constants import AUDIT_QUEUE_SIZE, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
-from daemon.redis_client import get_many, scan_batches
-from daemon.tokens import fingerprint, jwt_claims, parse_status, token_expiry
+from daemon.store.client import get_many, scan_batches
+from daemon.store.tokens import fingerprint, jwt_claims, parse_status, token_expiry
 
-log = structlog.get_logger("daemon.audit")
+log = structlog.get_logger("daemon.sinks.audit")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orca_token_history (

@@ -27,8 +27,6 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
-from daemon.alerts import Alerter
-from daemon.audit import AuditRecorder
 from daemon.config import Settings
 from daemon.constants import (
     HEARTBEAT_KEY_PREFIX,
@@ -42,16 +40,18 @@ from daemon.constants import (
     SHUTDOWN_TIMEOUT_S,
     TOKEN_KEY_PREFIX,
 )
-from daemon.health import HealthServer
-from daemon.lease import Lease
 from daemon.metrics import Metrics
-from daemon.redis_client import RedisHealth, disconnect, get_many, get_redis_client
-from daemon.refresher import Attempt, Refresher, iso
-from daemon.systemd import Notifier
-from daemon.tokens import fingerprint, token_expiry, token_state
+from daemon.refresh.refresher import Attempt, Refresher, iso
+from daemon.service.health import HealthServer
+from daemon.service.systemd import Notifier
+from daemon.sinks.alerts import Alerter
+from daemon.sinks.audit import AuditRecorder
+from daemon.store.client import RedisHealth, disconnect, get_many, get_redis_client
+from daemon.store.lease import Lease
+from daemon.store.tokens import fingerprint, token_expiry, token_state
 from daemon.tradovate import TradovateClient
 
-log = structlog.get_logger("daemon.service")
+log = structlog.get_logger("daemon.service.daemon")
 
 HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0

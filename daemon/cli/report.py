@@ -10,8 +10,8 @@ from typing import Any
 import redis
 
 from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
-from daemon.redis_client import key_count, scan_batches
-from daemon.tokens import (
+from daemon.store.client import key_count, scan_batches
+from daemon.store.tokens import (
     fingerprint,
     iter_tokens,
     status_accounts,

@@ -100,7 +100,7 @@ class RedisServer:
         log_file = (self.workdir / "redis.log").open("ab")
         # A session of its own: Ctrl-C in a terminal reaches the demo, which then stops Redis
         # after its last look, rather than killing Redis under it.
-        self.process = subprocess.Popen(  # noqa: S603 (fixed argv, our own redis-server)
+        self.process = subprocess.Popen(
             self._argv(), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
         )
         log_file.close()

@@ -7,10 +7,7 @@ A token key never holds an empty, malformed or expired token: every write goes t
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,7 +23,8 @@ from daemon.constants import (
     TOKEN_TTL_MARGIN_S,
 )
 from daemon.logs import fingerprint
-from daemon.redis_client import get_redis_client, pipeline, scan_batches
+from daemon.store.client import get_redis_client, pipeline, scan_batches
+from daemon.token_format import jwt_claims, token_expiry
 
 __all__ = [
     "InvalidTokenError",
@@ -49,34 +47,9 @@ __all__ = [
     "write_login_tokens",
 ]
 
-_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
-
 
 class InvalidTokenError(ValueError):
     """A token that must not be written. The message names the fault, never the token."""
-
-
-def jwt_claims(token: str) -> dict[str, Any] | None:
-    """The payload of a well-formed JWT (three base64url parts, JSON payload), else None."""
-    parts = token.split(".")
-    if len(parts) != 3 or not all(_BASE64URL.match(part) for part in parts):
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    return payload if isinstance(payload, dict) else None
-
-
-def token_expiry(token: object) -> float | None:
-    """The `exp` of a well-formed JWT, or None for anything else."""
-    if not isinstance(token, str) or not token:
-        return None
-    claims = jwt_claims(token)
-    exp = claims.get("exp") if claims else None
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        return None
-    return float(exp)
 
 
 def is_valid_token(token: object, now: float) -> bool:

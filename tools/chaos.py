@@ -23,8 +23,8 @@ import redis
 
 from daemon.config import password_variable
 from daemon.constants import LEADER_KEY, TOKEN_KEY_PREFIX
-from daemon.embedded_redis import RedisServer
-from daemon.fake_tradovate import ACCOUNTS_PATH, RECOVERABLE_FAULTS, RENEW_PATH, FakeTradovate
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import ACCOUNTS_PATH, RECOVERABLE_FAULTS, RENEW_PATH, FakeTradovate
 
 CHAOS_TOKEN_LIFETIME_S = 30.0
 SAMPLE_EVERY_S = 0.1

@@ -22,8 +22,6 @@ import redis
 import structlog
 from redis.backoff import EqualJitterBackoff
 
-from daemon.alerts import Alerter
-from daemon.audit import AuditRecorder
 from daemon.config import Login, Settings
 from daemon.constants import (
     ACCOUNT_LIST_MAX_AGE_S,
@@ -38,8 +36,10 @@ from daemon.constants import (
     TOKEN_KEY_PREFIX,
 )
 from daemon.metrics import Metrics
-from daemon.redis_client import RedisHealth, get_many
-from daemon.tokens import (
+from daemon.sinks.alerts import Alerter
+from daemon.sinks.audit import AuditRecorder
+from daemon.store.client import RedisHealth, get_many
+from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
     fingerprint,
@@ -61,7 +61,7 @@ from daemon.tradovate import (
     TradovateError,
 )
 
-log = structlog.get_logger("daemon.refresher")
+log = structlog.get_logger("daemon.refresh.refresher")
 # Outcomes that retrying alone will not fix: logged as errors.
 _NEEDS_A_HUMAN = frozenset({"rejected", "captcha", "rate_limited"})
 

@@ -22,9 +22,9 @@ from redis.backoff import EqualJitterBackoff
 from redis.cluster import RedisCluster
 
 from daemon.constants import PRICE_KEY_PREFIX, PRICE_TTL_S
-from daemon.redis_client import get_redis_client, is_cluster
+from daemon.store.client import get_redis_client, is_cluster
 
-log = structlog.get_logger("daemon.price")
+log = structlog.get_logger("daemon.store.price")
 
 _SYMBOL = re.compile(r"[^:*\s]+\Z")
 STREAM_POLL_S = 1.0  # with no pushed update for this long, read the latest key instead

@@ -1,0 +1,41 @@
+"""Tradovate's REST auth API: the client, what can go wrong, and the pacing of logins."""
+
+from daemon.tradovate.client import (
+    ACCOUNTS_ENDPOINT,
+    LOGIN_ENDPOINT,
+    RENEW_ENDPOINT,
+    Account,
+    TokenGrant,
+    TradovateClient,
+    device_id_for,
+)
+from daemon.tradovate.errors import (
+    CaptchaRequired,
+    CredentialsRejected,
+    InvalidResponse,
+    PenaltyTicket,
+    RateLimited,
+    TokenRefused,
+    TradovateError,
+    TradovateUnavailable,
+)
+from daemon.tradovate.pacing import AuthPacer
+
+__all__ = [
+    "ACCOUNTS_ENDPOINT",
+    "LOGIN_ENDPOINT",
+    "RENEW_ENDPOINT",
+    "Account",
+    "AuthPacer",
+    "CaptchaRequired",
+    "CredentialsRejected",
+    "InvalidResponse",
+    "PenaltyTicket",
+    "RateLimited",
+    "TokenGrant",
+    "TokenRefused",
+    "TradovateClient",
+    "TradovateError",
+    "TradovateUnavailable",
+    "device_id_for",
+]

@@ -1,0 +1,57 @@
+"""What can go wrong asking Tradovate, one class a kind. `outcome` is the metric and log label;
+no message carries a password, `sec` or token."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TradovateError(Exception):
+    """A refresh that did not produce a token. `outcome` is the metric and log label."""
+
+    outcome: ClassVar[str] = "unavailable"
+
+
+class TradovateUnavailable(TradovateError):
+    """Timeouts, connection faults, HTTP 5xx and other statuses: transient."""
+
+
+class InvalidResponse(TradovateError):
+    """A body that is not JSON, or lacks a well-formed token: transient, and never written."""
+
+    outcome = "invalid_response"
+
+
+class CredentialsRejected(TradovateError):
+    """`errorText` on login: a wrong password or app identity. Not transient."""
+
+    outcome = "rejected"
+
+
+class TokenRefused(TradovateError):
+    """The token was refused (renewal or a Bearer call): log in again."""
+
+    outcome = "refused"
+
+
+class RateLimited(TradovateError):
+    """HTTP 429: every auth request of this address waits an hour."""
+
+    outcome = "rate_limited"
+
+
+class PenaltyTicket(TradovateError):
+    """Wait `wait_s`, then resend the identical login body plus this ticket."""
+
+    outcome = "penalty"
+
+    def __init__(self, ticket: str, wait_s: float) -> None:
+        super().__init__(f"penalty ticket: retry with it after {wait_s:g} s")
+        self.ticket = ticket
+        self.wait_s = wait_s
+
+
+class CaptchaRequired(TradovateError):
+    """`p-captcha`: no program can answer. The login is parked."""
+
+    outcome = "captcha"
