@@ -25,12 +25,13 @@ from typing import Any
 import redis
 
 from daemon import cache, price, tokens
-from daemon.config import load_settings, password_variable
+from daemon.config import load_settings
 from daemon.constants import DEFAULT_REFRESH_CONCURRENCY, PRICE_TTL_S
 from daemon.logs import configure_logging
 from daemon.service.daemon import Daemon
+from daemon.sim.environment import daemon_environment
 from daemon.sim.redis_server import RedisServer
-from daemon.sim.tradovate import DEMO_SEC, numbered_desk
+from daemon.sim.tradovate import numbered_desk
 from daemon.store.client import close_redis_client, get_redis_client
 
 LOGINS = 200
@@ -68,20 +69,14 @@ def report(name: str, value: str, baseline: str, target: str = "", ok: bool | No
 
 def daemon_env(tradovate_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     users = numbered_desk(LOGINS, ACCOUNTS_PER_LOGIN)
-    env = {
-        "REDIS_URL": redis_url,
-        "TRADOVATE_BASE_URL": tradovate_url,
-        "TRADOVATE_APP_ID": "bench",
-        "TRADOVATE_CID": "1",
-        "TRADOVATE_SEC": DEMO_SEC,
-        "ORCA_ACCOUNTS": ",".join(u.name for u in users),
-        "ORCA_AUTH_RATE_LIMIT": "100000",
-        "ORCA_HEALTH_ADDR": "",
-        "ORCA_LOG_LEVEL": "warning",
-    }
-    env.update({password_variable(u.name): u.password for u in users})
-    env.update(extra)
-    return env
+    return daemon_environment(
+        tradovate_url,
+        users,
+        redis_url,
+        ORCA_AUTH_RATE_LIMIT="100000",
+        ORCA_LOG_LEVEL="warning",
+        **extra,
+    )
 
 
 @contextmanager

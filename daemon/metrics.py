@@ -41,6 +41,12 @@ class Metrics:
         self.redis_up = Gauge(
             "orca_redis_up", "1 when the last Redis command succeeded.", registry=self.registry
         )
+        self.redis_errors = Counter(
+            "orca_redis_errors_total",
+            "Failed Redis calls by reason (auth, tls, timeout, refused, dns, other).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "orca_leader", "1 when this instance holds the refresh lease.", registry=self.registry
         )

@@ -14,12 +14,14 @@ import httpx
 import respx
 
 from daemon import cache, price
-from daemon.config import Settings, load_settings, password_variable
+from daemon.config import Settings, load_settings
+from daemon.outcomes import Outcome
+from daemon.sim.environment import daemon_environment, wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser, Hang, Reset
+from daemon.store.status import LoginStatus
 from daemon.store.tokens import TokenSet, write_login_tokens
 
-APP_ID = "orca-tests"
 QUOTE = {
     "Last": 21000.25,
     "Bid": 21000.0,
@@ -48,18 +50,12 @@ def make_jwt(exp: float, **claims: Any) -> str:
     return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part({'exp': int(exp), **claims})}.c2ln"
 
 
-def wait_for(
-    predicate: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition"
-) -> Any:
-    """Poll until predicate() is truthy; fail with `what` at the deadline. Never sleep-and-hope."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+def metric_value(metrics_text: str, sample: str) -> float:
+    """The value of one sample (`name{labels}` as Prometheus prints it), 0 when absent."""
+    for line in metrics_text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def user(name: str, accounts: int = 2) -> FakeUser:
@@ -68,19 +64,7 @@ def user(name: str, accounts: int = 2) -> FakeUser:
 
 def daemon_env(fake: FakeTradovate, redis_url: str | None = None, **extra: str) -> dict[str, str]:
     """The environment a daemon needs for the simulator's users."""
-    env = {
-        "TRADOVATE_BASE_URL": fake.base_url,
-        "TRADOVATE_APP_ID": APP_ID,
-        "TRADOVATE_CID": "7",
-        "TRADOVATE_SEC": fake.sec,
-        "ORCA_ACCOUNTS": ",".join(fake.users),
-        "ORCA_HEALTH_ADDR": "",
-    }
-    if redis_url is not None:
-        env["REDIS_URL"] = redis_url
-    env.update({password_variable(u.name): u.password for u in fake.users.values()})
-    env.update(extra)
-    return env
+    return daemon_environment(fake.base_url, fake.users.values(), redis_url, sec=fake.sec, **extra)
 
 
 def settings_for(fake: FakeTradovate, **extra: str) -> Settings:
@@ -189,7 +173,7 @@ def seed(server: RedisServer, fake: FakeTradovate | None = None) -> dict[str, st
         TokenSet("APEX_1", token, now + 5_400, 5_400, make_jwt(now + 5_400), ("PA1", "PA2")),
         now=now,
         max_ttl_s=18_000,
-        status={"login": "APEX_1", "accounts": ["PA1", "PA2"], "source": "login"},
+        status=LoginStatus("APEX_1", accounts=("PA1", "PA2"), source=Outcome.LOGIN),
     )
     cache.set("accounts", "PA1", value={"n": 1}, client=client)
     price.store("MNQZ5", {"Last": 21000.25, "Bid": 21000.0, "Ask": 21000.5}, client=client)

@@ -9,11 +9,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import FakeTradovate
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.tokens import fingerprint
-from tests.helpers import DaemonProcess, Run, daemon_env, seed, wait_for
+from tests.helpers import DaemonProcess, Run, daemon_env, seed
 
 
 def rows(dsn: str) -> list[tuple[object, ...]]:

@@ -6,8 +6,8 @@ import fakeredis
 import pytest
 
 from daemon import cache
+from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
-from tests.helpers import wait_for
 
 
 @pytest.fixture

@@ -145,7 +145,7 @@ def test_health_asks_the_running_daemon(
     try:
         daemon.event("token.refreshed")
         run = cli({"REDIS_URL": redis_server.url, "ORCA_HEALTH_ADDR": f"127.0.0.1:{port}"})
-        from tests.helpers import wait_for
+        from daemon.sim.environment import wait_for
 
         wait_for(lambda: run("health")[0] == 0, what="health 0")
         assert json.loads(run("health", "--json")[1])["ready"] is True

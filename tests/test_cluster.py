@@ -14,6 +14,7 @@ from daemon.config import load_redis_settings
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.client import get_redis_client, is_cluster
+from daemon.store.status import LoginStatus
 from daemon.store.tokens import TokenSet, get_token, iter_tokens, write_login_tokens
 from tests.helpers import DaemonProcess, Run, daemon_env, make_jwt
 
@@ -40,7 +41,7 @@ def test_a_login_is_written_across_slots_in_one_call(redis_cluster: list[RedisSe
     tokens = TokenSet(
         "APEX_266668", make_jwt(now + 5_400), now + 5_400, 5_400, make_jwt(now + 5_400), accounts
     )
-    write_login_tokens(client, tokens, now=now, max_ttl_s=18_000, status={"login": "APEX_266668"})
+    write_login_tokens(client, tokens, now=now, max_ttl_s=18_000, status=LoginStatus("APEX_266668"))
     assert all(node.client().dbsize() > 0 for node in redis_cluster)  # spread over every node
     assert all(get_token(name, client=client) == tokens.access_token for name in tokens.names)
     assert len(list(iter_tokens(client=client))) == 30  # SCAN reached every node
@@ -77,7 +78,7 @@ def test_the_daemon_and_check_run_on_a_cluster(
     try:
         daemon.event("daemon.leading")
         client = RedisCluster(host="127.0.0.1", port=redis_cluster[0].port, decode_responses=True)
-        from tests.helpers import wait_for
+        from daemon.sim.environment import wait_for
 
         wait_for(lambda: len(list(client.scan_iter("token:*"))) == 17, what="17 token keys")
         run: Run = cli(env)  # type: ignore[operator]

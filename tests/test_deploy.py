@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import DaemonProcess, daemon_env, wait_for
+from tests.helpers import DaemonProcess, daemon_env
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "deploy" / "orca-token-daemon.service"

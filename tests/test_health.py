@@ -14,8 +14,9 @@ from daemon.metrics import Metrics
 from daemon.service.daemon import Daemon
 from daemon.service.health import HealthServer
 from daemon.service.systemd import Notifier
+from daemon.sim.environment import wait_for
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import make_jwt, settings_for, tradovate_routes, wait_for
+from tests.helpers import make_jwt, settings_for, tradovate_routes
 
 
 def get(url: str) -> tuple[int, str]:
@@ -91,7 +92,7 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     daemon = Daemon(settings_for(fake_tradovate), redis_client=store, notifier=Notifier(environ={}))
     ready, body = daemon.readyz()
     assert not ready
-    assert body["redis"] == "unknown"
+    assert body["redis"] == {"up": None}
     daemon.redis_health.succeeded()
     ready, body = daemon.readyz()
     assert not ready

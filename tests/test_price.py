@@ -8,8 +8,9 @@ import fakeredis
 import pytest
 
 from daemon import price
+from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
-from tests.helpers import QUOTE, wait_for
+from tests.helpers import QUOTE
 
 
 def test_store_sets_for_5_seconds_and_publishes_the_same_json() -> None:

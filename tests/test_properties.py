@@ -22,6 +22,7 @@ from tests.helpers import make_jwt, settings_for, user
 
 FAKE = FakeTradovate([user("APEX_1", accounts=1)])
 SETTINGS = settings_for(FAKE, ORCA_AUTH_RATE_LIMIT="1000000")
+CLIENT = TradovateClient(SETTINGS.tradovate)  # one for every example: respx patches its transport
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -73,7 +74,7 @@ def test_refresh_never_raises_and_never_stores_a_bad_token(
         router.route().mock(side_effect=respond)
         refresher = Refresher(
             SETTINGS,
-            TradovateClient(SETTINGS.tradovate),
+            CLIENT,
             store,
             metrics=Metrics(),
             instance="prop",

@@ -12,6 +12,7 @@ from daemon.config import load_redis_settings
 from daemon.constants import REDIS_HEALTH_CHECK_INTERVAL_S
 from daemon.sim.redis_server import RedisServer
 from daemon.store.client import close_redis_client, get_redis_client
+from daemon.store.status import LoginStatus
 from daemon.store.tokens import TokenSet, write_login_tokens
 from tests.conftest import REDIS_PASSWORD
 from tests.helpers import make_jwt
@@ -133,7 +134,7 @@ def test_a_login_is_written_in_one_round_trip(
         lifetime_s=5_400,
         accounts=tuple(f"PA{n}" for n in range(5)),
     )
-    write_login_tokens(client, tokens, now=now, max_ttl_s=18_000, status={"state": "ok"})
+    write_login_tokens(client, tokens, now=now, max_ttl_s=18_000, status=LoginStatus("APEX_1"))
     assert len(round_trips) == 1
     assert len(client.keys("token:*")) == 6
     assert len(client.keys("mdtoken:*")) == 6

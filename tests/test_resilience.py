@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from daemon.constants import LEADER_KEY
+from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate
-from tests.helpers import DaemonProcess, daemon_env, wait_for
+from tests.helpers import DaemonProcess, daemon_env, metric_value
 from tests.test_daemon_process import http_get
 from tools.chaos import TokenSampler, all_live, all_names, leader_pid
 
@@ -64,9 +65,18 @@ def test_redis_restart_is_restored_without_asking_tradovate(
     daemon.event("redis.down")
     status, body = http_get(f"http://{health}/readyz")
     assert status == 503
-    assert json.loads(body)["redis"] == "down"
+    assert json.loads(body)["redis"] == {
+        "up": False,
+        "reason": "refused",
+        "hint": "nothing listens there: is Redis running? check REDIS_PORT",
+    }
     assert "orca_redis_up 0.0" in http_get(f"http://{health}/metrics")[1]
-    time.sleep(3)  # stay down across several probes and refresh attempts
+
+    def refused_calls() -> float:
+        metrics = http_get(f"http://{health}/metrics")[1]
+        return metric_value(metrics, 'orca_redis_errors_total{reason="refused"}')
+
+    wait_for(lambda: refused_calls() >= 3, what="several probes failing while Redis is down")
     assert daemon.process.poll() is None
 
     redis_server.start()  # empty: nothing is persisted

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import fakeredis
 import pytest
 
+from daemon.store.status import LoginStatus
 from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
@@ -89,14 +89,14 @@ def test_writes_every_name_with_a_clamped_ttl_and_status() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
     tokens = token_set()
     ttl = write_login_tokens(
-        client, tokens, now=time.time(), max_ttl_s=18_000, status={"state": "ok"}
+        client, tokens, now=time.time(), max_ttl_s=18_000, status=LoginStatus("APEX_1")
     )
     assert 5_338 <= ttl <= 5_340
     for name in ("APEX_1", "ACC_1", "ACC_2"):
         assert client.get(f"token:{name}") == tokens.access_token
         assert client.get(f"mdtoken:{name}") == tokens.md_access_token
         assert 0 < client.ttl(f"token:{name}") <= ttl
-    assert json.loads(client.get("orca:status:APEX_1") or "{}") == {"state": "ok"}
+    assert LoginStatus.parse(client.get("orca:status:APEX_1")) == LoginStatus("APEX_1")
     assert len(client.keys("token:*")) == 3  # the login is not written twice
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from daemon import price
+from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
-from tests.helpers import QUOTE, seed, wait_for
+from tests.helpers import QUOTE, seed
 
 TS_DIR = Path(__file__).parent / "ts"
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import redis
 
-from daemon.config import password_variable
 from daemon.constants import LEADER_KEY, TOKEN_KEY_PREFIX
+from daemon.sim.environment import daemon_environment, seconds_until
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import ACCOUNTS_PATH, RECOVERABLE_FAULTS, RENEW_PATH, FakeTradovate
 
@@ -112,33 +112,19 @@ def all_live(client: redis.Redis, names: Sequence[str], fake: FakeTradovate) -> 
     return all(isinstance(v, str) and fake.is_live(v) for v in values)
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float) -> float | None:
-    """Seconds until predicate() held, or None at the deadline."""
-    started = time.monotonic()
-    while time.monotonic() - started < timeout_s:
-        if predicate():
-            return time.monotonic() - started
-        time.sleep(0.05)
-    return None
-
-
-def daemon_environment(fake: FakeTradovate, redis_url: str) -> dict[str, str]:
+def chaos_environment(fake: FakeTradovate, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
     env.update(
-        {
-            "REDIS_URL": redis_url,
-            "TRADOVATE_BASE_URL": fake.base_url,
-            "TRADOVATE_APP_ID": "orca-chaos",
-            "TRADOVATE_CID": "1",
-            "TRADOVATE_SEC": fake.sec,
-            "ORCA_ACCOUNTS": ",".join(fake.users),
-            "ORCA_HEALTH_ADDR": "",
-            "ORCA_LOG_FORMAT": "json",
-            # A hung call must end well inside a 30 s token's life (real ones live 80-90 min).
-            "ORCA_TRADOVATE_TIMEOUT": "3",
-        }
+        daemon_environment(
+            fake.base_url,
+            fake.users.values(),
+            redis_url,
+            sec=fake.sec,
+            ORCA_LOG_FORMAT="json",
+            # A hung call must end well inside a 30 s token's life (real ones live 80 min).
+            ORCA_TRADOVATE_TIMEOUT="3",
+        )
     )
-    env.update({password_variable(u.name): u.password for u in fake.users.values()})
     return env
 
 
@@ -163,7 +149,7 @@ def run_chaos(out: Callable[[str], None] = print) -> int:
     server = RedisServer(workdir=workdir).start()
     names = all_names(fake)
     client = server.client(socket_timeout=1, socket_connect_timeout=1)
-    env = daemon_environment(fake, server.url)
+    env = chaos_environment(fake, server.url)
     daemons = [start_daemon(env, workdir / f"daemon-{n}.log") for n in (1, 2)]
     sampler: TokenSampler | None = None
     logins = list(fake.users)
@@ -174,7 +160,7 @@ def run_chaos(out: Callable[[str], None] = print) -> int:
             f"chaos: 2 daemons, {len(fake.users)} logins, {len(names)} token keys, "
             f"tokens live {CHAOS_TOKEN_LIFETIME_S:.0f} s; logs in {workdir}"
         )
-        warm_up = wait_until(lambda: all_live(client, names, fake), 30)
+        warm_up = seconds_until(lambda: all_live(client, names, fake), 30)
         if warm_up is None:
             out("FAIL: the daemons never wrote every token")
             return 1
@@ -206,7 +192,7 @@ def run_chaos(out: Callable[[str], None] = print) -> int:
         time.sleep(3)
         with sampler.window("restore"):
             server.start()
-            restore = wait_until(lambda: all_live(client, names, fake), 30)
+            restore = seconds_until(lambda: all_live(client, names, fake), 30)
         logins_during_restore = fake.seen.received - requests_before
         out(
             f"  restored in {restore if restore is None else round(restore, 1)} s; "
@@ -214,7 +200,7 @@ def run_chaos(out: Callable[[str], None] = print) -> int:
         )
 
         out("phase 3: the leader is killed with SIGKILL")
-        wait_until(lambda: leader_pid(client) is not None, 15)
+        seconds_until(lambda: leader_pid(client) is not None, 15)
         pid = leader_pid(client)
         victim = next((d for d in daemons if d.pid == pid), None)
         if victim is None:
@@ -224,10 +210,10 @@ def run_chaos(out: Callable[[str], None] = print) -> int:
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             killed_at = time.monotonic()
-            failover = wait_until(
+            failover = seconds_until(
                 lambda: (p := leader_pid(client)) is not None and p != pid, FAILOVER_TARGET_S + 15
             )
-            wait_until(lambda: all_live(client, names, fake), 10)
+            seconds_until(lambda: all_live(client, names, fake), 10)
         out(f"  new leader after {failover if failover is None else round(failover, 1)} s")
         # One more token lifetime, so the new leader has to renew what it took over.
         time.sleep(max(0.0, CHAOS_TOKEN_LIFETIME_S + 5 - (time.monotonic() - killed_at)))

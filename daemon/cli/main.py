@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_check(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from daemon.cli.report import check_report, render_check
+    from daemon.views.check import check_report, render_check
 
     settings, client = _client(env)
     report = check_report(

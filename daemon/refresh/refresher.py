@@ -1,58 +1,43 @@
-"""The refresh policy of one login, independent of any scheduler.
-
-Log in once; renew at about two thirds of the token's life (never later than
-ORCA_REFRESH_INTERVAL); log in again only when renewal is refused or the token has run out.
-Each attempt returns when the next one is due, so a scheduler only has to keep the appointment.
+"""The refresher: does what the policy (`refresh.policy`) says for one login, asking Tradovate
+and writing Redis. Each attempt returns when the next one is due, so a scheduler only has to keep
+the appointment.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
 
 import redis
 import structlog
-from redis.backoff import EqualJitterBackoff
 
-from daemon.config import Login, Settings
-from daemon.constants import (
-    ACCOUNT_LIST_MAX_AGE_S,
-    CREDENTIALS_REJECTED_RETRY_S,
-    MD_TOKEN_KEY_PREFIX,
-    RATE_LIMITED_BACKOFF_S,
-    RENEW_AT_LIFETIME_FRACTION,
-    RENEW_JITTER_LIFETIME_FRACTION,
-    RETRY_BACKOFF_BASE_S,
-    RETRY_BACKOFF_CAP_S,
-    STATUS_KEY_PREFIX,
-    TOKEN_KEY_PREFIX,
-)
+from daemon.config import Settings
+from daemon.constants import ACCOUNT_LIST_MAX_AGE_S, MD_TOKEN_KEY_PREFIX, TOKEN_KEY_PREFIX
 from daemon.metrics import Metrics
+from daemon.outcomes import LoginState, Outcome
+from daemon.refresh.policy import Action, Attempt, LoginProgress, Policy, next_action
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
-from daemon.store.client import RedisHealth, get_many
+from daemon.store.client import get_many
+from daemon.store.health import RedisHealth
+from daemon.store.status import LoginStatus, status_key, write_status
 from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
     fingerprint,
-    jwt_claims,
     key_names,
-    status_accounts,
     token_expiry,
     write_login_tokens,
 )
+from daemon.token_format import jwt_claims
 from daemon.tradovate import (
     AuthPacer,
     CaptchaRequired,
-    CredentialsRejected,
     PenaltyTicket,
     RateLimited,
     TokenGrant,
@@ -61,62 +46,13 @@ from daemon.tradovate import (
     TradovateError,
 )
 
-log = structlog.get_logger("daemon.refresh.refresher")
-# Outcomes that retrying alone will not fix: logged as errors.
-_NEEDS_A_HUMAN = frozenset({"rejected", "captcha", "rate_limited"})
+log = structlog.get_logger("daemon.refresh")
 
 
 def iso(timestamp: float | None) -> str | None:
     if timestamp is None:
         return None
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
-
-
-@dataclass
-class LoginState:
-    login: Login
-    grant: TokenGrant | None = None
-    renew_at: float = 0.0
-    accounts: tuple[str, ...] = ()
-    accounts_fetched_at: float | None = None
-    failures: int = 0
-    last_outcome: str | None = None
-    last_error: str | None = None
-    last_success_at: float | None = None
-    next_attempt_at: float | None = None
-    parked_until: float = 0.0
-    p_ticket: str | None = None
-    auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
-    alerted: bool = False  # a "failing" alert went out; the recovery gets one too
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.login.name
-
-    def state_name(self, now: float) -> str:
-        if self.parked_until > now:
-            return "parked"
-        if self.failures:
-            return "failing"
-        return "ok" if self.grant is not None and self.grant.expires_at > now else "pending"
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one refresh attempt did, and when the next one is due."""
-
-    outcome: str  # login | renew | kept | deferred | penalty | <TradovateError.outcome> | redis
-    delay_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome in ("login", "renew", "kept")
-
-    @property
-    def deferred(self) -> bool:
-        """Not a failure: an auth slot or a penalty ticket's wait is due later."""
-        return self.outcome in ("deferred", "penalty")
 
 
 class _AuthDeferred(Exception):
@@ -140,7 +76,7 @@ class Refresher:
         audit: AuditRecorder | None = None,
     ) -> None:
         self.settings = settings
-        self.redis_health = redis_health or RedisHealth(settings.redis.target())
+        self.redis_health = redis_health or RedisHealth(settings.redis.target(), metrics)
         self.alerts = alerts
         self.audit = audit
         self.tradovate = tradovate
@@ -149,9 +85,8 @@ class Refresher:
         self.instance = instance
         self.clock = clock
         self.pacer = AuthPacer(settings.auth_rate_limit, clock=clock)
-        self.states = {login.name: LoginState(login) for login in settings.logins}
-        self._rng = rng or random.Random()
-        self._backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S)
+        self.policy = Policy(settings.refresh_interval_s, rng)
+        self.states = {login.name: LoginProgress(login) for login in settings.logins}
 
     def adopt_from_redis(self) -> int:
         """Take over tokens already in Redis (a restart, a previous leader) so that the first
@@ -162,7 +97,7 @@ class Refresher:
         for name in names:
             pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
             pipe.get(f"{MD_TOKEN_KEY_PREFIX}{name}")
-            pipe.get(f"{STATUS_KEY_PREFIX}{name}")
+            pipe.get(status_key(name))
         values = pipe.execute()
         adopted = 0
         for index, name in enumerate(names):
@@ -177,11 +112,12 @@ class Refresher:
                 access_token=token,
                 expires_at=expiry,
                 issued_at=float(issued_at) if isinstance(issued_at, int | float) else now,
-                source="adopted",
+                source=Outcome.ADOPTED,
                 md_access_token=md_token if token_expiry(md_token) else None,
             )
             state.renew_at = now  # renew at once: it confirms the token and learns its expiry
-            state.accounts = status_accounts(status)
+            recorded = LoginStatus.parse(status)
+            state.accounts = recorded.accounts if recorded else ()
             adopted += 1
             log.info(
                 "token.adopted",
@@ -204,45 +140,43 @@ class Refresher:
             state.next_attempt_at = self.clock() + attempt.delay_s
             return attempt
 
-    def _attempt(self, state: LoginState, *, force: bool) -> Attempt:
+    def _attempt(self, state: LoginProgress, *, force: bool) -> Attempt:
         now = self.clock()
-        if state.parked_until > now:
-            return Attempt("parked", state.parked_until - now)
+        action = next_action(state, now, force=force)
+        if action is Action.WAIT_PARKED:
+            return Attempt(Outcome.PARKED, state.parked_until - now)
         try:
-            source = self._ensure_token(state, now, force=force)
-            self._ensure_accounts_and_write(state, new_token=source != "kept")
+            source = self._ensure_token(state, action, now)
+            self._ensure_accounts_and_write(state, source)
         except _AuthDeferred as deferred:
             log.debug("auth.deferred", login=state.name, wait_s=round(deferred.wait_s, 1))
-            return Attempt("deferred", deferred.wait_s)
+            return Attempt(Outcome.DEFERRED, deferred.wait_s)
         except PenaltyTicket as penalty:
             state.p_ticket = penalty.ticket
             log.warning("tradovate.penalty", login=state.name, wait_s=penalty.wait_s)
-            return Attempt("penalty", max(penalty.wait_s, 1.0))
-        except CaptchaRequired as error:
-            state.parked_until = now + self.settings.captcha_park_s
-            return self._failed(state, error, self.settings.captcha_park_s)
-        except RateLimited as error:
-            self.pacer.block(RATE_LIMITED_BACKOFF_S)
-            return self._failed(state, error, RATE_LIMITED_BACKOFF_S)
-        except CredentialsRejected as error:
-            delay = max(CREDENTIALS_REJECTED_RETRY_S, self._backoff.compute(state.failures + 1))
-            return self._failed(state, error, delay)
+            return Attempt(Outcome.PENALTY, max(penalty.wait_s, 1.0))
         except redis.RedisError as error:
             self.redis_health.failed(error)
-            return self._failed(state, error, self._backoff.compute(state.failures + 1))
-        except (TradovateError, InvalidTokenError) as error:
-            return self._failed(state, error, self._backoff.compute(state.failures + 1))
+            return self._failed(state, error, Outcome.REDIS)
+        except TradovateError as error:
+            if isinstance(error, CaptchaRequired):
+                state.parked_until = now + self.settings.captcha_park_s
+            elif isinstance(error, RateLimited):
+                self.pacer.block()
+            return self._failed(state, error, error.outcome)
+        except InvalidTokenError as error:
+            return self._failed(state, error, Outcome.INVALID_TOKEN)
         self.redis_health.succeeded()
         return self._succeeded(state, source)
 
-    def _ensure_token(self, state: LoginState, now: float, *, force: bool) -> str:
-        grant = state.grant
-        if grant is not None and grant.expires_at > now:
-            if not force and now < state.renew_at:
-                return "kept"
+    def _ensure_token(self, state: LoginProgress, action: Action, now: float) -> Outcome:
+        if action is Action.KEEP:
+            return Outcome.KEPT
+        if action is Action.RENEW:
+            assert state.grant is not None
             try:
-                self._hold(state, self.tradovate.renew(grant.access_token))
-                return "renew"
+                self._hold(state, self.tradovate.renew(state.grant.access_token))
+                return Outcome.RENEW
             except TokenRefused as refused:
                 log.warning("token.renew_refused", login=state.name, reason=str(refused))
                 state.grant = None
@@ -253,25 +187,20 @@ class Refresher:
         state.auth_slot_at = None
         ticket, state.p_ticket = state.p_ticket, None
         self._hold(state, self.tradovate.login(state.login, p_ticket=ticket))
-        return "login"
+        return Outcome.LOGIN
 
-    def _hold(self, state: LoginState, grant: TokenGrant) -> None:
+    def _hold(self, state: LoginProgress, grant: TokenGrant) -> None:
         state.grant = grant
-        fraction = RENEW_AT_LIFETIME_FRACTION + self._rng.uniform(
-            -RENEW_JITTER_LIFETIME_FRACTION, RENEW_JITTER_LIFETIME_FRACTION
-        )
-        state.renew_at = min(
-            grant.issued_at + grant.lifetime_s * fraction,
-            grant.issued_at + self.settings.refresh_interval_s,
-        )
+        state.renew_at = self.policy.renew_at(grant)
 
-    def _ensure_accounts_and_write(self, state: LoginState, *, new_token: bool) -> None:
+    def _ensure_accounts_and_write(self, state: LoginProgress, source: Outcome) -> None:
         """List accounts with every new token and at least hourly, then write every key. A token
         refused on the account list is dead and never written; any other account-list fault
         still writes the token under the names already known."""
         assert state.grant is not None
         now = self.clock()
         fetched = state.accounts_fetched_at
+        new_token = source is not Outcome.KEPT
         accounts_error: TradovateError | None = None
         if new_token or fetched is None or now - fetched >= ACCOUNT_LIST_MAX_AGE_S:
             try:
@@ -284,7 +213,7 @@ class Refresher:
             else:
                 state.accounts = tuple(dict.fromkeys(a.name for a in accounts))
                 state.accounts_fetched_at = now
-        self.write(state)
+        self.write(state, success=source)
         if new_token and self.audit is not None:
             grant = state.grant
             self.audit.record(
@@ -340,8 +269,10 @@ class Refresher:
                 state.grant, state.failures, state.alerted = None, 0, False
                 state.auth_slot_at, state.next_attempt_at = None, None
 
-    def write(self, state: LoginState) -> int:
-        """Write the login's held token under every name, with its status. Returns the TTL."""
+    def write(self, state: LoginProgress, *, success: Outcome | None = None) -> int:
+        """Write the login's held token under every name, with its status, in one round trip.
+        With `success`, the status written is that of the success (so `last_success_at` lands
+        with the token it describes). Returns the TTL."""
         grant = state.grant
         assert grant is not None
         tokens = TokenSet(
@@ -353,15 +284,22 @@ class Refresher:
             accounts=state.accounts,
         )
         now = self.clock()
+        status = self.status(state, now)
+        if success is not None:
+            status = replace(
+                status,
+                state=LoginState.OK,
+                failures=0,
+                last_outcome=success,
+                last_error=None,
+                last_success_at=iso(now),
+                next_attempt_at=iso(now + self.policy.delay_after_success(state, now)),
+            )
         return write_login_tokens(
-            self.redis,
-            tokens,
-            now=now,
-            max_ttl_s=self.settings.token_ttl_s,
-            status=self.status(state, now),
+            self.redis, tokens, now=now, max_ttl_s=self.settings.token_ttl_s, status=status
         )
 
-    def _succeeded(self, state: LoginState, source: str) -> Attempt:
+    def _succeeded(self, state: LoginProgress, source: Outcome) -> Attempt:
         assert state.grant is not None
         now = self.clock()
         grant = state.grant
@@ -376,8 +314,7 @@ class Refresher:
         state.last_success_at = now
         self.metrics.last_success.labels(login=state.name).set(now)
         self.metrics.token_expiry.labels(login=state.name).set(grant.expires_at)
-        accounts_due = (state.accounts_fetched_at or now) + ACCOUNT_LIST_MAX_AGE_S
-        delay = max(min(state.renew_at, accounts_due) - now, 1.0)
+        delay = self.policy.delay_after_success(state, now)
         log.info(
             "token.refreshed",
             login=state.name,
@@ -390,14 +327,17 @@ class Refresher:
         )
         return Attempt(source, delay)
 
-    def _failed(self, state: LoginState, error: Exception, delay: float) -> Attempt:
-        outcome = error.outcome if isinstance(error, TradovateError) else _error_outcome(error)
+    def _failed(self, state: LoginProgress, error: Exception, outcome: Outcome) -> Attempt:
         state.failures += 1
+        delay = self.policy.delay_after_failure(
+            outcome, state.failures, captcha_park_s=self.settings.captcha_park_s
+        )
         state.last_outcome, state.last_error = outcome, str(error)
+        state.next_attempt_at = self.clock() + delay
         token_valid_for = (
             int(state.grant.expires_at - self.clock()) if state.grant is not None else None
         )
-        if outcome == "redis":
+        if outcome is Outcome.REDIS:
             # The login is fine and its token is held: Redis's state is logged (once per change)
             # and restored by the reconcile pass; the attempt itself is detail.
             log.debug(
@@ -410,10 +350,14 @@ class Refresher:
                 f"⚠️ {state.name}: token refresh failing ({outcome}: {error}); "
                 f"next attempt in {delay:.0f} s; current token valid for "
                 f"{'no' if token_valid_for is None else token_valid_for} s"
-                + (" — parked: a person must log in on Tradovate" if outcome == "captcha" else "")
+                + (
+                    " — parked: a person must log in on Tradovate"
+                    if outcome is Outcome.CAPTCHA
+                    else ""
+                )
             )
         log.log(
-            logging.ERROR if outcome in _NEEDS_A_HUMAN else logging.WARNING,
+            logging.ERROR if outcome.needs_a_human else logging.WARNING,
             "token.refresh_failed",
             login=state.name,
             outcome=outcome,
@@ -422,35 +366,25 @@ class Refresher:
             next_attempt_in=round(delay, 1),
             token_valid_for=token_valid_for,
         )
-        self._write_status(state)
+        # Tell operators (and `status`) a login is failing; best effort, Redis may be the fault.
+        with contextlib.suppress(redis.RedisError):
+            write_status(self.redis, self.status(state, self.clock()), self.settings.token_ttl_s)
         return Attempt(outcome, delay)
 
-    def _write_status(self, state: LoginState) -> None:
-        """Tell operators (and `check`) a login is failing; best effort, Redis may be the fault."""
-        with contextlib.suppress(redis.RedisError):
-            self.redis.set(
-                f"{STATUS_KEY_PREFIX}{state.name}",
-                json.dumps(self.status(state, self.clock())),
-                ex=self.settings.token_ttl_s,
-            )
-
-    def status(self, state: LoginState, now: float) -> dict[str, Any]:
+    def status(self, state: LoginProgress, now: float) -> LoginStatus:
         grant = state.grant
-        return {
-            "login": state.name,
-            "state": state.state_name(now),
-            "fingerprint": fingerprint(grant.access_token) if grant else None,
-            "expires_at": iso(grant.expires_at) if grant else None,
-            "source": grant.source if grant else None,
-            "accounts": list(state.accounts),
-            "failures": state.failures,
-            "last_outcome": state.last_outcome,
-            "last_error": state.last_error,
-            "last_success_at": iso(state.last_success_at),
-            "updated_at": iso(now),
-            "instance": self.instance,
-        }
-
-
-def _error_outcome(error: Exception) -> str:
-    return "redis" if isinstance(error, redis.RedisError) else "invalid_token"
+        return LoginStatus(
+            login=state.name,
+            state=state.state(now),
+            fingerprint=fingerprint(grant.access_token) if grant else None,
+            expires_at=iso(grant.expires_at) if grant else None,
+            source=grant.source if grant else None,
+            accounts=state.accounts,
+            failures=state.failures,
+            last_outcome=state.last_outcome,
+            last_error=state.last_error,
+            last_success_at=iso(state.last_success_at),
+            next_attempt_at=iso(state.next_attempt_at),
+            updated_at=iso(now),
+            instance=self.instance,
+        )

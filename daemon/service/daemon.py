@@ -41,21 +41,24 @@ from daemon.constants import (
     TOKEN_KEY_PREFIX,
 )
 from daemon.metrics import Metrics
-from daemon.refresh.refresher import Attempt, Refresher, iso
+from daemon.refresh.policy import Attempt
+from daemon.refresh.refresher import Refresher, iso
 from daemon.service.health import HealthServer
 from daemon.service.systemd import Notifier
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
-from daemon.store.client import RedisHealth, disconnect, get_many, get_redis_client
+from daemon.store.client import disconnect, get_many, get_redis_client
+from daemon.store.health import RedisHealth
 from daemon.store.lease import Lease
 from daemon.store.tokens import fingerprint, token_expiry, token_state
 from daemon.tradovate import TradovateClient
 
-log = structlog.get_logger("daemon.service.daemon")
+log = structlog.get_logger("daemon.service")
 
 HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0
 SCHEDULER_STALE_S = 30.0  # no tick for this long: the scheduler is hung, stop pinging the watchdog
+REDIS_DOWN_REPEAT_S = 60.0  # `redis.down` again, with down_for_s, while Redis stays down
 VALID = "valid"
 
 
@@ -81,7 +84,7 @@ class Daemon:
         self.tradovate = tradovate or TradovateClient(settings.tradovate, metrics=self.metrics)
         self.notifier = notifier or Notifier()
         self.clock = clock
-        self.redis_health = RedisHealth(settings.redis.target(), on_change=self._redis_changed)
+        self.redis_health = RedisHealth(settings.redis.target(), self.metrics)
         self.alerts = (
             Alerter(settings.alert_webhook_url.reveal()) if settings.alert_webhook_url else None
         )
@@ -116,6 +119,7 @@ class Daemon:
         self._jobs_done = threading.Condition()
         self._refreshing = False
         self._scheduler_tick_at = time.monotonic()
+        self._next_down_log_at = 0.0
         self._started_at = clock()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -290,15 +294,22 @@ class Daemon:
                 self._take_refresh_requests()
         except redis.RedisError as error:
             self.redis_health.failed(error)
+            self._repeat_redis_down()
             return
         self.redis_health.succeeded()
+        self._next_down_log_at = 0.0
         if not leading and self._refreshing:
             self._stop_refreshing()
-
-    def _redis_changed(self, up: bool) -> None:
-        self.metrics.redis_up.set(1 if up else 0)
-        if up and self._refreshing:
+        if self.redis_health.came_back.is_set():
+            self.redis_health.came_back.clear()
             self._reconcile()  # Redis may have come back empty: restore at once
+
+    def _repeat_redis_down(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_down_log_at:
+            if self._next_down_log_at:
+                self.redis_health.log_down()
+            self._next_down_log_at = now + REDIS_DOWN_REPEAT_S
 
     def _reconcile(self) -> None:
         if not self._refreshing:
@@ -405,7 +416,7 @@ class Daemon:
         return alive, {
             "status": "ok" if alive else "scheduler not running",
             "instance": self.instance,
-            "redis": _redis_word(self.redis_health.up),
+            "redis": self.redis_health.describe(),
             "leader": self._refreshing,
         }
 
@@ -418,7 +429,8 @@ class Daemon:
         if redis_up:
             try:
                 tokens = get_many(self.redis, [f"{TOKEN_KEY_PREFIX}{name}" for name in names])
-            except redis.RedisError:
+            except redis.RedisError as error:
+                self.redis_health.failed(error)
                 redis_up = False
         logins = {}
         for name, token in zip(names, tokens, strict=True):
@@ -427,14 +439,14 @@ class Daemon:
                 "token": token_state(token, now) if redis_up else "unknown",
                 "fingerprint": fingerprint(token) if isinstance(token, str) else None,
                 "expires_at": iso(token_expiry(token)),
-                "state": state.state_name(now),
+                "state": state.state(now),
                 "last_error": state.last_error,
                 "next_attempt_at": iso(state.next_attempt_at),
             }
         ready = bool(redis_up) and all(entry["token"] == VALID for entry in logins.values())
         return ready, {
             "ready": ready,
-            "redis": _redis_word(redis_up),
+            "redis": self.redis_health.describe(),
             "leader": self._refreshing,
             "logins": logins,
         }
@@ -442,10 +454,6 @@ class Daemon:
 
 def _job_id(name: str) -> str:
     return f"refresh:{name}"
-
-
-def _redis_word(up: bool | None) -> str:
-    return "unknown" if up is None else "up" if up else "down"
 
 
 def _address_text(address: tuple[str, int]) -> str:

@@ -8,40 +8,33 @@ import threading
 import time
 from typing import TextIO
 
-from daemon.cli.report import render_token_table, token_rows
-from daemon.config import load_settings, password_variable
+from daemon.config import load_settings
 from daemon.logs import register_secrets
 from daemon.service.daemon import Daemon
+from daemon.sim.environment import daemon_environment
 from daemon.sim.redis_server import start_embedded_redis
 from daemon.sim.tradovate import FakeTradovate, reference_desk
 from daemon.store.client import close_redis_client, get_redis_client
+from daemon.views.check import render_token_table, token_rows
 
 DEMO_TOKEN_LIFETIME_S = 90.0  # renewals show up within a minute
 DEMO_TABLE_EVERY_S = 5.0
-
-
-def demo_environment(redis_url: str, tradovate_url: str, users: list[str]) -> dict[str, str]:
-    env = {
-        "REDIS_URL": redis_url,
-        "TRADOVATE_BASE_URL": tradovate_url,
-        "TRADOVATE_APP_ID": "orca-demo",
-        "TRADOVATE_CID": "0",
-        "TRADOVATE_SEC": "demo-sec",
-        "ORCA_ACCOUNTS": ",".join(users),
-        "ORCA_REFRESH_INTERVAL": "60",
-        "ORCA_HEALTH_ADDR": "127.0.0.1:0",
-    }
-    env.update({password_variable(user): f"demo-{user}" for user in users})
-    return env
 
 
 def run_demo(duration_s: float | None = None, out: TextIO = sys.stdout) -> int:
     embedded = start_embedded_redis()
     fake = FakeTradovate(reference_desk(), token_lifetime_s=DEMO_TOKEN_LIFETIME_S).start()
     try:
-        settings = load_settings(
-            demo_environment(embedded.url, fake.base_url, list(fake.users)), credentials=True
+        env = daemon_environment(
+            fake.base_url,
+            fake.users.values(),
+            embedded.url,
+            sec=fake.sec,
+            TRADOVATE_APP_ID="orca-demo",
+            ORCA_REFRESH_INTERVAL="60",
+            ORCA_HEALTH_ADDR="127.0.0.1:0",
         )
+        settings = load_settings(env, credentials=True)
         register_secrets(*settings.secrets())
         daemon = Daemon(settings, redis_client=get_redis_client(settings.redis))
         daemon.install_signal_handlers()

@@ -20,7 +20,9 @@ import structlog
 
 from daemon.constants import AUDIT_QUEUE_SIZE, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
 from daemon.store.client import get_many, scan_batches
-from daemon.store.tokens import fingerprint, jwt_claims, parse_status, token_expiry
+from daemon.store.status import LoginStatus
+from daemon.store.tokens import fingerprint, key_names, token_expiry
+from daemon.token_format import jwt_claims
 
 log = structlog.get_logger("daemon.sinks.audit")
 
@@ -110,28 +112,27 @@ def write(connection: Any, records: Iterable[TokenRecord]) -> int:
 def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[TokenRecord]:
     """A record for every token key in Redis, with login, source and instance from the logins'
     orca:status: keys where they say so."""
-    owners: dict[str, dict[str, Any]] = {}
+    owners: dict[str, LoginStatus] = {}
     for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
         for raw in get_many(client, chunk):
-            status = parse_status(raw)
-            if status and isinstance(status.get("login"), str):
-                for name in [status["login"], *status.get("accounts", [])]:
-                    owners[str(name)] = status
+            status = LoginStatus.parse(raw)
+            if status is not None:
+                owners.update(dict.fromkeys(key_names(status.login, status.accounts), status))
     for chunk in scan_batches(client, TOKEN_KEY_PREFIX + "*"):
         for key, token in zip(chunk, get_many(client, chunk), strict=True):
             if not isinstance(token, str) or token_expiry(token) is None:
                 continue
             name = key[len(TOKEN_KEY_PREFIX) :]
-            owner = owners.get(name, {})
+            owner = owners.get(name)
             issued = (jwt_claims(token) or {}).get("iat")
             yield TokenRecord(
                 name=name,
-                login=str(owner.get("login", name)),
+                login=owner.login if owner else name,
                 fingerprint=fingerprint(token),
                 issued_at=_at(float(issued)) if isinstance(issued, int | float) else None,
                 expires_at=_at(token_expiry(token)),
-                source=owner.get("source"),
-                instance=owner.get("instance"),
+                source=owner.source if owner else None,
+                instance=owner.instance if owner else None,
                 token=token if include_token else None,
             )
 

@@ -7,7 +7,7 @@ token = get_redis_client().get("token:APEX_266668")
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any, cast
 
 import redis
@@ -178,32 +178,3 @@ def scan_batches(client: redis.Redis, match: str, batch: int = SCAN_BATCH) -> It
             chunk = []
     if chunk:
         yield chunk
-
-
-class RedisHealth:
-    """Whether Redis answered last, as one shared fact: the probe and every refresh report to
-    it, and it logs only when the answer changes, never once per failed attempt."""
-
-    def __init__(self, target: str, on_change: Callable[[bool], None] | None = None) -> None:
-        self.target = target
-        self.up: bool | None = None  # None until the first answer
-        self._on_change = on_change
-        self._lock = threading.Lock()
-
-    def succeeded(self) -> None:
-        self._set(True, None)
-
-    def failed(self, error: Exception) -> None:
-        self._set(False, error)
-
-    def _set(self, up: bool, error: Exception | None) -> None:
-        with self._lock:
-            if up == self.up:
-                return
-            self.up = up
-        if up:
-            log.info("redis.up", redis=self.target)
-        else:
-            log.error("redis.down", redis=self.target, error=str(error))
-        if self._on_change is not None:
-            self._on_change(up)

@@ -7,23 +7,21 @@ A token key never holds an empty, malformed or expired token: every write goes t
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from daemon.constants import (
     MD_TOKEN_KEY_PREFIX,
-    STATUS_KEY_PREFIX,
     TOKEN_KEY_PREFIX,
     TOKEN_TTL_MARGIN_FRACTION,
     TOKEN_TTL_MARGIN_S,
 )
 from daemon.logs import fingerprint
 from daemon.store.client import get_redis_client, pipeline, scan_batches
+from daemon.store.status import LoginStatus, write_status
 from daemon.token_format import jwt_claims, token_expiry
 
 __all__ = [
@@ -38,8 +36,6 @@ __all__ = [
     "jwt_claims",
     "key_names",
     "key_ttl_s",
-    "parse_status",
-    "status_accounts",
     "token_exists",
     "token_expiry",
     "token_state",
@@ -103,7 +99,7 @@ def write_login_tokens(
     *,
     now: float,
     max_ttl_s: int,
-    status: Mapping[str, Any] | None = None,
+    status: LoginStatus | None = None,
 ) -> int:
     """Write token:/mdtoken: for the login and its accounts, and its status, in one round trip.
 
@@ -121,7 +117,7 @@ def write_login_tokens(
         if tokens.md_access_token is not None:
             pipe.set(f"{MD_TOKEN_KEY_PREFIX}{name}", tokens.md_access_token, ex=md_ttl)
     if status is not None:
-        pipe.set(f"{STATUS_KEY_PREFIX}{tokens.login}", json.dumps(status), ex=max_ttl_s)
+        write_status(pipe, status, max_ttl_s)
     pipe.execute()
     return ttl
 
@@ -138,23 +134,6 @@ def _checked_ttl(
     if ttl < 1:
         raise InvalidTokenError(f"token {fingerprint(token)} has too little life left for a key")
     return ttl
-
-
-def parse_status(raw: object) -> dict[str, Any] | None:
-    """A login's orca:status: value as a JSON object, or None when missing or unreadable."""
-    try:
-        value = json.loads(raw) if isinstance(raw, str) else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def status_accounts(status: object) -> tuple[str, ...]:
-    """The account names recorded in a login's orca:status: JSON (empty when unreadable)."""
-    accounts = (parse_status(status) or {}).get("accounts", [])
-    if not isinstance(accounts, list):
-        return ()
-    return tuple(a for a in accounts if isinstance(a, str) and a)
 
 
 # -- reading, for trading programs and operators (the reference's Token Management 1-6) ----------

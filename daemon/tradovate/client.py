@@ -21,6 +21,7 @@ from daemon.config import Login, TradovateSettings
 from daemon.constants import TRADOVATE_CONNECT_TIMEOUT_S
 from daemon.logs import fingerprint, scrub
 from daemon.metrics import Metrics
+from daemon.outcomes import Outcome
 from daemon.token_format import parse_expiration_time, token_expiry
 from daemon.tradovate.errors import (
     CaptchaRequired,
@@ -44,7 +45,7 @@ class TokenGrant:
     access_token: str
     expires_at: float
     issued_at: float
-    source: str  # "login" or "renew"
+    source: Outcome  # LOGIN, RENEW or ADOPTED
     md_access_token: str | None = None
     user_id: int | None = None
 
@@ -136,7 +137,7 @@ class TradovateClient:
             raise PenaltyTicket(str(data["p-ticket"]), float(wait_s))
         if data.get("errorText"):
             raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {_error_text(data)}")
-        return self._grant(data, LOGIN_ENDPOINT, source="login")
+        return self._grant(data, LOGIN_ENDPOINT, source=Outcome.LOGIN)
 
     def renew(self, access_token: str) -> TokenGrant:
         """GET renewaccesstoken: a fresh token in the same session."""
@@ -145,7 +146,7 @@ class TradovateClient:
             raise InvalidResponse(f"{RENEW_ENDPOINT}: answer is not a JSON object")
         if data.get("errorText"):
             raise TokenRefused(f"{RENEW_ENDPOINT}: {_error_text(data)}")
-        return self._grant(data, RENEW_ENDPOINT, source="renew")
+        return self._grant(data, RENEW_ENDPOINT, source=Outcome.RENEW)
 
     def list_accounts(self, access_token: str) -> list[Account]:
         data = self._call("GET", ACCOUNTS_ENDPOINT, token=access_token)
@@ -197,7 +198,7 @@ class TradovateClient:
             kind = response.headers.get("content-type", "no content type").split(";")[0]
             raise InvalidResponse(f"{endpoint}: answer is not JSON ({kind})") from None
 
-    def _grant(self, data: dict[str, Any], endpoint: str, *, source: str) -> TokenGrant:
+    def _grant(self, data: dict[str, Any], endpoint: str, *, source: Outcome) -> TokenGrant:
         now = self._clock()
         access_token = data.get("accessToken")
         expiry = token_expiry(access_token)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from daemon.outcomes import Outcome
+
 
 class TradovateError(Exception):
     """A refresh that did not produce a token. `outcome` is the metric and log label."""
 
-    outcome: ClassVar[str] = "unavailable"
+    outcome: ClassVar[Outcome] = Outcome.UNAVAILABLE
 
 
 class TradovateUnavailable(TradovateError):
@@ -19,31 +21,31 @@ class TradovateUnavailable(TradovateError):
 class InvalidResponse(TradovateError):
     """A body that is not JSON, or lacks a well-formed token: transient, and never written."""
 
-    outcome = "invalid_response"
+    outcome = Outcome.INVALID_RESPONSE
 
 
 class CredentialsRejected(TradovateError):
     """`errorText` on login: a wrong password or app identity. Not transient."""
 
-    outcome = "rejected"
+    outcome = Outcome.REJECTED
 
 
 class TokenRefused(TradovateError):
     """The token was refused (renewal or a Bearer call): log in again."""
 
-    outcome = "refused"
+    outcome = Outcome.REFUSED
 
 
 class RateLimited(TradovateError):
     """HTTP 429: every auth request of this address waits an hour."""
 
-    outcome = "rate_limited"
+    outcome = Outcome.RATE_LIMITED
 
 
 class PenaltyTicket(TradovateError):
     """Wait `wait_s`, then resend the identical login body plus this ticket."""
 
-    outcome = "penalty"
+    outcome = Outcome.PENALTY
 
     def __init__(self, ticket: str, wait_s: float) -> None:
         super().__init__(f"penalty ticket: retry with it after {wait_s:g} s")
@@ -54,4 +56,4 @@ class PenaltyTicket(TradovateError):
 class CaptchaRequired(TradovateError):
     """`p-captcha`: no program can answer. The login is parked."""
 
-    outcome = "captcha"
+    outcome = Outcome.CAPTCHA

@@ -9,12 +9,13 @@ from typing import Any
 
 import redis
 
-from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, TOKEN_KEY_PREFIX
 from daemon.store.client import key_count, scan_batches
+from daemon.store.status import read_statuses
 from daemon.store.tokens import (
     fingerprint,
     iter_tokens,
-    status_accounts,
+    key_names,
     token_expiry,
     token_state,
 )
@@ -42,14 +43,10 @@ def token_rows(
     expiring_within_s: float = EXPIRING_SOON_S,
 ) -> list[TokenRow]:
     """Every configured login and each account it wrote (from its status), in two round trips."""
-    pipe = client.pipeline(transaction=False)
-    for login in logins:
-        pipe.get(f"{STATUS_KEY_PREFIX}{login}")
-    statuses = pipe.execute()
     names: list[tuple[str, str]] = []
-    for login, status in zip(logins, statuses, strict=True):
-        names.append((login, login))
-        names += [(account, login) for account in status_accounts(status) if account != login]
+    for login, status in zip(logins, read_statuses(client, list(logins)), strict=True):
+        accounts = status.accounts if status else ()
+        names += [(name, login) for name in key_names(login, accounts)]
     pipe = client.pipeline(transaction=False)
     for name, _ in names:
         pipe.get(f"{TOKEN_KEY_PREFIX}{name}")

@@ -1,0 +1,52 @@
+"""The words the daemon speaks about a login, as enums: what an attempt did (metric label, log
+field, `orca:status` value) and the state a login is in. They are StrEnums, so JSON, metrics and
+logs carry the plain word."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    # A token in hand.
+    LOGIN = "login"  # accesstokenrequest: a new Tradovate session
+    RENEW = "renew"  # renewaccesstoken: a fresh token in the same session
+    KEPT = "kept"  # accounts refreshed, the token still good
+    ADOPTED = "adopted"  # found in Redis after a restart or a takeover (a token's source only)
+    # Not yet: nothing went wrong.
+    DEFERRED = "deferred"  # waiting for an auth slot
+    PENALTY = "penalty"  # waiting out a penalty ticket
+    PARKED = "parked"  # waiting out a captcha park
+    # Failures.
+    UNAVAILABLE = "unavailable"  # timeouts, resets, 5xx
+    INVALID_RESPONSE = "invalid_response"  # HTML, not JSON, no or bad token
+    REJECTED = "rejected"  # a wrong password or app identity
+    REFUSED = "refused"  # the token was refused
+    RATE_LIMITED = "rate_limited"  # HTTP 429
+    CAPTCHA = "captcha"  # p-captcha: a person must log in
+    REDIS = "redis"  # the token is fine; Redis did not take it
+    INVALID_TOKEN = "invalid_token"  # a token that must not be written
+
+    @property
+    def ok(self) -> bool:
+        return self in _SUCCESSES
+
+    @property
+    def deferred(self) -> bool:
+        """Not a failure: an auth slot or a penalty ticket's wait is due later."""
+        return self in (Outcome.DEFERRED, Outcome.PENALTY)
+
+    @property
+    def needs_a_human(self) -> bool:
+        """Retrying alone will not fix it: logged as an error."""
+        return self in (Outcome.REJECTED, Outcome.CAPTCHA, Outcome.RATE_LIMITED)
+
+
+_SUCCESSES = frozenset({Outcome.LOGIN, Outcome.RENEW, Outcome.KEPT})
+
+
+class LoginState(StrEnum):
+    OK = "ok"  # a valid token held
+    FAILING = "failing"  # the last attempt failed; retrying
+    PARKED = "parked"  # waiting out a captcha
+    PENDING = "pending"  # no token yet, nothing failed

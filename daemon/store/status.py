@@ -1,0 +1,108 @@
+"""`orca:status:{login}`: one JSON object per login, written with every refresh and read by the
+refresher (after a restart), the operator's views and the token history. One shape, one parser,
+one writer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import TypeVar
+
+import redis
+
+from daemon.constants import STATUS_KEY_PREFIX
+from daemon.outcomes import LoginState, Outcome
+
+
+def status_key(login: str) -> str:
+    return f"{STATUS_KEY_PREFIX}{login}"
+
+
+@dataclass(frozen=True)
+class LoginStatus:
+    """What operators (and a restarted daemon) know of a login. Times are ISO 8601 UTC."""
+
+    login: str
+    state: LoginState = LoginState.PENDING
+    fingerprint: str | None = None  # of the token held, never the token
+    expires_at: str | None = None
+    source: Outcome | None = None  # login | renew | adopted
+    accounts: tuple[str, ...] = ()
+    failures: int = 0
+    last_outcome: Outcome | None = None
+    last_error: str | None = None
+    last_success_at: str | None = None
+    next_attempt_at: str | None = None
+    updated_at: str | None = None
+    instance: str | None = None
+
+    def to_json(self) -> str:
+        value = asdict(self)
+        value["accounts"] = list(self.accounts)
+        return json.dumps(value)
+
+    @classmethod
+    def parse(cls, raw: object) -> LoginStatus | None:
+        """A status as written by `to_json`; None when missing or unreadable. Unknown fields
+        (a newer writer) are ignored, wrong types read as absent."""
+        try:
+            value = json.loads(raw) if isinstance(raw, str | bytes) else None
+        except ValueError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("login"), str):
+            return None
+        return cls(
+            login=value["login"],
+            state=_enum(LoginState, value.get("state")) or LoginState.PENDING,
+            fingerprint=_text(value.get("fingerprint")),
+            expires_at=_text(value.get("expires_at")),
+            source=_enum(Outcome, value.get("source")),
+            accounts=_names(value.get("accounts")),
+            failures=value["failures"] if _count(value.get("failures")) else 0,
+            last_outcome=_enum(Outcome, value.get("last_outcome")),
+            last_error=_text(value.get("last_error")),
+            last_success_at=_text(value.get("last_success_at")),
+            next_attempt_at=_text(value.get("next_attempt_at")),
+            updated_at=_text(value.get("updated_at")),
+            instance=_text(value.get("instance")),
+        )
+
+
+def write_status(
+    client: redis.Redis | redis.client.Pipeline, status: LoginStatus, ttl_s: int
+) -> None:
+    """SET orca:status:{login} (on a pipeline, queued with the token writes)."""
+    client.set(status_key(status.login), status.to_json(), ex=ttl_s)
+
+
+def read_statuses(client: redis.Redis, logins: list[str]) -> list[LoginStatus | None]:
+    """Each login's status in one round trip (None where there is none)."""
+    pipe = client.pipeline(transaction=False)
+    for login in logins:
+        pipe.get(status_key(login))
+    return [LoginStatus.parse(raw) for raw in pipe.execute()] if logins else []
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        return ()
+    return tuple(a for a in value if isinstance(a, str) and a)
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def _enum(kind: type[E], value: object) -> E | None:
+    try:
+        return kind(value) if isinstance(value, str) else None
+    except ValueError:
+        return None

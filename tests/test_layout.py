@@ -1,0 +1,103 @@
+"""The package's folders import only downward, and nothing in the product imports the simulator
+except the CLI's `demo` verb. Read from the source with `ast`, function-local imports included."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).parent.parent / "daemon"
+
+# Bottom to top. A module may import its own layer's folder and any layer below it.
+LAYERS: dict[str, int] = {
+    "": 0,  # config, constants, logs, metrics, token_format: what every layer uses
+    "store": 1,
+    "tradovate": 1,
+    "sinks": 2,
+    "refresh": 3,
+    "service": 4,
+    "views": 4,
+    "sim": 5,
+    "cli": 6,
+}
+DEMO_VERB = ("cli", "cmd_demo")  # the one place the product may reach into sim/
+
+
+def _layer(module: str) -> str:
+    """'daemon.store.tokens' -> 'store'; 'daemon.config' or 'daemon' -> ''."""
+    parts = module.split(".")
+    if module == "daemon.__main__":
+        return "cli"  # `python -m daemon` is the console script
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in LAYERS) else ""
+
+
+def _imports(path: Path) -> list[tuple[str, str]]:
+    """(imported daemon module, enclosing function name or '') for every import in a file."""
+    found: list[tuple[str, str]] = []
+
+    def visit(node: ast.AST, function: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = function
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                name = child.name
+            if isinstance(child, ast.ImportFrom) and child.module:
+                for alias in child.names:
+                    module = child.module
+                    if module == "daemon" and alias.name in ("cache", "price", "tokens"):
+                        module = f"daemon.store.{alias.name}"
+                    found.append((module, name))
+            elif isinstance(child, ast.Import):
+                found.extend((alias.name, name) for alias in child.names)
+            visit(child, name)
+
+    visit(ast.parse(path.read_text(encoding="utf-8")), "")
+    return [(module, fn) for module, fn in found if module.split(".")[0] == "daemon"]
+
+
+def _modules() -> list[tuple[Path, str]]:
+    modules = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        modules.append((path, ".".join(relative.parts).removesuffix(".__init__")))
+    return modules
+
+
+def test_every_folder_is_a_known_layer() -> None:
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == set(LAYERS) - {""}
+
+
+def test_folders_import_only_downward() -> None:
+    upward = []
+    for path, module in _modules():
+        source = _layer(module)
+        if module == "daemon":
+            continue  # the package's lazy re-export of the library (daemon.store)
+        for imported, function in _imports(path):
+            target = _layer(imported)
+            if target == source:
+                continue
+            if (source, function) == DEMO_VERB and target == "sim":
+                continue
+            if LAYERS[target] >= LAYERS[source]:
+                upward.append(f"{module} imports {imported}")
+    assert upward == []
+
+
+def test_only_the_demo_verb_imports_the_simulator() -> None:
+    reaching = [
+        f"{module} ({function or 'module level'})"
+        for path, module in _modules()
+        if _layer(module) != "sim"
+        for imported, function in _imports(path)
+        if _layer(imported) == "sim"
+    ]
+    assert reaching == ["daemon.cli.main (cmd_demo)"]
+
+
+def test_the_library_imports_of_readme_work() -> None:
+    from daemon import cache, price, tokens
+
+    assert callable(tokens.get_token)
+    assert callable(cache.get_or_fetch)
+    assert callable(price.latest)
