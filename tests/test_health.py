@@ -16,7 +16,7 @@ from daemon.service.health import HealthServer
 from daemon.service.systemd import Notifier
 from daemon.sim.environment import wait_for
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import make_jwt, settings_for, tradovate_routes
+from tests.helpers import FakeClock, make_jwt, settings_for, tradovate_routes
 
 
 def get(url: str) -> tuple[int, str]:
@@ -114,16 +114,18 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
 
 
 def test_scheduler_that_stops_ticking_is_not_healthy(fake_tradovate: FakeTradovate) -> None:
+    monotonic = FakeClock(0.0)
     daemon = Daemon(
         settings_for(fake_tradovate),
         redis_client=fakeredis.FakeRedis(decode_responses=True),
         notifier=Notifier(environ={}),
+        monotonic=monotonic,
     )
     assert daemon.healthz()[0] is False  # not started
     daemon.scheduler.start(paused=True)
     try:
         assert daemon.healthz()[0] is True
-        daemon._scheduler_tick_at -= 31  # a hung scheduler stops ticking
+        monotonic.advance(31)  # a paused scheduler never ticks: 31 s later it counts as hung
         ok, body = daemon.healthz()
         assert not ok
         assert body["status"] == "scheduler not running"
@@ -136,12 +138,14 @@ def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> No
     must both be live once the daemon runs."""
     import threading
 
+    monotonic = FakeClock(0.0)
     daemon = Daemon(
         settings_for(served_tradovate),
         redis_client=fakeredis.FakeRedis(decode_responses=True),
         notifier=Notifier(environ={}),
+        monotonic=monotonic,
     )
-    ticked_at = daemon._scheduler_tick_at
+    monotonic.advance(31)  # stale until the first tick
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
@@ -149,7 +153,7 @@ def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> No
         jobs = daemon.scheduler.get_jobs()
         assert {"tick", "watch-redis", "reconcile"} <= {job.id for job in jobs}
         assert all(job.next_run_time is not None for job in jobs), jobs
-        wait_for(lambda: daemon._scheduler_tick_at > ticked_at, what="the first tick")
+        wait_for(lambda: daemon.healthz()[0], what="the first tick")
     finally:
         daemon.request_stop()
         runner.join(timeout=10)

@@ -76,6 +76,7 @@ class Daemon:
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.instance = new_instance_id()
@@ -118,7 +119,8 @@ class Daemon:
         self._jobs_in_flight = 0
         self._jobs_done = threading.Condition()
         self._refreshing = False
-        self._scheduler_tick_at = time.monotonic()
+        self._monotonic = monotonic  # the scheduler's liveness is judged on it
+        self._scheduler_tick_at = monotonic()
         self._next_down_log_at = 0.0
         self._started_at = clock()
 
@@ -269,12 +271,12 @@ class Daemon:
         return run
 
     def _tick(self) -> None:
-        self._scheduler_tick_at = time.monotonic()
+        self._scheduler_tick_at = self._monotonic()
 
     def scheduler_alive(self) -> bool:
         return (
             self.scheduler.running
-            and time.monotonic() - self._scheduler_tick_at < SCHEDULER_STALE_S
+            and self._monotonic() - self._scheduler_tick_at < SCHEDULER_STALE_S
         )
 
     def _watch_redis(self) -> None:
