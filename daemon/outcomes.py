@@ -50,3 +50,17 @@ class LoginState(StrEnum):
     FAILING = "failing"  # the last attempt failed; retrying
     PARKED = "parked"  # waiting out a captcha
     PENDING = "pending"  # no token yet, nothing failed
+
+
+class TokenState(StrEnum):
+    """What a token key holds, as a reader sees it (`check`, `tokens list`, `/readyz`, `health`)."""
+
+    VALID = "valid"
+    EXPIRING = "expiring"  # valid, but within 15 minutes of its expiry
+    MISSING = "missing"
+    INVALID = "invalid"  # not a token, expired, or of no known expiry
+    UNKNOWN = "unknown"  # Redis did not answer
+
+    @property
+    def usable(self) -> bool:
+        return self in (TokenState.VALID, TokenState.EXPIRING)

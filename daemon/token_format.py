@@ -1,16 +1,42 @@
-"""What a token and its expiry look like on the wire: decoding a JWT's claims and reading
-Tradovate's `expirationTime`. Pure functions, used by the Tradovate client and the token store."""
+"""What a token and its expiry look like on the wire. Pure functions, used by the Tradovate
+client and the token store.
+
+Tradovate promises only that `accessToken` is a string: it may be a JWT or opaque. So a token's
+life comes from `expirationTime`; a JWT's `exp`, when there is one, is a cross-check and the
+earlier of the two wins. A token is refused only when it could not be one: empty, with
+whitespace or control characters, or absurdly long.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
 
+MAX_TOKEN_CHARS = 8_192
+# Timestamps outside these are not expiries but garbage (or an attack on the parser).
+EARLIEST_TIMESTAMP_S = 946_684_800.0  # 2000-01-01
+LATEST_TIMESTAMP_S = 7_258_118_400.0  # 2200-01-01
+EPOCH_MILLISECONDS_ABOVE = 1e11  # larger epoch numbers are milliseconds
+
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
+_UNFIT = re.compile(r"[\s\x00-\x1f\x7f]")
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def token_problem(token: object) -> str | None:
+    """Why `token` cannot be a token (never quoting it), or None when it may be one."""
+    if not isinstance(token, str) or not token:
+        return "empty"
+    if len(token) > MAX_TOKEN_CHARS:
+        return f"longer than {MAX_TOKEN_CHARS} characters"
+    if _UNFIT.search(token):
+        return "contains whitespace or control characters"
+    return None
 
 
 def jwt_claims(token: str) -> dict[str, Any] | None:
@@ -20,30 +46,59 @@ def jwt_claims(token: str) -> dict[str, Any] | None:
         return None
     try:
         payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         return None
     return payload if isinstance(payload, dict) else None
 
 
-def token_expiry(token: object) -> float | None:
-    """The `exp` of a well-formed JWT, or None for anything else."""
-    if not isinstance(token, str) or not token:
+def bounded_timestamp(value: object) -> float | None:
+    """A number of epoch seconds within sane bounds, else None (NaN, infinities, huge)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return None
+    if not math.isfinite(seconds) or not EARLIEST_TIMESTAMP_S <= seconds <= LATEST_TIMESTAMP_S:
+        return None
+    return seconds
+
+
+def jwt_expiry(token: object) -> float | None:
+    """The `exp` of a well-formed JWT, or None for anything else (an opaque token included)."""
+    if not isinstance(token, str) or token_problem(token) is not None:
         return None
     claims = jwt_claims(token)
-    exp = claims.get("exp") if claims else None
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
-        return None
-    return float(exp)
+    return bounded_timestamp(claims.get("exp")) if claims else None
 
 
 def parse_expiration_time(value: object) -> float | None:
-    """expirationTime: ISO 8601 ("2026-11-25T20:00:00.000Z") or epoch milliseconds."""
+    """Tradovate's `expirationTime`: ISO 8601 with or without a fraction and an offset (naive
+    means UTC), or epoch seconds or milliseconds. None when absent or out of bounds."""
     if isinstance(value, str):
+        text = _LONG_FRACTION.sub(r"\1", value.strip())  # .NET writes 7 fraction digits
         try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
+            parsed = datetime.fromisoformat(text)
+            seconds = (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
             return None
-        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value / 1000 if value > 1e11 else float(value)
-    return None
+        return bounded_timestamp(seconds)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value > EPOCH_MILLISECONDS_ABOVE:
+        try:
+            value = value / 1000
+        except OverflowError:
+            return None
+    return bounded_timestamp(value)
+
+
+def token_expiry(token: object, expiration_time: object = None) -> float | None:
+    """When a token dies: the earlier of `expirationTime` and a JWT `exp`, whichever are
+    present; None when neither says."""
+    found = [
+        t for t in (parse_expiration_time(expiration_time), jwt_expiry(token)) if t is not None
+    ]
+    return min(found) if found else None

@@ -15,7 +15,9 @@ import respx
 
 from daemon import cache, price
 from daemon.config import Settings, load_settings
+from daemon.logs import fingerprint
 from daemon.outcomes import Outcome
+from daemon.refresh.refresher import iso
 from daemon.sim.environment import daemon_environment, wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser, Hang, Reset
@@ -173,7 +175,14 @@ def seed(server: RedisServer, fake: FakeTradovate | None = None) -> dict[str, st
         TokenSet("APEX_1", token, now + 5_400, 5_400, make_jwt(now + 5_400), ("PA1", "PA2")),
         now=now,
         max_ttl_s=18_000,
-        status=LoginStatus("APEX_1", accounts=("PA1", "PA2"), source=Outcome.LOGIN),
+        status=LoginStatus(
+            "APEX_1",
+            fingerprint=fingerprint(token),
+            expires_at=iso(now + 5_400),
+            issued_at=iso(now),
+            accounts=("PA1", "PA2"),
+            source=Outcome.LOGIN,
+        ),
     )
     cache.set("accounts", "PA1", value={"n": 1}, client=client)
     price.store("MNQZ5", {"Last": 21000.25, "Bid": 21000.0, "Ask": 21000.5}, client=client)

@@ -12,7 +12,7 @@ from pathlib import Path
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import FakeTradovate
-from daemon.store.tokens import token_expiry
+from daemon.token_format import jwt_expiry
 from tests.helpers import DaemonProcess, daemon_env, secrets_of
 
 
@@ -32,7 +32,7 @@ def valid_token_keys(server: RedisServer) -> dict[str, str]:
     return {
         key: str(value)
         for key, value in zip(keys, values, strict=True)
-        if (token_expiry(value) or 0) > now
+        if (jwt_expiry(value) or 0) > now
     }
 
 
@@ -61,9 +61,9 @@ def test_reference_desk_end_to_end(
     client = redis_server.client()
     now = time.time()
     for key, token in keys.items():
-        assert client.ttl(key) <= (token_expiry(token) or 0) - now + 1, key
+        assert client.ttl(key) <= (jwt_expiry(token) or 0) - now + 1, key
         md_key = key.replace("token:", "mdtoken:", 1)
-        assert client.ttl(md_key) <= (token_expiry(client.get(md_key)) or 0) - now + 1
+        assert client.ttl(md_key) <= (jwt_expiry(client.get(md_key)) or 0) - now + 1
         assert served_tradovate.is_live(token)
     assert dict(served_tradovate.seen.sessions_opened) == {
         "APEX_266668": 1,
@@ -94,6 +94,46 @@ def test_reference_desk_end_to_end(
     text = "\n".join(daemon.lines)
     for secret in [*secrets_of(env), *keys.values()]:
         assert secret not in text
+
+
+def test_opaque_tokens_end_to_end_and_a_restart_opens_no_session(
+    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    """Tokens that are not JWTs: every key written with a TTL inside the real expiry (from
+    expirationTime), `check` calls them valid, and a restart adopts them: 0 new sessions."""
+    with FakeTradovate(opaque_tokens=True) as fake:
+        env = daemon_env(fake, redis_server.url)
+        names = [n for u in fake.users.values() for n in (u.name, *u.accounts)]
+        client = redis_server.client()
+
+        def live_keys() -> dict[str, str]:
+            values = client.mget([f"token:{n}" for n in names])
+            pairs = zip(names, values, strict=True)
+            return {n: str(v) for n, v in pairs if v and fake.is_live(str(v))}
+
+        first = start(processes, env, tmp_path)
+        keys = wait_for(lambda: len(live_keys()) == 17 and live_keys(), what="17 opaque tokens")
+        now = time.time()
+        for name, token in keys.items():
+            assert jwt_expiry(token) is None  # really opaque
+            assert 0 < client.ttl(f"token:{name}") <= (fake.expiry_of(token) or 0) - now + 1
+            assert client.ttl(f"mdtoken:{name}") > 0
+        first.signal(signal.SIGTERM)
+        assert first.wait() == 0
+
+        second = start(processes, env, tmp_path)
+        wait_for(
+            lambda: sum(e["event"] == "token.adopted" for e in second.events()) == 4,
+            what="every login adopted",
+        )
+        wait_for(lambda: second.event("token.refreshed"), what="the adopted tokens confirmed")
+        assert set(fake.seen.sessions_opened.values()) == {1}
+        assert len(live_keys()) == 17
+        check = DaemonProcess(env, "check", "--json", cwd=str(tmp_path))
+        processes.append(check)
+        assert check.wait() == 0
+        report = json.loads("\n".join(check.stdout))
+        assert {row["state"] for row in report["tokens"]} == {"valid"}
 
 
 def test_sigint_also_stops_cleanly(

@@ -16,7 +16,9 @@ from hypothesis import strategies as st
 from daemon.metrics import Metrics
 from daemon.refresh.refresher import Refresher
 from daemon.sim.tradovate import FakeTradovate
+from daemon.store.status import LoginStatus
 from daemon.store.tokens import token_state
+from daemon.token_format import token_problem
 from daemon.tradovate import TradovateClient
 from tests.helpers import make_jwt, settings_for, user
 
@@ -84,7 +86,12 @@ def test_refresh_never_raises_and_never_stores_a_bad_token(
             attempt = refresher.refresh("APEX_1", force=True)
             assert attempt.delay_s > 0
     now = time.time()
-    for key in store.keys("*token:*"):
+    status = LoginStatus.parse(store.get("orca:status:APEX_1"))
+    for key in store.keys("token:*"):
         value: Any = store.get(key)
-        assert token_state(value, now) == "valid", (key, value)
+        assert status is not None
+        assert token_state(value, status.expiry_of(value), now).usable, (key, value)
+        assert store.ttl(key) > 0
+    for key in store.keys("mdtoken:*"):
+        assert token_problem(store.get(key)) is None
         assert store.ttl(key) > 0

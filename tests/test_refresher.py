@@ -22,6 +22,7 @@ from daemon.sim.tradovate import (
     FakeTradovate,
 )
 from daemon.store.tokens import token_state
+from daemon.token_format import jwt_expiry
 from daemon.tradovate import TradovateClient
 from tests.helpers import FakeClock, make_jwt, settings_for, tradovate_routes, user
 
@@ -255,24 +256,37 @@ def test_logins_are_paced_under_the_auth_limit() -> None:
         assert world.refresher.refresh("APEX_2").outcome == "login"
 
 
-def test_adopted_token_is_renewed_not_logged_in(world: World) -> None:
+def test_adopted_token_is_kept_until_due_then_renewed_never_logged_in(world: World) -> None:
     world.refresher.refresh("APEX_1")
     token = world.token("APEX_1")
+    held = world.refresher.states["APEX_1"].grant
+    assert held is not None
     restarted = build_world(world.fake, world.clock)
     restarted.redis = world.redis
     restarted.refresher.redis = world.redis
     assert restarted.refresher.adopt_from_redis() == 1
     state = restarted.refresher.states["APEX_1"]
     assert state.accounts == ("APEX_1-ACC1", "APEX_1-ACC2")
+    assert state.grant is not None
+    assert abs(state.grant.expires_at - held.expires_at) < 1  # the recorded expiry
+    renewals = world.fake.seen.renewals["APEX_1"]
+    first = restarted.refresher.refresh("APEX_1")
+    assert first.outcome == "kept"  # the account list confirmed it; no renewal spent
+    assert world.fake.seen.renewals["APEX_1"] == renewals
+    world.clock.advance(first.delay_s)
     assert restarted.refresher.refresh("APEX_1").outcome == "renew"
     assert world.token("APEX_1") != token
     assert world.fake.seen.sessions_opened["APEX_1"] == 1
 
 
-def test_expired_or_garbage_tokens_in_redis_are_not_adopted(world: World) -> None:
-    world.redis.set("token:APEX_1", make_jwt(world.clock.now - 1))
-    world.redis.set("token:APEX_2", "not-a-token")
-    assert world.refresher.adopt_from_redis() == 0
+def test_expired_unrecorded_or_garbage_tokens_in_redis_are_not_adopted(world: World) -> None:
+    world.refresher.refresh("APEX_1")
+    restarted = build_world(world.fake, world.clock)
+    restarted.refresher.redis = world.redis
+    world.clock.advance(world.fake.token_lifetime_s)  # the recorded expiry has passed
+    assert restarted.refresher.adopt_from_redis() == 0
+    world.redis.set("token:APEX_2", make_jwt(world.clock.now + 3_600))  # no status records it
+    assert restarted.refresher.adopt_from_redis() == 0
 
 
 def test_redis_failure_keeps_the_token_and_retries_the_write(world: World) -> None:
@@ -286,7 +300,8 @@ def test_redis_failure_keeps_the_token_and_retries_the_write(world: World) -> No
     requests = len(world.fake.seen.requests)
     assert world.refresher.refresh("APEX_1").outcome == "kept"
     assert len(world.fake.seen.requests) == requests  # the held token, no new Tradovate call
-    assert token_state(world.token("APEX_1"), world.clock.now) == "valid"
+    token = world.token("APEX_1")
+    assert token_state(token, jwt_expiry(token), world.clock.now) == "valid"
 
 
 @pytest.mark.parametrize("kind", RECOVERABLE_FAULTS)

@@ -12,10 +12,10 @@ from daemon.store.tokens import (
     TokenSet,
     fingerprint,
     key_ttl_s,
-    token_expiry,
     token_state,
     write_login_tokens,
 )
+from daemon.token_format import jwt_expiry
 from tests.helpers import make_jwt
 
 NOW = 1_900_000_000.0
@@ -35,22 +35,34 @@ NOW = 1_900_000_000.0
         42,
     ],
 )
-def test_malformed_tokens_have_no_expiry(token: object) -> None:
-    assert token_expiry(token) is None
-    assert token_state(token, NOW) in ("missing", "invalid")
+def test_malformed_jwts_have_no_jwt_expiry(token: object) -> None:
+    assert jwt_expiry(token) is None
+    assert token_state(token, None, NOW) in ("missing", "invalid")
 
 
 def test_exp_must_be_a_number() -> None:
     assert (
-        token_expiry(make_jwt(NOW).replace(make_jwt(NOW).split(".")[1], "eyJleHAiOnRydWV9")) is None
+        jwt_expiry(make_jwt(NOW).replace(make_jwt(NOW).split(".")[1], "eyJleHAiOnRydWV9")) is None
     )
-    assert token_expiry(make_jwt(NOW + 60)) == NOW + 60
+    assert jwt_expiry(make_jwt(NOW + 60)) == NOW + 60
 
 
-def test_token_state() -> None:
-    assert token_state(None, NOW) == "missing"
-    assert token_state(make_jwt(NOW - 1), NOW) == "invalid"
-    assert token_state(make_jwt(NOW + 1), NOW) == "valid"
+def test_token_state_from_the_recorded_expiry() -> None:
+    opaque = "Xk3q-opaque_token.value~1"
+    assert token_state(None, None, NOW) == "missing"
+    assert token_state(opaque, NOW + 3_600, NOW) == "valid"
+    assert token_state(opaque, NOW + 60, NOW) == "expiring"
+    assert token_state(opaque, NOW - 1, NOW) == "invalid"
+    assert token_state(opaque, None, NOW) == "invalid"  # nothing says when it dies
+    # The record wins over what a JWT claims; without a record the JWT's exp is the fallback.
+    assert token_state(make_jwt(NOW + 3_600), NOW - 1, NOW) == "invalid"
+    assert token_state(make_jwt(NOW - 1), None, NOW) == "invalid"
+    assert token_state(make_jwt(NOW + 3_600), None, NOW) == "valid"
+
+
+@pytest.mark.parametrize("value", ["", " tok", "to\nk", "tok\x00", "x" * 8_193])
+def test_values_that_cannot_be_tokens_are_invalid_whatever_is_recorded(value: str) -> None:
+    assert token_state(value, NOW + 3_600, NOW) == "invalid"
 
 
 def test_fingerprint_is_8_hex_digits_of_sha256() -> None:
@@ -111,11 +123,11 @@ def test_md_token_that_expires_sooner_gets_its_own_ttl() -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"access_token": ""}, "not a well-formed token"),
-        ({"access_token": "abc.def.ghi"}, "not a well-formed token"),
-        ({"access_token": make_jwt(1_000)}, "has expired"),
+        ({"access_token": ""}, "not a token: empty"),
+        ({"access_token": "abc def"}, "not a token: contains whitespace"),
+        ({"access_token": "x" * 8_193}, "not a token: longer than 8192"),
         ({"expires_at": 1_000.0}, "has expired"),
-        ({"md_access_token": "garbage"}, "not a well-formed token"),
+        ({"md_access_token": "bad\nmd"}, "not a token: contains"),
     ],
 )
 def test_never_writes_a_bad_token(changes: dict[str, Any], message: str) -> None:

@@ -140,11 +140,29 @@ def test_captcha_cannot_be_answered(client: TradovateClient) -> None:
         (httpx.Response(200, html="<html>maintenance</html>"), InvalidResponse, "text/html"),
         (httpx.Response(200, content=b"{nope"), InvalidResponse, "not JSON"),
         (httpx.Response(200, json=[1, 2]), InvalidResponse, "not a JSON object"),
-        (httpx.Response(200, json={"userStatus": "Active"}), InvalidResponse, "no well-formed"),
-        (httpx.Response(200, json={"accessToken": ""}), InvalidResponse, "no well-formed"),
-        (httpx.Response(200, json={"accessToken": "a.b"}), InvalidResponse, "no well-formed"),
+        (httpx.Response(200, json={"userStatus": "Active"}), InvalidResponse, "empty"),
+        (httpx.Response(200, json={"accessToken": ""}), InvalidResponse, "empty"),
+        (httpx.Response(200, json={"accessToken": "a b"}), InvalidResponse, "whitespace"),
+        (httpx.Response(200, json={"accessToken": "x" * 8_193}), InvalidResponse, "longer"),
         (
-            httpx.Response(200, json={"accessToken": make_jwt(1_000)}),
+            httpx.Response(200, json={"accessToken": "opaque"}),
+            InvalidResponse,
+            "no usable expirationTime",
+        ),
+        (
+            httpx.Response(200, json={"accessToken": "opaque", "expirationTime": "year 10000"}),
+            InvalidResponse,
+            "no usable expirationTime",
+        ),
+        (
+            httpx.Response(200, json={"accessToken": make_jwt(1_000_000_000)}),
+            InvalidResponse,
+            "already expired",
+        ),
+        (
+            httpx.Response(
+                200, json={"accessToken": "opaque", "expirationTime": "2001-01-01T00:00:00Z"}
+            ),
             InvalidResponse,
             "already expired",
         ),

@@ -146,17 +146,17 @@ def cmd_accounts(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     tradovate = TradovateClient(settings.tradovate)
     now = time.time()
     rows: list[dict[str, Any]] = []
-    for login in _known_logins(settings, client):
-        token = tokens.get_token(login, client=client)
-        state = tokens.token_state(token, now)
+    for login, (token, state) in tokens.login_tokens(
+        client, _known_logins(settings, client), now
+    ).items():
         row: dict[str, Any] = {
             "login": login,
             "token": state,
             "fingerprint": tokens.fingerprint(token) if token else None,
             "accounts": [],
-            "error": None if state == "valid" else f"{state} token in Redis",
+            "error": None if state.usable else f"{state} token in Redis",
         }
-        if token is not None and state == "valid":
+        if token is not None and state.usable:
             try:
                 row["accounts"] = [
                     {"id": a.id, "name": a.name, "active": a.active}
@@ -227,8 +227,8 @@ def cmd_health(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     else:
         now = time.time()
         names = [login.name for login in settings.logins]
-        states = {n: tokens.token_state(tokens.get_token(n, client=client), now) for n in names}
-        ready = bool(names) and all(state == "valid" for state in states.values())
+        states = {n: state for n, (_, state) in tokens.login_tokens(client, names, now).items()}
+        ready = bool(names) and all(state.usable for state in states.values())
         body = {"ready": ready, "logins": states}
     if args.json:
         _print_json(body)

@@ -31,10 +31,9 @@ from daemon.store.tokens import (
     TokenSet,
     fingerprint,
     key_names,
-    token_expiry,
     write_login_tokens,
 )
-from daemon.token_format import jwt_claims
+from daemon.token_format import token_problem
 from daemon.tradovate import (
     AuthPacer,
     CaptchaRequired,
@@ -101,23 +100,26 @@ class Refresher:
         values = pipe.execute()
         adopted = 0
         for index, name in enumerate(names):
-            token, md_token, status = values[3 * index : 3 * index + 3]
-            expiry = token_expiry(token)
+            token, md_token, raw_status = values[3 * index : 3 * index + 3]
             state = self.states[name]
-            if state.grant is not None or expiry is None or expiry <= now:
+            recorded = LoginStatus.parse(raw_status)
+            # Only the expiry recorded with this very token counts: nothing is decoded.
+            expiry = recorded.expiry_of(token) if recorded and isinstance(token, str) else None
+            if state.grant is not None or recorded is None or expiry is None or expiry <= now:
                 continue
-            claims = jwt_claims(token) or {}
-            issued_at = claims.get("iat")
+            issued_at = recorded.issued_at_s()
             state.grant = TokenGrant(
                 access_token=token,
                 expires_at=expiry,
-                issued_at=float(issued_at) if isinstance(issued_at, int | float) else now,
+                issued_at=issued_at if issued_at is not None else now,
                 source=Outcome.ADOPTED,
-                md_access_token=md_token if token_expiry(md_token) else None,
+                md_access_token=md_token if token_problem(md_token) is None else None,
             )
-            state.renew_at = now  # renew at once: it confirms the token and learns its expiry
-            recorded = LoginStatus.parse(status)
-            state.accounts = recorded.accounts if recorded else ()
+            # Renewed when due, as if this instance had issued it (a restart or a takeover must
+            # not spend renewals in a burst); with no record of its issue, renewed at once. The
+            # first attempt lists the accounts, which confirms the token is still alive.
+            state.renew_at = self.policy.renew_at(state.grant) if issued_at is not None else now
+            state.accounts = recorded.accounts
             adopted += 1
             log.info(
                 "token.adopted",
@@ -378,6 +380,7 @@ class Refresher:
             state=state.state(now),
             fingerprint=fingerprint(grant.access_token) if grant else None,
             expires_at=iso(grant.expires_at) if grant else None,
+            issued_at=iso(grant.issued_at) if grant else None,
             source=grant.source if grant else None,
             accounts=state.accounts,
             failures=state.failures,

@@ -38,19 +38,19 @@ from daemon.constants import (
     REFRESH_REQUESTS_KEY,
     REFRESH_RESULT_KEY_PREFIX,
     SHUTDOWN_TIMEOUT_S,
-    TOKEN_KEY_PREFIX,
 )
 from daemon.metrics import Metrics
+from daemon.outcomes import LoginState, TokenState
 from daemon.refresh.policy import Attempt
 from daemon.refresh.refresher import Refresher, iso
 from daemon.service.health import HealthServer
 from daemon.service.systemd import Notifier
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
-from daemon.store.client import disconnect, get_many, get_redis_client
+from daemon.store.client import disconnect, get_redis_client
 from daemon.store.health import RedisHealth
 from daemon.store.lease import Lease
-from daemon.store.tokens import fingerprint, token_expiry, token_state
+from daemon.store.tokens import fingerprint, login_tokens
 from daemon.tradovate import TradovateClient
 
 log = structlog.get_logger("daemon.service")
@@ -423,29 +423,32 @@ class Daemon:
         }
 
     def readyz(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when Redis answers and every login has a valid token in Redis."""
+        """Ready when Redis answers and every login has a valid token in Redis (judged by the
+        expiry recorded with it), or is deliberately parked."""
         now = self.clock()
         names = list(self.refresher.states)
-        tokens: list[Any] = [None] * len(names)
+        found: dict[str, tuple[str | None, TokenState]] = {}
         redis_up = self.redis_health.up
         if redis_up:
             try:
-                tokens = get_many(self.redis, [f"{TOKEN_KEY_PREFIX}{name}" for name in names])
+                found = login_tokens(self.redis, names, now)
             except redis.RedisError as error:
                 self.redis_health.failed(error)
                 redis_up = False
         logins = {}
-        for name, token in zip(names, tokens, strict=True):
-            state = self.refresher.states[name]
+        ready = bool(redis_up)
+        for name in names:
+            token, token_word = found.get(name, (None, TokenState.UNKNOWN))
+            progress = self.refresher.states[name]
+            state = progress.state(now)
+            ready = ready and (token_word.usable or state is LoginState.PARKED)
             logins[name] = {
-                "token": token_state(token, now) if redis_up else "unknown",
-                "fingerprint": fingerprint(token) if isinstance(token, str) else None,
-                "expires_at": iso(token_expiry(token)),
-                "state": state.state(now),
-                "last_error": state.last_error,
-                "next_attempt_at": iso(state.next_attempt_at),
+                "token": token_word,
+                "fingerprint": fingerprint(token) if token else None,
+                "state": state,
+                "last_error": progress.last_error,
+                "next_attempt_at": iso(progress.next_attempt_at),
             }
-        ready = bool(redis_up) and all(entry["token"] == VALID for entry in logins.values())
         return ready, {
             "ready": ready,
             "redis": self.redis_health.describe(),

@@ -103,6 +103,7 @@ class FakeTradovate:
         max_sessions: int = 2,
         latency_s: float = 0.0,
         auth_limit_per_minute: int | None = None,
+        opaque_tokens: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.users = {u.name: u for u in (users if users is not None else reference_desk())}
@@ -113,8 +114,10 @@ class FakeTradovate:
         self.max_sessions = max_sessions
         self.latency_s = latency_s
         self.auth_limit_per_minute = auth_limit_per_minute
+        self.opaque_tokens = opaque_tokens  # random strings, not JWTs: Tradovate promises no format
         self.clock = clock
         self.seen = Observations()
+        self._opaque: dict[str, dict[str, Any]] = {}
         self._key = secrets.token_bytes(32)
         self._sessions: dict[int, _Session] = {}
         self._session_ids = itertools.count(1)
@@ -185,6 +188,20 @@ class FakeTradovate:
         with self._lock:
             return sum(1 for s in self._sessions.values() if s.user == user and s.open)
 
+    def close_sessions(self, user: str) -> int:
+        """End every open session of `user`, as a third login elsewhere or a password change
+        does: its tokens are refused from now on. Returns how many were closed."""
+        with self._lock:
+            closing = [s for s in self._sessions.values() if s.user == user and s.open]
+            for session in closing:
+                session.open = False
+            return len(closing)
+
+    def expiry_of(self, token: str) -> float | None:
+        """When a token this simulator issued dies (None for anything else)."""
+        claims = self._verify(token)
+        return float(claims["exp"]) if claims is not None else None
+
     def is_live(self, token: str) -> bool:
         """Would Tradovate accept this token now: genuine, unexpired, its session still open."""
         claims = self._verify(token)
@@ -203,6 +220,10 @@ class FakeTradovate:
             "iat": int(now),
             "exp": int(expires_at),
         }
+        if self.opaque_tokens:
+            token = secrets.token_urlsafe(48)
+            self._opaque[token] = claims
+            return token, float(int(expires_at))
         header = _b64({"alg": "HS256", "typ": "JWT"})
         payload = _b64(claims)
         signature = hmac.new(self._key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
@@ -210,6 +231,9 @@ class FakeTradovate:
         return token, float(int(expires_at))
 
     def _verify(self, token: str) -> dict[str, Any] | None:
+        if self.opaque_tokens:
+            found = self._opaque.get(token)
+            return found if found is not None and found["exp"] > self.clock() else None
         try:
             header, payload, signature = token.split(".")
             expected = hmac.new(self._key, f"{header}.{payload}".encode(), hashlib.sha256).digest()

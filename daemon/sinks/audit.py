@@ -18,11 +18,10 @@ from typing import Any
 import redis
 import structlog
 
-from daemon.constants import AUDIT_QUEUE_SIZE, STATUS_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.constants import AUDIT_QUEUE_SIZE, TOKEN_KEY_PREFIX
 from daemon.store.client import get_many, scan_batches
-from daemon.store.status import LoginStatus
-from daemon.store.tokens import fingerprint, key_names, token_expiry
-from daemon.token_format import jwt_claims
+from daemon.store.status import scan_statuses, statuses_by_name
+from daemon.store.tokens import fingerprint
 
 log = structlog.get_logger("daemon.sinks.audit")
 
@@ -110,29 +109,23 @@ def write(connection: Any, records: Iterable[TokenRecord]) -> int:
 
 
 def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[TokenRecord]:
-    """A record for every token key in Redis, with login, source and instance from the logins'
-    orca:status: keys where they say so."""
-    owners: dict[str, LoginStatus] = {}
-    for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
-        for raw in get_many(client, chunk):
-            status = LoginStatus.parse(raw)
-            if status is not None:
-                owners.update(dict.fromkeys(key_names(status.login, status.accounts), status))
+    """A record for every token key in Redis that its login's orca:status: describes (login,
+    issue, expiry, source and instance as recorded when it was written)."""
+    owners = statuses_by_name(scan_statuses(client))
     for chunk in scan_batches(client, TOKEN_KEY_PREFIX + "*"):
         for key, token in zip(chunk, get_many(client, chunk), strict=True):
-            if not isinstance(token, str) or token_expiry(token) is None:
-                continue
             name = key[len(TOKEN_KEY_PREFIX) :]
             owner = owners.get(name)
-            issued = (jwt_claims(token) or {}).get("iat")
+            if not isinstance(token, str) or owner is None or owner.expiry_of(token) is None:
+                continue  # not a token the daemon wrote: nothing says what it is
             yield TokenRecord(
                 name=name,
-                login=owner.login if owner else name,
+                login=owner.login,
                 fingerprint=fingerprint(token),
-                issued_at=_at(float(issued)) if isinstance(issued, int | float) else None,
-                expires_at=_at(token_expiry(token)),
-                source=owner.source if owner else None,
-                instance=owner.instance if owner else None,
+                issued_at=_at(owner.issued_at_s()),
+                expires_at=_at(owner.expiry_of(token)),
+                source=owner.source,
+                instance=owner.instance,
                 token=token if include_token else None,
             )
 

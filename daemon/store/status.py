@@ -5,14 +5,19 @@ one writer."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
 import redis
 
 from daemon.constants import STATUS_KEY_PREFIX
+from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
+from daemon.store.client import get_many, scan_batches
+from daemon.token_format import bounded_timestamp
 
 
 def status_key(login: str) -> str:
@@ -27,6 +32,7 @@ class LoginStatus:
     state: LoginState = LoginState.PENDING
     fingerprint: str | None = None  # of the token held, never the token
     expires_at: str | None = None
+    issued_at: str | None = None
     source: Outcome | None = None  # login | renew | adopted
     accounts: tuple[str, ...] = ()
     failures: int = 0
@@ -57,6 +63,7 @@ class LoginStatus:
             state=_enum(LoginState, value.get("state")) or LoginState.PENDING,
             fingerprint=_text(value.get("fingerprint")),
             expires_at=_text(value.get("expires_at")),
+            issued_at=_text(value.get("issued_at")),
             source=_enum(Outcome, value.get("source")),
             accounts=_names(value.get("accounts")),
             failures=value["failures"] if _count(value.get("failures")) else 0,
@@ -67,6 +74,15 @@ class LoginStatus:
             updated_at=_text(value.get("updated_at")),
             instance=_text(value.get("instance")),
         )
+
+    def expiry_of(self, token: str) -> float | None:
+        """The expiry recorded for `token`, when this status describes that very token."""
+        if self.fingerprint is None or self.fingerprint != fingerprint(token):
+            return None
+        return _timestamp(self.expires_at)
+
+    def issued_at_s(self) -> float | None:
+        return _timestamp(self.issued_at)
 
 
 def write_status(
@@ -82,6 +98,35 @@ def read_statuses(client: redis.Redis, logins: list[str]) -> list[LoginStatus | 
     for login in logins:
         pipe.get(status_key(login))
     return [LoginStatus.parse(raw) for raw in pipe.execute()] if logins else []
+
+
+def scan_statuses(client: redis.Redis) -> Iterator[LoginStatus]:
+    """Every login's status in Redis (SCAN, pipelined batches)."""
+    for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
+        for raw in get_many(client, chunk):
+            status = LoginStatus.parse(raw)
+            if status is not None:
+                yield status
+
+
+def statuses_by_name(statuses: Iterable[LoginStatus | None]) -> dict[str, LoginStatus]:
+    """Each token name (a login's and its accounts') -> the status of the login writing it."""
+    found: dict[str, LoginStatus] = {}
+    for status in statuses:
+        if status is not None:
+            names = (status.login, *status.accounts)
+            found.update({name: status for name in names if name not in found})
+    return found
+
+
+def _timestamp(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return bounded_timestamp((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
 
 
 def _text(value: object) -> str | None:

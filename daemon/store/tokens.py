@@ -7,6 +7,7 @@ A token key never holds an empty, malformed or expired token: every write goes t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,11 +21,19 @@ from daemon.constants import (
     TOKEN_TTL_MARGIN_S,
 )
 from daemon.logs import fingerprint
+from daemon.outcomes import TokenState
 from daemon.store.client import get_redis_client, pipeline, scan_batches
-from daemon.store.status import LoginStatus, write_status
-from daemon.token_format import jwt_claims, token_expiry
+from daemon.store.status import (
+    LoginStatus,
+    scan_statuses,
+    status_key,
+    statuses_by_name,
+    write_status,
+)
+from daemon.token_format import jwt_expiry, token_problem
 
 __all__ = [
+    "EXPIRING_SOON_S",
     "InvalidTokenError",
     "StoredToken",
     "TokenSet",
@@ -33,11 +42,10 @@ __all__ = [
     "get_md_token",
     "get_token",
     "iter_tokens",
-    "jwt_claims",
     "key_names",
     "key_ttl_s",
+    "login_tokens",
     "token_exists",
-    "token_expiry",
     "token_state",
     "token_ttl",
     "write_login_tokens",
@@ -48,16 +56,29 @@ class InvalidTokenError(ValueError):
     """A token that must not be written. The message names the fault, never the token."""
 
 
-def is_valid_token(token: object, now: float) -> bool:
-    expiry = token_expiry(token)
-    return expiry is not None and expiry > now
+EXPIRING_SOON_S = 15 * 60
 
 
-def token_state(token: object, now: float) -> str:
-    """How a token key's value looks to a reader: missing, invalid (malformed or expired), valid."""
+def token_state(
+    token: object,
+    recorded_expiry: float | None,
+    now: float,
+    *,
+    expiring_within_s: float = EXPIRING_SOON_S,
+) -> TokenState:
+    """What a token key's value is worth to a reader: the one definition of valid, shared by
+    `check`, `tokens list`, `health` and `/readyz`. Validity comes from the expiry the daemon
+    recorded when it wrote this very token (see `LoginStatus.expiry_of`); only a token no
+    record describes falls back to a JWT's `exp`. An opaque token without a record is invalid:
+    nothing says when it dies."""
     if token is None:
-        return "missing"
-    return "valid" if is_valid_token(token, now) else "invalid"
+        return TokenState.MISSING
+    if token_problem(token) is not None:
+        return TokenState.INVALID
+    expiry = recorded_expiry if recorded_expiry is not None else jwt_expiry(token)
+    if expiry is None or expiry <= now:
+        return TokenState.INVALID
+    return TokenState.EXPIRING if expiry - now < expiring_within_s else TokenState.VALID
 
 
 def key_ttl_s(expires_at: float, lifetime_s: float, now: float, max_ttl_s: int) -> int:
@@ -109,7 +130,7 @@ def write_login_tokens(
     ttl = _checked_ttl(tokens.access_token, tokens.expires_at, tokens.lifetime_s, now, max_ttl_s)
     md_ttl = 0
     if tokens.md_access_token is not None:
-        md_expiry = min(tokens.expires_at, token_expiry(tokens.md_access_token) or 0.0)
+        md_expiry = min(tokens.expires_at, jwt_expiry(tokens.md_access_token) or math.inf)
         md_ttl = _checked_ttl(tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s)
     pipe = pipeline(client, transaction=True)
     for name in tokens.names:
@@ -125,12 +146,12 @@ def write_login_tokens(
 def _checked_ttl(
     token: str, expires_at: float, lifetime_s: float, now: float, max_ttl_s: int
 ) -> int:
-    expiry = token_expiry(token)
-    if expiry is None:
-        raise InvalidTokenError("not a well-formed token (three base64url parts with an exp)")
-    if min(expiry, expires_at) <= now:
+    problem = token_problem(token)
+    if problem is not None:
+        raise InvalidTokenError(f"not a token: {problem}")
+    if expires_at <= now:
         raise InvalidTokenError(f"token {fingerprint(token)} has expired")
-    ttl = key_ttl_s(min(expiry, expires_at), lifetime_s, now, max_ttl_s)
+    ttl = key_ttl_s(expires_at, lifetime_s, now, max_ttl_s)
     if ttl < 1:
         raise InvalidTokenError(f"token {fingerprint(token)} has too little life left for a key")
     return ttl
@@ -169,22 +190,43 @@ def delete_token(name: str, *, client: redis.Redis | None = None) -> bool:
     return bool(deleted)
 
 
+def login_tokens(
+    client: redis.Redis, logins: list[str], now: float
+) -> dict[str, tuple[str | None, TokenState]]:
+    """Each login's own token key and what it is worth, judged by its status, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for login in logins:
+        pipe.get(TOKEN_KEY_PREFIX + login)
+        pipe.get(status_key(login))
+    values = pipe.execute() if logins else []
+    found: dict[str, tuple[str | None, TokenState]] = {}
+    for index, login in enumerate(logins):
+        token, status = values[2 * index], LoginStatus.parse(values[2 * index + 1])
+        token = token if isinstance(token, str) else None
+        expiry = status.expiry_of(token) if status and token else None
+        found[login] = (token, token_state(token, expiry, now))
+    return found
+
+
 @dataclass(frozen=True)
 class StoredToken:
     """A token key as an operator sees it: never the token itself."""
 
     name: str
     ttl_s: int
-    state: str  # valid | invalid
+    state: TokenState
     fingerprint: str
     expires_at: float | None
+    login: str | None  # the login whose status records this token, when one does
 
 
 def iter_tokens(
     *, client: redis.Redis | None = None, match: str = "*", batch: int = 500
 ) -> Iterator[StoredToken]:
-    """Every token:{match} key, found with SCAN (never KEYS), read in pipelined batches."""
+    """Every token:{match} key, found with SCAN (never KEYS), read in pipelined batches, each
+    judged by the expiry its login's status recorded."""
     client = client or get_redis_client()
+    owners = statuses_by_name(scan_statuses(client))
     for chunk in scan_batches(client, TOKEN_KEY_PREFIX + match, batch):
         pipe = client.pipeline(transaction=False)
         for key in chunk:
@@ -195,11 +237,15 @@ def iter_tokens(
         for index, key in enumerate(chunk):
             token, ttl = values[2 * index], values[2 * index + 1]
             if not isinstance(token, str):
-                continue  # expired between SCAN and GET
+                continue  # expired between SCAN and GET, or not a string key
+            name = str(key)[len(TOKEN_KEY_PREFIX) :]
+            owner = owners.get(name)
+            expiry = owner.expiry_of(token) if owner else None
             yield StoredToken(
-                name=str(key)[len(TOKEN_KEY_PREFIX) :],
+                name=name,
                 ttl_s=int(ttl),
-                state=token_state(token, now),
+                state=token_state(token, expiry, now),
                 fingerprint=fingerprint(token),
-                expires_at=token_expiry(token),
+                expires_at=expiry if expiry is not None else jwt_expiry(token),
+                login=owner.login if owner else None,
             )

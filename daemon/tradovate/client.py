@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import structlog
 
 from daemon.config import Login, TradovateSettings
 from daemon.constants import TRADOVATE_CONNECT_TIMEOUT_S
 from daemon.logs import fingerprint, scrub
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
-from daemon.token_format import parse_expiration_time, token_expiry
+from daemon.token_format import token_expiry, token_problem
 from daemon.tradovate.errors import (
     CaptchaRequired,
     CredentialsRejected,
@@ -32,6 +33,8 @@ from daemon.tradovate.errors import (
     TokenRefused,
     TradovateUnavailable,
 )
+
+log = structlog.get_logger("daemon.tradovate")
 
 LOGIN_ENDPOINT: Final = "/auth/accesstokenrequest"
 RENEW_ENDPOINT: Final = "/auth/renewaccesstoken"
@@ -201,21 +204,26 @@ class TradovateClient:
     def _grant(self, data: dict[str, Any], endpoint: str, *, source: Outcome) -> TokenGrant:
         now = self._clock()
         access_token = data.get("accessToken")
-        expiry = token_expiry(access_token)
-        if not isinstance(access_token, str) or expiry is None:
-            raise InvalidResponse(f"{endpoint}: no well-formed accessToken in the answer")
-        expires_at = min(expiry, parse_expiration_time(data.get("expirationTime")) or expiry)
+        problem = token_problem(access_token)
+        if problem is not None or not isinstance(access_token, str):
+            raise InvalidResponse(f"{endpoint}: unusable accessToken ({problem})")
+        expires_at = token_expiry(access_token, data.get("expirationTime"))
+        if expires_at is None:
+            raise InvalidResponse(f"{endpoint}: no usable expirationTime for the token")
         if expires_at <= now:
             raise InvalidResponse(f"{endpoint}: the token has already expired")
         md_token = data.get("mdAccessToken")
+        md_problem = token_problem(md_token) if md_token is not None else None
+        if md_problem is not None:
+            log.warning("token.md_token_unusable", endpoint=endpoint, problem=md_problem)
         user_id = data.get("userId")
         return TokenGrant(
             access_token=access_token,
             expires_at=expires_at,
             issued_at=now,
             source=source,
-            md_access_token=md_token if token_expiry(md_token) is not None else None,
-            user_id=user_id if isinstance(user_id, int) else None,
+            md_access_token=md_token if isinstance(md_token, str) and not md_problem else None,
+            user_id=user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
         )
 
     def _count(self, endpoint: str, status: str) -> None:

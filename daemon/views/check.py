@@ -10,17 +10,16 @@ from typing import Any
 import redis
 
 from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.outcomes import TokenState
 from daemon.store.client import key_count, scan_batches
-from daemon.store.status import read_statuses
+from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import (
+    EXPIRING_SOON_S,
     fingerprint,
     iter_tokens,
     key_names,
-    token_expiry,
     token_state,
 )
-
-EXPIRING_SOON_S = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class TokenRow:
     name: str
     login: str
     ttl_s: int | None  # None: no key
-    state: str  # valid | expiring | missing | invalid
+    state: TokenState
     fingerprint: str | None
 
     def as_dict(self) -> dict[str, object]:
@@ -43,31 +42,25 @@ def token_rows(
     expiring_within_s: float = EXPIRING_SOON_S,
 ) -> list[TokenRow]:
     """Every configured login and each account it wrote (from its status), in two round trips."""
-    names: list[tuple[str, str]] = []
+    names: list[tuple[str, str, LoginStatus | None]] = []
     for login, status in zip(logins, read_statuses(client, list(logins)), strict=True):
         accounts = status.accounts if status else ()
-        names += [(name, login) for name in key_names(login, accounts)]
+        names += [(name, login, status) for name in key_names(login, accounts)]
     pipe = client.pipeline(transaction=False)
-    for name, _ in names:
+    for name, _, _ in names:
         pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
         pipe.ttl(f"{TOKEN_KEY_PREFIX}{name}")
     values = pipe.execute()
     rows = []
-    for index, (name, login) in enumerate(names):
+    for index, (name, login, status) in enumerate(names):
         token, ttl = values[2 * index], values[2 * index + 1]
-        rows.append(_row(name, login, token, ttl, now, expiring_within_s))
+        if not isinstance(token, str):
+            rows.append(TokenRow(name, login, None, TokenState.MISSING, None))
+            continue
+        expiry = status.expiry_of(token) if status else None
+        state = token_state(token, expiry, now, expiring_within_s=expiring_within_s)
+        rows.append(TokenRow(name, login, ttl if ttl >= 0 else None, state, fingerprint(token)))
     return rows
-
-
-def _row(
-    name: str, login: str, token: object, ttl: int, now: float, expiring_within_s: float
-) -> TokenRow:
-    if not isinstance(token, str):
-        return TokenRow(name, login, None, "missing", None)
-    state = token_state(token, now)
-    if state == "valid" and (token_expiry(token) or now) - now < expiring_within_s:
-        state = "expiring"
-    return TokenRow(name, login, ttl if ttl >= 0 else None, state, fingerprint(token))
 
 
 _MARKS = {"valid": "✅ valid", "expiring": "⚠️  expiring", "missing": "❌ missing"}
@@ -113,12 +106,12 @@ def check_report(
     rows = token_rows(client, logins, now=now)
     known = {row.name for row in rows}
     rows += [
-        TokenRow(t.name, "", t.ttl_s, t.state, t.fingerprint)
+        TokenRow(t.name, t.login or "", t.ttl_s, t.state, t.fingerprint)
         for t in sorted(iter_tokens(client=client), key=lambda t: t.name)
         if t.name not in known
     ]
     configured = set(logins)
-    ok = all(row.state in ("valid", "expiring") for row in rows if row.name in configured)
+    ok = all(row.state.usable for row in rows if row.name in configured)
     return {
         "ok": ok,
         "redis": {"connected": True, "target": target},
