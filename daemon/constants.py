@@ -22,6 +22,8 @@ REFRESH_REQUEST_TTL_S: Final = 60
 # Standby instances and Redis loss.
 REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew or seek the lease
 LEASE_TTL_S: Final = 5  # the leader renews every probe: five chances before it lapses
+LEASE_DEADLINE_MARGIN_S: Final = 1.0  # the holder stops acting this long before the TTL runs out
+LEASE_IO_TIMEOUT_S: Final = 1.0  # lease and heartbeat commands: well under the lease's TTL
 LEASE_FREE_PROBES_BEFORE_TAKEOVER: Final = 3  # a standby waits this many probes of a free lease
 RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite what is missing
 
@@ -51,9 +53,10 @@ TRADOVATE_TIMEOUT_S: Final = 10.0  # default of ORCA_TRADOVATE_TIMEOUT
 
 # Redis connection.
 REDIS_HEALTH_CHECK_INTERVAL_S: Final = 30  # well below Azure's 10-minute idle disconnect
-REDIS_SOCKET_TIMEOUT_S: Final = 10.0
-REDIS_POOL_WAIT_S: Final = 20.0  # a refresh waits this long for a free pooled connection
-REDIS_COMMAND_RETRIES: Final = 3
+REDIS_SOCKET_TIMEOUT_S: Final = 3.0  # each command (and a TLS handshake) answers within this
+REDIS_POOL_WAIT_S: Final = 5.0  # a refresh waits this long for a free pooled connection
+REDIS_COMMAND_RETRIES: Final = 2  # redis-py's one retry layer: reconnect and resend ...
+REDIS_RETRY_BUDGET_S: Final = 5.0  # ... but never start a retry this long after the first try
 REDIS_RETRY_BACKOFF_BASE_S: Final = 0.05
 REDIS_RETRY_BACKOFF_CAP_S: Final = 1.0
 

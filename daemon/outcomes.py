@@ -17,6 +17,7 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"  # waiting for an auth slot
     PENALTY = "penalty"  # waiting out a penalty ticket
     PARKED = "parked"  # waiting out a captcha park
+    NOT_LEADER = "not_leader"  # this instance may not act now (lease not certainly held, stopping)
     # Failures.
     UNAVAILABLE = "unavailable"  # timeouts, resets, 5xx
     INVALID_RESPONSE = "invalid_response"  # HTML, not JSON, no or bad token

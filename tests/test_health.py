@@ -102,6 +102,7 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     ready, body = daemon.readyz()
     assert not ready
     assert body["logins"]["APEX_2"]["token"] == "invalid"
+    assert daemon.lease.hold()  # only the lease holder refreshes
     with tradovate_routes(fake_tradovate):
         for name in ("APEX_1", "APEX_2"):
             daemon.refresher.refresh(name, force=True)

@@ -319,11 +319,14 @@ def _ask_daemon(client: redis.Redis, login: str | None) -> dict[str, str]:
 
 
 def _refresh_here(env: Mapping[str, str], login: str | None) -> dict[str, str]:
-    from daemon.service.daemon import Daemon
+    from daemon.service.daemon import Daemon, LeaderRunning
 
     print("no daemon holds the refresh lease: refreshing here")
     daemon = Daemon(_settings(env, credentials=True))
-    attempts = daemon.refresh_once(None if login is None else [login])
+    try:
+        attempts = daemon.refresh_once(None if login is None else [login])
+    except LeaderRunning as running:
+        raise CommandFailed(str(running)) from None
     return {name: attempt.outcome for name, attempt in attempts.items()}
 
 

@@ -24,6 +24,7 @@ from daemon.refresh.policy import Action, Attempt, LoginProgress, Policy, next_a
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.client import get_many
+from daemon.store.fence import LeaseLost
 from daemon.store.health import RedisHealth
 from daemon.store.status import LoginStatus, status_key, write_status
 from daemon.store.tokens import (
@@ -54,6 +55,13 @@ def iso(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
 
 
+NOT_LEADER_RETRY_S = 1.0
+
+
+class _MayNotAct(Exception):
+    """The lease ran out (or a stop began) during an attempt: no session is opened."""
+
+
 class _AuthDeferred(Exception):
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
@@ -73,7 +81,12 @@ class Refresher:
         redis_health: RedisHealth | None = None,
         alerts: Alerter | None = None,
         audit: AuditRecorder | None = None,
+        may_act: Callable[[], bool] = lambda: True,
+        fence: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """`may_act` says whether this instance may call Tradovate and write now (it holds the
+        lease, certainly, and is not stopping); `fence` is the lease's fencing value every
+        write is checked against in Redis."""
         self.settings = settings
         self.redis_health = redis_health or RedisHealth(settings.redis.target(), metrics)
         self.alerts = alerts
@@ -85,6 +98,8 @@ class Refresher:
         self.clock = clock
         self.pacer = AuthPacer(settings.auth_rate_limit, clock=clock)
         self.policy = Policy(settings.refresh_interval_s, rng)
+        self.may_act = may_act
+        self.fence = fence
         self.states = {login.name: LoginProgress(login) for login in settings.logins}
 
     def adopt_from_redis(self) -> int:
@@ -147,6 +162,8 @@ class Refresher:
         action = next_action(state, now, force=force)
         if action is Action.WAIT_PARKED:
             return Attempt(Outcome.PARKED, state.parked_until - now)
+        if not self.may_act():
+            return Attempt(Outcome.NOT_LEADER, NOT_LEADER_RETRY_S)
         try:
             source = self._ensure_token(state, action, now)
             self._ensure_accounts_and_write(state, source)
@@ -157,6 +174,9 @@ class Refresher:
             state.p_ticket = penalty.ticket
             log.warning("tradovate.penalty", login=state.name, wait_s=penalty.wait_s)
             return Attempt(Outcome.PENALTY, max(penalty.wait_s, 1.0))
+        except (LeaseLost, _MayNotAct) as error:
+            log.warning("token.not_written", login=state.name, reason=str(error))
+            return Attempt(Outcome.NOT_LEADER, NOT_LEADER_RETRY_S)
         except redis.RedisError as error:
             self.redis_health.failed(error)
             return self._failed(state, error, Outcome.REDIS)
@@ -182,6 +202,8 @@ class Refresher:
             except TokenRefused as refused:
                 log.warning("token.renew_refused", login=state.name, reason=str(refused))
                 state.grant = None
+            if not self.may_act():  # the renewal took a while: still leading?
+                raise _MayNotAct("the lease is no longer certainly held")
         if state.auth_slot_at is None:
             state.auth_slot_at = now + self.pacer.reserve()
         if state.auth_slot_at > now:
@@ -240,7 +262,7 @@ class Refresher:
             for s in self.states.values()
             if s.grant is not None and s.grant.expires_at > now and not s.lock.locked()
         ]
-        if not held:
+        if not held or not self.may_act():
             return []
         names = [key_names(state.name, state.accounts) for state in held]
         found = iter(get_many(self.redis, [TOKEN_KEY_PREFIX + n for group in names for n in group]))
@@ -256,6 +278,9 @@ class Refresher:
                 self.write(state)
             except InvalidTokenError:
                 continue  # too close to expiry for a key; the next refresh replaces it
+            except LeaseLost:
+                log.warning("token.not_written", login=state.name, reason="lease lost")
+                break
             finally:
                 state.lock.release()
             restored.append(state.name)
@@ -298,7 +323,12 @@ class Refresher:
                 next_attempt_at=iso(now + self.policy.delay_after_success(state, now)),
             )
         return write_login_tokens(
-            self.redis, tokens, now=now, max_ttl_s=self.settings.token_ttl_s, status=status
+            self.redis,
+            tokens,
+            now=now,
+            max_ttl_s=self.settings.token_ttl_s,
+            status=status,
+            fence=self.fence(),
         )
 
     def _succeeded(self, state: LoginProgress, source: Outcome) -> Attempt:
@@ -369,8 +399,13 @@ class Refresher:
             token_valid_for=token_valid_for,
         )
         # Tell operators (and `status`) a login is failing; best effort, Redis may be the fault.
-        with contextlib.suppress(redis.RedisError):
-            write_status(self.redis, self.status(state, self.clock()), self.settings.token_ttl_s)
+        with contextlib.suppress(redis.RedisError, LeaseLost):
+            write_status(
+                self.redis,
+                self.status(state, self.clock()),
+                self.settings.token_ttl_s,
+                fence=self.fence(),
+            )
         return Attempt(outcome, delay)
 
     def status(self, state: LoginProgress, now: float) -> LoginStatus:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 import signal
@@ -22,6 +23,7 @@ from typing import Any
 
 import redis
 import structlog
+from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -47,7 +49,7 @@ from daemon.service.health import HealthServer
 from daemon.service.systemd import Notifier
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
-from daemon.store.client import disconnect, get_redis_client
+from daemon.store.client import build_client, disconnect, get_redis_client
 from daemon.store.health import RedisHealth
 from daemon.store.lease import Lease
 from daemon.store.tokens import fingerprint, login_tokens
@@ -58,6 +60,7 @@ log = structlog.get_logger("daemon.service")
 HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0
 SCHEDULER_STALE_S = 30.0  # no tick for this long: the scheduler is hung, stop pinging the watchdog
+SHUTDOWN_LEAVING_S = 2.5  # of the stop budget, kept for handing the lease over and closing sinks
 REDIS_DOWN_REPEAT_S = 60.0  # `redis.down` again, with down_for_s, while Redis stays down
 VALID = "valid"
 
@@ -72,6 +75,7 @@ class Daemon:
         settings: Settings,
         *,
         redis_client: redis.Redis | None = None,
+        lease_client: redis.Redis | None = None,
         tradovate: TradovateClient | None = None,
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
@@ -100,8 +104,15 @@ class Daemon:
             redis_health=self.redis_health,
             alerts=self.alerts,
             audit=self.audit,
+            may_act=self.may_act,
+            fence=lambda: self.lease.fence,
         )
-        self.lease = Lease(self.redis, self.instance)
+        # The lease and heartbeat have a client of their own whose every call ends well within
+        # the lease's TTL, so a hung Redis cannot hold the leader past its own deadline.
+        self._lease_client = lease_client or (
+            redis_client if redis_client is not None else build_client(settings.redis, role="lease")
+        )
+        self.lease = Lease(self._lease_client, self.instance)
         # Housekeeping (probe, lease, reconcile) has threads of its own: refreshes stuck on a
         # slow Tradovate must never keep the leader from renewing its lease.
         self.scheduler = BackgroundScheduler(
@@ -123,6 +134,14 @@ class Daemon:
         self._scheduler_tick_at = monotonic()
         self._next_down_log_at = 0.0
         self._started_at = clock()
+        self._overrunning: set[str] = set()
+        self.scheduler.add_listener(self._job_overran, EVENT_JOB_MAX_INSTANCES)
+        logging.getLogger("apscheduler.scheduler").addFilter(_NO_MAX_INSTANCES_LINES)
+
+    def may_act(self) -> bool:
+        """May this instance call Tradovate or write tokens now: it holds the lease, certainly
+        (its own deadline has not passed), and no stop has begun."""
+        return not self._stop.is_set() and self.lease.is_current()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -185,15 +204,15 @@ class Daemon:
         APScheduler's own shutdown(wait=True) waits while holding the job store lock that a
         finishing job needs to reschedule itself, so the waiting is done here, paused.
         """
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
         log.info("daemon.stopping", instance=self.instance)
         self.notifier.notify("STOPPING=1")
         self.scheduler.pause()
-        deadline = time.monotonic() + SHUTDOWN_TIMEOUT_S
         with self._jobs_done:
             while (
                 self._jobs_in_flight
                 and not self._force_stop.is_set()
-                and time.monotonic() < deadline
+                and time.monotonic() < deadline - SHUTDOWN_LEAVING_S
             ):
                 self._jobs_done.wait(0.1)  # short: a second signal must be noticed
         if self._jobs_in_flight:
@@ -201,13 +220,25 @@ class Daemon:
             in_flight = [s.name for s in self.refresher.states.values() if s.lock.locked()]
             log.warning("daemon.stop_timeout", in_flight=in_flight)
         self.scheduler.shutdown(wait=False)
-        self._leave_redis()
         if self.health is not None:
             self.health.stop()
-        self._close_clients()
-        disconnect(self.redis)
+        # Each step is bounded on its own (the lease client's timeouts, the sinks' close); the
+        # whole of it runs on a helper so that the stop budget holds whatever hangs.
+        leaving = threading.Thread(target=self._leave, name="stopping", daemon=True)
+        leaving.start()
+        leaving.join(max(0.0, deadline - time.monotonic()))
+        if leaving.is_alive():
+            self.abandoned_jobs = True
+            log.warning("daemon.stop_timeout", step="leaving Redis and closing sinks")
         log.info("daemon.stopped", instance=self.instance)
         return 0
+
+    def _leave(self) -> None:
+        self._leave_redis()
+        self._close_clients()
+        disconnect(self.redis)
+        if self._lease_client is not self.redis:
+            disconnect(self._lease_client)
 
     def _close_clients(self) -> None:
         """Deliver queued alerts and history records (each within its own short bound)."""
@@ -231,6 +262,9 @@ class Daemon:
         except redis.RedisError as error:
             log.error("redis.unavailable", error=str(error), redis=self.settings.redis.target())
             return 1
+        except LeaderRunning as running:
+            log.error("daemon.once_refused", reason=str(running), leader=running.leader)
+            return 1
         failed = sorted(name for name, attempt in attempts.items() if not attempt.ok)
         log.info("daemon.once_finished", refreshed=len(attempts) - len(failed), failed=failed)
         return 1 if failed else 0
@@ -239,13 +273,36 @@ class Daemon:
         """Adopt what Redis holds, then refresh every login (or those named) once, waiting out
         auth pacing and penalty tickets; queued alerts and history are delivered before it
         returns. Raises RedisError, before any Tradovate call, when Redis does not answer:
-        without Redis a fresh token could not be stored, so no session is spent on it."""
-        self.refresher.adopt_from_redis()
-        names = list(self.refresher.states) if names is None else names
-        with FuturesPool(max_workers=self.settings.refresh_concurrency) as pool:
-            attempts = dict(zip(names, pool.map(self._refresh_until_settled, names), strict=True))
-        self._close_clients()
+        without Redis a fresh token could not be stored, so no session is spent on it.
+
+        It runs under the lease like a daemon: LeaderRunning when a live daemon holds it (ask
+        that one instead); while it works a thread of its own keeps the lease renewed."""
+        if not self.lease.hold():
+            raise LeaderRunning(self.lease.leader())
+        keeping = threading.Event()
+        keeper = threading.Thread(target=self._keep_lease, args=(keeping,), daemon=True)
+        keeper.start()
+        try:
+            self.refresher.adopt_from_redis()
+            names = list(self.refresher.states) if names is None else names
+            with FuturesPool(max_workers=self.settings.refresh_concurrency) as pool:
+                attempts = dict(
+                    zip(names, pool.map(self._refresh_until_settled, names), strict=True)
+                )
+        finally:
+            keeping.set()
+            keeper.join()
+            self.lease.release()
+            self._close_clients()
         return attempts
+
+    def _keep_lease(self, done: threading.Event) -> None:
+        while not done.wait(REDIS_WATCH_INTERVAL_S):
+            try:
+                if not self.lease.hold():
+                    return
+            except redis.RedisError as error:
+                self.redis_health.failed(error)
 
     def _refresh_until_settled(self, name: str) -> Attempt:
         attempt = self.refresher.refresh(name, force=True)
@@ -253,13 +310,24 @@ class Daemon:
             attempt = self.refresher.refresh(name, force=True)
         return attempt
 
+    def _job_overran(self, event: JobSubmissionEvent) -> None:
+        """A refresh still running when its next run came: one warning per overrun, not one
+        per tick (APScheduler's own lines are filtered out)."""
+        login = str(event.job_id).removeprefix("refresh:")
+        if login in self.refresher.states and login not in self._overrunning:
+            self._overrunning.add(login)
+            log.warning("token.refresh_overrun", login=login, hint="Tradovate or Redis is slow")
+
     # -- scheduled jobs ----------------------------------------------------------------------
 
     def _counted(self, job: Callable[..., None]) -> Callable[..., None]:
-        """Wrap a job so shutdown can wait for the ones running."""
+        """Wrap a job so shutdown can wait for the ones running. After a stop began no job
+        starts: APScheduler's executor still starts jobs it had queued before it was paused."""
 
         def run(*args: Any) -> None:
             with self._jobs_done:
+                if self._stop.is_set():
+                    return
                 self._jobs_in_flight += 1
             try:
                 job(*args)
@@ -281,9 +349,10 @@ class Daemon:
 
     def _watch_redis(self) -> None:
         """Every probe: heartbeat (which tells whether Redis is up), then hold or seek the
-        lease; lead while it is held, stand by while it is not."""
+        lease; lead while it is held, stand by while it is not. All on the lease client, whose
+        calls end within a second: a hung Redis costs a probe, never the lease's deadline."""
         try:
-            self.redis.set(
+            self._lease_client.set(
                 f"{HEARTBEAT_KEY_PREFIX}{self.instance}",
                 json.dumps(self._heartbeat()),
                 ex=HEARTBEAT_TTL_S,
@@ -298,6 +367,8 @@ class Daemon:
             self.redis_health.failed(error)
             self._repeat_redis_down()
             return
+        finally:
+            self.metrics.leader.set(1 if self._refreshing and self.lease.is_current() else 0)
         self.redis_health.succeeded()
         self._next_down_log_at = 0.0
         if not leading and self._refreshing:
@@ -324,7 +395,7 @@ class Daemon:
     def _take_refresh_requests(self) -> None:
         """`orca-tokens tokens refresh` pushes requests; each runs on a refresh thread."""
         for _ in range(10):
-            raw = self.redis.lpop(REFRESH_REQUESTS_KEY)
+            raw = self._lease_client.lpop(REFRESH_REQUESTS_KEY)
             if not isinstance(raw, str):
                 return
             try:
@@ -366,7 +437,6 @@ class Daemon:
                 replace_existing=True,
             )
         self._refreshing = True
-        self.metrics.leader.set(1)
         log.info("daemon.leading", instance=self.instance, logins=len(self.refresher.states))
 
     def _stop_refreshing(self) -> None:
@@ -380,6 +450,7 @@ class Daemon:
 
     def _refresh_job(self, name: str) -> None:
         attempt = self.refresher.refresh(name)
+        self._overrunning.discard(name)
         self.reschedule(name, attempt.delay_s)
 
     def reschedule(self, name: str, delay_s: float) -> None:
@@ -401,7 +472,7 @@ class Daemon:
         """A clean stop: hand the lease over at once and take the heartbeat away."""
         self.lease.release()
         with contextlib.suppress(redis.RedisError):
-            self.redis.delete(f"{HEARTBEAT_KEY_PREFIX}{self.instance}")
+            self._lease_client.delete(f"{HEARTBEAT_KEY_PREFIX}{self.instance}")
 
     # -- health ------------------------------------------------------------------------------
 
@@ -455,6 +526,28 @@ class Daemon:
             "leader": self._refreshing,
             "logins": logins,
         }
+
+
+class LeaderRunning(Exception):
+    """`run --once` or `tokens refresh` found a live daemon holding the lease."""
+
+    def __init__(self, leader: str | None) -> None:
+        super().__init__(
+            f"a running daemon ({leader or 'unknown'}) holds the refresh lease: "
+            "ask it with `orca-tokens tokens refresh`, or stop it first"
+        )
+        self.leader = leader
+
+
+class _NoMaxInstancesLines(logging.Filter):
+    """APScheduler says "maximum number of running instances reached" at every tick of an
+    overrunning job; `token.refresh_overrun` says it once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "maximum number of running instances reached" not in record.getMessage()
+
+
+_NO_MAX_INSTANCES_LINES = _NoMaxInstancesLines()
 
 
 def _job_id(name: str) -> str:

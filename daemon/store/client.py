@@ -7,8 +7,9 @@ token = get_redis_client().get("token:APEX_266668")
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from typing import Any, cast
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 import redis
 import structlog
@@ -18,35 +19,71 @@ from redis.retry import Retry
 
 from daemon.config import RedisSettings, load_redis_settings, read_environment
 from daemon.constants import (
+    LEASE_IO_TIMEOUT_S,
     REDIS_COMMAND_RETRIES,
     REDIS_HEALTH_CHECK_INTERVAL_S,
     REDIS_POOL_WAIT_S,
     REDIS_RETRY_BACKOFF_BASE_S,
     REDIS_RETRY_BACKOFF_CAP_S,
+    REDIS_RETRY_BUDGET_S,
     REDIS_SOCKET_TIMEOUT_S,
 )
 
 log = structlog.get_logger("daemon.redis")
+T = TypeVar("T")
 _lock = threading.Lock()
 _client: redis.Redis | None = None
 _client_settings: RedisSettings | None = None
 
 
-def _options(settings: RedisSettings) -> dict[str, Any]:
-    options: dict[str, Any] = {
-        "max_connections": settings.max_connections,
-        "decode_responses": True,
-        "socket_keepalive": True,
-        "socket_connect_timeout": settings.socket_connect_timeout_s,
-        "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
-        "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL_S,
-        "retry": Retry(
+class BoundedRetry(Retry):
+    """redis-py's Retry (attempts, backoff with jitter), also bounded by total time: no retry
+    starts once `budget_s` has passed since the first try. The one retry layer of every Redis
+    call; a refresh that still fails is retried by the refresh policy, later."""
+
+    def __init__(self, retries: int, budget_s: float) -> None:
+        super().__init__(
             ExponentialWithJitterBackoff(
                 cap=REDIS_RETRY_BACKOFF_CAP_S, base=REDIS_RETRY_BACKOFF_BASE_S
             ),
-            REDIS_COMMAND_RETRIES,
+            retries,
+        )
+        self.budget_s = budget_s
+
+    def call_with_retry(
+        self,
+        do: Callable[[], T],
+        fail: Callable[..., Any],
+        is_retryable: Callable[[Exception], bool] | None = None,
+        with_failure_count: bool = False,
+    ) -> T:
+        deadline = time.monotonic() + self.budget_s
+
+        def retryable(error: Exception) -> bool:
+            in_time = time.monotonic() < deadline
+            return in_time and (is_retryable is None or is_retryable(error))
+
+        return super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
+def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
+    """Every call has a deadline: connect (TLS handshake included) within the connect timeout,
+    each command within the socket timeout. The lease and heartbeat client ("lease") answers
+    well within the lease's TTL and never retries: the next probe is its retry."""
+    lease = role == "lease"
+    options: dict[str, Any] = {
+        "max_connections": 2 if lease else settings.max_connections,
+        "decode_responses": True,
+        "socket_keepalive": True,
+        "socket_connect_timeout": (
+            min(settings.socket_connect_timeout_s, LEASE_IO_TIMEOUT_S)
+            if lease
+            else settings.socket_connect_timeout_s
         ),
-        "client_name": "orca-token-daemon",
+        "socket_timeout": LEASE_IO_TIMEOUT_S if lease else REDIS_SOCKET_TIMEOUT_S,
+        "health_check_interval": REDIS_HEALTH_CHECK_INTERVAL_S,
+        "retry": BoundedRetry(0 if lease else REDIS_COMMAND_RETRIES, REDIS_RETRY_BUDGET_S),
+        "client_name": f"orca-token-daemon:{role}",
     }
     if settings.uses_tls:
         options["ssl_cert_reqs"] = settings.ssl_cert_reqs
@@ -56,9 +93,9 @@ def _options(settings: RedisSettings) -> dict[str, Any]:
     return options
 
 
-def build_pool(settings: RedisSettings) -> redis.BlockingConnectionPool:
+def build_pool(settings: RedisSettings, *, role: str = "main") -> redis.BlockingConnectionPool:
     """A blocking pool: concurrent refreshes wait for a free connection instead of failing."""
-    options = {**_options(settings), "timeout": REDIS_POOL_WAIT_S}
+    options = {**_options(settings, role=role), "timeout": REDIS_POOL_WAIT_S}
     if settings.url is not None:
         return redis.BlockingConnectionPool.from_url(settings.url.reveal(), **options)
     if settings.ssl:
@@ -91,11 +128,15 @@ def get_redis_client(settings: RedisSettings | None = None) -> redis.Redis:
         return _client
 
 
-def build_client(settings: RedisSettings) -> redis.Redis:
-    """A client on a pool of its own: one blocking pool, or one per node of a Redis Cluster."""
+def build_client(settings: RedisSettings, *, role: str = "main") -> redis.Redis:
+    """A client on a pool of its own: one blocking pool, or one per node of a Redis Cluster.
+    `role="lease"` is the daemon's small, quick-failing client for its lease and heartbeat."""
     if not settings.cluster:
-        return redis.Redis(connection_pool=build_pool(settings))
-    options = {**_options(settings), "connection_pool_class": redis.BlockingConnectionPool}
+        return redis.Redis(connection_pool=build_pool(settings, role=role))
+    options = {
+        **_options(settings, role=role),
+        "connection_pool_class": redis.BlockingConnectionPool,
+    }
     if settings.url is not None:
         cluster = RedisCluster.from_url(settings.url.reveal(), **options)
     else:
@@ -140,11 +181,15 @@ def server_info(client: redis.Redis, section: str) -> dict[str, dict[str, Any]]:
 
 def get_many(client: redis.Redis, keys: list[str]) -> list[Any]:
     """GET of many keys in one round trip (per node on a cluster, where MGET must not span
-    slots)."""
+    slots); a value that is not a string reads as None."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.get(key)
-    return list(pipe.execute()) if keys else []
+    if not keys:
+        return []
+    # A key of another type (WRONGTYPE) reads as absent, never failing the others' reads.
+    values = pipe.execute(raise_on_error=False)
+    return [None if isinstance(value, redis.ResponseError) else value for value in values]
 
 
 def disconnect(client: redis.Redis | None) -> None:

@@ -17,6 +17,7 @@ from daemon.constants import STATUS_KEY_PREFIX
 from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
 from daemon.store.client import get_many, scan_batches
+from daemon.store.fence import fenced_set
 from daemon.token_format import bounded_timestamp
 
 
@@ -85,11 +86,16 @@ class LoginStatus:
         return _timestamp(self.issued_at)
 
 
+def status_item(status: LoginStatus, ttl_s: int) -> tuple[str, str, int]:
+    """(key, value, ttl) of a status, to be written with the token keys it describes."""
+    return status_key(status.login), status.to_json(), ttl_s
+
+
 def write_status(
-    client: redis.Redis | redis.client.Pipeline, status: LoginStatus, ttl_s: int
+    client: redis.Redis, status: LoginStatus, ttl_s: int, *, fence: str | None = None
 ) -> None:
-    """SET orca:status:{login} (on a pipeline, queued with the token writes)."""
-    client.set(status_key(status.login), status.to_json(), ex=ttl_s)
+    """SET orca:status:{login}, fenced by the lease when `fence` is given."""
+    fenced_set(client, fence, [status_item(status, ttl_s)])
 
 
 def read_statuses(client: redis.Redis, logins: list[str]) -> list[LoginStatus | None]:

@@ -22,13 +22,14 @@ from daemon.constants import (
 )
 from daemon.logs import fingerprint
 from daemon.outcomes import TokenState
-from daemon.store.client import get_redis_client, pipeline, scan_batches
+from daemon.store.client import get_redis_client, scan_batches
+from daemon.store.fence import fenced_set
 from daemon.store.status import (
     LoginStatus,
     scan_statuses,
+    status_item,
     status_key,
     statuses_by_name,
-    write_status,
 )
 from daemon.token_format import jwt_expiry, token_problem
 
@@ -121,25 +122,28 @@ def write_login_tokens(
     now: float,
     max_ttl_s: int,
     status: LoginStatus | None = None,
+    fence: str | None = None,
 ) -> int:
-    """Write token:/mdtoken: for the login and its accounts, and its status, in one round trip.
+    """Write token:/mdtoken: for the login and its accounts, and its status, in one round trip,
+    all or nothing; with `fence`, only while it is the lease's value (`daemon.store.fence`).
 
     Returns the TTL written. Raises InvalidTokenError (writing nothing) for a malformed or
-    expired token or one with too little life left for a key; redis errors propagate.
+    expired token or one with too little life left for a key, LeaseLost when fenced out;
+    redis errors propagate.
     """
     ttl = _checked_ttl(tokens.access_token, tokens.expires_at, tokens.lifetime_s, now, max_ttl_s)
     md_ttl = 0
     if tokens.md_access_token is not None:
         md_expiry = min(tokens.expires_at, jwt_expiry(tokens.md_access_token) or math.inf)
         md_ttl = _checked_ttl(tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s)
-    pipe = pipeline(client, transaction=True)
+    items: list[tuple[str, str, int]] = []
     for name in tokens.names:
-        pipe.set(f"{TOKEN_KEY_PREFIX}{name}", tokens.access_token, ex=ttl)
+        items.append((f"{TOKEN_KEY_PREFIX}{name}", tokens.access_token, ttl))
         if tokens.md_access_token is not None:
-            pipe.set(f"{MD_TOKEN_KEY_PREFIX}{name}", tokens.md_access_token, ex=md_ttl)
+            items.append((f"{MD_TOKEN_KEY_PREFIX}{name}", tokens.md_access_token, md_ttl))
     if status is not None:
-        write_status(pipe, status, max_ttl_s)
-    pipe.execute()
+        items.append(status_item(status, max_ttl_s))
+    fenced_set(client, fence, items)
     return ttl
 
 
