@@ -90,6 +90,7 @@ class Observations:
     sessions_opened: collections.Counter[str] = field(default_factory=collections.Counter)
     renewals: collections.Counter[str] = field(default_factory=collections.Counter)
     requests: list[tuple[str, int]] = field(default_factory=list)
+    arrivals: list[tuple[float, str]] = field(default_factory=list)  # (time.monotonic(), path)
     login_bodies: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -376,6 +377,7 @@ class FakeTradovate:
             def _serve(self, method: str) -> None:
                 with fake._lock:
                     fake.seen.received += 1
+                    fake.seen.arrivals.append((time.monotonic(), self.path.split("?")[0]))
                 if fake.latency_s:
                     time.sleep(fake.latency_s)
                 length = int(self.headers.get("Content-Length") or 0)

@@ -1,0 +1,202 @@
+"""The edges, with real processes: a stop mid-refresh, a Redis that hangs, a leader paused and
+resumed, Redis misconfigured four ways, `run --once` beside a live daemon."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon.sim.environment import wait_for
+from daemon.sim.redis_server import RedisServer, TlsFiles
+from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate, numbered_desk
+from tests.conftest import REDIS_PASSWORD
+from tests.helpers import DaemonProcess, daemon_env
+from tests.test_daemon_process import http_get
+from tools.chaos import all_live, all_names, leader_pid
+
+STOP_BUDGET_S = 7.0
+
+
+def start(processes: list[DaemonProcess], env: dict[str, str], tmp: Path) -> DaemonProcess:
+    process = DaemonProcess(env, cwd=str(tmp))
+    processes.append(process)
+    return process
+
+
+def no_tracebacks(process: DaemonProcess) -> bool:
+    return not any("Traceback" in line or "exc_info" in line for line in process.lines)
+
+
+@pytest.mark.timeout(60)
+def test_no_login_starts_after_sigterm(
+    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    """40 logins, two at a time, 0.4 s per answer: SIGTERM mid-pass. The refreshes in flight
+    may finish; no new one starts, and the process is gone within the budget."""
+    with FakeTradovate(numbered_desk(40, 1), latency_s=0.4) as fake:
+        env = daemon_env(
+            fake, redis_server.url, ORCA_REFRESH_CONCURRENCY="2", ORCA_AUTH_RATE_LIMIT="1000"
+        )
+        daemon = start(processes, env, tmp_path)
+        wait_for(
+            lambda: sum(e["event"] == "token.refreshed" for e in daemon.events()) >= 2,
+            what="the pass under way",
+        )
+        signalled_at = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=STOP_BUDGET_S + 3) == 0
+        stopped_in = time.monotonic() - signalled_at
+    # A request sent before the signal reaches the simulator a few ms later, at most.
+    late_logins = [
+        t for t, path in fake.seen.arrivals if path == LOGIN_PATH and t > signalled_at + 0.05
+    ]
+    assert late_logins == []
+    assert sum(fake.seen.sessions_opened.values()) < 40
+    assert stopped_in < STOP_BUDGET_S
+    assert no_tracebacks(daemon)
+
+
+@pytest.mark.timeout(60)
+def test_stop_within_the_budget_while_redis_is_sigstopped(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    daemon = start(processes, daemon_env(served_tradovate, redis_server.url), tmp_path)
+    client = redis_server.client()
+    wait_for(lambda: all_live(client, all_names(served_tradovate), served_tradovate))
+    assert redis_server.process is not None
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        daemon.event("redis.down", timeout=15)  # a hung Redis is noticed, with why
+        signalled_at = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=STOP_BUDGET_S + 5) == 0
+        assert time.monotonic() - signalled_at < STOP_BUDGET_S
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    down = daemon.event("redis.down")
+    assert (down["reason"], down["hint"].startswith("no answer in time")) == ("timeout", True)
+
+
+@pytest.mark.timeout(90)
+def test_a_paused_leader_resumed_writes_nothing_and_never_logs_in(
+    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+) -> None:
+    """SIGSTOP the leader past its lease; the standby takes over and renews; SIGCONT the old
+    leader, whose renewals are overdue by then: it stands by without a Tradovate call or a
+    write, and every login still has one session."""
+    with FakeTradovate(token_lifetime_s=20) as fake:
+        env = daemon_env(fake, redis_server.url)
+        names = all_names(fake)
+        client = redis_server.client()
+        old = start(processes, env, tmp_path)
+        wait_for(lambda: all_live(client, names, fake), what="every key live")
+        new = start(processes, env, tmp_path)
+        new.event("redis.up")
+        old.signal(signal.SIGSTOP)
+        paused_lines = len(old.lines)
+        try:
+            wait_for(lambda: leader_pid(client) == new.process.pid, timeout=20, what="takeover")
+            wait_for(
+                lambda: (
+                    {e["login"] for e in new.events() if e.get("outcome") == "renew"}
+                    == set(fake.users)
+                ),
+                timeout=30,
+                what="the new leader renewing every login (the old one's renewals now overdue)",
+            )
+        finally:
+            old.signal(signal.SIGCONT)
+        old.event("daemon.standing_by", timeout=10)
+        wait_for(lambda: all_live(client, names, fake), what="every key live after the resume")
+        after_resume = [json.loads(line)["event"] for line in old.lines[paused_lines:]]
+        assert "token.refreshed" not in after_resume
+        assert "token.restored" not in after_resume
+        assert "lease.lost" in after_resume
+        assert set(fake.seen.sessions_opened.values()) == {1}
+        assert leader_pid(client) == new.process.pid
+
+
+@pytest.mark.timeout(60)
+def test_redis_misconfigurations_are_named_in_the_log_and_readyz(
+    redis_server: RedisServer,
+    redis_tls_server: RedisServer,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    redis_server.client().config_set("requirepass", "the-right-Pa55")
+    plain, secure = redis_server.port, redis_tls_server.port
+    base = {"REDIS_HOST": "127.0.0.1", "ORCA_HEALTH_ADDR": "127.0.0.1:0"}
+    cases = {
+        "wrong password": (
+            {"REDIS_PORT": str(plain), "REDIS_PASSWORD": "not-the-right-one"},
+            "auth",
+            "WRONGPASS",
+        ),
+        "wrong CA": (
+            {"REDIS_PORT": str(secure), "REDIS_SSL": "true", "REDIS_PASSWORD": REDIS_PASSWORD},
+            "tls",
+            "REDIS_SSL_CA_CERTS",
+        ),
+        "TLS to a plain port": (
+            {
+                "REDIS_PORT": str(plain),
+                "REDIS_SSL": "true",
+                "REDIS_SSL_CA_CERTS": str(tls_files.ca_cert),
+            },
+            "tls",
+            "REDIS_SSL=false",
+        ),
+        "plain to a TLS port": (
+            {"REDIS_PORT": str(secure), "REDIS_PASSWORD": REDIS_PASSWORD},
+            "other",
+            "REDIS_SSL=true",
+        ),
+    }
+    with FakeTradovate() as fake:
+        daemons = {
+            case: start(processes, daemon_env(fake, **base, **settings), tmp_path)
+            for case, (settings, _, _) in cases.items()
+        }
+        started = time.monotonic()
+        for case, (_, reason, hint) in cases.items():
+            daemon = daemons[case]
+            down = daemon.event("redis.down", timeout=15)
+            assert (case, down["reason"]) == (case, reason)
+            assert hint in down["hint"], (case, down["hint"])
+            health = daemon.event("daemon.starting")["health"]
+            status, body = http_get(f"http://{health}/readyz")
+            assert status == 503
+            assert json.loads(body)["redis"] == {
+                "up": False,
+                "reason": reason,
+                "hint": down["hint"],
+            }
+        assert time.monotonic() - started < 15
+        assert fake.seen.received == 0  # no session is spent while Redis cannot store it
+
+
+def test_run_once_beside_a_live_daemon_refuses_in_one_line(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    env = daemon_env(served_tradovate, redis_server.url)
+    start(processes, env, tmp_path)
+    client = redis_server.client()
+    wait_for(lambda: all_live(client, all_names(served_tradovate), served_tradovate))
+    sessions = sum(served_tradovate.seen.sessions_opened.values())
+    once = DaemonProcess(env, "run", "--once", cwd=str(tmp_path))
+    processes.append(once)
+    assert once.wait() == 1
+    refused = once.event("daemon.once_refused")
+    assert "holds the refresh lease" in refused["reason"]
+    assert sum(served_tradovate.seen.sessions_opened.values()) == sessions
