@@ -22,6 +22,7 @@ from dotenv import dotenv_values
 from daemon.constants import (
     DEFAULT_CAPTCHA_PARK_S,
     DEFAULT_REFRESH_CONCURRENCY,
+    DEFAULT_TOKEN_PROBE_INTERVAL_S,
     DEFAULT_TOKEN_TTL_S,
     TRADOVATE_BASE_URLS,
     TRADOVATE_TIMEOUT_S,
@@ -123,6 +124,7 @@ class Settings:
     logins: tuple[Login, ...] = ()
     token_ttl_s: int = DEFAULT_TOKEN_TTL_S
     refresh_interval_s: int = 3_600
+    token_probe_interval_s: int = DEFAULT_TOKEN_PROBE_INTERVAL_S
     auth_rate_limit: int = 10
     refresh_concurrency: int = DEFAULT_REFRESH_CONCURRENCY
     captcha_park_s: int = DEFAULT_CAPTCHA_PARK_S
@@ -275,7 +277,10 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         tradovate=_tradovate_settings(reader, credentials=credentials),
         logins=_logins(reader, credentials=credentials),
         token_ttl_s=reader.integer("ORCA_TOKEN_TTL", DEFAULT_TOKEN_TTL_S, low=1),
-        refresh_interval_s=reader.integer("ORCA_REFRESH_INTERVAL", 3_600, low=1),
+        refresh_interval_s=reader.integer("ORCA_REFRESH_INTERVAL", 3_600, low=1, high=86_400),
+        token_probe_interval_s=reader.integer(
+            "ORCA_TOKEN_PROBE_INTERVAL", DEFAULT_TOKEN_PROBE_INTERVAL_S, low=1, high=3_600
+        ),
         auth_rate_limit=reader.integer("ORCA_AUTH_RATE_LIMIT", 10, low=1),
         refresh_concurrency=reader.integer(
             "ORCA_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY, low=1, high=1_000

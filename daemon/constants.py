@@ -33,7 +33,7 @@ TOKEN_TTL_MARGIN_S: Final = 60  # a key expires this long before its token does 
 TOKEN_TTL_MARGIN_FRACTION: Final = 0.1  # ... or a tenth of the lifetime, when that is shorter
 RENEW_AT_LIFETIME_FRACTION: Final = 2 / 3
 RENEW_JITTER_LIFETIME_FRACTION: Final = 0.03  # renewals of many logins do not line up
-ACCOUNT_LIST_MAX_AGE_S: Final = 3_600
+DEFAULT_TOKEN_PROBE_INTERVAL_S: Final = 300  # /account/list with each held token: no address budget
 
 # Retry policy for a failing login.
 RETRY_BACKOFF_BASE_S: Final = 1.0

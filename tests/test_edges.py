@@ -200,3 +200,45 @@ def test_run_once_beside_a_live_daemon_refuses_in_one_line(
     refused = once.event("daemon.once_refused")
     assert "holds the refresh lease" in refused["reason"]
     assert sum(served_tradovate.seen.sessions_opened.values()) == sessions
+
+
+@pytest.mark.timeout(60)
+def test_a_session_killed_at_tradovate_is_off_redis_within_one_probe_period(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    fake = served_tradovate
+    probe_s = 2.0
+    env = daemon_env(fake, redis_server.url, ORCA_TOKEN_PROBE_INTERVAL=str(int(probe_s)))
+    daemon = start(processes, env, tmp_path)
+    client = redis_server.client()
+    names = all_names(fake)
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    victim = fake.users["APEX_272045"]
+    victim_names = [victim.name, *victim.accounts]
+    dead = client.get(f"token:{victim.name}")
+    assert fake.close_sessions(victim.name) == 1  # a third login elsewhere
+    killed_at = time.monotonic()
+    wait_for(
+        lambda: dead not in client.mget([f"token:{n}" for n in victim_names]),
+        timeout=probe_s + 3,
+        what="the dead token off Redis",
+    )
+    assert time.monotonic() - killed_at <= probe_s + 2  # one probe period, and the attempt
+    refused = daemon.event("token.refused")
+    assert refused["login"] == victim.name
+    wait_for(lambda: all_live(client, names, fake), what="a new session's token everywhere")
+    assert fake.seen.sessions_opened[victim.name] == 2
+    assert all(fake.seen.sessions_opened[u] == 1 for u in fake.users if u != victim.name)
+
+    # A reader's 401 for a live token spends nothing: checked, kept.
+    renewals = sum(fake.seen.renewals.values())
+    check = DaemonProcess(
+        env, "tokens", "refresh", victim.accounts[0], "--after-401", cwd=str(tmp_path)
+    )
+    processes.append(check)
+    assert check.wait() == 0, (check.stdout, check.lines[-3:])
+    assert f"{victim.name}: kept" in "\n".join(check.stdout)
+    assert sum(fake.seen.renewals.values()) == renewals

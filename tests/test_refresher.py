@@ -21,7 +21,7 @@ from daemon.sim.tradovate import (
     RENEW_PATH,
     FakeTradovate,
 )
-from daemon.store.tokens import token_state
+from daemon.store.tokens import fingerprint, token_state
 from daemon.token_format import jwt_expiry
 from daemon.tradovate import TradovateClient
 from tests.helpers import FakeClock, make_jwt, settings_for, tradovate_routes, user
@@ -49,7 +49,8 @@ class World:
 
 
 def build_world(fake: FakeTradovate, clock: FakeClock, **env: str) -> World:
-    settings = settings_for(fake, **env)
+    # Probing hourly keeps these tests about renewal timing; probing has tests of its own.
+    settings = settings_for(fake, **{"ORCA_TOKEN_PROBE_INTERVAL": "3600", **env})
     metrics = Metrics()
     client = TradovateClient(settings.tradovate, metrics=metrics, clock=clock)
     store = fakeredis.FakeRedis(decode_responses=True)
@@ -129,7 +130,7 @@ def test_refused_renewal_logs_in_again(world: World) -> None:
     world.clock.advance(5)
     with capture_logs() as logs:
         assert world.refresher.refresh("APEX_1").outcome == "login"
-    assert any(e["event"] == "token.renew_refused" for e in logs)
+    assert any(e["event"] == "token.refused" for e in logs)
     token = world.token("APEX_1")
     assert token is not None
     assert world.fake.is_live(token)
@@ -357,3 +358,52 @@ def test_refresh_never_raises_on_redis_errors_of_any_kind(world: World) -> None:
 
     world.refresher.redis = Exploding(decode_responses=True)
     assert world.refresher.refresh("APEX_1").outcome == "redis"
+
+
+def test_the_held_token_is_probed_every_probe_period_without_spending_a_renewal() -> None:
+    clock = FakeClock()
+    fake = FakeTradovate([user("APEX_1")], token_lifetime_s=LIFETIME_S, clock=clock)
+    with tradovate_routes(fake):
+        world = build_world(fake, clock, ORCA_TOKEN_PROBE_INTERVAL="300")
+        assert world.refresher.refresh("APEX_1").delay_s == pytest.approx(300)
+        clock.advance(300)
+        assert world.refresher.refresh("APEX_1").outcome == "kept"
+        assert fake.seen.renewals["APEX_1"] == 0
+        assert world.count("APEX_1", "kept") == 1
+
+
+def test_a_session_closed_elsewhere_takes_the_token_off_redis_at_once() -> None:
+    """A third login elsewhere or a password change closes the session: the next probe is
+    refused, every key holding the dead token is deleted in that same attempt, and the next
+    attempt logs in again."""
+    clock = FakeClock()
+    fake = FakeTradovate([user("APEX_1"), user("APEX_2")], token_lifetime_s=LIFETIME_S, clock=clock)
+    with tradovate_routes(fake):
+        world = build_world(fake, clock, ORCA_TOKEN_PROBE_INTERVAL="300")
+        assert world.refresher.refresh("APEX_1").delay_s == pytest.approx(300)
+        world.refresher.refresh("APEX_2")
+        dead = world.token("APEX_1")
+        assert dead is not None
+        assert fake.close_sessions("APEX_1") == 1
+        clock.advance(300)
+        with capture_logs() as logs:
+            attempt = world.refresher.refresh("APEX_1")
+        assert attempt.outcome == "refused"
+        for name in ("APEX_1", "APEX_1-ACC1", "APEX_1-ACC2"):
+            assert world.redis.get(f"token:{name}") is None
+            assert world.redis.get(f"mdtoken:{name}") is None
+        assert world.token("APEX_2") is not None  # another login is untouched
+        refused = next(e for e in logs if e["event"] == "token.refused")
+        assert (refused["keys_deleted"], refused["fingerprint"]) == (6, fingerprint(dead))
+        clock.advance(attempt.delay_s)
+        assert world.refresher.refresh("APEX_1").outcome == "login"
+        assert fake.is_live(world.token("APEX_1") or "")
+
+
+def test_a_reader_s_401_is_checked_before_anything_is_spent(world: World) -> None:
+    world.refresher.refresh("APEX_1")
+    assert world.refresher.refresh("APEX_1", probe=True).outcome == "kept"  # alive: nothing spent
+    assert world.fake.seen.renewals["APEX_1"] == 0
+    world.fake.close_sessions("APEX_1")
+    assert world.refresher.refresh("APEX_1", probe=True).outcome == "refused"
+    assert world.token("APEX_1") is None

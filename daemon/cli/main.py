@@ -10,7 +10,6 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -36,14 +35,13 @@ from daemon.config import (
 from daemon.constants import (
     LEADER_KEY,
     PRICE_TTL_S,
-    REFRESH_REQUEST_TTL_S,
-    REFRESH_REQUESTS_KEY,
-    REFRESH_RESULT_KEY_PREFIX,
     STATUS_KEY_PREFIX,
 )
 from daemon.logs import configure_logging, register_secrets
 from daemon.store import cache, price, tokens
-from daemon.store.client import get_redis_client, pipeline, scan_batches, server_info
+from daemon.store.client import get_redis_client, scan_batches, server_info
+from daemon.store.requests import await_answer, push_request
+from daemon.store.status import read_statuses, statuses_by_name
 
 log = structlog.get_logger("daemon.cli")
 
@@ -288,43 +286,42 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Ask the running daemon (the lease holder) through Redis; refresh here when none runs."""
     settings, client = _client(env)
     names = [login.name for login in settings.logins]
-    if args.name is not None and names and args.name not in names:
+    # After a 401 a program names the account it traded on; the daemon finds its login.
+    if args.name is not None and names and args.name not in names and not args.after_401:
         raise CommandFailed(f"{args.name} is not a configured login ({', '.join(names)})")
     if client.exists(LEADER_KEY):
-        outcomes = _ask_daemon(client, args.name)
+        outcomes = _ask_daemon(client, args.name, probe=args.after_401)
     else:
-        outcomes = _refresh_here(env, args.name)
+        outcomes = _refresh_here(env, args.name, probe=args.after_401)
     for name, outcome in outcomes.items():
         mark = "✅" if outcome in SUCCESSFUL_OUTCOMES else "❌"
         print(f"{mark} {name}: {outcome}")
     return 0 if all(o in SUCCESSFUL_OUTCOMES for o in outcomes.values()) else EX_FAILED
 
 
-def _ask_daemon(client: redis.Redis, login: str | None) -> dict[str, str]:
-    request_id = secrets.token_hex(8)
-    pipe = pipeline(client, transaction=True)
-    pipe.rpush(REFRESH_REQUESTS_KEY, json.dumps({"id": request_id, "login": login}))
-    pipe.expire(REFRESH_REQUESTS_KEY, REFRESH_REQUEST_TTL_S)
-    pipe.execute()
+def _ask_daemon(client: redis.Redis, login: str | None, *, probe: bool) -> dict[str, str]:
+    request_id = push_request(client, login, probe=probe)
     leader = client.get(LEADER_KEY)
-    print(f"asked the running daemon ({leader!s}) to refresh {login or 'every login'}")
-    deadline = time.monotonic() + REFRESH_ANSWER_WAIT_S
-    while time.monotonic() < deadline:
-        answer = client.get(f"{REFRESH_RESULT_KEY_PREFIX}{request_id}")
-        if isinstance(answer, str):
-            result: dict[str, str] = json.loads(answer)
-            return result
-        time.sleep(0.2)
-    raise CommandFailed(f"the daemon did not answer within {REFRESH_ANSWER_WAIT_S:.0f} s")
+    what = "check (after a 401)" if probe else "refresh"
+    print(f"asked the running daemon ({leader!s}) to {what} {login or 'every login'}")
+    outcomes = await_answer(client, request_id, REFRESH_ANSWER_WAIT_S)
+    if outcomes is None:
+        raise CommandFailed(f"the daemon did not answer within {REFRESH_ANSWER_WAIT_S:.0f} s")
+    return outcomes
 
 
-def _refresh_here(env: Mapping[str, str], login: str | None) -> dict[str, str]:
+def _refresh_here(env: Mapping[str, str], login: str | None, *, probe: bool) -> dict[str, str]:
     from daemon.service.daemon import Daemon, LeaderRunning
 
     print("no daemon holds the refresh lease: refreshing here")
     daemon = Daemon(_settings(env, credentials=True))
     try:
-        attempts = daemon.refresh_once(None if login is None else [login])
+        if login is not None:
+            owners = statuses_by_name(read_statuses(daemon.redis, list(daemon.refresher.states)))
+            login = owners[login].login if login in owners else login
+            if login not in daemon.refresher.states:
+                raise CommandFailed(f"{login} is neither a configured login nor its account")
+        attempts = daemon.refresh_once(None if login is None else [login], probe=probe)
     except LeaderRunning as running:
         raise CommandFailed(str(running)) from None
     return {name: attempt.outcome for name, attempt in attempts.items()}
@@ -446,7 +443,14 @@ def build_parser() -> argparse.ArgumentParser:
     verb(token_verbs, "get", cmd_tokens_get, "print one token").add_argument("name")
     verb(token_verbs, "ttl", cmd_tokens_ttl, "seconds left", json_flag=True).add_argument("name")
     verb(token_verbs, "delete", cmd_tokens_delete, "delete a token key").add_argument("name")
-    verb(token_verbs, "refresh", cmd_tokens_refresh, "renew now").add_argument("name", nargs="?")
+    refresh = verb(token_verbs, "refresh", cmd_tokens_refresh, "renew now")
+    refresh.add_argument("name", nargs="?")
+    refresh.add_argument(
+        "--after-401",
+        action="store_true",
+        help="a program got 401 with this token: check it with Tradovate first, replace it "
+        "only if refused (spends nothing when it is alive)",
+    )
 
     cache_verbs = verbs.add_parser("cache", help="the hft: cache").add_subparsers(
         dest="cache_verb", required=True, metavar="ACTION"

@@ -16,8 +16,8 @@ from redis.backoff import EqualJitterBackoff
 
 from daemon.config import Login
 from daemon.constants import (
-    ACCOUNT_LIST_MAX_AGE_S,
     CREDENTIALS_REJECTED_RETRY_S,
+    DEFAULT_TOKEN_PROBE_INTERVAL_S,
     RATE_LIMITED_BACKOFF_S,
     RENEW_AT_LIFETIME_FRACTION,
     RENEW_JITTER_LIFETIME_FRACTION,
@@ -99,8 +99,15 @@ class Attempt:
 class Policy:
     """Timings: when to renew a new token, how long to wait after a failure or a success."""
 
-    def __init__(self, refresh_interval_s: float, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        refresh_interval_s: float,
+        rng: random.Random | None = None,
+        *,
+        probe_interval_s: float = DEFAULT_TOKEN_PROBE_INTERVAL_S,
+    ) -> None:
         self.refresh_interval_s = refresh_interval_s
+        self.probe_interval_s = probe_interval_s
         self._rng = rng or random.Random()
         self._backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S)
 
@@ -115,10 +122,17 @@ class Policy:
             grant.issued_at + self.refresh_interval_s,
         )
 
+    def probe_due(self, progress: LoginProgress, now: float) -> bool:
+        """Time to list the accounts with the held token again: that call has no address
+        budget and is refused once Tradovate closed the session (a third login elsewhere, a
+        password change), so a dead token leaves Redis within one probe period."""
+        fetched = progress.accounts_fetched_at
+        return fetched is None or now - fetched >= self.probe_interval_s
+
     def delay_after_success(self, progress: LoginProgress, now: float) -> float:
-        """Until renewal is due, or the account list is an hour old, whichever comes first."""
-        accounts_due = (progress.accounts_fetched_at or now) + ACCOUNT_LIST_MAX_AGE_S
-        return max(min(progress.renew_at, accounts_due) - now, 1.0)
+        """Until renewal or the next probe is due, whichever comes first."""
+        probe_due = (progress.accounts_fetched_at or now) + self.probe_interval_s
+        return max(min(progress.renew_at, probe_due) - now, 1.0)
 
     def delay_after_failure(
         self, outcome: Outcome, failures: int, *, captcha_park_s: float

@@ -17,14 +17,14 @@ import redis
 import structlog
 
 from daemon.config import Settings
-from daemon.constants import ACCOUNT_LIST_MAX_AGE_S, MD_TOKEN_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.constants import MD_TOKEN_KEY_PREFIX, TOKEN_KEY_PREFIX
 from daemon.metrics import Metrics
 from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.policy import Action, Attempt, LoginProgress, Policy, next_action
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.client import get_many
-from daemon.store.fence import LeaseLost
+from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.health import RedisHealth
 from daemon.store.status import LoginStatus, status_key, write_status
 from daemon.store.tokens import (
@@ -97,7 +97,9 @@ class Refresher:
         self.instance = instance
         self.clock = clock
         self.pacer = AuthPacer(settings.auth_rate_limit, clock=clock)
-        self.policy = Policy(settings.refresh_interval_s, rng)
+        self.policy = Policy(
+            settings.refresh_interval_s, rng, probe_interval_s=settings.token_probe_interval_s
+        )
         self.may_act = may_act
         self.fence = fence
         self.states = {login.name: LoginProgress(login) for login in settings.logins}
@@ -145,10 +147,14 @@ class Refresher:
             )
         return adopted
 
-    def refresh(self, name: str, *, force: bool = False) -> Attempt:
-        """One attempt for one login. Never raises for anything Tradovate or Redis does."""
+    def refresh(self, name: str, *, force: bool = False, probe: bool = False) -> Attempt:
+        """One attempt for one login. Never raises for anything Tradovate or Redis does.
+        `force` renews now; `probe` (a reader saw a 401) checks the held token with Tradovate
+        first and spends a renewal or a login only when it is refused."""
         state = self.states[name]
         with state.lock:
+            if probe:
+                state.accounts_fetched_at = None
             started = time.perf_counter()
             attempt = self._attempt(state, force=force)
             if not attempt.deferred:
@@ -200,8 +206,7 @@ class Refresher:
                 self._hold(state, self.tradovate.renew(state.grant.access_token))
                 return Outcome.RENEW
             except TokenRefused as refused:
-                log.warning("token.renew_refused", login=state.name, reason=str(refused))
-                state.grant = None
+                self._drop_dead_token(state, refused)
             if not self.may_act():  # the renewal took a while: still leading?
                 raise _MayNotAct("the lease is no longer certainly held")
         if state.auth_slot_at is None:
@@ -218,19 +223,19 @@ class Refresher:
         state.renew_at = self.policy.renew_at(grant)
 
     def _ensure_accounts_and_write(self, state: LoginProgress, source: Outcome) -> None:
-        """List accounts with every new token and at least hourly, then write every key. A token
-        refused on the account list is dead and never written; any other account-list fault
-        still writes the token under the names already known."""
+        """List accounts with every new token and every probe period, then write every key. A
+        token refused on the account list is dead: its keys are deleted at once and it is never
+        written again; any other account-list fault still writes the token under the names
+        already known."""
         assert state.grant is not None
         now = self.clock()
-        fetched = state.accounts_fetched_at
         new_token = source is not Outcome.KEPT
         accounts_error: TradovateError | None = None
-        if new_token or fetched is None or now - fetched >= ACCOUNT_LIST_MAX_AGE_S:
+        if new_token or self.policy.probe_due(state, now):
             try:
                 accounts = self.tradovate.list_accounts(state.grant.access_token)
-            except TokenRefused:
-                state.grant = None
+            except TokenRefused as refused:
+                self._drop_dead_token(state, refused)
                 raise
             except TradovateError as error:
                 accounts_error = error
@@ -251,6 +256,43 @@ class Refresher:
             )
         if accounts_error is not None:
             raise accounts_error
+
+    def login_of(self, name: str) -> str | None:
+        """The login whose token is written under `name` (a login's or an account's)."""
+        if name in self.states:
+            return name
+        return next((s.name for s in self.states.values() if name in s.accounts), None)
+
+    def _drop_dead_token(self, state: LoginProgress, refused: TokenRefused) -> None:
+        """Tradovate refused the held token (its session was closed, or it was renewed away):
+        no reader may get it from Redis a moment longer. The keys that still hold it go now,
+        fenced like any write; the next attempt logs in again, within the pacing and budgets."""
+        assert state.grant is not None
+        dead, state.grant = state.grant.access_token, None
+        names = key_names(state.name, state.accounts)
+        deleted, error = 0, None
+        try:
+            held = get_many(self.redis, [TOKEN_KEY_PREFIX + name for name in names])
+            stale = [name for name, value in zip(names, held, strict=True) if value == dead]
+            deleted = fenced_delete(
+                self.redis,
+                self.fence(),
+                [
+                    prefix + name
+                    for name in stale
+                    for prefix in (TOKEN_KEY_PREFIX, MD_TOKEN_KEY_PREFIX)
+                ],
+            )
+        except (redis.RedisError, LeaseLost) as failure:
+            error = str(failure)
+        log.warning(
+            "token.refused",
+            login=state.name,
+            fingerprint=fingerprint(dead),
+            reason=str(refused),
+            keys_deleted=deleted,
+            error=error,
+        )
 
     def reconcile(self) -> list[str]:
         """One pipelined pass: every login whose token key is missing or holds another token

@@ -36,9 +36,6 @@ from daemon.constants import (
     MAIN_LOOP_TICK_S,
     RECONCILE_INTERVAL_S,
     REDIS_WATCH_INTERVAL_S,
-    REFRESH_REQUEST_TTL_S,
-    REFRESH_REQUESTS_KEY,
-    REFRESH_RESULT_KEY_PREFIX,
     SHUTDOWN_TIMEOUT_S,
 )
 from daemon.metrics import Metrics
@@ -52,6 +49,7 @@ from daemon.sinks.audit import AuditRecorder
 from daemon.store.client import build_client, disconnect, get_redis_client
 from daemon.store.health import RedisHealth
 from daemon.store.lease import Lease
+from daemon.store.requests import RefreshRequest, answer, take_requests
 from daemon.store.tokens import fingerprint, login_tokens
 from daemon.tradovate import TradovateClient
 
@@ -60,6 +58,7 @@ log = structlog.get_logger("daemon.service")
 HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0
 SCHEDULER_STALE_S = 30.0  # no tick for this long: the scheduler is hung, stop pinging the watchdog
+REFRESH_REQUESTS_PER_PROBE = 10
 SHUTDOWN_LEAVING_S = 2.5  # of the stop budget, kept for handing the lease over and closing sinks
 REDIS_DOWN_REPEAT_S = 60.0  # `redis.down` again, with down_for_s, while Redis stays down
 VALID = "valid"
@@ -269,7 +268,9 @@ class Daemon:
         log.info("daemon.once_finished", refreshed=len(attempts) - len(failed), failed=failed)
         return 1 if failed else 0
 
-    def refresh_once(self, names: list[str] | None = None) -> dict[str, Attempt]:
+    def refresh_once(
+        self, names: list[str] | None = None, *, probe: bool = False
+    ) -> dict[str, Attempt]:
         """Adopt what Redis holds, then refresh every login (or those named) once, waiting out
         auth pacing and penalty tickets; queued alerts and history are delivered before it
         returns. Raises RedisError, before any Tradovate call, when Redis does not answer:
@@ -286,9 +287,8 @@ class Daemon:
             self.refresher.adopt_from_redis()
             names = list(self.refresher.states) if names is None else names
             with FuturesPool(max_workers=self.settings.refresh_concurrency) as pool:
-                attempts = dict(
-                    zip(names, pool.map(self._refresh_until_settled, names), strict=True)
-                )
+                settled = pool.map(lambda name: self._refresh_until_settled(name, probe), names)
+                attempts = dict(zip(names, settled, strict=True))
         finally:
             keeping.set()
             keeper.join()
@@ -304,10 +304,10 @@ class Daemon:
             except redis.RedisError as error:
                 self.redis_health.failed(error)
 
-    def _refresh_until_settled(self, name: str) -> Attempt:
-        attempt = self.refresher.refresh(name, force=True)
+    def _refresh_until_settled(self, name: str, probe: bool = False) -> Attempt:
+        attempt = self.refresher.refresh(name, force=not probe, probe=probe)
         while attempt.deferred and not self._stop.wait(attempt.delay_s):
-            attempt = self.refresher.refresh(name, force=True)
+            attempt = self.refresher.refresh(name, force=not probe)
         return attempt
 
     def _job_overran(self, event: JobSubmissionEvent) -> None:
@@ -393,36 +393,28 @@ class Daemon:
             self.redis_health.failed(error)
 
     def _take_refresh_requests(self) -> None:
-        """`orca-tokens tokens refresh` pushes requests; each runs on a refresh thread."""
-        for _ in range(10):
-            raw = self._lease_client.lpop(REFRESH_REQUESTS_KEY)
-            if not isinstance(raw, str):
-                return
-            try:
-                request = json.loads(raw)
-                request_id, login = str(request["id"]), request.get("login")
-            except (ValueError, KeyError, TypeError):
+        """`orca-tokens tokens refresh` and readers that saw a 401 push requests; each runs on
+        a refresh thread."""
+        for request in take_requests(self._lease_client, REFRESH_REQUESTS_PER_PROBE):
+            if request is None:
                 log.warning("refresh_request.invalid")
                 continue
-            self.scheduler.add_job(self._counted(self._forced_refresh), args=[request_id, login])
+            self.scheduler.add_job(self._counted(self._requested_refresh), args=[request])
 
-    def _forced_refresh(self, request_id: str, login: str | None) -> None:
-        names = list(self.refresher.states) if login is None else [login]
+    def _requested_refresh(self, request: RefreshRequest) -> None:
+        names = list(self.refresher.states) if request.login is None else [request.login]
         outcomes: dict[str, str] = {}
-        for name in names:
-            if name not in self.refresher.states:
-                outcomes[name] = "unknown login"
+        for asked in names:
+            name = self.refresher.login_of(asked)
+            if name is None:
+                outcomes[asked] = "unknown login"
                 continue
-            attempt = self.refresher.refresh(name, force=True)
+            attempt = self.refresher.refresh(name, force=not request.probe, probe=request.probe)
             self.reschedule(name, attempt.delay_s)
             outcomes[name] = attempt.outcome
-        log.info("refresh_request.done", request=request_id, outcomes=outcomes)
+        log.info("refresh_request.done", request=request.id, probe=request.probe, outcomes=outcomes)
         with contextlib.suppress(redis.RedisError):  # the asker times out and says so
-            self.redis.set(
-                f"{REFRESH_RESULT_KEY_PREFIX}{request_id}",
-                json.dumps(outcomes),
-                ex=REFRESH_REQUEST_TTL_S,
-            )
+            answer(self.redis, request.id, outcomes)
 
     def _start_refreshing(self) -> None:
         """One job per login, so a failing login never delays another. The interval trigger is

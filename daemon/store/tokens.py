@@ -24,6 +24,7 @@ from daemon.logs import fingerprint
 from daemon.outcomes import TokenState
 from daemon.store.client import get_redis_client, scan_batches
 from daemon.store.fence import fenced_set
+from daemon.store.requests import push_request
 from daemon.store.status import (
     LoginStatus,
     scan_statuses,
@@ -46,6 +47,7 @@ __all__ = [
     "key_names",
     "key_ttl_s",
     "login_tokens",
+    "report_unauthorized",
     "token_exists",
     "token_state",
     "token_ttl",
@@ -183,6 +185,13 @@ def token_ttl(name: str, *, client: redis.Redis | None = None) -> int:
 
 def token_exists(name: str, *, client: redis.Redis | None = None) -> bool:
     return bool((client or get_redis_client()).exists(TOKEN_KEY_PREFIX + name))
+
+
+def report_unauthorized(name: str, *, client: redis.Redis | None = None) -> str:
+    """Tell the daemon that Tradovate answered 401 to the token of `name` (a login or an
+    account): it checks the token with a call that spends no budget and, when Tradovate refuses
+    it, deletes its keys at once and logs in again. Returns the request id; no waiting."""
+    return push_request(client or get_redis_client(), name, probe=True)
 
 
 def delete_token(name: str, *, client: redis.Redis | None = None) -> bool:

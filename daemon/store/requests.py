@@ -1,0 +1,86 @@
+"""Refresh requests through Redis: `orca-tokens tokens refresh` and trading programs that saw a
+401 ask the daemon holding the lease; it answers each request under its own key.
+
+A request is JSON `{id, login, probe}` on the list `orca:refresh:requests`: `login` null means
+every login; `probe` true (a reader's 401) asks the daemon to check the token with Tradovate
+first and to spend a renewal or a login only when it is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import redis
+
+from daemon.constants import (
+    REFRESH_REQUEST_TTL_S,
+    REFRESH_REQUESTS_KEY,
+    REFRESH_RESULT_KEY_PREFIX,
+)
+from daemon.store.client import pipeline
+
+ANSWER_POLL_S = 0.2
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    id: str
+    login: str | None
+    probe: bool = False
+
+    @classmethod
+    def parse(cls, raw: object) -> RefreshRequest | None:
+        try:
+            value = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+            return None
+        login = value.get("login")
+        return cls(
+            value["id"], login if isinstance(login, str) else None, value.get("probe") is True
+        )
+
+
+def push_request(client: redis.Redis, login: str | None, *, probe: bool = False) -> str:
+    """Queue a request for the leader; returns its id (its answer lands under it)."""
+    request = RefreshRequest(secrets.token_hex(8), login, probe)
+    pipe = pipeline(client, transaction=True)
+    pipe.rpush(REFRESH_REQUESTS_KEY, json.dumps(request.__dict__))
+    pipe.expire(REFRESH_REQUESTS_KEY, REFRESH_REQUEST_TTL_S)
+    pipe.execute()
+    return request.id
+
+
+def take_requests(client: redis.Redis, most: int) -> Iterator[RefreshRequest | None]:
+    """Pop up to `most` requests (None for one that cannot be read)."""
+    for _ in range(most):
+        raw = client.lpop(REFRESH_REQUESTS_KEY)
+        if raw is None:
+            return
+        yield RefreshRequest.parse(raw)
+
+
+def answer(client: redis.Redis, request_id: str, outcomes: dict[str, str]) -> None:
+    client.set(
+        f"{REFRESH_RESULT_KEY_PREFIX}{request_id}", json.dumps(outcomes), ex=REFRESH_REQUEST_TTL_S
+    )
+
+
+def await_answer(client: redis.Redis, request_id: str, timeout_s: float) -> dict[str, str] | None:
+    """The leader's answer {login: outcome}, or None when none came within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        raw = client.get(f"{REFRESH_RESULT_KEY_PREFIX}{request_id}")
+        if isinstance(raw, str):
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                return None
+            return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+        time.sleep(ANSWER_POLL_S)
+    return None
