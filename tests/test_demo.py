@@ -32,6 +32,7 @@ def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly(tmp_path: Path
     import signal
     import subprocess
     import sys
+    import time
 
     _require_redis_server()
     demo = subprocess.Popen(
@@ -49,13 +50,16 @@ def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly(tmp_path: Path
             lines.append(line)
             if "token keys: 17 valid of 17" in line:
                 break
+        interrupted_at = time.monotonic()
         os.killpg(demo.pid, signal.SIGINT)
         out, _ = demo.communicate(timeout=20)
+        stopped_in = time.monotonic() - interrupted_at
     finally:
         if demo.poll() is None:
             demo.kill()
     lines.append(out)
     text = "".join(lines)
     assert demo.returncode == 0
+    assert stopped_in < 2.0
     assert "Redis not readable" not in text
     assert text.count("token keys: 17 valid of 17") >= 2  # the last table, after the stop
