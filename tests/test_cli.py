@@ -33,7 +33,7 @@ def test_check_lists_tokens_cache_prices_and_missing_logins(
     assert "❌ missing" in out
     assert "hft:accounts:PA1 | TTL: 300s" in out
     assert "price:MNQZ5:latest | TTL: 5s" in out
-    assert "Total Keys: 9" in out
+    assert "Total keys in Redis (every kind): 9" in out
     assert tokens["APEX_1"] not in out
     code, out, _ = run("check", "--json")
     report = json.loads(out)
@@ -126,7 +126,12 @@ def test_health_from_redis_when_the_endpoint_is_disabled(
 ) -> None:
     seed(redis_server)
     ready = cli({"REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": "APEX_1", "ORCA_HEALTH_ADDR": ""})
-    assert ready("health") == (0, "ready\n", "")
+    code, out, _ = ready("health")
+    assert (code, out) == (
+        0,
+        "ready: 1 of 1 logins have a valid token; no daemon is running "
+        "(no live heartbeat in Redis)\n",
+    )
     not_ready = cli({"ORCA_ACCOUNTS": "APEX_1,APEX_2"})
     assert not_ready("health")[0] == 1
 

@@ -42,11 +42,13 @@ from daemon.store import cache, price, tokens
 from daemon.store.client import get_redis_client, scan_batches, server_info
 from daemon.store.requests import await_answer, push_request
 from daemon.store.status import read_statuses, statuses_by_name
+from daemon.views.table import table
 
 log = structlog.get_logger("daemon.cli")
 
 EX_FAILED = 1
 REFRESH_ANSWER_WAIT_S = 30.0
+STATUS_WATCH_EVERY_S = 2.0
 SUCCESSFUL_OUTCOMES = ("login", "renew", "kept")
 
 Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
@@ -76,14 +78,6 @@ def _client(env: Mapping[str, str]) -> tuple[Settings, redis.Redis]:
 
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
-
-
-def _table(rows: Sequence[Sequence[object]], headers: Sequence[str]) -> str:
-    cells = [list(map(str, headers)), *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(line.rstrip() for line in lines)
 
 
 # -- the daemon ------------------------------------------------------------------------------
@@ -206,6 +200,30 @@ def cmd_info(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """One row per login and a summary; exit 0 all valid, 1 any not, 3 no live daemon."""
+    from daemon.views.status import render_status, status_report
+
+    settings, client = _client(env)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while True:
+        report = status_report(client, _known_logins(settings, client))
+        if args.json:
+            _print_json(report.as_dict())
+        else:
+            if args.watch:
+                print("\033[H\033[2J", end="")  # home and clear, as watch(1) does
+            print(render_status(report), flush=True)
+        if not args.watch:
+            return report.exit_code
+        try:
+            if stop.wait(STATUS_WATCH_EVERY_S):
+                return report.exit_code
+        except KeyboardInterrupt:
+            return report.exit_code
+
+
 def cmd_health(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Ready: the local daemon's /readyz says 200, or, with the health endpoint disabled or not
     answering, Redis answers and every configured login has a valid token there."""
@@ -231,7 +249,10 @@ def cmd_health(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.json:
         _print_json(body)
     else:
-        print("ready" if ready else f"not ready: {json.dumps(body)}")
+        from daemon.views.status import status_report
+
+        summary = status_report(client, _known_logins(settings, client)).summary()
+        print(f"{'ready' if ready else 'not ready'}: {summary}")
     return 0 if ready else EX_FAILED
 
 
@@ -245,7 +266,7 @@ def cmd_tokens_list(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         _print_json([vars(t) for t in found])
     else:
         rows = [(f"token:{t.name}", f"{t.ttl_s}s", t.state, t.fingerprint) for t in found]
-        print(_table(rows, ("key", "ttl", "state", "fingerprint")))
+        print(table(rows, ("key", "ttl", "state", "fingerprint")))
         print(f"\nTotal tokens: {len(found)}")
     return 0
 
@@ -336,7 +357,7 @@ def cmd_cache_stats(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if args.json:
         _print_json(stats)
     else:
-        print(_table(sorted(stats.items(), key=lambda kv: kv[0] == "total"), ("endpoint", "keys")))
+        print(table(sorted(stats.items(), key=lambda kv: kv[0] == "total"), ("endpoint", "keys")))
     return 0
 
 
@@ -429,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo = verb(verbs, "demo", cmd_demo, "the daemon on an embedded Redis and simulated Tradovate")
     demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    status = verb(verbs, "status", cmd_status, "one row per login (exit 0/1/3)", json_flag=True)
+    status.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
     verb(verbs, "check", cmd_check, "every key in Redis, as check_all_redis.py", json_flag=True)
     verb(verbs, "accounts", cmd_accounts, "each login's accounts from Tradovate", json_flag=True)
     verb(verbs, "info", cmd_info, "Redis memory, clients and keyspace", json_flag=True)

@@ -7,7 +7,6 @@ it is alive, and shuts down within SHUTDOWN_TIMEOUT_S of the first SIGTERM or SI
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -31,8 +30,6 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.config import Settings
 from daemon.constants import (
-    HEARTBEAT_KEY_PREFIX,
-    HEARTBEAT_TTL_S,
     MAIN_LOOP_TICK_S,
     RECONCILE_INTERVAL_S,
     REDIS_WATCH_INTERVAL_S,
@@ -48,6 +45,7 @@ from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.client import build_client, disconnect, get_redis_client
 from daemon.store.health import RedisHealth
+from daemon.store.heartbeat import Heartbeat, heartbeat_key, write_heartbeat
 from daemon.store.lease import Lease
 from daemon.store.requests import RefreshRequest, answer, take_requests
 from daemon.store.tokens import fingerprint, login_tokens
@@ -352,11 +350,7 @@ class Daemon:
         lease; lead while it is held, stand by while it is not. All on the lease client, whose
         calls end within a second: a hung Redis costs a probe, never the lease's deadline."""
         try:
-            self._lease_client.set(
-                f"{HEARTBEAT_KEY_PREFIX}{self.instance}",
-                json.dumps(self._heartbeat()),
-                ex=HEARTBEAT_TTL_S,
-            )
+            write_heartbeat(self._lease_client, self._heartbeat())
             leading = self.lease.hold()
             if leading and not self._refreshing:
                 self.refresher.adopt_from_redis()
@@ -451,20 +445,21 @@ class Daemon:
                 _job_id(name), next_run_time=datetime.now(UTC) + timedelta(seconds=delay_s)
             )
 
-    def _heartbeat(self) -> dict[str, Any]:
-        return {
-            "instance": self.instance,
-            "pid": os.getpid(),
-            "started_at": iso(self._started_at),
-            "logins": len(self.settings.logins),
-            "leader": self._refreshing,
-        }
+    def _heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            instance=self.instance,
+            pid=os.getpid(),
+            started_at=iso(self._started_at),
+            at=self.clock(),
+            logins=len(self.settings.logins),
+            leader=self._refreshing and self.lease.is_current(),
+        )
 
     def _leave_redis(self) -> None:
         """A clean stop: hand the lease over at once and take the heartbeat away."""
         self.lease.release()
         with contextlib.suppress(redis.RedisError):
-            self._lease_client.delete(f"{HEARTBEAT_KEY_PREFIX}{self.instance}")
+            self._lease_client.delete(heartbeat_key(self.instance))
 
     # -- health ------------------------------------------------------------------------------
 

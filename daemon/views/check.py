@@ -139,5 +139,5 @@ def render_check(report: dict[str, Any]) -> str:
         lines += [f"{k['key']} | TTL: {k['ttl_s']}s" for k in section["keys"]] or ["(none)"]
         if section["count"] > len(section["keys"]):
             lines.append(f"... and {section['count'] - len(section['keys'])} more")
-    lines += ["", f"Total Keys: {report['total_keys']}"]
+    lines += ["", f"Total keys in Redis (every kind): {report['total_keys']}"]
     return "\n".join(lines)

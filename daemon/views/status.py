@@ -1,0 +1,166 @@
+"""`orca-tokens status`: one row per login, from Redis alone: what its token is worth (the one
+definition of valid), when it expires and is next refreshed, the last outcome and its error,
+its accounts, and which instance owns it with how fresh that instance's heartbeat is."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from daemon.outcomes import LoginState, TokenState
+from daemon.store.heartbeat import Heartbeat, live_instances
+from daemon.store.status import LoginStatus, read_statuses
+from daemon.store.tokens import login_tokens
+
+EXIT_ALL_VALID = 0
+EXIT_NOT_ALL_VALID = 1
+EXIT_NO_DAEMON = 3  # systemctl's "not running"
+
+
+@dataclass(frozen=True)
+class LoginRow:
+    login: str
+    token: TokenState
+    state: LoginState | None  # None: no daemon has written a status for it
+    expires_at: str | None
+    next_attempt_at: str | None
+    last_outcome: str | None
+    last_error: str | None
+    accounts: int
+    owner: str | None
+    heartbeat_age_s: float | None  # None: the owner has no live heartbeat
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    logins: list[LoginRow]
+    instances: list[Heartbeat]
+    now: float
+
+    @property
+    def valid(self) -> int:
+        return sum(1 for row in self.logins if row.token.usable)
+
+    @property
+    def exit_code(self) -> int:
+        if not self.instances:
+            return EXIT_NO_DAEMON
+        if self.valid == len(self.logins):
+            return EXIT_ALL_VALID
+        return EXIT_NOT_ALL_VALID
+
+    def summary(self) -> str:
+        """The state of the desk in one line of words."""
+        total = len(self.logins)
+        problems = [row for row in self.logins if not row.token.usable]
+        words = f"{self.valid} of {total} logins have a valid token"
+        if problems:
+            words += ": " + ", ".join(f"{row.login} {_problem(row)}" for row in problems)
+        if not self.instances:
+            return words + "; no daemon is running (no live heartbeat in Redis)"
+        leaders = [b for b in self.instances if b.leader]
+        leader = f"{leaders[0].instance} refreshing" if leaders else "no instance refreshing"
+        return f"{words}; {leader}, {len(self.instances)} instance(s) alive"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary(),
+            "exit_code": self.exit_code,
+            "logins": [asdict(row) for row in self.logins],
+            "instances": [
+                {**asdict(beat), "age_s": round(self.now - beat.at, 1)} for beat in self.instances
+            ],
+        }
+
+
+def _problem(row: LoginRow) -> str:
+    if row.last_error:
+        return f"{row.token} ({row.last_error})"
+    return str(row.token)
+
+
+def status_report(
+    client: redis.Redis, logins: Sequence[str], now: float | None = None
+) -> StatusReport:
+    now = time.time() if now is None else now
+    names = list(logins)
+    statuses = read_statuses(client, names)
+    found = login_tokens(client, names, now)
+    instances = live_instances(client)
+    beats = {beat.instance: beat for beat in instances}
+    rows = []
+    for name, status in zip(names, statuses, strict=True):
+        recorded = status or LoginStatus(name)
+        beat = beats.get(recorded.instance or "")
+        rows.append(
+            LoginRow(
+                login=name,
+                token=found[name][1],
+                state=status.state if status else None,
+                expires_at=recorded.expires_at,
+                next_attempt_at=recorded.next_attempt_at,
+                last_outcome=recorded.last_outcome,
+                last_error=recorded.last_error,
+                accounts=len(recorded.accounts),
+                owner=recorded.instance,
+                heartbeat_age_s=round(now - beat.at, 1) if beat else None,
+            )
+        )
+    return StatusReport(rows, instances, now)
+
+
+def render_status(report: StatusReport) -> str:
+    headers = ("LOGIN", "TOKEN", "EXPIRES", "NEXT REFRESH", "LAST", "ACCOUNTS", "OWNER")
+    rows = [
+        (
+            row.login,
+            row.token.value,
+            _when(row.expires_at, report.now),
+            _when(row.next_attempt_at, report.now),
+            _last(row),
+            str(row.accounts),
+            _owner(row),
+        )
+        for row in report.logins
+    ]
+    widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers))]
+    lines = [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+        for r in (headers, *rows)
+    ]
+    return "\n".join([*lines, "", report.summary()])
+
+
+def _when(text: str | None, now: float) -> str:
+    if text is None:
+        return "-"
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    minutes = (at.timestamp() - now) / 60
+    clock = at.astimezone(UTC).strftime("%H:%M:%S")
+    if minutes >= 1:
+        return f"{clock} (in {minutes:.0f} min)"
+    if minutes >= 0:
+        return f"{clock} (in {minutes * 60:.0f} s)"
+    return f"{clock} ({-minutes:.0f} min ago)"
+
+
+def _last(row: LoginRow) -> str:
+    if row.last_outcome is None:
+        return "-"
+    return f"{row.last_outcome}: {row.last_error}" if row.last_error else str(row.last_outcome)
+
+
+def _owner(row: LoginRow) -> str:
+    if row.owner is None:
+        return "-"
+    if row.heartbeat_age_s is None:
+        return f"{row.owner} (no heartbeat)"
+    return f"{row.owner} ({row.heartbeat_age_s:.0f} s ago)"

@@ -1,0 +1,71 @@
+"""`orca-tokens status` and `health` in words, against a running daemon with one bad password."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from daemon.config import password_variable
+from daemon.sim.environment import wait_for
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate
+from tests.helpers import DaemonProcess, Run, daemon_env
+
+
+def test_status_names_each_login_and_a_rejected_password(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+    cli: Callable[[dict[str, str]], Run],
+) -> None:
+    env = daemon_env(served_tradovate, redis_server.url)
+    env[password_variable("APEX_136189")] = "not-the-password"
+    daemon = DaemonProcess(env, cwd=str(tmp_path))
+    processes.append(daemon)
+    daemon.event("token.refresh_failed")
+    run = cli({k: v for k, v in env.items() if not k.startswith("TRADOVATE_PASSWORD")})
+
+    def report() -> dict[str, object]:
+        code, out, _ = run("status", "--json")
+        value: dict[str, object] = json.loads(out)
+        value["code"] = code
+        return value
+
+    found = wait_for(
+        lambda: (
+            (r := report())
+            and sum(row["token"] == "valid" for row in r["logins"]) == 3  # type: ignore[attr-defined]
+            and r
+        ),
+        what="three valid logins",
+    )
+    assert found["code"] == 1
+    rows = {row["login"]: row for row in found["logins"]}
+    bad = rows["APEX_136189"]
+    assert (bad["token"], bad["state"], bad["last_outcome"]) == ("missing", "failing", "rejected")
+    assert "Incorrect username or password" in bad["last_error"]
+    good = rows["APEX_266668"]
+    assert (good["state"], good["accounts"]) == ("ok", 4)
+    assert good["owner"].startswith(f"{good['owner'].split(':')[0]}:{daemon.process.pid}:")
+    assert good["heartbeat_age_s"] < 5
+    assert "APEX_136189 missing (" in str(found["summary"])
+
+    code, out, _ = run("status")
+    assert code == 1
+    assert "APEX_136189" in out
+    assert "rejected: " in out
+    assert "(in " in out  # expiry and next refresh said as "in N min"
+    code, out, _ = run("health")
+    assert code == 1
+    assert out.startswith("not ready: 3 of 4 logins have a valid token: APEX_136189 missing")
+    assert "not-the-password" not in out
+
+
+def test_status_without_a_daemon_exits_3(
+    redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
+) -> None:
+    code, out, _ = cli({"REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": "APEX_1"})("status")
+    assert code == 3
+    assert "no daemon is running" in out
