@@ -10,9 +10,10 @@ from __future__ import annotations
 import hmac
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -27,9 +28,9 @@ from daemon.constants import (
     TRADOVATE_BASE_URLS,
     TRADOVATE_TIMEOUT_S,
 )
+from daemon.registry import setting
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus names it
-DEFAULT_ACCOUNTS_FILE = "config/accounts.toml"
 LOGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -136,6 +137,7 @@ class Settings:
     log_file: str | None = None  # None: stderr
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
+    credential_files: tuple[str, ...] = ()  # the secret files read, for checks of their modes
 
     def secrets(self) -> list[str]:
         """Every secret value, so the log redactor can scrub them wherever they appear."""
@@ -158,14 +160,38 @@ def _embedded_password(dsn: str) -> str:
 
 def read_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The process environment over the `.env` file (ORCA_ENV_FILE names another file)."""
+    return read_environment_with_sources(environ)[0]
+
+
+def read_environment_with_sources(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(`read_environment`, where each value came from: "environment" or the env file)."""
     environ = os.environ if environ is None else environ
     env_file = environ.get("ORCA_ENV_FILE")
     path = Path(env_file) if env_file else Path(".env")
     merged: dict[str, str] = {}
+    sources: dict[str, str] = {}
     if path.is_file():  # a missing ORCA_ENV_FILE is reported by load_settings with the rest
-        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+        from_file = {k: v for k, v in dotenv_values(path).items() if v is not None}
+        merged.update(from_file)
+        sources.update(dict.fromkeys(from_file, str(path)))
     merged.update(environ)
-    return merged
+    sources.update(dict.fromkeys(environ, "environment"))
+    return merged, sources
+
+
+def loose_credential_files(settings: Settings) -> list[str]:
+    """Credential files that others than their owner may read (group or world bits)."""
+    loose = []
+    for name in settings.credential_files:
+        try:
+            mode = Path(name).stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            loose.append(f"{name} (mode {stat.S_IMODE(mode):04o})")
+    return loose
 
 
 class _Reader:
@@ -175,16 +201,25 @@ class _Reader:
         self.env = env
         self.problems: list[str] = []
         self.credentials_dir = env.get("CREDENTIALS_DIRECTORY") or None
+        self.files_read: list[str] = []  # credential files, for the checks of their modes
 
     def problem(self, name: str, message: str) -> None:
         self.problems.append(f"{name}: {message}")
 
-    def text(self, name: str, default: str | None = None) -> str | None:
+    def text(self, name: str) -> str | None:
+        """The value, stripped, or the registered default (None when it has none)."""
+        default = setting(name).default
         value = self.env.get(name, "").strip()
-        return value or default
+        return value or (str(default) if default is not None else None)
 
-    def integer(self, name: str, default: int, *, low: int, high: int | None = None) -> int:
-        raw = self.text(name)
+    def given(self, name: str) -> str | None:
+        """The value as set (stripped), None when unset or empty: no default."""
+        setting(name)  # every variable read is registered
+        return self.env.get(name, "").strip() or None
+
+    def integer(self, name: str, *, low: int, high: int) -> int:
+        default = int(setting(name).default or 0)
+        raw = self.given(name)
         if raw is None:
             return default
         try:
@@ -192,14 +227,14 @@ class _Reader:
         except ValueError:
             self.problem(name, f"{raw!r} is not an integer")
             return default
-        if value < low or (high is not None and value > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            self.problem(name, f"{value} is out of range (must be {bounds})")
+        if not low <= value <= high:
+            self.problem(name, f"{value} is out of range (must be between {low} and {high})")
             return default
         return value
 
-    def number(self, name: str, default: float, *, low: float) -> float:
-        raw = self.text(name)
+    def number(self, name: str, *, low: float, high: float) -> float:
+        default = float(setting(name).default or 0.0)
+        raw = self.given(name)
         if raw is None:
             return default
         try:
@@ -207,13 +242,14 @@ class _Reader:
         except ValueError:
             self.problem(name, f"{raw!r} is not a number")
             return default
-        if not value >= low:
-            self.problem(name, f"{raw} is out of range (must be at least {low:g})")
+        if not low <= value <= high:  # NaN and infinities fail here too
+            self.problem(name, f"{raw} is out of range (must be between {low:g} and {high:g})")
             return default
         return value
 
-    def boolean(self, name: str, default: bool) -> bool:
-        raw = self.text(name)
+    def boolean(self, name: str) -> bool:
+        default = bool(setting(name).default)
+        raw = self.given(name)
         if raw is None:
             return default
         if raw.lower() in ("1", "true", "yes", "on"):
@@ -223,8 +259,9 @@ class _Reader:
         self.problem(name, f"{raw!r} is not a boolean (use true or false)")
         return default
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        raw = self.text(name)
+    def choice(self, name: str, choices: tuple[str, ...]) -> str:
+        default = str(setting(name).default)
+        raw = self.given(name)
         if raw is None:
             return default
         if raw.lower() not in choices:
@@ -236,6 +273,7 @@ class _Reader:
         path = Path(path_text)
         if not path.is_absolute() and self.credentials_dir:
             path = Path(self.credentials_dir) / path
+        self.files_read.append(str(path))
         try:
             value = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
@@ -249,7 +287,7 @@ class _Reader:
     def secret(self, name: str, *, required: bool) -> Secret | None:
         """`NAME`, or the file named by `NAME_FILE`. The value itself is never quoted."""
         value = self.env.get(name, "").strip()
-        file_name = self.text(f"{name}_FILE")
+        file_name = self.env.get(f"{name}_FILE", "").strip() or None
         if value and file_name:
             self.problem(name, f"set either {name} or {name}_FILE, not both")
             return None
@@ -276,28 +314,24 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         redis=_redis_settings(reader),
         tradovate=_tradovate_settings(reader, credentials=credentials),
         logins=_logins(reader, credentials=credentials),
-        token_ttl_s=reader.integer("ORCA_TOKEN_TTL", DEFAULT_TOKEN_TTL_S, low=1),
-        refresh_interval_s=reader.integer("ORCA_REFRESH_INTERVAL", 3_600, low=1, high=86_400),
-        token_probe_interval_s=reader.integer(
-            "ORCA_TOKEN_PROBE_INTERVAL", DEFAULT_TOKEN_PROBE_INTERVAL_S, low=1, high=3_600
-        ),
-        auth_rate_limit=reader.integer("ORCA_AUTH_RATE_LIMIT", 10, low=1),
-        refresh_concurrency=reader.integer(
-            "ORCA_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY, low=1, high=1_000
-        ),
-        captcha_park_s=reader.integer("ORCA_CAPTCHA_PARK", DEFAULT_CAPTCHA_PARK_S, low=1),
+        token_ttl_s=reader.integer("ORCA_TOKEN_TTL", low=1, high=7 * 86_400),
+        refresh_interval_s=reader.integer("ORCA_REFRESH_INTERVAL", low=1, high=86_400),
+        token_probe_interval_s=reader.integer("ORCA_TOKEN_PROBE_INTERVAL", low=1, high=3_600),
+        auth_rate_limit=reader.integer("ORCA_AUTH_RATE_LIMIT", low=1, high=1_000_000),
+        refresh_concurrency=reader.integer("ORCA_REFRESH_CONCURRENCY", low=1, high=1_000),
+        captcha_park_s=reader.integer("ORCA_CAPTCHA_PARK", low=1, high=7 * 86_400),
         health_addr=_health_addr(reader),
         alert_webhook_url=_webhook(reader),
         audit_dsn=reader.secret("ORCA_AUDIT_DSN", required=False),
-        log_format=reader.choice("ORCA_LOG_FORMAT", "auto", LOG_FORMATS),
-        log_level=reader.choice("ORCA_LOG_LEVEL", "info", LOG_LEVELS),
+        log_format=reader.choice("ORCA_LOG_FORMAT", LOG_FORMATS),
+        log_level=reader.choice("ORCA_LOG_LEVEL", LOG_LEVELS),
         log_file=reader.text("ORCA_LOG_FILE"),
-        log_max_bytes=reader.integer("ORCA_LOG_MAX_BYTES", 10 * 1024 * 1024, low=1_024),
-        log_backups=reader.integer("ORCA_LOG_BACKUPS", 5, low=0, high=1_000),
+        log_max_bytes=reader.integer("ORCA_LOG_MAX_BYTES", low=1_024, high=1 << 40),
+        log_backups=reader.integer("ORCA_LOG_BACKUPS", low=0, high=1_000),
     )
     if reader.problems:
         raise ConfigError(reader.problems)
-    return settings
+    return replace(settings, credential_files=tuple(reader.files_read))
 
 
 def load_redis_settings(env: Mapping[str, str]) -> RedisSettings:
@@ -318,29 +352,29 @@ def _redis_settings(reader: _Reader) -> RedisSettings:
     ssl_ca_certs = reader.text("REDIS_SSL_CA_CERTS")
     if ssl_ca_certs is not None and not Path(ssl_ca_certs).is_file():
         reader.problem("REDIS_SSL_CA_CERTS", f"{ssl_ca_certs} does not exist")
-    cert_reqs = reader.choice("REDIS_SSL_CERT_REQS", "required", ("required", "none"))
-    cluster = reader.boolean("REDIS_CLUSTER", False)
-    if cluster and reader.integer("REDIS_DB", 0, low=0) != 0:
+    cert_reqs = reader.choice("REDIS_SSL_CERT_REQS", ("required", "none"))
+    cluster = reader.boolean("REDIS_CLUSTER")
+    if cluster and reader.integer("REDIS_DB", low=0, high=10_000) != 0:
         reader.problem("REDIS_DB", "Redis Cluster has only database 0")
     return RedisSettings(
         url=url,
-        host=reader.text("REDIS_HOST", "localhost") or "localhost",
-        port=reader.integer("REDIS_PORT", 6379, low=1, high=65_535),
-        db=reader.integer("REDIS_DB", 0, low=0, high=10_000),
+        host=reader.text("REDIS_HOST") or "localhost",
+        port=reader.integer("REDIS_PORT", low=1, high=65_535),
+        db=reader.integer("REDIS_DB", low=0, high=10_000),
         username=reader.text("REDIS_USERNAME"),
         password=reader.secret("REDIS_PASSWORD", required=False),
-        ssl=reader.boolean("REDIS_SSL", False),
+        ssl=reader.boolean("REDIS_SSL"),
         ssl_ca_certs=ssl_ca_certs,
         ssl_cert_reqs="none" if cert_reqs == "none" else "required",
-        max_connections=reader.integer("REDIS_MAX_CONNECTIONS", 10, low=1, high=10_000),
-        socket_connect_timeout_s=reader.number("REDIS_SOCKET_CONNECT_TIMEOUT", 5.0, low=0.1),
+        max_connections=reader.integer("REDIS_MAX_CONNECTIONS", low=1, high=10_000),
+        socket_connect_timeout_s=reader.number("REDIS_SOCKET_CONNECT_TIMEOUT", low=0.1, high=300),
         cluster=cluster,
     )
 
 
 def _tradovate_settings(reader: _Reader, *, credentials: bool) -> TradovateSettings:
-    env = reader.choice("TRADOVATE_ENV", "demo", ("demo", "live"))
-    base_url = reader.text("TRADOVATE_BASE_URL", TRADOVATE_BASE_URLS[env]) or ""
+    env = reader.choice("TRADOVATE_ENV", ("demo", "live"))
+    base_url = reader.text("TRADOVATE_BASE_URL") or TRADOVATE_BASE_URLS[env]
     if not base_url.startswith(("https://", "http://")):
         reader.problem("TRADOVATE_BASE_URL", f"{base_url!r} is not an http(s) URL")
     app_id = reader.text("TRADOVATE_APP_ID") or ""
@@ -359,11 +393,11 @@ def _tradovate_settings(reader: _Reader, *, credentials: bool) -> TradovateSetti
         env="live" if env == "live" else "demo",
         base_url=base_url.rstrip("/"),
         app_id=app_id,
-        app_version=reader.text("TRADOVATE_APP_VERSION", "1.0") or "1.0",
+        app_version=reader.text("TRADOVATE_APP_VERSION") or "1.0",
         cid=cid,
         sec=reader.secret("TRADOVATE_SEC", required=credentials),
         device_id=reader.text("TRADOVATE_DEVICE_ID"),
-        timeout_s=reader.number("ORCA_TRADOVATE_TIMEOUT", TRADOVATE_TIMEOUT_S, low=0.1),
+        timeout_s=reader.number("ORCA_TRADOVATE_TIMEOUT", low=0.1, high=600),
     )
 
 
@@ -379,8 +413,8 @@ def _logins(reader: _Reader, *, credentials: bool) -> tuple[Login, ...]:
         entries = [(name, {"password_env": password_variable(name)}) for name in names]
         source = "ORCA_ACCOUNTS"
     else:
-        explicit = reader.text("ORCA_ACCOUNTS_FILE")
-        path = Path(explicit or DEFAULT_ACCOUNTS_FILE)
+        explicit = reader.given("ORCA_ACCOUNTS_FILE")
+        path = Path(explicit or str(setting("ORCA_ACCOUNTS_FILE").default))
         if not path.is_file():
             if credentials or explicit:
                 reader.problem(

@@ -243,3 +243,16 @@ def test_sync_without_a_dsn_is_a_configuration_error(run: Run) -> None:
     code, _, err = run("sync")
     assert code == 78
     assert "ORCA_AUDIT_DSN: is not set" in err
+
+
+def test_bare_orca_tokens_prints_help_with_variables_and_exit_codes(
+    cli: Callable[[dict[str, str]], Run],
+) -> None:
+    code, out, _ = cli({})()
+    assert code == 0
+    assert "status" in out
+    assert "doctor" in out
+    assert "REDIS_PASSWORD" in out
+    assert "ORCA_TOKEN_PROBE_INTERVAL" in out
+    assert "78" in out
+    assert cli({})("--help")[1] == out

@@ -31,6 +31,7 @@ from daemon.config import (
     Settings,
     load_settings,
     read_environment,
+    read_environment_with_sources,
 )
 from daemon.constants import (
     LEADER_KEY,
@@ -38,6 +39,7 @@ from daemon.constants import (
     STATUS_KEY_PREFIX,
 )
 from daemon.logs import configure_logging, register_secrets
+from daemon.registry import help_text
 from daemon.store import cache, price, tokens
 from daemon.store.client import get_redis_client, scan_batches, server_info
 from daemon.store.requests import await_answer, push_request
@@ -47,6 +49,15 @@ from daemon.views.table import table
 log = structlog.get_logger("daemon.cli")
 
 EX_FAILED = 1
+EPILOG = f"""\
+environment variables (a .env in the working directory, or ORCA_ENV_FILE, is read first; the
+real environment wins; every secret also reads from NAME_FILE):
+{help_text()}
+
+exit codes: 0 success; 1 the operation failed (`run --once` with a failed login, `health` not
+ready, `status` with a login not valid); 2 usage; 3 `status` finds no live daemon; 78
+configuration error. README has the rest.
+"""
 REFRESH_ANSWER_WAIT_S = 30.0
 STATUS_WATCH_EVERY_S = 2.0
 SUCCESSFUL_OUTCOMES = ("login", "renew", "kept")
@@ -222,6 +233,16 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 return report.exit_code
         except KeyboardInterrupt:
             return report.exit_code
+
+
+def cmd_doctor(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Checks configuration and reachability without logging in or writing (exit 0/1/78)."""
+    from daemon.cli.doctor import render_doctor, run_doctor
+
+    _, sources = read_environment_with_sources()
+    report = run_doctor(env, sources)
+    _print_json(report.as_dict()) if args.json else print(render_doctor(report))
+    return report.exit_code
 
 
 def cmd_health(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -431,9 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="orca-tokens",
         description="Keeps a valid Tradovate access token for every login in Redis.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
+    verbs = parser.add_subparsers(dest="verb", metavar="COMMAND")
 
     def verb(
         group: Any, name: str, handler: Handler, help_text: str, *, json_flag: bool = False
@@ -452,6 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     status = verb(verbs, "status", cmd_status, "one row per login (exit 0/1/3)", json_flag=True)
     status.add_argument("--watch", action="store_true", help="redraw every 2 s until Ctrl-C")
+    verb(
+        verbs, "doctor", cmd_doctor, "check settings and reachability (exit 0/1/78)", json_flag=True
+    )
     verb(verbs, "check", cmd_check, "every key in Redis, as check_all_redis.py", json_flag=True)
     verb(verbs, "accounts", cmd_accounts, "each login's accounts from Tradovate", json_flag=True)
     verb(verbs, "info", cmd_info, "Redis memory, clients and keyspace", json_flag=True)
@@ -501,7 +527,11 @@ def _lenient(value: str | None, choices: tuple[str, ...], default: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verb is None:  # bare `orca-tokens`: say what it can do
+        parser.print_help()
+        return 0
     env = read_environment()
     configure_logging(
         _lenient(env.get("ORCA_LOG_FORMAT"), LOG_FORMATS, "auto"),

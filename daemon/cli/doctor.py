@@ -1,0 +1,197 @@
+"""`orca-tokens doctor`: checks the configuration and what it points at, without logging in and
+without writing anything. Exit 0 fine, 1 problems found, 78 the configuration is invalid."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal
+
+import httpx
+import redis
+
+from daemon.config import ConfigError, Settings, load_settings, loose_credential_files
+from daemon.registry import SETTINGS, Setting, setting, unknown_variables
+from daemon.store.client import build_client, disconnect
+from daemon.store.health import diagnose
+
+CLOCK_SKEW_WARN_S = 2.0
+TRADOVATE_PROBE_TIMEOUT_S = 5.0
+
+Level = Literal["ok", "warning", "problem"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: Level
+    topic: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SettingRow:
+    name: str
+    value: str
+    source: str  # environment | <env file> | default
+
+
+@dataclass
+class DoctorReport:
+    settings: list[SettingRow]
+    findings: list[Finding]
+    config_problems: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        if self.config_problems:
+            return 78
+        return 1 if any(f.level == "problem" for f in self.findings) else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "settings": [asdict(row) for row in self.settings],
+            "findings": [asdict(f) for f in self.findings],
+            "config_problems": self.config_problems,
+        }
+
+
+def run_doctor(env: Mapping[str, str], sources: Mapping[str, str]) -> DoctorReport:
+    findings: list[Finding] = []
+    for name, closest in unknown_variables(env):
+        hint = f"; did you mean {closest}?" if closest else ""
+        findings.append(Finding("problem", "settings", f"{name} is not a known setting{hint}"))
+    try:
+        settings = load_settings(env, credentials=True)
+    except ConfigError as error:
+        return DoctorReport(_setting_rows(env, sources), findings, error.problems)
+    findings += _safety(settings)
+    findings += _redis(settings)
+    findings += _tradovate(settings)
+    return DoctorReport(_setting_rows(env, sources), findings, [])
+
+
+def _setting_rows(env: Mapping[str, str], sources: Mapping[str, str]) -> list[SettingRow]:
+    rows = []
+    names = [s.name for s in SETTINGS if "<" not in s.name]
+    names += sorted(n for n in env if n.startswith("TRADOVATE_PASSWORD_") and n not in names)
+    for name in names:
+        entry = setting(name)
+        file_name = f"{name}_FILE"
+        if entry.secret and env.get(file_name):
+            rows.append(
+                SettingRow(name, f"from file {env[file_name]}", sources.get(file_name, "?"))
+            )
+        elif env.get(name, "").strip():
+            rows.append(SettingRow(name, _shown(entry, env[name]), sources.get(name, "?")))
+        else:
+            rows.append(SettingRow(name, entry.default_text, "default"))
+    return rows
+
+
+def _shown(entry: Setting, value: str) -> str:
+    return "******** (set)" if entry.secret else value.strip()
+
+
+def _safety(settings: Settings) -> list[Finding]:
+    found = [
+        Finding("problem", "files", f"readable by others than its owner: {name}; chmod 600 it")
+        for name in loose_credential_files(settings)
+    ]
+    if settings.redis.uses_tls and settings.redis.ssl_cert_reqs == "none":
+        found.append(
+            Finding("warning", "redis", "REDIS_SSL_CERT_REQS=none: the server is not verified")
+        )
+    if settings.health_addr is not None and not _loopback(settings.health_addr[0]):
+        found.append(
+            Finding(
+                "warning",
+                "health",
+                f"ORCA_HEALTH_ADDR listens on {settings.health_addr[0]}: /metrics and /readyz "
+                "are open beyond this machine",
+            )
+        )
+    return found
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _redis(settings: Settings) -> list[Finding]:
+    target = settings.redis.target()
+    client = build_client(settings.redis, role="lease")  # quick: nothing here may hang
+    try:
+        client.ping()
+        seconds, micros = client.time()
+    except redis.RedisError as error:
+        diagnosis = diagnose(error)
+        return [
+            Finding(
+                "problem",
+                "redis",
+                f"{target} does not answer ({diagnosis.reason}): {diagnosis.hint}",
+            )
+        ]
+    finally:
+        disconnect(client)
+    found = [Finding("ok", "redis", f"{target} answers")]
+    skew = time.time() - (seconds + micros / 1e6)
+    found.append(_skew("redis", skew, "Redis TIME"))
+    return found
+
+
+def _tradovate(settings: Settings) -> list[Finding]:
+    """TLS to the base URL and any HTTP answer: reachable. No login, no credentials sent."""
+    url = settings.tradovate.base_url
+    try:
+        with httpx.Client(timeout=TRADOVATE_PROBE_TIMEOUT_S) as http:
+            response = http.get(url)
+    except httpx.HTTPError as error:
+        return [
+            Finding(
+                "problem", "tradovate", f"{url} is not reachable: {type(error).__name__}: {error}"
+            )
+        ]
+    found = [Finding("ok", "tradovate", f"{url} answers (HTTP {response.status_code})")]
+    date = response.headers.get("date")
+    if date:
+        try:
+            skew = time.time() - parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            return found
+        found.append(_skew("tradovate", skew, "Tradovate's Date header"))
+    return found
+
+
+def _skew(topic: str, skew: float, against: str) -> Finding:
+    if abs(skew) > CLOCK_SKEW_WARN_S:
+        return Finding(
+            "warning",
+            topic,
+            f"this clock is {skew:+.1f} s off {against}: token expiries are judged by it",
+        )
+    return Finding("ok", topic, f"clock within {abs(skew):.1f} s of {against}")
+
+
+def render_doctor(report: DoctorReport) -> str:
+    from daemon.views.table import table
+
+    lines = [
+        table([(r.name, r.value, r.source) for r in report.settings], ("setting", "value", "from"))
+    ]
+    lines.append("")
+    marks = {"ok": "✅", "warning": "⚠️ ", "problem": "❌"}
+    lines += [f"{marks[f.level]} {f.topic}: {f.text}" for f in report.findings]
+    lines += [f"❌ configuration: {problem}" for problem in report.config_problems]
+    verdict = {0: "no problems found", 1: "problems found", 78: "the configuration is invalid"}
+    lines += ["", f"doctor: {verdict[report.exit_code]}"]
+    return "\n".join(lines)

@@ -1,0 +1,146 @@
+"""Every environment variable the code reads, once: its default and its meaning. The
+configuration takes its defaults from here (`daemon.config`), `doctor` reports and checks
+against it, `--help` lists it, and README's configuration table is generated from it (a test
+compares the two)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from daemon.constants import (
+    DEFAULT_CAPTCHA_PARK_S,
+    DEFAULT_REFRESH_CONCURRENCY,
+    DEFAULT_TOKEN_PROBE_INTERVAL_S,
+    DEFAULT_TOKEN_TTL_S,
+    TRADOVATE_TIMEOUT_S,
+)
+
+PREFIXES = ("REDIS_", "ORCA_", "TRADOVATE_")
+PASSWORD_VARIABLE_PREFIX = "TRADOVATE_PASSWORD_"
+SECRET_FILE_SUFFIX = "_FILE"
+
+Default = str | int | float | bool | None
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Default
+    meaning: str
+    secret: bool = False  # masked wherever shown; NAME_FILE may hold it instead
+
+    @property
+    def default_text(self) -> str:
+        if self.default is None:
+            return "unset"
+        if isinstance(self.default, bool):
+            return "true" if self.default else "false"
+        return str(self.default)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("REDIS_URL", None, "`redis://` or `rediss://` URL; when set it wins over the `REDIS_*` fields below", secret=True),
+    Setting("REDIS_HOST", "localhost", "Redis host"),
+    Setting("REDIS_PORT", 6379, "Redis port (Azure Cache for Redis: 6380 with TLS)"),
+    Setting("REDIS_DB", 0, "database number (0 only on a cluster)"),
+    Setting("REDIS_USERNAME", None, "ACL user"),
+    Setting("REDIS_PASSWORD", None, "password", secret=True),
+    Setting("REDIS_SSL", False, "TLS (Azure Cache for Redis: port 6380, `true`)"),
+    Setting("REDIS_SSL_CA_CERTS", None, "CA bundle for verifying the server (default: the system store)"),
+    Setting("REDIS_SSL_CERT_REQS", "required", "`required` or `none`; `none` warns at every start"),
+    Setting("REDIS_MAX_CONNECTIONS", 10, "size of the one shared (blocking) pool"),
+    Setting("REDIS_SOCKET_CONNECT_TIMEOUT", 5.0, "seconds to connect, TLS handshake included"),
+    Setting("REDIS_CLUSTER", False, "Redis Cluster (README, Redis Cluster)"),
+    Setting("TRADOVATE_ENV", "demo", "`demo` or `live`"),
+    Setting("TRADOVATE_BASE_URL", None, "full base including `/v1` (default: from `TRADOVATE_ENV`)"),
+    Setting("TRADOVATE_APP_ID", None, "API app identity (required for `run`)"),
+    Setting("TRADOVATE_APP_VERSION", "1.0", "API app version"),
+    Setting("TRADOVATE_CID", None, "API key id (required for `run`)"),
+    Setting("TRADOVATE_SEC", None, "API key secret (required for `run`)", secret=True),
+    Setting("TRADOVATE_DEVICE_ID", None, "default: a UUID stable for this machine and login; set it in containers"),
+    Setting("TRADOVATE_PASSWORD_<NAME>", None, "password of a login listed in `ORCA_ACCOUNTS` (NAME upper-cased, non-alphanumerics as `_`)", secret=True),
+    Setting("ORCA_ENV_FILE", ".env", "the env file read before the environment (the environment wins)"),
+    Setting("ORCA_ACCOUNTS_FILE", "config/accounts.toml", "the logins (TOML, below)"),
+    Setting("ORCA_ACCOUNTS", None, "for containers: comma-separated login names, passwords in `TRADOVATE_PASSWORD_<NAME>`"),
+    Setting("ORCA_TOKEN_TTL", DEFAULT_TOKEN_TTL_S, "upper bound of a token key's TTL, seconds"),
+    Setting("ORCA_REFRESH_INTERVAL", 3_600, "longest time between two refreshes of a login, seconds"),
+    Setting("ORCA_TOKEN_PROBE_INTERVAL", DEFAULT_TOKEN_PROBE_INTERVAL_S, "how often each held token is checked with `/account/list` (no address budget), seconds"),
+    Setting("ORCA_AUTH_RATE_LIMIT", 10, "most accesstokenrequest calls per 60 s, all logins together"),
+    Setting("ORCA_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY, "refreshes running at once"),
+    Setting("ORCA_CAPTCHA_PARK", DEFAULT_CAPTCHA_PARK_S, "seconds a login waits after Tradovate asks for a captcha"),
+    Setting("ORCA_TRADOVATE_TIMEOUT", TRADOVATE_TIMEOUT_S, "seconds any one Tradovate request may take"),
+    Setting("ORCA_ALERT_WEBHOOK_URL", None, "Discord or Slack incoming webhook for failing/recovered alerts", secret=True),
+    Setting("ORCA_AUDIT_DSN", None, "PostgreSQL DSN for token history", secret=True),
+    Setting("ORCA_HEALTH_ADDR", "127.0.0.1:9108", "where `/metrics`, `/healthz`, `/readyz` listen; empty disables; port 0 picks one"),
+    Setting("ORCA_LOG_FORMAT", "auto", "`json`, `console` or `auto` (console on a TTY)"),
+    Setting("ORCA_LOG_LEVEL", "info", "`debug`, `info`, `warning`, `error` or `critical`"),
+    Setting("ORCA_LOG_FILE", None, "write logs to this file instead of stderr, rotated by size"),
+    Setting("ORCA_LOG_MAX_BYTES", 10 * 1024 * 1024, "rotation size of `ORCA_LOG_FILE`"),
+    Setting("ORCA_LOG_BACKUPS", 5, "rotated files kept"),
+)  # fmt: skip
+REGISTRY: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+# Set by the service manager, not by an operator: known, never flagged.
+FROM_THE_SERVICE_MANAGER = (
+    "CREDENTIALS_DIRECTORY",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+)
+
+
+def setting(name: str) -> Setting:
+    """The registered setting read as `name` (a password variable, or a secret's `_FILE`)."""
+    if name in REGISTRY:
+        return REGISTRY[name]
+    base = name.removesuffix(SECRET_FILE_SUFFIX)
+    if base.startswith(PASSWORD_VARIABLE_PREFIX):
+        return REGISTRY["TRADOVATE_PASSWORD_<NAME>"]
+    found = REGISTRY.get(base)
+    if found is None:
+        raise KeyError(f"{name} is read by the code but not registered in daemon/registry.py")
+    if base != name and not found.secret:
+        raise KeyError(f"{name}: only secrets may be read from a file")
+    return found
+
+
+def is_known(name: str) -> bool:
+    try:
+        setting(name)
+    except KeyError:
+        return False
+    return True
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """Variables that look like ours (REDIS_*, ORCA_*, TRADOVATE_*) but are not: each with the
+    closest known name, for a typo such as REDIS_PASWORD."""
+    names = [s.name for s in SETTINGS if "<" not in s.name]
+    names += [f"{s.name}{SECRET_FILE_SUFFIX}" for s in SETTINGS if s.secret and "<" not in s.name]
+    found = []
+    for name in sorted(env):
+        if name.startswith(PREFIXES) and not is_known(name):
+            close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+            found.append((name, close[0] if close else None))
+    return found
+
+
+def markdown_table(settings: Iterable[Setting] = SETTINGS) -> str:
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for entry in settings:
+        default = "unset" if entry.default is None else f"`{entry.default_text}`"
+        secret = " (secret; `_FILE` works)" if entry.secret else ""
+        rows.append(f"| `{entry.name}` | {default} | {entry.meaning}{secret} |")
+    return "\n".join(rows)
+
+
+def help_text() -> str:
+    width = max(len(entry.name) for entry in SETTINGS)
+    lines = [f"  {entry.name.ljust(width)}  {_plain(entry.meaning)}" for entry in SETTINGS]
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"`([^`]*)`", r"\1", text)
