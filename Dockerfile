@@ -7,10 +7,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/orca
+COPY requirements.lock ./
+# Exactly what CI tested, hash-checked; the audit extra (psycopg 3) is in the lock so that
+# `orca-tokens sync` and ORCA_AUDIT_DSN work.
+RUN /opt/orca/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY daemon ./daemon
-# The audit extra (psycopg 3, binary wheel) lets `orca-tokens sync` and ORCA_AUDIT_DSN work.
-RUN /opt/orca/bin/pip install --no-cache-dir ".[audit]"
+RUN /opt/orca/bin/pip install --no-cache-dir --no-deps .
 
 FROM python:3.11.11-slim-bookworm
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin orca

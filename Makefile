@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench chaos redis-server clean
+.PHONY: demo test lint typecheck unit bench chaos redis-server promtool alerts lock clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (PYTHON=$(PYTHON))")'
@@ -41,6 +41,12 @@ unit: $(STAMP) redis-server $(TS_DEPS)
 	$(BIN)/pytest -n 4
 
 test: lint typecheck unit
+
+# The runtime dependencies, pinned with hashes: what the Dockerfile and the VM recipe install.
+# tests/test_lock.py fails when it no longer matches pyproject.toml; `make lock` renews it.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --extra audit --generate-hashes --strip-extras \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

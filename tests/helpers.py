@@ -104,7 +104,9 @@ def secrets_of(env: Mapping[str, str]) -> list[str]:
 class DaemonProcess:
     """`python -m daemon ...` as a child process, its JSON log lines collected as they come."""
 
-    def __init__(self, env: Mapping[str, str], *args: str, cwd: str) -> None:
+    def __init__(
+        self, env: Mapping[str, str], *args: str, cwd: str, exe: str | None = None
+    ) -> None:
         import os
         import subprocess
         import sys
@@ -113,7 +115,7 @@ class DaemonProcess:
         full_env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
         full_env.update({"ORCA_LOG_FORMAT": "json", "PYTHONUNBUFFERED": "1", **env})
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daemon", *(args or ("run",))],
+            [*([exe] if exe else [sys.executable, "-m", "daemon"]), *(args or ("run",))],
             env=full_env,
             cwd=cwd,
             stdout=subprocess.PIPE,
