@@ -31,6 +31,7 @@ class Setting:
     default: Default
     meaning: str
     secret: bool = False  # masked wherever shown; NAME_FILE may hold it instead
+    reader: str = "daemon"  # or "launcher": deploy/orca-tokens-nohup.sh reads it
 
     @property
     def default_text(self) -> str:
@@ -80,6 +81,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORCA_LOG_FILE", None, "write logs to this file instead of stderr, rotated by size"),
     Setting("ORCA_LOG_MAX_BYTES", 10 * 1024 * 1024, "rotation size of `ORCA_LOG_FILE`"),
     Setting("ORCA_LOG_BACKUPS", 5, "rotated files kept"),
+    Setting("ORCA_HOME", None, "nohup launcher: the checkout it runs from (default: its own)", reader="launcher"),
+    Setting("ORCA_BIN", None, "nohup launcher: the `orca-tokens` to run (default: `$ORCA_HOME/.venv/bin/orca-tokens`)", reader="launcher"),
+    Setting("ORCA_STATE_DIR", None, "nohup launcher: pidfile and logs (default: `${XDG_STATE_HOME:-~/.local/state}/orca-token-daemon`)", reader="launcher"),
+    Setting("ORCA_RUN_DIR", None, "nohup launcher: the pidfile's folder (default: `$ORCA_STATE_DIR/run`)", reader="launcher"),
+    Setting("ORCA_LOG_DIR", None, "nohup launcher: the logs' folder (default: `$ORCA_STATE_DIR/logs`)", reader="launcher"),
+    Setting("ORCA_STOP_TIMEOUT", 15, "nohup launcher: seconds `stop` waits before SIGKILL", reader="launcher"),
 )  # fmt: skip
 REGISTRY: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 # Set by the service manager, not by an operator: known, never flagged.

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -252,6 +253,7 @@ def nohup_home(
         **{k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")},
         **daemon_env(served_tradovate, redis_server.url),
         "ORCA_HOME": str(tmp_path),
+        "ORCA_STATE_DIR": str(tmp_path),
         "ORCA_BIN": str(ORCA_TOKENS),
         "ORCA_LOG_MAX_BYTES": "2048",
         "ORCA_LOG_BACKUPS": "3",
@@ -296,7 +298,67 @@ def test_nohup_launcher_reports_a_bad_configuration(
     started = launcher({**env, "REDIS_PORT": "not-a-port", "REDIS_URL": ""}, "start")
     assert started.returncode == 1
     assert "exited at once with code 78" in started.stdout
+    assert "REDIS_PORT" in started.stdout  # the reason itself, from stderr
     assert not (home / "run" / "orca-tokens.pid").exists()
+
+
+def test_nohup_launcher_judges_readiness_from_this_run_only(
+    nohup_home: tuple[Path, dict[str, str]],
+) -> None:
+    """An earlier run's daemon.ready in the appended log does not make a failing start look
+    started; the reason is this run's own log lines."""
+    home, env = nohup_home
+    log = home / "logs" / "orca-tokens.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text('{"event": "daemon.ready", "instance": "host:1:abcd"}\n')
+    with socket.socket() as taken:  # the health port is in use: the daemon dies after logging
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = launcher({**env, "ORCA_HEALTH_ADDR": f"127.0.0.1:{port}"}, "start")
+    assert started.returncode == 1, started.stdout
+    assert "exited at once" in started.stdout
+    assert "Address already in use" in started.stdout or "daemon.crashed" in started.stdout
+
+
+def test_nohup_launcher_defaults_write_outside_the_checkout_with_tight_modes(
+    nohup_home: tuple[Path, dict[str, str]],
+) -> None:
+    home, env = nohup_home
+    checkout, user_home = home / "checkout", home / "user"
+    checkout.mkdir()
+    user_home.mkdir()
+    env = {k: v for k, v in env.items() if k != "ORCA_STATE_DIR"}
+    env.update(ORCA_HOME=str(checkout), HOME=str(user_home))
+    try:
+        assert launcher(env, "start").returncode == 0
+        state = user_home / ".local" / "state" / "orca-token-daemon"
+        pidfile = state / "run" / "orca-tokens.pid"
+        assert pidfile.stat().st_mode & 0o777 == 0o600
+        assert (state / "logs" / "orca-tokens.log").stat().st_mode & 0o777 == 0o640
+        assert list(checkout.iterdir()) == []
+    finally:
+        launcher(env, "stop")
+
+
+def test_nohup_launcher_never_signals_a_stranger(
+    nohup_home: tuple[Path, dict[str, str]],
+) -> None:
+    """A stale pidfile naming an unrelated process (its command line even says "run") is not
+    ours: status says not running, stop leaves it alone."""
+    home, env = nohup_home
+    stranger = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "/run/user/1000", "run"]
+    )
+    try:
+        (home / "run").mkdir(exist_ok=True)
+        (home / "run" / "orca-tokens.pid").write_text(f"{stranger.pid}\n")
+        assert launcher(env, "status").returncode == 3
+        assert launcher(env, "stop").returncode == 0
+        assert stranger.poll() is None  # still alive: never signalled
+    finally:
+        stranger.kill()
+        stranger.wait()
 
 
 def test_nohup_launcher_restart_and_usage(nohup_home: tuple[Path, dict[str, str]]) -> None:

@@ -19,10 +19,16 @@ def test_readme_table_is_the_registry() -> None:
 def test_every_registered_variable_is_read_by_the_code() -> None:
     source = "\n".join(p.read_text(encoding="utf-8") for p in (ROOT / "daemon").rglob("*.py"))
     source = source.replace((ROOT / "daemon" / "registry.py").read_text(encoding="utf-8"), "")
+    launcher = (ROOT / "deploy" / "orca-tokens-nohup.sh").read_text(encoding="utf-8")
     unread = [
         s.name
         for s in SETTINGS
-        if "<" not in s.name and not re.search(rf'"{re.escape(s.name)}"', source)
+        if "<" not in s.name
+        and not (
+            re.search(rf'"{re.escape(s.name)}"', source)
+            if s.reader == "daemon"
+            else re.search(rf"\b{re.escape(s.name)}=\$\{{{re.escape(s.name)}:-", launcher)
+        )
     ]
     assert unread == []
 
