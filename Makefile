@@ -20,7 +20,16 @@ redis-server:
 		echo "redis-server not found: installing it with apt-get"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server; }
 
-demo: $(STAMP)
+# The demo installs only what running needs, plus the demo extra (no linters, no test tools).
+DEMO_STAMP := $(VENV)/.installed-demo
+$(DEMO_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (PYTHON=$(PYTHON))")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet '.[demo]'
+	@touch $@
+
+demo: $(DEMO_STAMP)
 	$(BIN)/orca-tokens demo
 
 lint: $(STAMP)

@@ -17,7 +17,7 @@ from daemon.sim.tradovate import FakeTradovate, reference_desk
 from daemon.store.client import close_redis_client, get_redis_client
 from daemon.views.check import render_token_table, token_rows
 
-DEMO_TOKEN_LIFETIME_S = 90.0  # renewals show up within a minute
+DEMO_TOKEN_LIFETIME_S = 36.0  # renewed at about two thirds: the first renewal within 30 s
 DEMO_TABLE_EVERY_S = 5.0
 
 
