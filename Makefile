@@ -46,7 +46,16 @@ $(TS_DEPS): tests/ts/package-lock.json
 		cd tests/ts && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the TypeScript consumer test will say so"; fi
 
-unit: $(STAMP) redis-server $(TS_DEPS)
+# promtool (from Debian's prometheus package) runs the alerting rules' unit tests.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+		echo "promtool not found: installing Debian's prometheus package with apt-get"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
+alerts: promtool
+	cd deploy/monitoring && promtool check rules alerts.yml && promtool test rules alerts.test.yml
+
+unit: $(STAMP) redis-server promtool $(TS_DEPS)
 	$(BIN)/pytest -n 4
 
 test: lint typecheck unit
