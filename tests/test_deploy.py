@@ -274,6 +274,14 @@ def test_nohup_launcher_lifecycle(nohup_home: tuple[Path, dict[str, str]]) -> No
     assert "started (pid" in started.stdout
     pid = int((home / "run" / "orca-tokens.pid").read_text())
     assert launcher(env, "status").stdout.strip() == f"orca-tokens: running (pid {pid})"
+
+    def every_login_valid() -> bool:
+        status = subprocess.run(
+            [str(ORCA_TOKENS), "status"], env=env, capture_output=True, text=True, timeout=30
+        )
+        return status.returncode == 0 and "4 of 4 logins have a valid token" in status.stdout
+
+    wait_for(every_login_valid, what="orca-tokens status: every login valid")
     again = launcher(env, "start")
     assert again.returncode == 1
     assert "refusing to start a second daemon" in again.stdout
