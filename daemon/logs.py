@@ -4,11 +4,13 @@ rendered the same way, and every secret scrubbed before anything is written."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import logging.handlers
 import re
 import sys
 import threading
+import urllib.parse
 from collections.abc import MutableMapping
 from types import TracebackType
 from typing import Any, TextIO
@@ -18,7 +20,11 @@ from structlog.typing import Processor
 
 # A JWT anywhere in a log line: header.payload.signature, the header always starting {" -> eyJ.
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# Secrets shorter than this are redacted only where a whole value equals one: as a substring a
+# one-letter password would cut pieces out of login names and ordinary words.
+MIN_SUBSTRING_SECRET = 6
 _secrets: set[str] = set()
+_pattern: re.Pattern[str] | None = None
 _secrets_lock = threading.Lock()
 
 
@@ -27,25 +33,45 @@ def fingerprint(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:8]
 
 
+def _forms(secret: str) -> set[str]:
+    """The ways a secret shows up in text: as is, JSON-escaped (an `errorText` echoing it),
+    URL-encoded (inside a URL or a form body). Case is folded by the pattern itself."""
+    return {
+        secret,
+        json.dumps(secret)[1:-1],
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+    }
+
+
 def register_secrets(*values: str) -> None:
     """Values scrubbed from every log line from now on (passwords, `sec`, Redis URL)."""
+    global _pattern
     with _secrets_lock:
         _secrets.update(v for v in values if v)
+        forms = {f for s in _secrets if len(s) >= MIN_SUBSTRING_SECRET for f in _forms(s)}
+        alternatives = sorted(forms, key=len, reverse=True)
+        _pattern = (
+            re.compile("|".join(map(re.escape, alternatives)), re.IGNORECASE)
+            if alternatives
+            else None
+        )
 
 
 def forget_secrets() -> None:
+    global _pattern
     with _secrets_lock:
         _secrets.clear()
+        _pattern = None
 
 
 def scrub(text: str) -> str:
     text = _JWT.sub(lambda m: f"<token {fingerprint(m.group(0))}>", text)
     with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "<redacted>")
-    return text
+        pattern, exact = _pattern, text.strip() in _secrets
+    if exact:
+        return "<redacted>"
+    return pattern.sub("<redacted>", text) if pattern is not None else text
 
 
 def _scrub_value(value: Any) -> Any:

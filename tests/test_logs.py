@@ -111,3 +111,21 @@ def test_auto_is_json_when_not_a_terminal() -> None:
     configure_logging("auto", "info", stream=stream)
     structlog.get_logger().info("daemon.ready")
     assert json_lines(stream)[0]["event"] == "daemon.ready"
+
+
+def test_redaction_cannot_be_dodged_by_escaping_encoding_or_case() -> None:
+    password = 'Pa"ss\\word-1'
+    webhook = "http://localhost:9/hooks/T0KEN-abc"
+    register_secrets(password, webhook)
+    echoed = '{"errorText": "bad password Pa\\"ss\\\\word-1"}'  # JSON-escaped in an errorText
+    assert password not in scrub(echoed)
+    assert 'Pa\\"ss\\\\word-1' not in scrub(echoed)
+    assert "Pa%22ss%5Cword-1" not in scrub("body=Pa%22ss%5Cword-1")  # URL-encoded
+    assert "LOCALHOST:9/HOOKS" not in scrub("posting to HTTP://LOCALHOST:9/HOOKS/T0KEN-ABC")
+    assert scrub("posting to HTTP://LOCALHOST:9/HOOKS/T0KEN-ABC").count("<redacted>") == 1
+
+
+def test_short_secrets_never_bite_inside_ordinary_words() -> None:
+    register_secrets("a", "pw1")
+    assert scrub("APEX_266668 renewed a token") == "APEX_266668 renewed a token"
+    assert scrub("pw1") == "<redacted>"  # a value that is exactly the secret still goes

@@ -46,6 +46,7 @@ class LoginProgress:
     p_ticket: str | None = None
     auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
     alerted: bool = False  # a "failing" alert went out; the recovery gets one too
+    notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,7 +32,6 @@ from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
     fingerprint,
-    key_names,
     write_login_tokens,
 )
 from daemon.token_format import token_problem
@@ -56,6 +56,9 @@ def iso(timestamp: float | None) -> str | None:
 
 
 NOT_LEADER_RETRY_S = 1.0
+
+
+SANE_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class _MayNotAct(Exception):
@@ -240,14 +243,14 @@ class Refresher:
             except TradovateError as error:
                 accounts_error = error
             else:
-                state.accounts = tuple(dict.fromkeys(a.name for a in accounts))
+                state.accounts = self._sane_accounts(state, [a.name for a in accounts])
                 state.accounts_fetched_at = now
         self.write(state, success=source)
         if new_token and self.audit is not None:
             grant = state.grant
             self.audit.record(
                 state.name,
-                key_names(state.name, state.accounts),
+                self.owned_names(state),
                 grant.access_token,
                 issued_at=grant.issued_at,
                 expires_at=grant.expires_at,
@@ -256,6 +259,49 @@ class Refresher:
             )
         if accounts_error is not None:
             raise accounts_error
+
+    def _sane_accounts(self, state: LoginProgress, listed: list[str]) -> tuple[str, ...]:
+        """The account names a key may be written under: letters, digits, `_ - .`, at most
+        64 characters. Anything else (`*`, `:`, spaces, newlines, 5,000 characters) is refused
+        with one warning, never written."""
+        sane = []
+        for name in dict.fromkeys(listed):
+            if SANE_ACCOUNT_NAME.match(name):
+                sane.append(name)
+            elif self._note(state, f"refused account name {name[:40]!r}"):
+                log.warning("account.name_refused", login=state.name, name=name[:64])
+        return tuple(sane)
+
+    def owned_names(self, state: LoginProgress) -> tuple[str, ...]:
+        """The names this login writes: its own, and each of its accounts that no other login
+        owns. A configured login's own name belongs to that login alone; an account listed by
+        two logins belongs to the first in configuration order (the other skips it, with one
+        warning and a status note, until the lists change)."""
+        names = [state.name]
+        for account in state.accounts:
+            if account == state.name:
+                continue
+            owner = self._owner_of(account)
+            if owner in (None, state.name):
+                names.append(account)
+            elif self._note(state, f"{account} is written by {owner}"):
+                log.warning(
+                    "account.owned_by_another", login=state.name, account=account, owner=owner
+                )
+        return tuple(names)
+
+    def _owner_of(self, account: str) -> str | None:
+        if account in self.states:
+            return account
+        return next((s.name for s in self.states.values() if account in s.accounts), None)
+
+    @staticmethod
+    def _note(state: LoginProgress, note: str) -> bool:
+        """Add a note to the login's status; True the first time (warn once, not per write)."""
+        if note in state.notes:
+            return False
+        state.notes = (*state.notes, note)
+        return True
 
     def login_of(self, name: str) -> str | None:
         """The login whose token is written under `name` (a login's or an account's)."""
@@ -269,7 +315,7 @@ class Refresher:
         fenced like any write; the next attempt logs in again, within the pacing and budgets."""
         assert state.grant is not None
         dead, state.grant = state.grant.access_token, None
-        names = key_names(state.name, state.accounts)
+        names = self.owned_names(state)
         deleted, error = 0, None
         try:
             held = get_many(self.redis, [TOKEN_KEY_PREFIX + name for name in names])
@@ -306,7 +352,7 @@ class Refresher:
         ]
         if not held or not self.may_act():
             return []
-        names = [key_names(state.name, state.accounts) for state in held]
+        names = [self.owned_names(state) for state in held]
         found = iter(get_many(self.redis, [TOKEN_KEY_PREFIX + n for group in names for n in group]))
         restored = []
         for state, group in zip(held, names, strict=True):
@@ -350,7 +396,7 @@ class Refresher:
             expires_at=grant.expires_at,
             lifetime_s=grant.lifetime_s,
             md_access_token=grant.md_access_token,
-            accounts=state.accounts,
+            accounts=self.owned_names(state)[1:],
         )
         now = self.clock()
         status = self.status(state, now)
@@ -458,8 +504,9 @@ class Refresher:
             fingerprint=fingerprint(grant.access_token) if grant else None,
             expires_at=iso(grant.expires_at) if grant else None,
             issued_at=iso(grant.issued_at) if grant else None,
+            notes=state.notes,
             source=grant.source if grant else None,
-            accounts=state.accounts,
+            accounts=self.owned_names(state)[1:],
             failures=state.failures,
             last_outcome=state.last_outcome,
             last_error=state.last_error,

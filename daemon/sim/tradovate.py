@@ -198,6 +198,11 @@ class FakeTradovate:
                 session.open = False
             return len(closing)
 
+    def user_of(self, token: str) -> str | None:
+        """Whose token this is (None for anything this simulator did not issue)."""
+        claims = self._verify(token)
+        return str(claims["sub"]) if claims is not None else None
+
     def expiry_of(self, token: str) -> float | None:
         """When a token this simulator issued dies (None for anything else)."""
         claims = self._verify(token)

@@ -43,10 +43,12 @@ class LoginStatus:
     next_attempt_at: str | None = None
     updated_at: str | None = None
     instance: str | None = None
+    notes: tuple[str, ...] = ()  # e.g. an account skipped because another login writes it
 
     def to_json(self) -> str:
         value = asdict(self)
         value["accounts"] = list(self.accounts)
+        value["notes"] = list(self.notes)
         return json.dumps(value)
 
     @classmethod
@@ -74,6 +76,7 @@ class LoginStatus:
             next_attempt_at=_text(value.get("next_attempt_at")),
             updated_at=_text(value.get("updated_at")),
             instance=_text(value.get("instance")),
+            notes=_names(value.get("notes")),
         )
 
     def expiry_of(self, token: str) -> float | None:
