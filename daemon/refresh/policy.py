@@ -47,6 +47,7 @@ class LoginProgress:
     auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
     alerted: bool = False  # a "failing" alert went out; the recovery gets one too
     notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
+    written_names: tuple[str, ...] = ()  # the names its last write covered
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

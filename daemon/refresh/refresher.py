@@ -354,11 +354,14 @@ class Refresher:
             return []
         names = [self.owned_names(state) for state in held]
         found = iter(get_many(self.redis, [TOKEN_KEY_PREFIX + n for group in names for n in group]))
-        restored = []
+        restored: list[str] = []
+        renamed: list[str] = []
         for state, group in zip(held, names, strict=True):
             values = [next(found) for _ in group]
             assert state.grant is not None
-            if all(value == state.grant.access_token for value in values):
+            intact = all(value == state.grant.access_token for value in values)
+            # Names change when another login takes or leaves an account: status rewritten.
+            if intact and tuple(group) == state.written_names:
                 continue
             if not state.lock.acquire(blocking=False):
                 continue  # a refresh is writing this login right now
@@ -371,9 +374,11 @@ class Refresher:
                 break
             finally:
                 state.lock.release()
-            restored.append(state.name)
+            (renamed if intact else restored).append(state.name)
         if restored:
             log.info("token.restored", logins=restored)
+        if renamed:
+            log.info("token.names_changed", logins=renamed)
         return restored
 
     def forget_tokens(self) -> None:
@@ -410,7 +415,7 @@ class Refresher:
                 last_success_at=iso(now),
                 next_attempt_at=iso(now + self.policy.delay_after_success(state, now)),
             )
-        return write_login_tokens(
+        ttl = write_login_tokens(
             self.redis,
             tokens,
             now=now,
@@ -418,6 +423,8 @@ class Refresher:
             status=status,
             fence=self.fence(),
         )
+        state.written_names = tokens.names
+        return ttl
 
     def _succeeded(self, state: LoginProgress, source: Outcome) -> Attempt:
         assert state.grant is not None
