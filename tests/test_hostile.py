@@ -4,13 +4,28 @@ nothing from outside corrupts another login's key, stalls a pass or leaks a secr
 from __future__ import annotations
 
 import json
+import re
+import threading
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import fakeredis
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.config import Login, Secret, TradovateSettings, load_settings
+from daemon.metrics import Metrics
+from daemon.refresh.refresher import Refresher
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser
-from tests.helpers import DaemonProcess, daemon_env
+from daemon.tradovate import InvalidResponse, TradovateClient, TradovateUnavailable
+from tests.helpers import DaemonProcess, FakeClock, daemon_env
 
 
 def test_names_are_owned_across_logins(
@@ -50,3 +65,178 @@ def test_names_are_owned_across_logins(
         bob_status = json.loads(client.get("orca:status:BOB") or "{}")
         assert bob_status["accounts"] == ["BOB-1"]
         assert "SHARED is written by ALICE" in bob_status["notes"]
+
+
+class Hostile:
+    """A stand-in for Tradovate on 127.0.0.1 that answers whatever the test sets: raw bytes,
+    a body dripped a byte at a time, or a body streamed past any sane size."""
+
+    def __init__(self) -> None:
+        self.body: bytes = b"{}"
+        self.headers: dict[str, str] = {}
+        self.drip_every_s: float | None = None
+        self.stream_bytes = 0
+        self.requests = 0
+        hostile = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet."""
+
+            def date_time_string(self, timestamp: float | None = None) -> str:
+                return hostile.headers.get("Date") or super().date_time_string(timestamp)
+
+            def _answer(self) -> None:
+                hostile.requests += 1
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                self.send_response(200)
+                for name, value in hostile.headers.items():
+                    if name != "Date":  # sent by send_response, from date_time_string
+                        self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                if hostile.stream_bytes:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    chunk = b" " * 65_536
+                    sent = 0
+                    try:
+                        while sent < hostile.stream_bytes:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                            sent += len(chunk)
+                    except OSError:
+                        return  # the client hung up, as it should
+                    return
+                self.send_header("Content-Length", str(len(hostile.body)))
+                self.end_headers()
+                try:
+                    if hostile.drip_every_s is None:
+                        self.wfile.write(hostile.body)
+                        return
+                    for byte in hostile.body:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(hostile.drip_every_s)
+                except OSError:
+                    return
+
+            do_GET = do_POST = _answer
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def answer(self, value: object) -> None:
+        self.body = value if isinstance(value, bytes) else json.dumps(value).encode()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hostile() -> Iterator[Hostile]:
+    server = Hostile()
+    yield server
+    server.close()
+
+
+def client_for(hostile: Hostile, timeout_s: float = 10.0) -> TradovateClient:
+    settings = TradovateSettings(
+        base_url=hostile.url, app_id="app", cid=1, sec=Secret("the-sec-Zz"), timeout_s=timeout_s
+    )
+    return TradovateClient(settings)
+
+
+LOGIN = Login("APEX_1", Secret("pw-Secret-1"))
+
+
+def test_a_dripped_answer_ends_within_the_overall_deadline(hostile: Hostile) -> None:
+    hostile.answer({"accessToken": "t" * 40, "expirationTime": "2030-01-01T00:00:00Z"})
+    hostile.drip_every_s = 0.25  # every read answers in time; the whole never would
+    client = client_for(hostile, timeout_s=1.0)
+    started = time.monotonic()
+    with pytest.raises(TradovateUnavailable, match="timed out"):
+        client.login(LOGIN)
+    assert time.monotonic() - started < 2.0
+
+
+def test_an_answer_over_1_mb_is_refused_while_it_streams(hostile: Hostile) -> None:
+    hostile.stream_bytes = 50 * 1024 * 1024
+    with pytest.raises(InvalidResponse, match="larger than 1000000 bytes"):
+        client_for(hostile).login(LOGIN)
+    hostile.stream_bytes = 0
+    hostile.answer(b"x" * 2_000_000)  # declared up front: refused before reading
+    with pytest.raises(InvalidResponse, match="larger than"):
+        client_for(hostile).login(LOGIN)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"accessToken": "opaque-1", "expirationTime": "10000-01-01T00:00:00Z"}',
+        b'{"accessToken": "opaque-1", "expirationTime": 1e400}',
+        b'{"accessToken": "opaque-1", "expirationTime": NaN}',
+        b'{"accessToken": "opaque-1", "expirationTime": -Infinity}',
+        b'{"accessToken": "opaque-1", "expirationTime": ' + b"9" * 400 + b"}",
+        b'{"accessToken": "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjFlNDAwfQ.c2ln"}',  # exp 1e400
+        b'{"accessToken": "opaque-1", "expirationTime": "2030-01-01T00:00:00Z",'
+        b' "mdAccessToken": "bad md\\u0000token"}',
+    ],
+)
+def test_absurd_values_are_invalid_answers_never_exceptions(hostile: Hostile, body: bytes) -> None:
+    hostile.answer(body)
+    client = client_for(hostile)
+    if b"mdAccessToken" in body:
+        assert client.login(LOGIN).md_access_token is None  # dropped, with a warning
+        return
+    with pytest.raises(InvalidResponse, match=r"expirationTime|expired"):
+        client.login(LOGIN)
+
+
+def test_an_unusable_token_from_a_working_login_costs_one_session_per_5_minutes(
+    hostile: Hostile,
+) -> None:
+    """This clock runs two hours fast: every token Tradovate hands out has expired by it. The
+    log says clock skew with the offset, and the daemon logs in no more than once per 5 minutes
+    instead of churning sessions."""
+    clock = FakeClock()
+    tradovate_now = clock.now - 7_200
+    hostile.answer({"accessToken": "opaque-1", "expirationTime": tradovate_now + 4_800})
+    date = datetime.fromtimestamp(tradovate_now, UTC)
+    hostile.headers["Date"] = format_datetime(date, usegmt=True)
+    settings = load_settings(
+        {
+            "TRADOVATE_BASE_URL": hostile.url,
+            "TRADOVATE_APP_ID": "app",
+            "TRADOVATE_CID": "1",
+            "TRADOVATE_SEC": "the-sec-Zz",
+            "ORCA_ACCOUNTS": "APEX_1",
+            "TRADOVATE_PASSWORD_APEX_1": "pw-Secret-1",
+        }
+    )
+    refresher = Refresher(
+        settings,
+        TradovateClient(settings.tradovate, clock=clock),
+        fakeredis.FakeRedis(decode_responses=True),
+        metrics=Metrics(),
+        instance="test",
+        clock=clock,
+    )
+    logins = 0
+    with capture_logs() as logs:
+        for _ in range(30):  # 15 minutes in 30 s steps, each time the next attempt is due or not
+            if refresher.states["APEX_1"].next_attempt_at is None or (
+                clock.now >= (refresher.states["APEX_1"].next_attempt_at or 0)
+            ):
+                before = hostile.requests
+                attempt = refresher.refresh("APEX_1")
+                logins += hostile.requests - before
+                assert attempt.outcome == "invalid_response"
+            clock.advance(30)
+    assert logins <= 3  # at minutes 0, 5 and 10
+    failed = [e for e in logs if e["event"] == "token.refresh_failed"]
+    assert re.search(r"clock skew: this clock is \+720[01] s off", failed[0]["error"])

@@ -48,6 +48,7 @@ class LoginProgress:
     alerted: bool = False  # a "failing" alert went out; the recovery gets one too
     notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
     written_names: tuple[str, ...] = ()  # the names its last write covered
+    session_unused: bool = False  # a login was sent and nothing usable came of it yet
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -137,11 +138,22 @@ class Policy:
         return max(min(progress.renew_at, probe_due) - now, 1.0)
 
     def delay_after_failure(
-        self, outcome: Outcome, failures: int, *, captcha_park_s: float
+        self,
+        outcome: Outcome,
+        failures: int,
+        *,
+        captcha_park_s: float,
+        session_unused: bool = False,
     ) -> float:
         """Exponential backoff with jitter, but a wrong password waits 5 minutes (Tradovate locks
-        logins that hammer one), a captcha its park, and a 429 an hour."""
+        logins that hammer one), a captcha its park, and a 429 an hour. A login that succeeded
+        but gave a token that cannot be used (`session_unused`: a session was opened for
+        nothing, perhaps because this clock is off) waits like a wrong password: every retry
+        would open another session, and a third logs the trader out."""
         backoff = self._backoff.compute(failures)
+        unusable = outcome in (Outcome.INVALID_RESPONSE, Outcome.INVALID_TOKEN)
+        if session_unused and unusable:
+            return max(CREDENTIALS_REJECTED_RETRY_S, backoff)
         if outcome is Outcome.CAPTCHA:
             return captcha_park_s
         if outcome is Outcome.RATE_LIMITED:

@@ -218,6 +218,9 @@ class Refresher:
             raise _AuthDeferred(state.auth_slot_at - now)
         state.auth_slot_at = None
         ticket, state.p_ticket = state.p_ticket, None
+        # From here a session may be open: if what comes back cannot be used, the next login
+        # waits as long as after a rejected password (no churn of sessions).
+        state.session_unused = True
         self._hold(state, self.tradovate.login(state.login, p_ticket=ticket))
         return Outcome.LOGIN
 
@@ -436,7 +439,7 @@ class Refresher:
             self.alerts.send(
                 f"✅ {state.name}: token refreshed again after {state.failures} attempts"
             )
-        state.alerted = False
+        state.alerted, state.session_unused = False, False
         state.failures, state.last_error, state.last_outcome = 0, None, source
         state.last_success_at = now
         self.metrics.last_success.labels(login=state.name).set(now)
@@ -457,7 +460,10 @@ class Refresher:
     def _failed(self, state: LoginProgress, error: Exception, outcome: Outcome) -> Attempt:
         state.failures += 1
         delay = self.policy.delay_after_failure(
-            outcome, state.failures, captcha_park_s=self.settings.captcha_park_s
+            outcome,
+            state.failures,
+            captcha_park_s=self.settings.captcha_park_s,
+            session_unused=state.session_unused,
         )
         state.last_outcome, state.last_error = outcome, str(error)
         state.next_attempt_at = self.clock() + delay

@@ -8,10 +8,12 @@ back off an hour; each accesstokenrequest opens a session (a user keeps only two
 
 from __future__ import annotations
 
+import json as json_module
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +43,8 @@ RENEW_ENDPOINT: Final = "/auth/renewaccesstoken"
 ACCOUNTS_ENDPOINT: Final = "/account/list"
 _DEVICE_NAMESPACE: Final = uuid.UUID("5d3f4c1e-8f8a-4f39-9a51-0b6b0c2f7e11")
 _ERROR_TEXT_MAX_CHARS: Final = 200
+CLOCK_SKEW_TOLERANCE_S: Final = 60.0
+MAX_ANSWER_BYTES: Final = 1_000_000  # Tradovate's auth answers are a few hundred bytes
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,7 @@ class TradovateClient:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self.clock_offset_s: float | None = None  # this clock minus Tradovate's, last seen
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(
                 settings.timeout_s, connect=min(settings.timeout_s, TRADOVATE_CONNECT_TIMEOUT_S)
@@ -174,11 +179,16 @@ class TradovateClient:
         json: dict[str, Any] | None = None,
         token: str | None = None,
     ) -> Any:
+        """One request, bounded as a whole: ORCA_TRADOVATE_TIMEOUT for all of it (not only per
+        read, which a server dripping a byte at a time never trips), and MAX_ANSWER_BYTES for
+        the body, refused while it streams in."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
+        deadline = time.monotonic() + self._settings.timeout_s
         try:
-            response = self._http.request(
+            with self._http.stream(
                 method, self._settings.base_url + endpoint, json=json, headers=headers
-            )
+            ) as response:
+                body = self._read_bounded(response, endpoint, deadline)
         except httpx.TimeoutException as exc:
             self._count(endpoint, "timeout")
             raise TradovateUnavailable(f"{endpoint}: timed out ({type(exc).__name__})") from None
@@ -187,6 +197,7 @@ class TradovateClient:
             raise TradovateUnavailable(f"{endpoint}: {type(exc).__name__}") from None
         status = response.status_code
         self._count(endpoint, str(status))
+        self._note_clock(response)
         if status == 429:
             raise RateLimited(f"{endpoint}: HTTP 429 Too Many Requests")
         if status in (401, 403):
@@ -196,10 +207,35 @@ class TradovateClient:
         if status != 200:
             raise TradovateUnavailable(f"{endpoint}: HTTP {status}")
         try:
-            return response.json()
-        except ValueError:
+            return json_module.loads(body)
+        except (ValueError, RecursionError):
             kind = response.headers.get("content-type", "no content type").split(";")[0]
             raise InvalidResponse(f"{endpoint}: answer is not JSON ({kind})") from None
+
+    def _read_bounded(self, response: httpx.Response, endpoint: str, deadline: float) -> bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_ANSWER_BYTES:
+            self._count(endpoint, "too_large")
+            raise InvalidResponse(f"{endpoint}: answer larger than {MAX_ANSWER_BYTES} bytes")
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                self._count(endpoint, "too_large")
+                raise InvalidResponse(f"{endpoint}: answer larger than {MAX_ANSWER_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise httpx.ReadTimeout("the whole answer took too long", request=response.request)
+        return bytes(body)
+
+    def _note_clock(self, response: httpx.Response) -> None:
+        """How far this clock is from Tradovate's (its Date header), for naming clock skew."""
+        date = response.headers.get("date")
+        if not date:
+            return
+        try:
+            self.clock_offset_s = self._clock() - parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, OverflowError):
+            return
 
     def _grant(self, data: dict[str, Any], endpoint: str, *, source: Outcome) -> TokenGrant:
         now = self._clock()
@@ -211,7 +247,7 @@ class TradovateClient:
         if expires_at is None:
             raise InvalidResponse(f"{endpoint}: no usable expirationTime for the token")
         if expires_at <= now:
-            raise InvalidResponse(f"{endpoint}: the token has already expired")
+            raise InvalidResponse(f"{endpoint}: the token has already expired{self._skew()}")
         md_token = data.get("mdAccessToken")
         md_problem = token_problem(md_token) if md_token is not None else None
         if md_problem is not None:
@@ -225,6 +261,12 @@ class TradovateClient:
             md_access_token=md_token if isinstance(md_token, str) and not md_problem else None,
             user_id=user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
         )
+
+    def _skew(self) -> str:
+        offset = self.clock_offset_s
+        if offset is None or abs(offset) <= CLOCK_SKEW_TOLERANCE_S:
+            return ""
+        return f" (clock skew: this clock is {offset:+.0f} s off Tradovate's Date)"
 
     def _count(self, endpoint: str, status: str) -> None:
         if self._metrics is not None:
