@@ -7,7 +7,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +25,9 @@ from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser
 from daemon.tradovate import InvalidResponse, TradovateClient, TradovateUnavailable
-from tests.helpers import DaemonProcess, FakeClock, daemon_env
+from tests.helpers import DaemonProcess, FakeClock, Run, daemon_env
+from tests.test_daemon_process import http_get
+from tools.chaos import all_live, all_names
 
 
 def test_names_are_owned_across_logins(
@@ -240,3 +242,37 @@ def test_an_unusable_token_from_a_working_login_costs_one_session_per_5_minutes(
     assert logins <= 3  # at minutes 0, 5 and 10
     failed = [e for e in logs if e["event"] == "token.refresh_failed"]
     assert re.search(r"clock skew: this clock is \+720[01] s off", failed[0]["error"])
+
+
+def test_a_foreign_value_at_a_token_key_is_replaced_and_every_other_key_restored(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+    cli: Callable[[dict[str, str]], Run],
+) -> None:
+    fake = served_tradovate
+    env = daemon_env(fake, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
+    daemon = DaemonProcess(env, cwd=str(tmp_path))
+    processes.append(daemon)
+    client = redis_server.client()
+    names = all_names(fake)
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    foreign = client.pipeline(transaction=True)  # anyone with write access, atomically
+    foreign.delete("token:APEX_266668", "orca:status:APEX_136189")
+    foreign.hset("token:APEX_266668", mapping={"not": "a token"})
+    foreign.hset("orca:status:APEX_136189", mapping={"not": "a status"})
+    foreign.execute()
+    client.delete("token:PAAPEX2720450000003", "token:APEX_265995")
+    wait_for(lambda: all_live(client, names, fake), what="every key restored, the hash replaced")
+    events = [e["event"] for e in daemon.events()]
+    assert "redis.foreign_value" in events
+    assert events.count("redis.down") == 0  # a foreign value is not Redis being down
+    health = daemon.event("daemon.starting")["health"]
+    assert wait_for(lambda: http_get(f"http://{health}/readyz")[0] == 200, what="ready")
+    run = cli({"REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": ",".join(fake.users)})
+    client.hset("token:ZZZ_FOREIGN", mapping={"x": "y"})  # nobody replaces this one
+    for argv in (("check",), ("tokens", "list"), ("status",), ("health",)):
+        code, out, err = run(*argv)
+        assert "Traceback" not in out + err, argv
+        assert code in (0, 1), (argv, code, err)

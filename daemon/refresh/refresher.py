@@ -24,7 +24,7 @@ from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.policy import Action, Attempt, LoginProgress, Policy, next_action
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
-from daemon.store.client import get_many
+from daemon.store.client import get_many, read_all
 from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.health import RedisHealth
 from daemon.store.status import LoginStatus, status_key, write_status
@@ -117,7 +117,7 @@ class Refresher:
             pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
             pipe.get(f"{MD_TOKEN_KEY_PREFIX}{name}")
             pipe.get(status_key(name))
-        values = pipe.execute()
+        values = read_all(pipe)
         adopted = 0
         for index, name in enumerate(names):
             token, md_token, raw_status = values[3 * index : 3 * index + 3]

@@ -185,10 +185,20 @@ def get_many(client: redis.Redis, keys: list[str]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.get(key)
-    if not keys:
-        return []
-    # A key of another type (WRONGTYPE) reads as absent, never failing the others' reads.
+    return read_all(pipe) if keys else []
+
+
+def read_all(pipe: redis.client.Pipeline) -> list[Any]:
+    """Execute a pipeline of reads; a key of another type than asked (WRONGTYPE: someone's
+    HSET on a token key) reads as None, never failing the other keys' reads."""
+    commands: list[tuple[Any, ...]] = [  # (args, options) here; objects on a cluster
+        c[0] if isinstance(c, tuple) else getattr(c, "args", ())
+        for c in getattr(pipe, "command_stack", [])
+    ]
     values = pipe.execute(raise_on_error=False)
+    for args, value in zip(commands, values, strict=False):
+        if isinstance(value, redis.ResponseError) and len(args) > 1:
+            log.warning("redis.foreign_value", key=str(args[1])[:200], error=str(value)[:200])
     return [None if isinstance(value, redis.ResponseError) else value for value in values]
 
 

@@ -16,7 +16,7 @@ import redis
 from daemon.constants import STATUS_KEY_PREFIX
 from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
-from daemon.store.client import get_many, scan_batches
+from daemon.store.client import get_many, read_all, scan_batches
 from daemon.store.fence import fenced_set
 from daemon.token_format import bounded_timestamp
 
@@ -106,7 +106,7 @@ def read_statuses(client: redis.Redis, logins: list[str]) -> list[LoginStatus | 
     pipe = client.pipeline(transaction=False)
     for login in logins:
         pipe.get(status_key(login))
-    return [LoginStatus.parse(raw) for raw in pipe.execute()] if logins else []
+    return [LoginStatus.parse(raw) for raw in read_all(pipe)] if logins else []
 
 
 def scan_statuses(client: redis.Redis) -> Iterator[LoginStatus]:

@@ -22,7 +22,7 @@ from daemon.constants import (
 )
 from daemon.logs import fingerprint
 from daemon.outcomes import TokenState
-from daemon.store.client import get_redis_client, scan_batches
+from daemon.store.client import get_redis_client, read_all, scan_batches
 from daemon.store.fence import fenced_set
 from daemon.store.requests import push_request
 from daemon.store.status import (
@@ -211,7 +211,7 @@ def login_tokens(
     for login in logins:
         pipe.get(TOKEN_KEY_PREFIX + login)
         pipe.get(status_key(login))
-    values = pipe.execute() if logins else []
+    values = read_all(pipe) if logins else []
     found: dict[str, tuple[str | None, TokenState]] = {}
     for index, login in enumerate(logins):
         token, status = values[2 * index], LoginStatus.parse(values[2 * index + 1])
@@ -245,7 +245,7 @@ def iter_tokens(
         for key in chunk:
             pipe.get(key)
             pipe.ttl(key)
-        values = pipe.execute()
+        values = read_all(pipe)
         now = time.time()
         for index, key in enumerate(chunk):
             token, ttl = values[2 * index], values[2 * index + 1]

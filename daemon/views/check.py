@@ -11,7 +11,7 @@ import redis
 
 from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, TOKEN_KEY_PREFIX
 from daemon.outcomes import TokenState
-from daemon.store.client import key_count, scan_batches
+from daemon.store.client import key_count, read_all, scan_batches
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import (
     EXPIRING_SOON_S,
@@ -50,7 +50,7 @@ def token_rows(
     for name, _, _ in names:
         pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
         pipe.ttl(f"{TOKEN_KEY_PREFIX}{name}")
-    values = pipe.execute()
+    values = read_all(pipe)
     rows = []
     for index, (name, login, status) in enumerate(names):
         token, ttl = values[2 * index], values[2 * index + 1]
