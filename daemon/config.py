@@ -8,6 +8,7 @@ relative to $CREDENTIALS_DIRECTORY (systemd LoadCredential=) when that is set.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import os
 import re
 import stat
@@ -179,6 +180,38 @@ def read_environment_with_sources(
     merged.update(environ)
     sources.update(dict.fromkeys(environ, "environment"))
     return merged, sources
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def unsafe_choices(settings: Settings) -> list[tuple[str, dict[str, object]]]:
+    """What this configuration exposes, said at every start of every command: (event, fields)."""
+    found: list[tuple[str, dict[str, object]]] = []
+    if settings.redis.uses_tls and settings.redis.ssl_cert_reqs == "none":
+        found.append(
+            ("redis.tls_unverified", {"hint": "REDIS_SSL_CERT_REQS=none: set it to required"})
+        )
+    if settings.health_addr is not None and not is_loopback(settings.health_addr[0]):
+        found.append(
+            (
+                "health.exposed",
+                {
+                    "address": settings.health_addr[0],
+                    "hint": "/metrics and /readyz are open beyond this machine",
+                },
+            )
+        )
+    loose = loose_credential_files(settings)
+    if loose:
+        found.append(("config.credential_file_loose", {"files": loose, "hint": "chmod 600 them"}))
+    return found
 
 
 def loose_credential_files(settings: Settings) -> list[str]:

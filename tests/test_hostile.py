@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -276,3 +277,65 @@ def test_a_foreign_value_at_a_token_key_is_replaced_and_every_other_key_restored
         code, out, err = run(*argv)
         assert "Traceback" not in out + err, argv
         assert code in (0, 1), (argv, code, err)
+
+
+def test_unsafe_choices_are_said_by_every_command(
+    redis_tls_server: RedisServer, tmp_path: Path, cli: Callable[[dict[str, str]], Run]
+) -> None:
+    loose = tmp_path / "redis_password"
+    loose.write_text("http://127.0.0.1:9/hooks/pw-loose-123")
+    loose.chmod(0o644)
+    run = cli(
+        {
+            "REDIS_URL": redis_tls_server.url,
+            "REDIS_SSL_CERT_REQS": "none",
+            "ORCA_HEALTH_ADDR": "0.0.0.0:9108",
+            "ORCA_ALERT_WEBHOOK_URL_FILE": str(loose),
+            "ORCA_LOG_FORMAT": "json",
+        }
+    )
+    code, _, err = run("cache", "stats")
+    assert code == 0
+    events = {json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")}
+    assert {"redis.tls_unverified", "health.exposed", "config.credential_file_loose"} <= events
+    assert "pw-loose-123" not in err
+
+
+def test_cache_clear_takes_names_not_patterns(
+    redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
+) -> None:
+    client = redis_server.client()
+    client.set("hft:orders:1", "x")
+    client.set("hft:positions:1", "x")
+    run = cli({"REDIS_URL": redis_server.url})
+    for pattern in ("*", "ord?rs", "[op]*"):
+        code, _, err = run("cache", "clear", pattern)
+        assert code == 1
+        assert err.startswith("orca-tokens: ")
+        assert "not an endpoint name" in err
+        assert "Traceback" not in err
+    assert client.dbsize() == 2
+
+
+def test_the_health_server_sheds_idle_and_excess_connections(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+) -> None:
+    env = daemon_env(served_tradovate, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
+    daemon = DaemonProcess(env, cwd=str(tmp_path))
+    processes.append(daemon)
+    host, port = daemon.event("daemon.starting")["health"].rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port))) for _ in range(40)]  # send nothing
+    try:
+        # Past the cap new connections are closed at once; the idle ones time out; then a probe
+        # is answered again.
+        assert wait_for(
+            lambda: http_get(f"http://{host}:{port}/healthz")[0] == 200,
+            timeout=15,
+            what="/healthz answered despite 40 idle connections",
+        )
+    finally:
+        for connection in idle:
+            connection.close()

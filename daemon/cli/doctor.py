@@ -3,7 +3,6 @@ without writing anything. Exit 0 fine, 1 problems found, 78 the configuration is
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -13,7 +12,13 @@ from typing import Any, Literal
 import httpx
 import redis
 
-from daemon.config import ConfigError, Settings, load_settings, loose_credential_files
+from daemon.config import (
+    ConfigError,
+    Settings,
+    is_loopback,
+    load_settings,
+    loose_credential_files,
+)
 from daemon.registry import SETTINGS, Setting, setting, unknown_variables
 from daemon.store.client import build_client, disconnect
 from daemon.store.health import diagnose
@@ -105,7 +110,7 @@ def _safety(settings: Settings) -> list[Finding]:
         found.append(
             Finding("warning", "redis", "REDIS_SSL_CERT_REQS=none: the server is not verified")
         )
-    if settings.health_addr is not None and not _loopback(settings.health_addr[0]):
+    if settings.health_addr is not None and not is_loopback(settings.health_addr[0]):
         found.append(
             Finding(
                 "warning",
@@ -115,15 +120,6 @@ def _safety(settings: Settings) -> list[Finding]:
             )
         )
     return found
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _redis(settings: Settings) -> list[Finding]:

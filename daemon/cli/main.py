@@ -32,6 +32,7 @@ from daemon.config import (
     load_settings,
     read_environment,
     read_environment_with_sources,
+    unsafe_choices,
 )
 from daemon.constants import (
     LEADER_KEY,
@@ -79,6 +80,8 @@ def _settings(env: Mapping[str, str], *, credentials: bool) -> Settings:
         max_bytes=settings.log_max_bytes,
         backups=settings.log_backups,
     )
+    for event, fields in unsafe_choices(settings):
+        log.warning(event, **fields)
     return settings
 
 
@@ -384,7 +387,10 @@ def cmd_cache_stats(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_cache_clear(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _, client = _client(env)
-    removed = cache.clear(args.endpoint, client=client)
+    try:
+        removed = cache.clear(args.endpoint, client=client)
+    except ValueError as error:
+        raise CommandFailed(str(error)) from None
     print(f"removed {removed} key{'s' if removed != 1 else ''} from hft:{args.endpoint or '*'}")
     return 0
 

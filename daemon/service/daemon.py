@@ -165,8 +165,6 @@ class Daemon:
             health=_address_text(self.health.address) if self.health else None,
             instance=self.instance,
         )
-        if self.settings.redis.uses_tls and self.settings.redis.ssl_cert_reqs == "none":
-            log.warning("redis.tls_unverified", hint="REDIS_SSL_CERT_REQS=none: set it to required")
         housekeeping = {
             "tick": (self._tick, SCHEDULER_TICK_S),
             "watch-redis": (self._watch_redis, REDIS_WATCH_INTERVAL_S),

@@ -18,8 +18,32 @@ from daemon.metrics import Metrics
 Probe = Callable[[], tuple[bool, dict[str, Any]]]
 
 
+IDLE_TIMEOUT_S = 5.0  # a connection that sends nothing is closed after this
+MAX_CONNECTIONS = 16  # beyond this, new connections are closed at once
+
+
 class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    """One thread per connection, at most MAX_CONNECTIONS at once, none idle past the timeout:
+    a scraper that hangs, or a flood, cannot pile up threads in the daemon."""
+
     daemon_threads = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        request.settimeout(IDLE_TIMEOUT_S)
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class _IPv6ThreadingWSGIServer(_ThreadingWSGIServer):

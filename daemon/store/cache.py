@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -132,10 +133,23 @@ def stats(*, client: redis.Redis | None = None) -> dict[str, int]:
     return result
 
 
+ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
 def clear(endpoint: str | None = None, *, client: redis.Redis | None = None) -> int:
-    """UNLINK every key of one endpoint, or of the whole cache, in SCAN-sized batches."""
+    """UNLINK every key of one endpoint, or of the whole cache, in SCAN-sized batches. An
+    endpoint is a name, never a pattern: glob characters in it are matched literally."""
     client = client or get_redis_client()
-    match = cache_key(endpoint) + ":*" if endpoint else HFT_KEY_PREFIX + "*"
+    if endpoint is not None and not ENDPOINT_NAME.match(endpoint):
+        raise ValueError(
+            f"{endpoint[:40]!r} is not an endpoint name (letters, digits, _ - .); "
+            "patterns are not accepted"
+        )
+    match = _glob_escape(cache_key(endpoint)) + ":*" if endpoint else HFT_KEY_PREFIX + "*"
     removed = 0
     for chunk in scan_batches(client, match):
         removed += int(client.unlink(*chunk))
