@@ -56,7 +56,7 @@ alerts: promtool
 	cd deploy/monitoring && promtool check rules alerts.yml && promtool test rules alerts.test.yml
 
 unit: $(STAMP) redis-server promtool $(TS_DEPS)
-	$(BIN)/pytest -n 4
+	$(BIN)/pytest -n 6 --dist worksteal  # most tests wait on processes, not CPU
 
 test: lint typecheck unit
 
