@@ -272,3 +272,21 @@ def test_missing_env_file_is_a_problem(tmp_path: Path) -> None:
     missing = str(tmp_path / "nope.env")
     env = read_environment({**BASE, "ORCA_ENV_FILE": missing})
     assert problems(env) == [f"ORCA_ENV_FILE: {missing} does not exist"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ORCA_TOKEN_TTL", "9223372036854775807"),
+        ("ORCA_REFRESH_INTERVAL", "0"),
+        ("ORCA_TRADOVATE_TIMEOUT", "inf"),
+        ("ORCA_TRADOVATE_TIMEOUT", "nan"),
+        ("REDIS_SOCKET_CONNECT_TIMEOUT", "1e400"),
+        ("ORCA_AUTH_RATE_LIMIT", "-1"),
+        ("ORCA_TOKEN_PROBE_INTERVAL", "99999999"),
+    ],
+)
+def test_every_numeric_setting_is_bounded(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({**BASE, name: value})
+    assert any(problem.startswith(f"{name}: ") for problem in caught.value.problems)
