@@ -69,14 +69,10 @@ def report(name: str, value: str, baseline: str, target: str = "", ok: bool | No
 
 def daemon_env(tradovate_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     users = numbered_desk(LOGINS, ACCOUNTS_PER_LOGIN)
-    return daemon_environment(
-        tradovate_url,
-        users,
-        redis_url,
-        ORCA_AUTH_RATE_LIMIT="100000",
-        ORCA_LOG_LEVEL="warning",
-        **extra,
+    env = daemon_environment(
+        tradovate_url, users, redis_url, ORCA_AUTH_RATE_LIMIT="100000", ORCA_LOG_LEVEL="warning"
     )
+    return {**env, **extra}
 
 
 @contextmanager

@@ -34,6 +34,7 @@ from daemon.registry import setting
 EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus names it
 LOGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 LOG_FORMATS = ("auto", "json", "console")
+WHEN_BUDGET_SHORT = ("wait", "relogin")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -72,6 +73,9 @@ class ConfigError(Exception):
 class Login:
     name: str
     password: Secret | None = None  # None when settings were read without credentials
+    # When the address's renewal budget runs out: "wait" (keep the token until it expires,
+    # never open a session to save it) or "relogin" (an API-only login: log in instead).
+    when_budget_short: str = "wait"
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,10 @@ class Settings:
     log_file: str | None = None  # None: stderr
     log_max_bytes: int = 10 * 1024 * 1024
     log_backups: int = 5
+    renew_budget_per_hour: int = 15
+    login_failure_budget_per_hour: int = 5
+    budget_group: str = "default"
+    budget_window_s: int = 3_600
     credential_files: tuple[str, ...] = ()  # the secret files read, for checks of their modes
 
     def secrets(self) -> list[str]:
@@ -361,6 +369,12 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         log_file=reader.text("ORCA_LOG_FILE"),
         log_max_bytes=reader.integer("ORCA_LOG_MAX_BYTES", low=1_024, high=1 << 40),
         log_backups=reader.integer("ORCA_LOG_BACKUPS", low=0, high=1_000),
+        renew_budget_per_hour=reader.integer("ORCA_RENEW_BUDGET_PER_HOUR", low=1, high=10_000),
+        login_failure_budget_per_hour=reader.integer(
+            "ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR", low=1, high=10_000
+        ),
+        budget_group=_budget_group(reader),
+        budget_window_s=reader.integer("ORCA_BUDGET_WINDOW", low=1, high=86_400),
     )
     if reader.problems:
         raise ConfigError(reader.problems)
@@ -468,7 +482,8 @@ def _logins(reader: _Reader, *, credentials: bool) -> tuple[Login, ...]:
             continue
         seen.add(name)
         password = _login_password(reader, name, entry) if credentials else None
-        logins.append(Login(name=name, password=password))
+        choice = entry.get("when_budget_short", "wait")
+        logins.append(Login(name=name, password=password, when_budget_short=choice))
     if credentials and not logins and not reader.problems:
         reader.problem(source, "lists no logins")
     return tuple(logins)
@@ -490,7 +505,7 @@ def _accounts_file_entries(reader: _Reader, path: Path) -> list[tuple[str, dict[
     entries = []
     for number, account in enumerate(accounts, start=1):
         where = f"{path} [[accounts]] #{number}"
-        unknown = set(account) - {"name", "password_env", "password_file"}
+        unknown = set(account) - {"name", "password_env", "password_file", "when_budget_short"}
         if unknown:
             reader.problem(where, f"unknown keys {', '.join(sorted(unknown))}")
         if "password" in account:
@@ -505,7 +520,15 @@ def _accounts_file_entries(reader: _Reader, path: Path) -> list[tuple[str, dict[
         if len(sources) != 1 or not all(isinstance(v, str) and v for v in sources.values()):
             reader.problem(where, f"{name} needs exactly one of password_env or password_file")
             continue
-        entries.append((name.strip(), {k: str(v) for k, v in sources.items()}))
+        choice = account.get("when_budget_short", "wait")
+        if choice not in WHEN_BUDGET_SHORT:
+            reader.problem(
+                where, f"when_budget_short must be one of {', '.join(WHEN_BUDGET_SHORT)}"
+            )
+            continue
+        entries.append(
+            (name.strip(), {**{k: str(v) for k, v in sources.items()}, "when_budget_short": choice})
+        )
     return entries
 
 
@@ -513,6 +536,14 @@ def _login_password(reader: _Reader, name: str, entry: Mapping[str, str]) -> Sec
     if "password_file" in entry:
         return reader.secret_file(f"password_file of {name}", entry["password_file"])
     return reader.secret(entry["password_env"], required=True)
+
+
+def _budget_group(reader: _Reader) -> str:
+    group = reader.text("ORCA_BUDGET_GROUP") or "default"
+    if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", group):
+        reader.problem("ORCA_BUDGET_GROUP", f"{group[:40]!r}: letters, digits, _ - . only")
+        return "default"
+    return group
 
 
 def _webhook(reader: _Reader) -> Secret | None:

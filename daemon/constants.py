@@ -18,6 +18,7 @@ LEADER_KEY: Final = "orca:leader"  # the refresh lease; its value is the leader'
 REFRESH_REQUESTS_KEY: Final = "orca:refresh:requests"  # `tokens refresh` asks the leader here
 REFRESH_RESULT_KEY_PREFIX: Final = "orca:refresh:result:"  # ... and reads its answer here
 REFRESH_REQUEST_TTL_S: Final = 60
+BUDGET_KEY_PREFIX: Final = "orca:budget:"  # {group}:{endpoint}: spends in the rolling window
 
 # Standby instances and Redis loss.
 REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew or seek the lease
@@ -31,7 +32,11 @@ RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite wha
 DEFAULT_TOKEN_TTL_S: Final = 18_000
 TOKEN_TTL_MARGIN_S: Final = 60  # a key expires this long before its token does ...
 TOKEN_TTL_MARGIN_FRACTION: Final = 0.1  # ... or a tenth of the lifetime, when that is shorter
-RENEW_AT_LIFETIME_FRACTION: Final = 2 / 3
+RENEW_BEFORE_EXPIRY_S: Final = 900  # Tradovate's advice: renew about 15 minutes before expiry
+RENEW_BEFORE_EXPIRY_FRACTION: Final = 15 / 80  # ... the same share of a shorter (simulated) life
+ASSUMED_TOKEN_LIFETIME_S: Final = 4_800  # 80 minutes, for capacity before any token is seen
+REJECTED_BACKOFF_S: Final = (900, 1_800, 3_600, 7_200, 14_400)  # a wrong password: 15 min .. 4 h
+LOGIN_FAILURE_SHARE: Final = 2  # failed logins one login may spend per window, of the budget
 RENEW_JITTER_LIFETIME_FRACTION: Final = 0.03  # renewals of many logins do not line up
 DEFAULT_TOKEN_PROBE_INTERVAL_S: Final = 300  # /account/list with each held token: no address budget
 

@@ -66,7 +66,14 @@ def user(name: str, accounts: int = 2) -> FakeUser:
 
 def daemon_env(fake: FakeTradovate, redis_url: str | None = None, **extra: str) -> dict[str, str]:
     """The environment a daemon needs for the simulator's users."""
-    return daemon_environment(fake.base_url, fake.users.values(), redis_url, sec=fake.sec, **extra)
+    return daemon_environment(
+        fake.base_url,
+        fake.users.values(),
+        redis_url,
+        sec=fake.sec,
+        budget_window_s=fake.budget_window_s,
+        **extra,
+    )
 
 
 def settings_for(fake: FakeTradovate, **extra: str) -> Settings:

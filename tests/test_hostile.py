@@ -238,7 +238,7 @@ def test_an_unusable_token_from_a_working_login_costs_one_session_per_5_minutes(
                 before = hostile.requests
                 attempt = refresher.refresh("APEX_1")
                 logins += hostile.requests - before
-                assert attempt.outcome == "invalid_response"
+                assert attempt.outcome in ("invalid_response", "deferred")
             clock.advance(30)
     assert logins <= 3  # at minutes 0, 5 and 10
     failed = [e for e in logs if e["event"] == "token.refresh_failed"]

@@ -120,6 +120,7 @@ def chaos_environment(fake: FakeTradovate, redis_url: str) -> dict[str, str]:
             fake.users.values(),
             redis_url,
             sec=fake.sec,
+            budget_window_s=fake.budget_window_s,
             ORCA_LOG_FORMAT="json",
             # A hung call must end well inside a 30 s token's life (real ones live 80 min).
             ORCA_TRADOVATE_TIMEOUT="3",

@@ -19,13 +19,19 @@ from daemon.constants import (
     CREDENTIALS_REJECTED_RETRY_S,
     DEFAULT_TOKEN_PROBE_INTERVAL_S,
     RATE_LIMITED_BACKOFF_S,
-    RENEW_AT_LIFETIME_FRACTION,
+    REJECTED_BACKOFF_S,
+    RENEW_BEFORE_EXPIRY_FRACTION,
+    RENEW_BEFORE_EXPIRY_S,
     RENEW_JITTER_LIFETIME_FRACTION,
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
+    TOKEN_TTL_MARGIN_FRACTION,
+    TOKEN_TTL_MARGIN_S,
 )
 from daemon.outcomes import LoginState, Outcome
 from daemon.tradovate import TokenGrant
+
+RENEW_SLACK_S = 2.0  # a renewal lands at least this long before its key would expire
 
 
 @dataclass
@@ -49,6 +55,8 @@ class LoginProgress:
     notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
     written_names: tuple[str, ...] = ()  # the names its last write covered
     session_unused: bool = False  # a login was sent and nothing usable came of it yet
+    budget_warned_for: str | None = None  # the token `budget.short` was said for
+    not_before: float = 0.0  # a rejected password's back-off, kept across restarts
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -74,7 +82,7 @@ class Action(Enum):
 
 
 def next_action(progress: LoginProgress, now: float, *, force: bool = False) -> Action:
-    if progress.parked_until > now:
+    if progress.parked_until > now or progress.not_before > now:
         return Action.WAIT_PARKED
     if not progress.holds_valid_token(now):
         return Action.LOGIN
@@ -111,19 +119,29 @@ class Policy:
     ) -> None:
         self.refresh_interval_s = refresh_interval_s
         self.probe_interval_s = probe_interval_s
+        self.interval_fits = True  # set from the capacity: see `renewals_needed`
         self._rng = rng or random.Random()
         self._backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S)
 
     def renew_at(self, grant: TokenGrant) -> float:
-        """About two thirds into the token's life (jittered so logins do not line up), and never
-        later than ORCA_REFRESH_INTERVAL after it was issued."""
-        fraction = RENEW_AT_LIFETIME_FRACTION + self._rng.uniform(
+        """Tradovate's advice: about 15 minutes before expiry (the same share of a shorter
+        life), jittered so that logins spread over the hour. ORCA_REFRESH_INTERVAL is a target,
+        honoured (sooner) only while the address's renewal budget allows it for every login."""
+        lifetime = max(grant.lifetime_s, 1.0)
+        before = renew_before_expiry_s(lifetime)
+        jitter = lifetime * self._rng.uniform(
             -RENEW_JITTER_LIFETIME_FRACTION, RENEW_JITTER_LIFETIME_FRACTION
         )
-        return min(
-            grant.issued_at + grant.lifetime_s * fraction,
-            grant.issued_at + self.refresh_interval_s,
-        )
+        due = grant.expires_at - before + jitter
+        if self.interval_fits:
+            due = min(due, grant.issued_at + self.refresh_interval_s)
+        return due
+
+    def renewal_period_s(self, lifetime_s: float) -> float:
+        """How often one login is renewed: its life less the advice's margin, or sooner when
+        ORCA_REFRESH_INTERVAL asks and fits."""
+        period = lifetime_s - renew_before_expiry_s(lifetime_s)
+        return min(period, self.refresh_interval_s) if self.interval_fits else period
 
     def probe_due(self, progress: LoginProgress, now: float) -> bool:
         """Time to list the accounts with the held token again: that call has no address
@@ -159,5 +177,23 @@ class Policy:
         if outcome is Outcome.RATE_LIMITED:
             return RATE_LIMITED_BACKOFF_S
         if outcome is Outcome.REJECTED:
-            return max(CREDENTIALS_REJECTED_RETRY_S, backoff)
-        return backoff
+            # 15 min, 30, 60, 2 h, 4 h: one wrong password never spends the failures the
+            # other logins of the address may need (Tradovate allows 5 an hour for all).
+            return float(REJECTED_BACKOFF_S[min(failures, len(REJECTED_BACKOFF_S)) - 1])
+        return float(backoff)
+
+
+def renewals_needed(logins: int, period_s: float, window_s: float) -> float:
+    """Renewals the logins need in one budget window, each renewed every `period_s`."""
+    return logins * window_s / max(period_s, 1.0)
+
+
+def renew_before_expiry_s(lifetime_s: float) -> float:
+    """15 minutes (the same share of a shorter simulated life), but never so little that the
+    renewal could land after the token's key has expired (its TTL ends a margin before the
+    token does) plus a scheduler's slack."""
+    key_margin = min(TOKEN_TTL_MARGIN_S, lifetime_s * TOKEN_TTL_MARGIN_FRACTION)
+    return min(
+        RENEW_BEFORE_EXPIRY_S,
+        max(lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION, key_margin + RENEW_SLACK_S),
+    )

@@ -13,17 +13,31 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 import structlog
 
 from daemon.config import Settings
-from daemon.constants import MD_TOKEN_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.constants import (
+    ASSUMED_TOKEN_LIFETIME_S,
+    LOGIN_FAILURE_SHARE,
+    MD_TOKEN_KEY_PREFIX,
+    TOKEN_KEY_PREFIX,
+)
 from daemon.metrics import Metrics
 from daemon.outcomes import LoginState, Outcome
-from daemon.refresh.policy import Action, Attempt, LoginProgress, Policy, next_action
+from daemon.refresh.policy import (
+    Action,
+    Attempt,
+    LoginProgress,
+    Policy,
+    next_action,
+    renewals_needed,
+)
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
+from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.client import get_many, read_all
 from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.health import RedisHealth
@@ -44,9 +58,20 @@ from daemon.tradovate import (
     TokenRefused,
     TradovateClient,
     TradovateError,
+    TradovateUnavailable,
 )
 
 log = structlog.get_logger("daemon.refresh")
+
+
+def _timestamp(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -100,12 +125,49 @@ class Refresher:
         self.instance = instance
         self.clock = clock
         self.pacer = AuthPacer(settings.auth_rate_limit, clock=clock)
+        self.budget = AddressBudget(
+            redis_client,
+            settings.budget_group,
+            {
+                RENEW: settings.renew_budget_per_hour,
+                LOGIN_FAILURE: settings.login_failure_budget_per_hour,
+            },
+            window_s=settings.budget_window_s,
+        )
         self.policy = Policy(
             settings.refresh_interval_s, rng, probe_interval_s=settings.token_probe_interval_s
         )
+        self.policy.interval_fits = renewals_needed(
+            len(settings.logins),
+            min(
+                settings.refresh_interval_s, self.policy.renewal_period_s(ASSUMED_TOKEN_LIFETIME_S)
+            ),
+            settings.budget_window_s,
+        ) <= self.budget.usable(RENEW)
         self.may_act = may_act
         self.fence = fence
         self.states = {login.name: LoginProgress(login) for login in settings.logins}
+
+    def capacity(self, now: float) -> dict[str, Any]:
+        """Renewals the logins need in one budget window against what the address may spend
+        (Tradovate's limit less a reserve), from the tokens held (80 minutes before any)."""
+        lifetimes = [s.grant.lifetime_s for s in self.states.values() if s.grant is not None]
+        lifetime = min(lifetimes) if lifetimes else ASSUMED_TOKEN_LIFETIME_S
+        period = self.policy.renewal_period_s(lifetime)
+        needed = renewals_needed(len(self.states), period, self.settings.budget_window_s)
+        usable = self.budget.usable(RENEW)
+        return {
+            "group": self.budget.group,
+            "window_s": self.settings.budget_window_s,
+            "renew_limit": self.budget.limits[RENEW],
+            "renew_usable": usable,
+            "renew_needed": round(needed, 1),
+            "renew_used": self.budget.used(RENEW, now),
+            "login_failure_limit": self.budget.limits[LOGIN_FAILURE],
+            "login_failure_used": self.budget.used(LOGIN_FAILURE, now),
+            "short": needed > usable,
+            "keeps_alive": int(usable * period / self.settings.budget_window_s),
+        }
 
     def adopt_from_redis(self) -> int:
         """Take over tokens already in Redis (a restart, a previous leader) so that the first
@@ -123,6 +185,7 @@ class Refresher:
             token, md_token, raw_status = values[3 * index : 3 * index + 3]
             state = self.states[name]
             recorded = LoginStatus.parse(raw_status)
+            self._restore_backoff(state, recorded, now)
             # Only the expiry recorded with this very token counts: nothing is decoded.
             expiry = recorded.expiry_of(token) if recorded and isinstance(token, str) else None
             if state.grant is not None or recorded is None or expiry is None or expiry <= now:
@@ -150,6 +213,18 @@ class Refresher:
             )
         return adopted
 
+    @staticmethod
+    def _restore_backoff(state: LoginProgress, recorded: LoginStatus | None, now: float) -> None:
+        """A rejected password's back-off outlives the process: under Restart=on-failure a
+        crash loop must not retry it at every start."""
+        if recorded is None or recorded.last_outcome is not Outcome.REJECTED:
+            return
+        due = _timestamp(recorded.next_attempt_at)
+        if due is not None and due > now and state.not_before <= now:
+            state.not_before, state.failures = due, recorded.failures
+            state.last_outcome, state.last_error = recorded.last_outcome, recorded.last_error
+            log.info("login.backoff_restored", login=state.name, until=recorded.next_attempt_at)
+
     def refresh(self, name: str, *, force: bool = False, probe: bool = False) -> Attempt:
         """One attempt for one login. Never raises for anything Tradovate or Redis does.
         `force` renews now; `probe` (a reader saw a 401) checks the held token with Tradovate
@@ -170,7 +245,7 @@ class Refresher:
         now = self.clock()
         action = next_action(state, now, force=force)
         if action is Action.WAIT_PARKED:
-            return Attempt(Outcome.PARKED, state.parked_until - now)
+            return Attempt(Outcome.PARKED, max(state.parked_until, state.not_before) - now)
         if not self.may_act():
             return Attempt(Outcome.NOT_LEADER, NOT_LEADER_RETRY_S)
         try:
@@ -203,26 +278,87 @@ class Refresher:
     def _ensure_token(self, state: LoginProgress, action: Action, now: float) -> Outcome:
         if action is Action.KEEP:
             return Outcome.KEPT
-        if action is Action.RENEW:
-            assert state.grant is not None
-            try:
-                self._hold(state, self.tradovate.renew(state.grant.access_token))
-                return Outcome.RENEW
-            except TokenRefused as refused:
-                self._drop_dead_token(state, refused)
-            if not self.may_act():  # the renewal took a while: still leading?
-                raise _MayNotAct("the lease is no longer certainly held")
+        if action is Action.RENEW and self._renew(state, now):
+            return Outcome.RENEW
         if state.auth_slot_at is None:
             state.auth_slot_at = now + self.pacer.reserve()
         if state.auth_slot_at > now:
             raise _AuthDeferred(state.auth_slot_at - now)
+        # Only failed logins count against the address; a slot is taken before sending (the
+        # outcome is unknown) and given back when the login succeeds.
+        spend = self.budget.try_spend(LOGIN_FAILURE, now, who=state.name, share=LOGIN_FAILURE_SHARE)
+        if not spend.ok:
+            log.info("budget.login_deferred", login=state.name, wait_s=round(spend.wait_s))
+            raise _AuthDeferred(max(spend.wait_s, 1.0))
         state.auth_slot_at = None
         ticket, state.p_ticket = state.p_ticket, None
         # From here a session may be open: if what comes back cannot be used, the next login
         # waits as long as after a rejected password (no churn of sessions).
         state.session_unused = True
-        self._hold(state, self.tradovate.login(state.login, p_ticket=ticket))
+        try:
+            grant = self.tradovate.login(state.login, p_ticket=ticket)
+        except PenaltyTicket as penalty:
+            self.budget.block(LOGIN_FAILURE, penalty.wait_s, now)
+            raise
+        except TradovateUnavailable:
+            # A timeout, a reset or a 5xx is no failed login of Tradovate's counting: an outage
+            # must not stall every login of the address for an hour.
+            self.budget.refund(LOGIN_FAILURE, spend.member)
+            raise
+        self.budget.refund(LOGIN_FAILURE, spend.member)
+        self._hold(state, grant)
         return Outcome.LOGIN
+
+    def _renew(self, state: LoginProgress, now: float) -> bool:
+        """Renew within the address's budget. False: log in instead (the token was refused, or
+        the budget is spent and this login is marked `relogin`). Raises _AuthDeferred to wait
+        for a slot, or for the token's expiry when none frees in time (`wait`)."""
+        grant = state.grant
+        assert grant is not None
+        spend = self.budget.try_spend(RENEW, now, who=state.name)
+        if not spend.ok:
+            if state.login.when_budget_short == "relogin":
+                log.info("budget.relogin", login=state.name, wait_s=round(spend.wait_s))
+                return False
+            self._budget_short(state, now, spend.wait_s)
+            raise _AuthDeferred(max(1.0, min(spend.wait_s, grant.expires_at - now)))
+        try:
+            self._hold(state, self.tradovate.renew(grant.access_token))
+            return True
+        except TokenRefused as refused:
+            self._drop_dead_token(state, refused)
+        except PenaltyTicket as penalty:
+            self.budget.block(RENEW, penalty.wait_s, now)  # for every login of the address
+            log.warning(
+                "tradovate.penalty", login=state.name, endpoint="renew", wait_s=penalty.wait_s
+            )
+            raise _AuthDeferred(max(penalty.wait_s, 1.0)) from None
+        if not self.may_act():  # the renewal took a while: still leading?
+            raise _MayNotAct("the lease is no longer certainly held")
+        return False
+
+    def _budget_short(self, state: LoginProgress, now: float, wait_s: float) -> None:
+        """The renewal budget is spent. If no slot frees before the token dies, say so once
+        per token: it will lapse, and the login logs in again after it (`wait`)."""
+        grant = state.grant
+        assert grant is not None
+        if now + wait_s < grant.expires_at or state.budget_warned_for == grant.access_token:
+            return
+        state.budget_warned_for = grant.access_token
+        log.warning(
+            "budget.short",
+            login=state.name,
+            expires_at=iso(grant.expires_at),
+            slot_in_s=round(wait_s),
+            group=self.budget.group,
+            hint="renewals this address may spend run out: add an instance on another address",
+        )
+        if self.alerts is not None:
+            self.alerts.send(
+                f"⏳ {state.name}: the address's renewal budget is spent; its token expires at "
+                f"{iso(grant.expires_at)}, before a renewal slot frees. It will log in again "
+                "after it lapses (when_budget_short = wait). Add an instance on another address."
+            )
 
     def _hold(self, state: LoginProgress, grant: TokenGrant) -> None:
         state.grant = grant
@@ -467,6 +603,8 @@ class Refresher:
         )
         state.last_outcome, state.last_error = outcome, str(error)
         state.next_attempt_at = self.clock() + delay
+        if outcome is Outcome.REJECTED:  # kept in the status: a restart does not retry sooner
+            state.not_before = state.next_attempt_at
         token_valid_for = (
             int(state.grant.expires_at - self.clock()) if state.grant is not None else None
         )

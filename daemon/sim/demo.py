@@ -17,7 +17,7 @@ from daemon.sim.tradovate import FakeTradovate, reference_desk
 from daemon.store.client import close_redis_client, get_redis_client
 from daemon.views.check import render_token_table, token_rows
 
-DEMO_TOKEN_LIFETIME_S = 36.0  # renewed at about two thirds: the first renewal within 30 s
+DEMO_TOKEN_LIFETIME_S = 32.0  # renewed "15 minutes" (of 80) before expiry: within 30 s
 DEMO_TABLE_EVERY_S = 5.0
 
 
@@ -30,6 +30,7 @@ def run_demo(duration_s: float | None = None, out: TextIO = sys.stdout) -> int:
             fake.users.values(),
             embedded.url,
             sec=fake.sec,
+            budget_window_s=fake.budget_window_s,
             TRADOVATE_APP_ID="orca-demo",
             ORCA_REFRESH_INTERVAL="60",
             ORCA_HEALTH_ADDR="127.0.0.1:0",

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from daemon.config import password_variable
-from daemon.sim.tradovate import DEMO_SEC, FakeUser
+from daemon.sim.tradovate import BUDGET_WINDOW_S, DEMO_SEC, FakeUser
 
 POLL_EVERY_S = 0.02
 
@@ -20,10 +20,12 @@ def daemon_environment(
     redis_url: str | None = None,
     *,
     sec: str = DEMO_SEC,
+    budget_window_s: float = BUDGET_WINDOW_S,
     **extra: str,
 ) -> dict[str, str]:
     """Settings for a daemon that logs in as `users` at the simulator on `tradovate_url`, with
-    no health endpoint unless `extra` names one; `extra` wins over everything."""
+    no health endpoint unless `extra` names one; `extra` wins over everything. A simulator on a
+    shorter time-scale passes its budget window, so both count the same hour."""
     users = list(users)
     env = {
         "TRADOVATE_BASE_URL": tradovate_url,
@@ -33,6 +35,8 @@ def daemon_environment(
         "ORCA_ACCOUNTS": ",".join(u.name for u in users),
         "ORCA_HEALTH_ADDR": "",
     }
+    if budget_window_s != BUDGET_WINDOW_S:
+        env["ORCA_BUDGET_WINDOW"] = str(max(1, round(budget_window_s)))
     if redis_url is not None:
         env["REDIS_URL"] = redis_url
     env.update({password_variable(u.name): u.password for u in users})

@@ -44,6 +44,11 @@ RECOVERABLE_FAULTS = (
 FAULT_KINDS = (*RECOVERABLE_FAULTS, "http_429", "http_401", "error_text", "penalty", "captcha")
 
 DEMO_SEC = "demo-sec"
+REAL_TOKEN_LIFETIME_S = 4_800.0
+BUDGET_WINDOW_S = 3_600.0
+PENALTY_S = 15.0
+RENEW_BUDGET = 15
+LOGIN_FAILURE_BUDGET = 5
 REFERENCE_DESK = {"APEX_266668": 4, "APEX_272045": 5, "APEX_136189": 3, "APEX_265995": 1}
 
 
@@ -92,6 +97,8 @@ class Observations:
     requests: list[tuple[str, int]] = field(default_factory=list)
     arrivals: list[tuple[float, str]] = field(default_factory=list)  # (time.monotonic(), path)
     login_bodies: list[dict[str, Any]] = field(default_factory=list)
+    penalties: collections.Counter[str] = field(default_factory=collections.Counter)  # by path
+    renewal_times: list[float] = field(default_factory=list)  # the simulator's clock
 
 
 class FakeTradovate:
@@ -105,6 +112,7 @@ class FakeTradovate:
         latency_s: float = 0.0,
         auth_limit_per_minute: int | None = None,
         opaque_tokens: bool = False,
+        address_budgets: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.users = {u.name: u for u in (users if users is not None else reference_desk())}
@@ -116,6 +124,11 @@ class FakeTradovate:
         self.latency_s = latency_s
         self.auth_limit_per_minute = auth_limit_per_minute
         self.opaque_tokens = opaque_tokens  # random strings, not JWTs: Tradovate promises no format
+        # Tradovate's per-address budgets (renewals 15, failed logins 5 per rolling hour, a 15 s
+        # penalty ticket past them), on the same time-scale as the tokens' life.
+        self.address_budgets = address_budgets
+        self._renewals: collections.deque[float] = collections.deque()
+        self._failed_logins: collections.deque[float] = collections.deque()
         self.clock = clock
         self.seen = Observations()
         self._opaque: dict[str, dict[str, Any]] = {}
@@ -290,8 +303,14 @@ class FakeTradovate:
             if original is None or resent != original["body"] or now < original["due"]:
                 return 200, {"errorText": "Invalid or early p-ticket"}
             self.penalty_resends_ok += 1
+        if ticket is None:
+            penalty = self._over_budget(self._failed_logins, LOGIN_FAILURE_BUDGET, LOGIN_PATH)
+            if penalty is not None:
+                self._tickets[penalty["p-ticket"]] = {"body": body, "due": now + penalty["p-time"]}
+                return 200, penalty
         user = self.users.get(str(body.get("name")))
         if user is None or body.get("password") != user.password or body.get("sec") != self.sec:
+            self._failed_logins.append(now)  # only failed requests count
             return 200, {
                 "errorText": "Incorrect username or password. "
                 "Please try again, noting that passwords are case-sensitive."
@@ -307,12 +326,36 @@ class FakeTradovate:
             oldest.open = False  # Tradovate logs the trader out of their own platform here
         return 200, self._grant(session)
 
+    @property
+    def time_scale(self) -> float:
+        """This simulation's time against Tradovate's: tokens live 80 minutes there."""
+        return min(1.0, self.token_lifetime_s / REAL_TOKEN_LIFETIME_S)
+
+    @property
+    def budget_window_s(self) -> float:
+        return BUDGET_WINDOW_S * self.time_scale
+
+    def _over_budget(self, spent: collections.deque[float], limit: int, path: str) -> Any:
+        """A penalty ticket when `spent` already holds `limit` in the rolling window."""
+        now = self.clock()
+        while spent and spent[0] <= now - self.budget_window_s:
+            spent.popleft()
+        if not self.address_budgets or len(spent) < limit:
+            return None
+        self.seen.penalties[path] += 1
+        return {"p-ticket": secrets.token_hex(8), "p-time": PENALTY_S * self.time_scale}
+
     def _renew(self, token: str) -> tuple[int, Any]:
+        penalty = self._over_budget(self._renewals, RENEW_BUDGET, RENEW_PATH)
+        self._renewals.append(self.clock())  # every request counts, answered or not
+        if penalty is not None:
+            return 200, penalty
         claims = self._verify(token)
         session = self._live_session(claims) if claims else None
         if claims is None or session is None:
             return 401, {"errorText": "Access is denied"}
         self.seen.renewals[session.user] += 1
+        self.seen.renewal_times.append(self.clock())
         return 200, self._grant(session)
 
     def _accounts(self, token: str) -> tuple[int, Any]:

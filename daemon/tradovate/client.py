@@ -139,10 +139,7 @@ class TradovateClient:
         if data.get("p-captcha"):
             raise CaptchaRequired(f"{LOGIN_ENDPOINT}: Tradovate asks for a captcha")
         if data.get("p-ticket"):
-            wait_s = data.get("p-time", 0)
-            if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
-                wait_s = 0
-            raise PenaltyTicket(str(data["p-ticket"]), float(wait_s))
+            raise PenaltyTicket(str(data["p-ticket"]), _penalty_wait(data))
         if data.get("errorText"):
             raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {_error_text(data)}")
         return self._grant(data, LOGIN_ENDPOINT, source=Outcome.LOGIN)
@@ -152,6 +149,8 @@ class TradovateClient:
         data = self._call("GET", RENEW_ENDPOINT, token=access_token)
         if not isinstance(data, dict):
             raise InvalidResponse(f"{RENEW_ENDPOINT}: answer is not a JSON object")
+        if data.get("p-ticket"):  # past the address's renewal budget
+            raise PenaltyTicket(str(data["p-ticket"]), _penalty_wait(data))
         if data.get("errorText"):
             raise TokenRefused(f"{RENEW_ENDPOINT}: {_error_text(data)}")
         return self._grant(data, RENEW_ENDPOINT, source=Outcome.RENEW)
@@ -271,6 +270,14 @@ class TradovateClient:
     def _count(self, endpoint: str, status: str) -> None:
         if self._metrics is not None:
             self._metrics.tradovate_requests.labels(endpoint=endpoint, status=status).inc()
+
+
+def _penalty_wait(data: dict[str, Any]) -> float:
+    """`p-time` in seconds, bounded: garbage reads as 0, a day at the most."""
+    wait_s = data.get("p-time", 0)
+    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s >= 0:
+        return 0.0
+    return float(min(wait_s, 86_400))
 
 
 def _error_text(data: dict[str, Any]) -> str:

@@ -1,0 +1,108 @@
+"""Tradovate's per-address budgets, shared through Redis by every instance of one budget group.
+
+Tradovate counts some endpoints per client address over a rolling hour and answers a penalty
+ticket past the limit: `renewaccesstoken` 15 (every request), `accesstokenrequest` 5 (failed
+requests only). Instances cannot see their public address (NAT), so ORCA_BUDGET_GROUP names the
+budget they share: one group per address. Spending lives in Redis (a sorted set of spend times
+per endpoint, checked and added in one Lua step), so neither a second instance nor a crash loop
+under Restart=on-failure can overspend it; a penalty ticket blocks the endpoint for the whole
+group, as Tradovate does.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass
+
+import redis
+
+from daemon.constants import BUDGET_KEY_PREFIX
+
+RENEW = "renew"
+LOGIN_FAILURE = "login_failure"
+
+# KEYS[1] spends, KEYS[2] block. ARGV: now, window, usable, member, share_prefix, share.
+# Returns {1, 0} when spent, {0, wait_ms} when not (the budget is full, the login's share is
+# spent, or the endpoint is blocked by a penalty ticket).
+_SPEND = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+if blocked_until > now then return {0, math.ceil((blocked_until - now) * 1000)} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local spends = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local used, mine, oldest_mine = #spends / 2, 0, nil
+for i = 1, #spends, 2 do
+  if string.sub(spends[i], 1, #ARGV[5]) == ARGV[5] then
+    mine = mine + 1
+    if oldest_mine == nil then oldest_mine = tonumber(spends[i + 1]) end
+  end
+end
+if used >= tonumber(ARGV[3]) then
+  return {0, math.ceil((tonumber(spends[2]) + window - now) * 1000)}
+end
+if tonumber(ARGV[6]) > 0 and mine >= tonumber(ARGV[6]) then
+  return {0, math.ceil((oldest_mine + window - now) * 1000)}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+return {1, 0}
+"""
+
+
+@dataclass(frozen=True)
+class Spend:
+    ok: bool
+    wait_s: float  # when not ok: until a slot frees (or the penalty ends)
+    member: str  # names this spend, to refund it
+
+
+class AddressBudget:
+    """One group's rolling-window budgets. `limits` per endpoint are Tradovate's; a reserve is
+    kept off each so that clock differences between instances never tip it over."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        group: str,
+        limits: dict[str, int],
+        *,
+        window_s: float,
+        reserve: int = 1,
+    ) -> None:
+        self._client = client
+        self.group = group
+        self.limits = limits
+        self.window_s = window_s
+        self.reserve = reserve
+        self._spend = client.register_script(_SPEND)
+
+    def usable(self, endpoint: str) -> int:
+        return max(1, self.limits[endpoint] - self.reserve)
+
+    def _key(self, endpoint: str) -> str:
+        # The group in braces: a spend set and its penalty block share a cluster slot, so the
+        # script that reads both runs on Redis Cluster too.
+        return f"{BUDGET_KEY_PREFIX}{{{self.group}}}:{endpoint}"
+
+    def try_spend(self, endpoint: str, now: float, *, who: str, share: int = 0) -> Spend:
+        """Take a slot now, if the window has one (and `who` has not used its `share`)."""
+        member = f"{who}|{now:.3f}|{secrets.token_hex(3)}"
+        key = self._key(endpoint)
+        ok, wait_ms = self._spend(
+            keys=[key, f"{key}:blocked"],
+            args=[repr(now), repr(self.window_s), self.usable(endpoint), member, f"{who}|", share],
+        )
+        return Spend(bool(ok), max(0.0, float(wait_ms) / 1000), member)
+
+    def refund(self, endpoint: str, member: str) -> None:
+        """A spend that did not count after all (a login that succeeded)."""
+        self._client.zrem(self._key(endpoint), member)
+
+    def block(self, endpoint: str, seconds: float, now: float) -> None:
+        """A penalty ticket: nobody in the group calls this endpoint for `seconds`."""
+        key = f"{self._key(endpoint)}:blocked"
+        self._client.set(key, repr(now + seconds), ex=math.ceil(seconds + self.window_s))
+
+    def used(self, endpoint: str, now: float) -> int:
+        return int(self._client.zcount(self._key(endpoint), now - self.window_s, "+inf"))
