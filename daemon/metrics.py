@@ -47,6 +47,12 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.tradovate_budget = Gauge(
+            "orca_tradovate_budget",
+            "Tradovate's per-address budgets in the rolling window: limit, used, needed.",
+            ["endpoint", "kind"],
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "orca_leader", "1 when this instance holds the refresh lease.", registry=self.registry
         )

@@ -19,6 +19,8 @@ from daemon.config import (
     load_settings,
     loose_credential_files,
 )
+from daemon.constants import ASSUMED_TOKEN_LIFETIME_S
+from daemon.refresh.policy import renew_before_expiry_s, renewals_needed
 from daemon.registry import SETTINGS, Setting, setting, unknown_variables
 from daemon.store.client import build_client, disconnect
 from daemon.store.health import diagnose
@@ -74,6 +76,7 @@ def run_doctor(env: Mapping[str, str], sources: Mapping[str, str]) -> DoctorRepo
     except ConfigError as error:
         return DoctorReport(_setting_rows(env, sources), findings, error.problems)
     findings += _safety(settings)
+    findings.append(_capacity(settings))
     findings += _redis(settings)
     findings += _tradovate(settings)
     return DoctorReport(_setting_rows(env, sources), findings, [])
@@ -99,6 +102,29 @@ def _setting_rows(env: Mapping[str, str], sources: Mapping[str, str]) -> list[Se
 
 def _shown(entry: Setting, value: str) -> str:
     return "******** (set)" if entry.secret else value.strip()
+
+
+def _capacity(settings: Settings) -> Finding:
+    """Renewals the logins need (80-minute tokens, renewed 15 minutes before expiry) against
+    what one address may spend: Tradovate's limit less the reserve."""
+    usable = max(1, settings.renew_budget_per_hour - 1)
+    lifetime = ASSUMED_TOKEN_LIFETIME_S
+    period = lifetime - renew_before_expiry_s(lifetime)
+    needed = renewals_needed(len(settings.logins), period, settings.budget_window_s)
+    words = (
+        f"{len(settings.logins)} logins need about {needed:.1f} renewals per "
+        f"{settings.budget_window_s} s; group {settings.budget_group} may spend {usable}"
+    )
+    if needed > usable:
+        keeps = int(usable * period / settings.budget_window_s)
+        return Finding(
+            "warning",
+            "budget",
+            f"{words}: short, one address keeps about {keeps} alive by renewal; run another "
+            "instance on another address with its own ORCA_BUDGET_GROUP, or mark API-only "
+            'logins when_budget_short = "relogin"',
+        )
+    return Finding("ok", "budget", words)
 
 
 def _safety(settings: Settings) -> list[Finding]:

@@ -656,6 +656,7 @@ class Refresher:
             expires_at=iso(grant.expires_at) if grant else None,
             issued_at=iso(grant.issued_at) if grant else None,
             notes=state.notes,
+            when_budget_short=state.login.when_budget_short,
             source=grant.source if grant else None,
             accounts=self.owned_names(state)[1:],
             failures=state.failures,

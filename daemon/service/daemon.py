@@ -57,6 +57,12 @@ HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0
 SCHEDULER_STALE_S = 30.0  # no tick for this long: the scheduler is hung, stop pinging the watchdog
 REFRESH_REQUESTS_PER_PROBE = 10
+BUDGET_REPORT_INTERVAL_S = 15.0
+CAPACITY_HINT = (
+    "this address may renew fewer tokens an hour than the logins need: run another instance "
+    "on another address with its own ORCA_BUDGET_GROUP (README, Scale out), or mark API-only "
+    'logins when_budget_short = "relogin"'
+)
 SHUTDOWN_LEAVING_S = 2.5  # of the stop budget, kept for handing the lease over and closing sinks
 REDIS_DOWN_REPEAT_S = 60.0  # `redis.down` again, with down_for_s, while Redis stays down
 VALID = "valid"
@@ -132,6 +138,7 @@ class Daemon:
         self._next_down_log_at = 0.0
         self._started_at = clock()
         self._overrunning: set[str] = set()
+        self._budget_short_said: bool | None = None
         self.scheduler.add_listener(self._job_overran, EVENT_JOB_MAX_INSTANCES)
         logging.getLogger("apscheduler.scheduler").addFilter(_NO_MAX_INSTANCES_LINES)
 
@@ -169,6 +176,7 @@ class Daemon:
             "tick": (self._tick, SCHEDULER_TICK_S),
             "watch-redis": (self._watch_redis, REDIS_WATCH_INTERVAL_S),
             "reconcile": (self._reconcile, RECONCILE_INTERVAL_S),
+            "budget": (self._report_budget, BUDGET_REPORT_INTERVAL_S),
         }
         for job_id, (job, interval_s) in housekeeping.items():
             # Every one runs at once. (APScheduler reads next_run_time=None as "add paused".)
@@ -368,6 +376,31 @@ class Daemon:
         if self.redis_health.came_back.is_set():
             self.redis_health.came_back.clear()
             self._reconcile()  # Redis may have come back empty: restore at once
+
+    def _report_budget(self) -> None:
+        """The address budgets in /metrics and, from the leader, in Redis for `status`; said in
+        the log at the first report and whenever the verdict changes."""
+        try:
+            capacity = self.refresher.capacity(self.clock())
+        except redis.RedisError as error:
+            self.redis_health.failed(error)
+            return
+        gauge = self.metrics.tradovate_budget
+        gauge.labels(endpoint="renew", kind="limit").set(capacity["renew_limit"])
+        gauge.labels(endpoint="renew", kind="used").set(capacity["renew_used"])
+        gauge.labels(endpoint="renew", kind="needed").set(capacity["renew_needed"])
+        gauge.labels(endpoint="login_failure", kind="limit").set(capacity["login_failure_limit"])
+        gauge.labels(endpoint="login_failure", kind="used").set(capacity["login_failure_used"])
+        gauge.labels(endpoint="login_failure", kind="needed").set(0)
+        if self._refreshing:
+            with contextlib.suppress(redis.RedisError):
+                self.refresher.budget.publish_capacity(capacity, int(BUDGET_REPORT_INTERVAL_S * 4))
+        if capacity["short"] != self._budget_short_said:
+            self._budget_short_said = capacity["short"]
+            if capacity["short"]:
+                log.warning("budget.capacity", **capacity, hint=CAPACITY_HINT)
+            else:
+                log.info("budget.capacity", **capacity)
 
     def _repeat_redis_down(self) -> None:
         now = time.monotonic()

@@ -99,6 +99,7 @@ class Observations:
     login_bodies: list[dict[str, Any]] = field(default_factory=list)
     penalties: collections.Counter[str] = field(default_factory=collections.Counter)  # by path
     renewal_times: list[float] = field(default_factory=list)  # the simulator's clock
+    failed_login_times: list[float] = field(default_factory=list)
 
 
 class FakeTradovate:
@@ -311,6 +312,7 @@ class FakeTradovate:
         user = self.users.get(str(body.get("name")))
         if user is None or body.get("password") != user.password or body.get("sec") != self.sec:
             self._failed_logins.append(now)  # only failed requests count
+            self.seen.failed_login_times.append(now)
             return 200, {
                 "errorText": "Incorrect username or password. "
                 "Please try again, noting that passwords are case-sensitive."

@@ -11,13 +11,16 @@ group, as Tradovate does.
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
 from daemon.constants import BUDGET_KEY_PREFIX
+from daemon.store.client import get_many, scan_batches
 
 RENEW = "renew"
 LOGIN_FAILURE = "login_failure"
@@ -106,3 +109,21 @@ class AddressBudget:
 
     def used(self, endpoint: str, now: float) -> int:
         return int(self._client.zcount(self._key(endpoint), now - self.window_s, "+inf"))
+
+    def publish_capacity(self, capacity: dict[str, object], ttl_s: int) -> None:
+        """What this group needs and may spend, for `status` to say from Redis alone."""
+        self._client.set(self._key("capacity"), json.dumps(capacity), ex=ttl_s)
+
+
+def read_capacities(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every group's published capacity (one per address)."""
+    found = []
+    for chunk in scan_batches(client, f"{BUDGET_KEY_PREFIX}*:capacity"):
+        for raw in get_many(client, chunk):
+            try:
+                value = json.loads(raw) if isinstance(raw, str) else None
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                found.append(value)
+    return sorted(found, key=lambda c: str(c.get("group")))

@@ -44,6 +44,7 @@ class LoginStatus:
     updated_at: str | None = None
     instance: str | None = None
     notes: tuple[str, ...] = ()  # e.g. an account skipped because another login writes it
+    when_budget_short: str | None = None  # wait | relogin (the accounts file's choice)
 
     def to_json(self) -> str:
         value = asdict(self)
@@ -77,6 +78,7 @@ class LoginStatus:
             updated_at=_text(value.get("updated_at")),
             instance=_text(value.get("instance")),
             notes=_names(value.get("notes")),
+            when_budget_short=_text(value.get("when_budget_short")),
         )
 
     def expiry_of(self, token: str) -> float | None:

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from daemon.outcomes import LoginState, TokenState
+from daemon.store.budget import read_capacities
 from daemon.store.heartbeat import Heartbeat, live_instances
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import login_tokens
@@ -34,6 +35,7 @@ class LoginRow:
     accounts: int
     owner: str | None
     heartbeat_age_s: float | None  # None: the owner has no live heartbeat
+    when_budget_short: str | None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class StatusReport:
     logins: list[LoginRow]
     instances: list[Heartbeat]
     now: float
+    capacities: list[dict[str, Any]]
 
     @property
     def valid(self) -> int:
@@ -65,7 +68,8 @@ class StatusReport:
             return words + "; no daemon is running (no live heartbeat in Redis)"
         leaders = [b for b in self.instances if b.leader]
         leader = f"{leaders[0].instance} refreshing" if leaders else "no instance refreshing"
-        return f"{words}; {leader}, {len(self.instances)} instance(s) alive"
+        budgets = "".join(f"; {_capacity_words(c)}" for c in self.capacities)
+        return f"{words}; {leader}, {len(self.instances)} instance(s) alive{budgets}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -75,7 +79,22 @@ class StatusReport:
             "instances": [
                 {**asdict(beat), "age_s": round(self.now - beat.at, 1)} for beat in self.instances
             ],
+            "budgets": self.capacities,
         }
+
+
+def _capacity_words(capacity: dict[str, Any]) -> str:
+    words = (
+        f"renewals: needed {capacity.get('renew_needed')} per {capacity.get('window_s')} s, "
+        f"address group {capacity.get('group')} may spend {capacity.get('renew_usable')} "
+        f"(used {capacity.get('renew_used')})"
+    )
+    if capacity.get("short"):
+        words += (
+            f": SHORT, it keeps about {capacity.get('keeps_alive')} logins alive by renewal; "
+            "add an instance on another address"
+        )
+    return words
 
 
 def _problem(row: LoginRow) -> str:
@@ -109,13 +128,14 @@ def status_report(
                 accounts=len(recorded.accounts),
                 owner=recorded.instance,
                 heartbeat_age_s=round(now - beat.at, 1) if beat else None,
+                when_budget_short=recorded.when_budget_short,
             )
         )
-    return StatusReport(rows, instances, now)
+    return StatusReport(rows, instances, now, read_capacities(client))
 
 
 def render_status(report: StatusReport) -> str:
-    headers = ("LOGIN", "TOKEN", "EXPIRES", "NEXT REFRESH", "LAST", "ACCOUNTS", "OWNER")
+    headers = ("LOGIN", "TOKEN", "EXPIRES", "NEXT REFRESH", "LAST", "ACCOUNTS", "IF SHORT", "OWNER")
     rows = [
         (
             row.login,
@@ -124,6 +144,7 @@ def render_status(report: StatusReport) -> str:
             _when(row.next_attempt_at, report.now),
             _last(row),
             str(row.accounts),
+            row.when_budget_short or "-",
             _owner(row),
         )
         for row in report.logins

@@ -1,0 +1,158 @@
+"""Living within Tradovate's per-address budgets, over simulated hours: an injected clock drives
+the refresher and the simulator (which answers penalty tickets past the budgets), no wall time."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import fakeredis
+import pytest
+from structlog.testing import capture_logs
+
+from daemon.config import Login, password_variable
+from daemon.metrics import Metrics
+from daemon.refresh.refresher import Refresher
+from daemon.sim.tradovate import LOGIN_PATH, RENEW_PATH, FakeTradovate, numbered_desk
+from daemon.tradovate import TradovateClient
+from tests.helpers import FakeClock, settings_for, tradovate_routes
+
+HOUR_S = 3_600.0
+
+
+def build(logins: int, clock: FakeClock, *, relogin: int = 0) -> tuple[Refresher, FakeTradovate]:
+    fake = FakeTradovate(numbered_desk(logins, 1), clock=clock, token_lifetime_s=4_800)
+    settings = settings_for(fake, ORCA_TOKEN_PROBE_INTERVAL="3600")
+    marked = tuple(
+        Login(login.name, login.password, "relogin" if n < relogin else "wait")
+        for n, login in enumerate(settings.logins)
+    )
+    settings = type(settings)(**{**settings.__dict__, "logins": marked})
+    refresher = Refresher(
+        settings,
+        TradovateClient(settings.tradovate, clock=clock),
+        fakeredis.FakeRedis(decode_responses=True),
+        metrics=Metrics(),
+        instance="sim",
+        clock=clock,
+        rng=random.Random(7),
+    )
+    return refresher, fake
+
+
+def simulate(
+    refresher: Refresher, clock: FakeClock, hours: float, check: Callable[[], None]
+) -> None:
+    """Each login's attempt when it said the next is due, in time order, until `hours` pass."""
+    due = dict.fromkeys(refresher.states, clock.now)
+    end = clock.now + hours * HOUR_S
+    while (name := min(due, key=lambda n: due[n])) and due[name] <= end:
+        clock.now = max(clock.now, due[name])
+        attempt = refresher.refresh(name)
+        due[name] = clock.now + max(attempt.delay_s, 0.5)
+        check()
+
+
+def most_in_any_window(times: list[float], window_s: float = HOUR_S) -> int:
+    ordered = sorted(times)
+    return max((sum(1 for t in ordered[i:] if t < start + window_s) for i, start in
+                enumerate(ordered)), default=0)  # fmt: skip
+
+
+def test_12_logins_on_one_address_live_6_hours_without_a_penalty() -> None:
+    clock = FakeClock()
+    refresher, fake = build(12, clock)
+    redis = refresher.redis
+    names = list(refresher.states)
+
+    def every_token_live() -> None:
+        if all(redis.get(f"token:{n}") for n in names):  # once every login has logged in
+            for name in names:
+                assert fake.is_live(str(redis.get(f"token:{name}"))), (name, clock.now)
+
+    with tradovate_routes(fake):
+        capacity = refresher.capacity(clock.now)
+        assert capacity["short"] is False
+        simulate(refresher, clock, 6, every_token_live)
+    assert sum(fake.seen.penalties.values()) == 0
+    assert set(fake.seen.sessions_opened.values()) == {1}  # renewed, never logged in again
+    assert most_in_any_window(fake.seen.renewal_times) <= 15
+    assert min(fake.seen.renewals.values()) >= 5  # each login renewed about hourly
+
+
+def test_20_logins_say_the_shortfall_keep_relogin_ones_and_alert_for_wait_ones() -> None:
+    clock = FakeClock()
+    refresher, fake = build(20, clock, relogin=6)
+    alerts: list[str] = []
+    refresher.alerts = type("Sink", (), {"send": staticmethod(alerts.append)})()
+    redis = refresher.redis
+    relogin = [n for n, s in refresher.states.items() if s.login.when_budget_short == "relogin"]
+    capacity = refresher.capacity(clock.now)
+    assert capacity["short"] is True
+    assert capacity["renew_needed"] > capacity["renew_usable"]
+    assert capacity["keeps_alive"] < 20
+
+    started = clock.now
+
+    def relogin_ones_live() -> None:
+        if clock.now > started + 10 * 60:  # after the first logins, paced at 10 a minute
+            for name in relogin:
+                assert fake.is_live(str(redis.get(f"token:{name}"))), (name, clock.now)
+
+    with tradovate_routes(fake), capture_logs() as logs:
+        simulate(refresher, clock, 4, relogin_ones_live)
+    assert sum(fake.seen.penalties.values()) == 0
+    assert most_in_any_window(fake.seen.renewal_times) <= 15
+    short = [e for e in logs if e["event"] == "budget.short"]
+    assert short, "the wait logins were not said to be short"
+    assert all(e["login"] not in relogin for e in short)
+    assert alerts
+    assert all("renewal budget is spent" in a for a in alerts)
+    relogged = [e for e in logs if e["event"] == "budget.relogin"]
+    assert relogged
+    assert {e["login"] for e in relogged} <= set(relogin)
+    lapsed = {e["login"] for e in short}  # logged in again after their tokens lapsed
+    assert all(fake.seen.sessions_opened[name] >= 2 for name in lapsed)
+
+
+def test_a_wrong_password_costs_only_its_share_while_the_others_log_in() -> None:
+    clock = FakeClock()
+    fake = FakeTradovate(numbered_desk(6, 1), clock=clock)
+    settings = settings_for(fake, **{password_variable("LOGIN_0000"): "not-the-password"})
+    refresher = Refresher(
+        settings,
+        TradovateClient(settings.tradovate, clock=clock),
+        fakeredis.FakeRedis(decode_responses=True),
+        metrics=Metrics(),
+        instance="sim",
+        clock=clock,
+    )
+    with tradovate_routes(fake):
+        simulate(refresher, clock, 2, lambda: None)
+    failed = fake.seen.failed_login_times
+    assert 2 <= len(failed) <= 4  # 15 min, 30, 60 ... within its share
+    assert most_in_any_window(failed) <= 2  # its share of the address's 5 (4 usable)
+    assert sum(fake.seen.penalties.values()) == 0
+    assert all(fake.seen.sessions_opened[u] == 1 for u in fake.users if u != "LOGIN_0000")
+
+
+@pytest.mark.parametrize("path", [RENEW_PATH, LOGIN_PATH])
+def test_the_simulator_answers_a_penalty_past_its_budget(path: str) -> None:
+    clock = FakeClock()
+    fake = FakeTradovate(numbered_desk(1, 1), clock=clock)
+    with tradovate_routes(fake):
+        if path == RENEW_PATH:
+            _, answer = fake.answer("POST", LOGIN_PATH, fake_body(fake), None)
+            token = answer["accessToken"]
+            answers = [fake.answer("GET", RENEW_PATH, None, token) for _ in range(16)]
+        else:
+            bad = {**fake_body(fake), "password": "wrong"}
+            answers = [fake.answer("POST", LOGIN_PATH, bad, None) for _ in range(6)]
+    assert "p-ticket" in answers[-1][1]
+    assert answers[-1][1]["p-time"] == 15
+    assert fake.seen.penalties[path] == 1
+
+
+def fake_body(fake: FakeTradovate) -> dict[str, object]:
+    user = next(iter(fake.users.values()))
+    return {"name": user.name, "password": user.password, "sec": fake.sec}
