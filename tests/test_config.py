@@ -290,3 +290,23 @@ def test_every_numeric_setting_is_bounded(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**BASE, name: value})
     assert any(problem.startswith(f"{name}: ") for problem in caught.value.problems)
+
+
+def test_when_budget_short_is_read_from_the_accounts_file(tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        '[[accounts]]\nname = "A"\npassword_env = "PW_A"\n\n'
+        '[[accounts]]\nname = "B"\npassword_env = "PW_B"\nwhen_budget_short = "relogin"\n'
+    )
+    env = {**BASE, "ORCA_ACCOUNTS_FILE": str(accounts), "PW_A": "pw-a-123", "PW_B": "pw-b-123"}
+    env.pop("ORCA_ACCOUNTS", None)
+    logins = load_settings(env).logins
+    assert [(login.name, login.when_budget_short) for login in logins] == [
+        ("A", "wait"),
+        ("B", "relogin"),
+    ]
+    accounts.write_text(
+        '[[accounts]]\nname = "A"\npassword_env = "PW_A"\nwhen_budget_short = "x"\n'
+    )
+    with pytest.raises(ConfigError, match="when_budget_short must be one of wait, relogin"):
+        load_settings(env)

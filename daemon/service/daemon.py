@@ -58,6 +58,7 @@ SCHEDULER_TICK_S = 5.0
 SCHEDULER_STALE_S = 30.0  # no tick for this long: the scheduler is hung, stop pinging the watchdog
 REFRESH_REQUESTS_PER_PROBE = 10
 BUDGET_REPORT_INTERVAL_S = 15.0
+ONCE_LONGEST_WAIT_S = 120.0  # `run --once` waits out pacing this long, not a spent budget
 CAPACITY_HINT = (
     "this address may renew fewer tokens an hour than the logins need: run another instance "
     "on another address with its own ORCA_BUDGET_GROUP (README, Scale out), or mark API-only "
@@ -309,8 +310,14 @@ class Daemon:
                 self.redis_health.failed(error)
 
     def _refresh_until_settled(self, name: str, probe: bool = False) -> Attempt:
+        """Wait out auth pacing and penalty tickets, but not an address budget that frees
+        only in an hour: a one-off pass then reports the login as not refreshed."""
         attempt = self.refresher.refresh(name, force=not probe, probe=probe)
-        while attempt.deferred and not self._stop.wait(attempt.delay_s):
+        while (
+            attempt.deferred
+            and attempt.delay_s <= ONCE_LONGEST_WAIT_S
+            and not self._stop.wait(attempt.delay_s)
+        ):
             attempt = self.refresher.refresh(name, force=not probe)
         return attempt
 
