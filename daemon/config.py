@@ -121,6 +121,7 @@ class TradovateSettings:
     sec: Secret | None = None
     device_id: str | None = None  # None: derived per login from the machine id
     timeout_s: float = TRADOVATE_TIMEOUT_S
+    local_address: str | None = None  # source address of calls to Tradovate
 
 
 @dataclass(frozen=True)
@@ -445,6 +446,7 @@ def _tradovate_settings(reader: _Reader, *, credentials: bool) -> TradovateSetti
         sec=reader.secret("TRADOVATE_SEC", required=credentials),
         device_id=reader.text("TRADOVATE_DEVICE_ID"),
         timeout_s=reader.number("ORCA_TRADOVATE_TIMEOUT", low=0.1, high=600),
+        local_address=_local_address(reader),
     )
 
 
@@ -536,6 +538,17 @@ def _login_password(reader: _Reader, name: str, entry: Mapping[str, str]) -> Sec
     if "password_file" in entry:
         return reader.secret_file(f"password_file of {name}", entry["password_file"])
     return reader.secret(entry["password_env"], required=True)
+
+
+def _local_address(reader: _Reader) -> str | None:
+    text = reader.text("TRADOVATE_LOCAL_ADDRESS")
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        reader.problem("TRADOVATE_LOCAL_ADDRESS", f"{text[:40]!r} is not an IP address")
+        return None
 
 
 def _budget_group(reader: _Reader) -> str:

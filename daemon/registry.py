@@ -62,6 +62,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRADOVATE_CID", None, "API key id (required for `run`)"),
     Setting("TRADOVATE_SEC", None, "API key secret (required for `run`)", secret=True),
     Setting("TRADOVATE_DEVICE_ID", None, "default: a UUID stable for this machine and login; set it in containers"),
+    Setting("TRADOVATE_LOCAL_ADDRESS", None, "source address for calls to Tradovate, on hosts with several (give each its own ORCA_BUDGET_GROUP)"),
     Setting("TRADOVATE_PASSWORD_<NAME>", None, "password of a login listed in `ORCA_ACCOUNTS` (NAME upper-cased, non-alphanumerics as `_`)", secret=True),
     Setting("ORCA_ENV_FILE", ".env", "the env file read before the environment (the environment wins)"),
     Setting("ORCA_ACCOUNTS_FILE", "config/accounts.toml", "the logins (TOML, below)"),

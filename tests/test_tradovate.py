@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
 import pytest
@@ -276,3 +278,35 @@ def test_pacer_after_429_waits_out_the_hour() -> None:
     assert pacer.reserve() == 3_600  # every reservation, not just the next one
     clock.advance(3_600)
     assert pacer.reserve() == 0
+
+
+def test_calls_leave_from_the_configured_local_address() -> None:
+    """TRADOVATE_LOCAL_ADDRESS binds the source address (loopback 127.0.0.2 here)."""
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet."""
+
+        def do_POST(self) -> None:
+            seen.append(self.client_address[0])
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings = TradovateSettings(
+            base_url=f"http://127.0.0.1:{server.server_address[1]}/v1",
+            app_id="app",
+            cid=1,
+            sec=Secret("the-sec-Zz"),
+            local_address="127.0.0.2",
+        )
+        with pytest.raises(TradovateUnavailable):
+            TradovateClient(settings).login(LOGIN)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert seen == ["127.0.0.2"]

@@ -110,6 +110,11 @@ class TradovateClient:
                 settings.timeout_s, connect=min(settings.timeout_s, TRADOVATE_CONNECT_TIMEOUT_S)
             ),
             headers={"Accept": "application/json", "User-Agent": "orca-token-daemon"},
+            # TRADOVATE_LOCAL_ADDRESS: the source address on hosts with several (Tradovate
+            # counts its budgets per client address).
+            transport=httpx.HTTPTransport(local_address=settings.local_address)
+            if settings.local_address
+            else None,
         )
 
     def close(self) -> None:
