@@ -286,7 +286,9 @@ class Refresher:
             raise _AuthDeferred(state.auth_slot_at - now)
         # Only failed logins count against the address; a slot is taken before sending (the
         # outcome is unknown) and given back when the login succeeds.
-        spend = self.budget.try_spend(LOGIN_FAILURE, now, who=state.name, share=LOGIN_FAILURE_SHARE)
+        spend = self.budget.try_spend(
+            LOGIN_FAILURE, now, who=state.name, share=LOGIN_FAILURE_SHARE, pending=True
+        )
         if not spend.ok:
             log.info("budget.login_deferred", login=state.name, wait_s=round(spend.wait_s))
             raise _AuthDeferred(max(spend.wait_s, 1.0))
@@ -295,17 +297,20 @@ class Refresher:
         # From here a session may be open: if what comes back cannot be used, the next login
         # waits as long as after a rejected password (no churn of sessions).
         state.session_unused = True
+        counted = True
         try:
             grant = self.tradovate.login(state.login, p_ticket=ticket)
+            counted = False
         except PenaltyTicket as penalty:
             self.budget.block(LOGIN_FAILURE, penalty.wait_s, now)
             raise
         except TradovateUnavailable:
             # A timeout, a reset or a 5xx is no failed login of Tradovate's counting: an outage
             # must not stall every login of the address for an hour.
-            self.budget.refund(LOGIN_FAILURE, spend.member)
+            counted = False
             raise
-        self.budget.refund(LOGIN_FAILURE, spend.member)
+        finally:
+            self.budget.settle(LOGIN_FAILURE, spend, self.clock(), counted=counted)
         self._hold(state, grant)
         return Outcome.LOGIN
 

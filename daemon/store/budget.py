@@ -25,31 +25,52 @@ from daemon.store.client import get_many, scan_batches
 RENEW = "renew"
 LOGIN_FAILURE = "login_failure"
 
-# KEYS[1] spends, KEYS[2] block. ARGV: now, window, usable, member, share_prefix, share.
-# Returns {1, 0} when spent, {0, wait_ms} when not (the budget is full, the login's share is
-# spent, or the endpoint is blocked by a penalty ticket).
+# KEYS[1] spends, KEYS[2] block, KEYS[3] pending (taken, outcome not yet known).
+# ARGV: now, window, usable, member, who_prefix, share, pending (1: hold it as pending).
+# Returns {1, 0} when taken, {0, wait_ms} when not: the budget is full (wait until the oldest
+# spend leaves the window, or a second while others' calls are still pending), the login's
+# share is spent, or a penalty ticket blocks the endpoint.
 _SPEND = """
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked_until > now then return {0, math.ceil((blocked_until - now) * 1000)} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60)
 local spends = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local used, mine, oldest_mine = #spends / 2, 0, nil
+local pending = redis.call('ZRANGE', KEYS[3], 0, -1)
+local mine, oldest_mine = 0, nil
 for i = 1, #spends, 2 do
   if string.sub(spends[i], 1, #ARGV[5]) == ARGV[5] then
     mine = mine + 1
     if oldest_mine == nil then oldest_mine = tonumber(spends[i + 1]) end
   end
 end
-if used >= tonumber(ARGV[3]) then
+for i = 1, #pending do
+  if string.sub(pending[i], 1, #ARGV[5]) == ARGV[5] then mine = mine + 1 end
+end
+if #spends / 2 + #pending >= tonumber(ARGV[3]) then
+  if #pending > 0 or #spends == 0 then return {0, 1000} end
   return {0, math.ceil((tonumber(spends[2]) + window - now) * 1000)}
 end
 if tonumber(ARGV[6]) > 0 and mine >= tonumber(ARGV[6]) then
+  if oldest_mine == nil then return {0, 1000} end
   return {0, math.ceil((oldest_mine + window - now) * 1000)}
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+if ARGV[7] == '1' then
+  redis.call('ZADD', KEYS[3], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[3], 60000)
+else
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
+end
 return {1, 0}
+"""
+_SETTLE = """
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) * 1000))
+end
+return 1
 """
 
 
@@ -79,6 +100,7 @@ class AddressBudget:
         self.window_s = window_s
         self.reserve = reserve
         self._spend = client.register_script(_SPEND)
+        self._settle = client.register_script(_SETTLE)
 
     def usable(self, endpoint: str) -> int:
         return max(1, self.limits[endpoint] - self.reserve)
@@ -88,19 +110,35 @@ class AddressBudget:
         # script that reads both runs on Redis Cluster too.
         return f"{BUDGET_KEY_PREFIX}{{{self.group}}}:{endpoint}"
 
-    def try_spend(self, endpoint: str, now: float, *, who: str, share: int = 0) -> Spend:
-        """Take a slot now, if the window has one (and `who` has not used its `share`)."""
+    def try_spend(
+        self, endpoint: str, now: float, *, who: str, share: int = 0, pending: bool = False
+    ) -> Spend:
+        """Take a slot now, if the window has one (and `who` has not used its `share`). With
+        `pending` the slot is held until `settle` says whether the call counted (failed
+        logins count, successful ones do not), so concurrent calls never overshoot."""
         member = f"{who}|{now:.3f}|{secrets.token_hex(3)}"
         key = self._key(endpoint)
         ok, wait_ms = self._spend(
-            keys=[key, f"{key}:blocked"],
-            args=[repr(now), repr(self.window_s), self.usable(endpoint), member, f"{who}|", share],
+            keys=[key, f"{key}:blocked", f"{key}:pending"],
+            args=[
+                repr(now),
+                repr(self.window_s),
+                self.usable(endpoint),
+                member,
+                f"{who}|",
+                share,
+                "1" if pending else "0",
+            ],
         )
         return Spend(bool(ok), max(0.0, float(wait_ms) / 1000), member)
 
-    def refund(self, endpoint: str, member: str) -> None:
-        """A spend that did not count after all (a login that succeeded)."""
-        self._client.zrem(self._key(endpoint), member)
+    def settle(self, endpoint: str, spend: Spend, now: float, *, counted: bool) -> None:
+        """A pending slot's outcome: counted in the window from `now`, or given back."""
+        key = self._key(endpoint)
+        self._settle(
+            keys=[key, f"{key}:pending"],
+            args=[spend.member, repr(now), "1" if counted else "0", repr(self.window_s)],
+        )
 
     def block(self, endpoint: str, seconds: float, now: float) -> None:
         """A penalty ticket: nobody in the group calls this endpoint for `seconds`."""
