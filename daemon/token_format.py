@@ -73,8 +73,9 @@ def jwt_expiry(token: object) -> float | None:
 
 
 def parse_expiration_time(value: object) -> float | None:
-    """Tradovate's `expirationTime`: ISO 8601 with or without a fraction and an offset (naive
-    means UTC), or epoch seconds or milliseconds. None when absent or out of bounds."""
+    """Tradovate's `expirationTime` (and the times the daemon records in a status): ISO 8601
+    with or without a fraction and an offset (naive means UTC), or epoch seconds or
+    milliseconds. None when absent or out of bounds."""
     if isinstance(value, str):
         text = _LONG_FRACTION.sub(r"\1", value.strip())  # .NET writes 7 fraction digits
         try:

@@ -10,19 +10,22 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import fakeredis
 import httpx
 import respx
 
 from daemon import cache, price
 from daemon.config import Settings, load_settings
 from daemon.logs import fingerprint
+from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
-from daemon.refresh.refresher import iso
+from daemon.refresh.refresher import Refresher, iso
 from daemon.sim.environment import daemon_environment, wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser, Hang, Reset
 from daemon.store.status import LoginStatus
 from daemon.store.tokens import TokenSet, write_login_tokens
+from daemon.tradovate import TradovateClient
 
 QUOTE = {
     "Last": 21000.25,
@@ -78,6 +81,19 @@ def daemon_env(fake: FakeTradovate, redis_url: str | None = None, **extra: str) 
 
 def settings_for(fake: FakeTradovate, **extra: str) -> Settings:
     return load_settings(daemon_env(fake, **extra))
+
+
+def refresher_for(settings: Settings, clock: FakeClock, **options: Any) -> Refresher:
+    """A refresher on fakeredis whose Tradovate client and policy share one injected clock."""
+    return Refresher(
+        settings,
+        TradovateClient(settings.tradovate, clock=clock),
+        fakeredis.FakeRedis(decode_responses=True),
+        metrics=Metrics(),
+        instance="test",
+        clock=clock,
+        **options,
+    )
 
 
 @contextmanager

@@ -6,16 +6,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-import fakeredis
 import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import Login, password_variable
-from daemon.metrics import Metrics
 from daemon.refresh.refresher import Refresher
 from daemon.sim.tradovate import LOGIN_PATH, RENEW_PATH, FakeTradovate, numbered_desk
-from daemon.tradovate import TradovateClient
-from tests.helpers import FakeClock, settings_for, tradovate_routes
+from tests.helpers import FakeClock, refresher_for, settings_for, tradovate_routes
 
 HOUR_S = 3_600.0
 
@@ -28,16 +25,7 @@ def build(logins: int, clock: FakeClock, *, relogin: int = 0) -> tuple[Refresher
         for n, login in enumerate(settings.logins)
     )
     settings = type(settings)(**{**settings.__dict__, "logins": marked})
-    refresher = Refresher(
-        settings,
-        TradovateClient(settings.tradovate, clock=clock),
-        fakeredis.FakeRedis(decode_responses=True),
-        metrics=Metrics(),
-        instance="sim",
-        clock=clock,
-        rng=random.Random(7),
-    )
-    return refresher, fake
+    return refresher_for(settings, clock, rng=random.Random(7)), fake
 
 
 def simulate(
@@ -119,14 +107,7 @@ def test_a_wrong_password_costs_only_its_share_while_the_others_log_in() -> None
     clock = FakeClock()
     fake = FakeTradovate(numbered_desk(6, 1), clock=clock)
     settings = settings_for(fake, **{password_variable("LOGIN_0000"): "not-the-password"})
-    refresher = Refresher(
-        settings,
-        TradovateClient(settings.tradovate, clock=clock),
-        fakeredis.FakeRedis(decode_responses=True),
-        metrics=Metrics(),
-        instance="sim",
-        clock=clock,
-    )
+    refresher = refresher_for(settings, clock)
     with tradovate_routes(fake):
         simulate(refresher, clock, 2, lambda: None)
     failed = fake.seen.failed_login_times

@@ -15,18 +15,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import fakeredis
 import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import Login, Secret, TradovateSettings, load_settings
-from daemon.metrics import Metrics
-from daemon.refresh.refresher import Refresher
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser
 from daemon.tradovate import InvalidResponse, TradovateClient, TradovateUnavailable
-from tests.helpers import DaemonProcess, FakeClock, Run, daemon_env
+from tests.helpers import DaemonProcess, FakeClock, Run, daemon_env, refresher_for
 from tests.test_daemon_process import http_get
 from tools.chaos import all_live, all_names
 
@@ -221,14 +218,7 @@ def test_an_unusable_token_from_a_working_login_costs_one_session_per_5_minutes(
             "TRADOVATE_PASSWORD_APEX_1": "pw-Secret-1",
         }
     )
-    refresher = Refresher(
-        settings,
-        TradovateClient(settings.tradovate, clock=clock),
-        fakeredis.FakeRedis(decode_responses=True),
-        metrics=Metrics(),
-        instance="test",
-        clock=clock,
-    )
+    refresher = refresher_for(settings, clock)
     logins = 0
     with capture_logs() as logs:
         for _ in range(30):  # 15 minutes in 30 s steps, each time the next attempt is due or not

@@ -48,7 +48,7 @@ from daemon.store.tokens import (
     fingerprint,
     write_login_tokens,
 )
-from daemon.token_format import token_problem
+from daemon.token_format import parse_expiration_time, token_problem
 from daemon.tradovate import (
     AuthPacer,
     CaptchaRequired,
@@ -62,16 +62,6 @@ from daemon.tradovate import (
 )
 
 log = structlog.get_logger("daemon.refresh")
-
-
-def _timestamp(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def iso(timestamp: float | None) -> str | None:
@@ -219,7 +209,7 @@ class Refresher:
         crash loop must not retry it at every start."""
         if recorded is None or recorded.last_outcome is not Outcome.REJECTED:
             return
-        due = _timestamp(recorded.next_attempt_at)
+        due = parse_expiration_time(recorded.next_attempt_at)
         if due is not None and due > now and state.not_before <= now:
             state.not_before, state.failures = due, recorded.failures
             state.last_outcome, state.last_error = recorded.last_outcome, recorded.last_error

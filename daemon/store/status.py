@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from typing import TypeVar
 
@@ -18,7 +17,7 @@ from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
 from daemon.store.client import get_many, read_all, scan_batches
 from daemon.store.fence import fenced_set
-from daemon.token_format import bounded_timestamp
+from daemon.token_format import parse_expiration_time
 
 
 def status_key(login: str) -> str:
@@ -85,10 +84,10 @@ class LoginStatus:
         """The expiry recorded for `token`, when this status describes that very token."""
         if self.fingerprint is None or self.fingerprint != fingerprint(token):
             return None
-        return _timestamp(self.expires_at)
+        return parse_expiration_time(self.expires_at)
 
     def issued_at_s(self) -> float | None:
-        return _timestamp(self.issued_at)
+        return parse_expiration_time(self.issued_at)
 
 
 def status_item(status: LoginStatus, ttl_s: int) -> tuple[str, str, int]:
@@ -128,16 +127,6 @@ def statuses_by_name(statuses: Iterable[LoginStatus | None]) -> dict[str, LoginS
             names = (status.login, *status.accounts)
             found.update({name: status for name in names if name not in found})
     return found
-
-
-def _timestamp(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return bounded_timestamp((parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp())
 
 
 def _text(value: object) -> str | None:
