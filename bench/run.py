@@ -69,8 +69,16 @@ def report(name: str, value: str, baseline: str, target: str = "", ok: bool | No
 
 def daemon_env(tradovate_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     users = numbered_desk(LOGINS, ACCOUNTS_PER_LOGIN)
+    # The daemon's own machinery is measured: Tradovate's per-minute pacing and per-address
+    # budgets (which keep a real desk to 10 logins a minute) are lifted on both sides.
     env = daemon_environment(
-        tradovate_url, users, redis_url, ORCA_AUTH_RATE_LIMIT="100000", ORCA_LOG_LEVEL="warning"
+        tradovate_url,
+        users,
+        redis_url,
+        ORCA_AUTH_RATE_LIMIT="100000",
+        ORCA_RENEW_BUDGET_PER_HOUR="10000",
+        ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR="10000",
+        ORCA_LOG_LEVEL="warning",
     )
     return {**env, **extra}
 
@@ -90,6 +98,7 @@ def tradovate_process(latency_s: float) -> Iterator[str]:
             str(ACCOUNTS_PER_LOGIN),
             "--latency",
             str(latency_s),
+            "--no-budgets",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -156,8 +165,9 @@ def bench_refresh(server: RedisServer) -> None:
         f"ideal ceil({LOGINS}/{concurrency}) x {REQUESTS_PER_LOGIN} requests x "
         f"{LATENCY_S * 1000:.0f} ms = {ideal:.2f} s; one after another: {sequential:.2f} s "
         f"({sequential / wall:.1f}x slower)",
-        "within 1.5x of ideal; 1 round trip per login",
-        wall <= 1.5 * ideal and trips / LOGINS < 1.05,
+        "within 1.5x of ideal; 3 round trips per login (a failed-login slot taken and settled "
+        "in the address budget, one fenced write)",
+        wall <= 1.5 * ideal and trips / LOGINS < 3.05,
     )
 
 

@@ -521,11 +521,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accounts", type=int, default=3)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
     parser.add_argument("--lifetime", type=float, default=4_800.0, help="token seconds")
+    parser.add_argument(
+        "--no-budgets", action="store_true", help="no per-address budgets (throughput runs)"
+    )
     args = parser.parse_args(argv)
     fake = FakeTradovate(
         numbered_desk(args.logins, args.accounts),
         latency_s=args.latency,
         token_lifetime_s=args.lifetime,
+        address_budgets=not args.no_budgets,
     ).start()
     print(fake.base_url, flush=True)
     threading.Event().wait()
