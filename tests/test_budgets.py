@@ -5,14 +5,25 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import Login, password_variable
 from daemon.refresh.refresher import Refresher
+from daemon.sim.environment import wait_for
+from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import LOGIN_PATH, RENEW_PATH, FakeTradovate, numbered_desk
-from tests.helpers import FakeClock, refresher_for, settings_for, tradovate_routes
+from tests.helpers import (
+    DaemonProcess,
+    FakeClock,
+    Run,
+    daemon_env,
+    refresher_for,
+    settings_for,
+    tradovate_routes,
+)
 
 HOUR_S = 3_600.0
 
@@ -137,3 +148,26 @@ def test_the_simulator_answers_a_penalty_past_its_budget(path: str) -> None:
 def fake_body(fake: FakeTradovate) -> dict[str, object]:
     user = next(iter(fake.users.values()))
     return {"name": user.name, "password": user.password, "sec": fake.sec}
+
+
+def test_a_desk_larger_than_one_address_says_so_at_start_and_in_status(
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: list[DaemonProcess],
+    cli: Callable[[dict[str, str]], Run],
+) -> None:
+    with FakeTradovate(numbered_desk(20, 1)) as fake:
+        env = daemon_env(fake, redis_server.url, ORCA_AUTH_RATE_LIMIT="1000")
+        daemon = DaemonProcess(env, cwd=str(tmp_path))
+        processes.append(daemon)
+        said = daemon.event("budget.capacity")
+        assert said["level"] == "warning"
+        assert said["short"] is True
+        assert said["renew_needed"] > said["renew_usable"] == 14
+        assert "another address" in said["hint"]
+        run = cli({"REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": env["ORCA_ACCOUNTS"]})
+        _, out, _ = wait_for(
+            lambda: (r := run("status")) and "renewals: needed" in r[1] and r, what="status"
+        )
+        assert "may spend 14" in out
+        assert "add an instance on another address" in out

@@ -461,6 +461,7 @@ class Daemon:
                 replace_existing=True,
             )
         self._refreshing = True
+        self._report_budget()  # the leader publishes the address's capacity at once
         log.info("daemon.leading", instance=self.instance, logins=len(self.refresher.states))
 
     def _stop_refreshing(self) -> None:
