@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from structlog.testing import capture_logs
 from daemon.config import Login, Secret, TradovateSettings, load_settings
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
-from daemon.sim.tradovate import FakeTradovate, FakeUser
+from daemon.sim.tradovate import FakeTradovate, FakeUser, QuietHTTPServer
 from daemon.tradovate import InvalidResponse, TradovateClient, TradovateUnavailable
 from tests.helpers import DaemonProcess, FakeClock, Run, daemon_env, refresher_for
 from tests.test_daemon_process import http_get
@@ -124,7 +124,7 @@ class Hostile:
 
             do_GET = do_POST = _answer
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"

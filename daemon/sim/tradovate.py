@@ -14,6 +14,7 @@ import itertools
 import json
 import secrets
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -50,6 +51,14 @@ PENALTY_S = 15.0
 RENEW_BUDGET = 15
 LOGIN_FAILURE_BUDGET = 5
 REFERENCE_DESK = {"APEX_266668": 4, "APEX_272045": 5, "APEX_136189": 3, "APEX_265995": 1}
+
+
+class QuietHTTPServer(ThreadingHTTPServer):
+    """A client hanging up (a daemon killed, a refused oversized answer) is no error here."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @dataclass
@@ -156,7 +165,7 @@ class FakeTradovate:
 
     def start(self) -> FakeTradovate:
         """Serve over HTTP on a free loopback port."""
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = QuietHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
