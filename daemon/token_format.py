@@ -4,7 +4,8 @@ client and the token store.
 Tradovate promises only that `accessToken` is a string: it may be a JWT or opaque. So a token's
 life comes from `expirationTime`; a JWT's `exp`, when there is one, is a cross-check and the
 earlier of the two wins. A token is refused only when it could not be one: empty, with
-whitespace or control characters, or absurdly long.
+whitespace, control or non-ASCII characters (a Bearer header could not carry it), or absurdly
+long.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ LATEST_TIMESTAMP_S = 7_258_118_400.0  # 2200-01-01
 EPOCH_MILLISECONDS_ABOVE = 1e11  # larger epoch numbers are milliseconds
 
 _BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
-_UNFIT = re.compile(r"[\s\x00-\x1f\x7f]")
+_UNFIT = re.compile(r"[^\x21-\x7e]")  # a Bearer header carries visible ASCII only
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 
 
@@ -35,7 +36,7 @@ def token_problem(token: object) -> str | None:
     if len(token) > MAX_TOKEN_CHARS:
         return f"longer than {MAX_TOKEN_CHARS} characters"
     if _UNFIT.search(token):
-        return "contains whitespace or control characters"
+        return "contains whitespace, control or non-ASCII characters"
     return None
 
 

@@ -19,7 +19,7 @@ from daemon.logs import forget_secrets
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.client import close_redis_client
-from tests.helpers import DaemonProcess, Run, user
+from tests.helpers import Run, Spawned, user
 
 REDIS_PASSWORD = "redis-Pa55-word"
 
@@ -244,9 +244,9 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
 
 
 @pytest.fixture
-def processes() -> Iterator[list[DaemonProcess]]:
+def processes() -> Iterator[Spawned]:
     """Daemon subprocesses a test starts; whatever still runs is killed afterwards."""
-    started: list[DaemonProcess] = []
+    started = Spawned()
     yield started
     for process in started:
         process.stop()

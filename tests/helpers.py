@@ -190,6 +190,17 @@ class DaemonProcess:
 Run = Callable[..., tuple[int, str, str]]
 
 
+class Spawned(list[DaemonProcess]):
+    """The daemon subprocesses a test started (the `processes` fixture kills what still runs)."""
+
+    def start(
+        self, env: Mapping[str, str], *args: str, cwd: str, exe: str | None = None
+    ) -> DaemonProcess:
+        process = DaemonProcess(env, *args, cwd=cwd, exe=exe)
+        self.append(process)
+        return process
+
+
 def seed(server: RedisServer, fake: FakeTradovate | None = None) -> dict[str, str]:
     """Tokens for APEX_1 (2 accounts) as the daemon writes them; returns name -> token."""
     client = server.client()

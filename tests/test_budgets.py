@@ -16,9 +16,9 @@ from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import LOGIN_PATH, RENEW_PATH, FakeTradovate, numbered_desk
 from tests.helpers import (
-    DaemonProcess,
     FakeClock,
     Run,
+    Spawned,
     daemon_env,
     refresher_for,
     settings_for,
@@ -153,13 +153,12 @@ def fake_body(fake: FakeTradovate) -> dict[str, object]:
 def test_a_desk_larger_than_one_address_says_so_at_start_and_in_status(
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
     cli: Callable[[dict[str, str]], Run],
 ) -> None:
     with FakeTradovate(numbered_desk(20, 1)) as fake:
         env = daemon_env(fake, redis_server.url, ORCA_AUTH_RATE_LIMIT="1000")
-        daemon = DaemonProcess(env, cwd=str(tmp_path))
-        processes.append(daemon)
+        daemon = processes.start(env, cwd=str(tmp_path))
         said = daemon.event("budget.capacity")
         assert said["level"] == "warning"
         assert said["short"] is True

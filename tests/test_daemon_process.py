@@ -13,14 +13,11 @@ from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import FakeTradovate
 from daemon.token_format import jwt_expiry
-from tests.helpers import DaemonProcess, daemon_env, secrets_of
+from tests.helpers import DaemonProcess, Spawned, daemon_env, secrets_of
 
 
-def start(
-    processes: list[DaemonProcess], env: dict[str, str], tmp_path: Path, *args: str
-) -> DaemonProcess:
-    process = DaemonProcess(env, *args, cwd=str(tmp_path))
-    processes.append(process)
+def start(processes: Spawned, env: dict[str, str], tmp_path: Path, *args: str) -> DaemonProcess:
+    process = processes.start(env, *args, cwd=str(tmp_path))
     return process
 
 
@@ -48,7 +45,7 @@ def test_reference_desk_end_to_end(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     """4 logins, 13 accounts: 17 valid keys, TTLs within the tokens' life, one session each,
     health endpoints, no secret in any log line, and a clean stop on SIGTERM."""
@@ -97,7 +94,7 @@ def test_reference_desk_end_to_end(
 
 
 def test_opaque_tokens_end_to_end_and_a_restart_opens_no_session(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     """Tokens that are not JWTs: every key written with a TTL inside the real expiry (from
     expirationTime), `check` calls them valid, and a restart adopts them: 0 new sessions."""
@@ -129,8 +126,7 @@ def test_opaque_tokens_end_to_end_and_a_restart_opens_no_session(
         wait_for(lambda: second.event("token.refreshed"), what="the adopted tokens confirmed")
         assert set(fake.seen.sessions_opened.values()) == {1}
         assert len(live_keys()) == 17
-        check = DaemonProcess(env, "check", "--json", cwd=str(tmp_path))
-        processes.append(check)
+        check = processes.start(env, "check", "--json", cwd=str(tmp_path))
         assert check.wait() == 0
         report = json.loads("\n".join(check.stdout))
         assert {row["state"] for row in report["tokens"]} == {"valid"}
@@ -140,7 +136,7 @@ def test_sigint_also_stops_cleanly(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     daemon = start(processes, daemon_env(served_tradovate, redis_server.url), tmp_path)
     daemon.event("token.refreshed")
@@ -149,7 +145,7 @@ def test_sigint_also_stops_cleanly(
 
 
 def test_bad_configuration_exits_78_naming_every_problem(
-    tmp_path: Path, processes: list[DaemonProcess]
+    tmp_path: Path, processes: Spawned
 ) -> None:
     env = {"REDIS_PORT": "abc", "ORCA_ACCOUNTS": "APEX_1", "ORCA_REFRESH_INTERVAL": "soon"}
     daemon = start(processes, env, tmp_path)
@@ -168,7 +164,7 @@ def test_bad_configuration_exits_78_naming_every_problem(
         assert name in event["error"]
 
 
-def test_usage_error_exits_2(tmp_path: Path, processes: list[DaemonProcess]) -> None:
+def test_usage_error_exits_2(tmp_path: Path, processes: Spawned) -> None:
     assert start(processes, {}, tmp_path, "run", "--bogus").wait() == 2
     assert start(processes, {}, tmp_path, "frobnicate").wait() == 2
 
@@ -177,7 +173,7 @@ def test_run_once(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url)
     assert start(processes, env, tmp_path, "run", "--once").wait() == 0
@@ -192,7 +188,7 @@ def test_run_once_exits_1_when_a_login_fails(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url, TRADOVATE_PASSWORD_APEX_265995="wrong")
     daemon = start(processes, env, tmp_path, "run", "--once")
@@ -204,7 +200,7 @@ def test_run_once_exits_1_when_a_login_fails(
 
 
 def test_run_once_without_redis_opens_no_session(
-    served_tradovate: FakeTradovate, tmp_path: Path, processes: list[DaemonProcess]
+    served_tradovate: FakeTradovate, tmp_path: Path, processes: Spawned
 ) -> None:
     env = daemon_env(served_tradovate, f"redis://127.0.0.1:{free_port()}/0")
     assert start(processes, env, tmp_path, "run", "--once").wait() == 1
@@ -212,7 +208,7 @@ def test_run_once_without_redis_opens_no_session(
 
 
 def test_keeps_running_while_redis_is_down(
-    served_tradovate: FakeTradovate, tmp_path: Path, processes: list[DaemonProcess]
+    served_tradovate: FakeTradovate, tmp_path: Path, processes: Spawned
 ) -> None:
     env = daemon_env(
         served_tradovate,
@@ -239,7 +235,7 @@ def test_tls_redis_with_password(
     served_tradovate: FakeTradovate,
     redis_tls_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     assert redis_tls_server.tls is not None
     env = daemon_env(
@@ -258,7 +254,7 @@ def test_unverified_tls_warns_at_every_start(
     served_tradovate: FakeTradovate,
     redis_tls_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     env = daemon_env(served_tradovate, redis_tls_server.url, REDIS_SSL_CERT_REQS="none")
     daemon = start(processes, env, tmp_path)
@@ -272,7 +268,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     address = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -293,7 +289,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(
 
 
 def test_in_flight_refreshes_finish_after_sigterm(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     with FakeTradovate(latency_s=0.5) as slow:
         daemon = start(processes, daemon_env(slow, redis_server.url), tmp_path)
@@ -307,7 +303,7 @@ def test_in_flight_refreshes_finish_after_sigterm(
 
 
 def test_a_hung_refresh_is_abandoned_within_the_stop_budget(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     with FakeTradovate() as hanging:
         hanging.inject("/v1/auth/accesstokenrequest", "hang", count=4, hang_s=30)

@@ -14,16 +14,15 @@ from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate, numbered_desk
 from tests.conftest import REDIS_PASSWORD
-from tests.helpers import DaemonProcess, daemon_env
+from tests.helpers import DaemonProcess, Spawned, daemon_env
 from tests.test_daemon_process import http_get
 from tools.chaos import all_live, all_names, leader_pid
 
 STOP_BUDGET_S = 7.0
 
 
-def start(processes: list[DaemonProcess], env: dict[str, str], tmp: Path) -> DaemonProcess:
-    process = DaemonProcess(env, cwd=str(tmp))
-    processes.append(process)
+def start(processes: Spawned, env: dict[str, str], tmp: Path) -> DaemonProcess:
+    process = processes.start(env, cwd=str(tmp))
     return process
 
 
@@ -33,7 +32,7 @@ def no_tracebacks(process: DaemonProcess) -> bool:
 
 @pytest.mark.timeout(60)
 def test_no_login_starts_after_sigterm(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     """40 logins, two at a time, 0.4 s per answer: SIGTERM mid-pass. The refreshes in flight
     may finish; no new one starts, and the process is gone within the budget."""
@@ -65,7 +64,7 @@ def test_stop_within_the_budget_while_redis_is_sigstopped(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     daemon = start(processes, daemon_env(served_tradovate, redis_server.url), tmp_path)
     client = redis_server.client()
@@ -86,7 +85,7 @@ def test_stop_within_the_budget_while_redis_is_sigstopped(
 
 @pytest.mark.timeout(90)
 def test_a_paused_leader_resumed_writes_nothing_and_never_logs_in(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     """SIGSTOP the leader past its lease; the standby takes over and renews; SIGCONT the old
     leader, whose renewals are overdue by then: it stands by without a Tradovate call or a
@@ -129,7 +128,7 @@ def test_redis_misconfigurations_are_named_in_the_log_and_readyz(
     redis_tls_server: RedisServer,
     tls_files: TlsFiles,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     redis_server.client().config_set("requirepass", "the-right-Pa55")
     plain, secure = redis_server.port, redis_tls_server.port
@@ -187,15 +186,14 @@ def test_run_once_beside_a_live_daemon_refuses_in_one_line(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url)
     start(processes, env, tmp_path)
     client = redis_server.client()
     wait_for(lambda: all_live(client, all_names(served_tradovate), served_tradovate))
     sessions = sum(served_tradovate.seen.sessions_opened.values())
-    once = DaemonProcess(env, "run", "--once", cwd=str(tmp_path))
-    processes.append(once)
+    once = processes.start(env, "run", "--once", cwd=str(tmp_path))
     assert once.wait() == 1
     refused = once.event("daemon.once_refused")
     assert "holds the refresh lease" in refused["reason"]
@@ -207,7 +205,7 @@ def test_a_session_killed_at_tradovate_is_off_redis_within_one_probe_period(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     fake = served_tradovate
     probe_s = 2.0
@@ -235,10 +233,9 @@ def test_a_session_killed_at_tradovate_is_off_redis_within_one_probe_period(
 
     # A reader's 401 for a live token spends nothing: checked, kept.
     renewals = sum(fake.seen.renewals.values())
-    check = DaemonProcess(
+    check = processes.start(
         env, "tokens", "refresh", victim.accounts[0], "--after-401", cwd=str(tmp_path)
     )
-    processes.append(check)
     assert check.wait() == 0, (check.stdout, check.lines[-3:])
     assert f"{victim.name}: kept" in "\n".join(check.stdout)
     assert sum(fake.seen.renewals.values()) == renewals

@@ -23,13 +23,13 @@ from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser, QuietHTTPServer
 from daemon.tradovate import InvalidResponse, TradovateClient, TradovateUnavailable
-from tests.helpers import DaemonProcess, FakeClock, Run, daemon_env, refresher_for
+from tests.helpers import FakeClock, Run, Spawned, daemon_env, refresher_for
 from tests.test_daemon_process import http_get
 from tools.chaos import all_live, all_names
 
 
 def test_names_are_owned_across_logins(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     """ALICE's account list names BOB (another configured login), an account BOB lists too,
     and names no key may have: BOB's key only ever holds BOB's token, the shared account is
@@ -39,8 +39,7 @@ def test_names_are_owned_across_logins(
     )
     bob = FakeUser("BOB", "pw-bob-Zq9", ["SHARED", "BOB-1"])
     with FakeTradovate([alice, bob]) as fake:
-        daemon = DaemonProcess(daemon_env(fake, redis_server.url), cwd=str(tmp_path))
-        processes.append(daemon)
+        daemon = processes.start(daemon_env(fake, redis_server.url), cwd=str(tmp_path))
         client = redis_server.client()
         wait_for(lambda: client.get("token:BOB-1") and client.get("token:ALICE-1"))
         deadline = time.monotonic() + 6  # more than one reconcile pass (5 s)
@@ -239,13 +238,12 @@ def test_a_foreign_value_at_a_token_key_is_replaced_and_every_other_key_restored
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
     cli: Callable[[dict[str, str]], Run],
 ) -> None:
     fake = served_tradovate
     env = daemon_env(fake, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
-    daemon = DaemonProcess(env, cwd=str(tmp_path))
-    processes.append(daemon)
+    daemon = processes.start(env, cwd=str(tmp_path))
     client = redis_server.client()
     names = all_names(fake)
     wait_for(lambda: all_live(client, names, fake), what="every key live")
@@ -311,11 +309,10 @@ def test_the_health_server_sheds_idle_and_excess_connections(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
-    daemon = DaemonProcess(env, cwd=str(tmp_path))
-    processes.append(daemon)
+    daemon = processes.start(env, cwd=str(tmp_path))
     host, port = daemon.event("daemon.starting")["health"].rsplit(":", 1)
     idle = [socket.create_connection((host, int(port))) for _ in range(40)]  # send nothing
     try:

@@ -13,7 +13,7 @@ import yaml
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import DaemonProcess, daemon_env
+from tests.helpers import Spawned, daemon_env
 from tests.test_daemon_process import http_get
 from tests.test_deploy import require_tool
 
@@ -59,11 +59,10 @@ def test_every_queried_metric_is_exported_by_a_live_daemon(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
-    daemon = DaemonProcess(env, cwd=str(tmp_path))
-    processes.append(daemon)
+    daemon = processes.start(env, cwd=str(tmp_path))
     health = daemon.event("daemon.starting")["health"]
     daemon.event("token.refreshed")
     metrics = wait_for(

@@ -22,7 +22,7 @@ from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import FakeTradovate
 from tests.conftest import REDIS_PASSWORD
-from tests.helpers import DaemonProcess
+from tests.helpers import DaemonProcess, Spawned
 
 ROOT = Path(__file__).parent.parent
 VENV = Path(sys.executable).parent.parent
@@ -51,7 +51,7 @@ def unit_directives(unit: Path) -> list[tuple[str, str]]:
 class EmulatedSystemd:
     """What systemd does for `enable --now` with the installed unit, in the temporary root."""
 
-    def __init__(self, root: Path, processes: list[DaemonProcess]) -> None:
+    def __init__(self, root: Path, processes: Spawned) -> None:
         self.root = root
         self.processes = processes
 
@@ -80,11 +80,9 @@ class EmulatedSystemd:
         directives = dict(unit_directives(unit))
         argv = shlex.split(rooted(directives["ExecStart"], self.root))
         assert Path(argv[0]).exists(), f"ExecStart={argv[0]} is not installed"
-        daemon = DaemonProcess(
+        return self.processes.start(
             env, *argv[1:], cwd=rooted(directives["WorkingDirectory"], self.root), exe=argv[0]
         )
-        self.processes.append(daemon)
-        return daemon
 
 
 def test_the_systemd_recipe_as_written(
@@ -92,7 +90,7 @@ def test_the_systemd_recipe_as_written(
     redis_tls_server: RedisServer,
     tls_files: TlsFiles,
     served_tradovate: FakeTradovate,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     root = tmp_path / "root"
     root.mkdir()

@@ -14,22 +14,21 @@ from daemon.constants import LEADER_KEY
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate
-from tests.helpers import DaemonProcess, daemon_env, metric_value
+from tests.helpers import DaemonProcess, Spawned, daemon_env, metric_value
 from tests.test_daemon_process import http_get
 from tools.chaos import TokenSampler, all_live, all_names, leader_pid
 
 
 def start(
-    processes: list[DaemonProcess], fake: FakeTradovate, server: RedisServer, tmp: Path, **env: str
+    processes: Spawned, fake: FakeTradovate, server: RedisServer, tmp: Path, **env: str
 ) -> DaemonProcess:
-    process = DaemonProcess(daemon_env(fake, server.url, **env), cwd=str(tmp))
-    processes.append(process)
+    process = processes.start(daemon_env(fake, server.url, **env), cwd=str(tmp))
     return process
 
 
 @pytest.mark.timeout(90)
 def test_short_lived_tokens_are_always_valid(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     """6 s tokens for 15 s: every sample of every key holds a live token, one session each."""
     with FakeTradovate(token_lifetime_s=6) as fake:
@@ -51,7 +50,7 @@ def test_redis_restart_is_restored_without_asking_tradovate(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     fake = served_tradovate
     names = all_names(fake)
@@ -96,7 +95,7 @@ def test_flushall_is_repaired_by_the_reconcile_pass(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     names = all_names(served_tradovate)
     start(processes, served_tradovate, redis_server, tmp_path)
@@ -113,7 +112,7 @@ def test_a_failing_login_never_delays_another(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     served_tradovate.inject(LOGIN_PATH, "hang", user="APEX_265995", hang_s=20)
     served_tradovate.inject(LOGIN_PATH, "http_503", user="APEX_136189", count=100)
@@ -134,7 +133,7 @@ def test_a_failing_login_never_delays_another(
 
 @pytest.mark.timeout(120)
 def test_standby_takes_over_after_sigkill_without_a_new_session(
-    redis_server: RedisServer, tmp_path: Path, processes: list[DaemonProcess]
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     with FakeTradovate(token_lifetime_s=30) as fake:
         names = all_names(fake)
@@ -176,7 +175,7 @@ def test_a_clean_stop_hands_the_lease_over_at_once(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
 ) -> None:
     first = start(processes, served_tradovate, redis_server, tmp_path)
     first.event("daemon.leading")

@@ -10,20 +10,19 @@ from daemon.config import password_variable
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import DaemonProcess, Run, daemon_env
+from tests.helpers import Run, Spawned, daemon_env
 
 
 def test_status_names_each_login_and_a_rejected_password(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: list[DaemonProcess],
+    processes: Spawned,
     cli: Callable[[dict[str, str]], Run],
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url)
     env[password_variable("APEX_136189")] = "not-the-password"
-    daemon = DaemonProcess(env, cwd=str(tmp_path))
-    processes.append(daemon)
+    daemon = processes.start(env, cwd=str(tmp_path))
     daemon.event("token.refresh_failed")
     run = cli({k: v for k, v in env.items() if not k.startswith("TRADOVATE_PASSWORD")})
 

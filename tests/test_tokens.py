@@ -203,3 +203,13 @@ def test_read_api_uses_the_shared_pool(monkeypatch: pytest.MonkeyPatch) -> None:
     shared.set("token:APEX_1", "t")
     monkeypatch.setattr(redis_client, "_client", shared)
     assert get_token("APEX_1") == "t"
+
+
+def test_a_token_a_bearer_header_cannot_carry_is_refused() -> None:
+    from daemon.token_format import token_problem
+
+    assert (
+        token_problem("\u00d7\ud8ce\udcd4_")
+        == "contains whitespace, control or non-ASCII characters"
+    )
+    assert token_problem("ascii.only-token_~") is None
