@@ -68,3 +68,23 @@ def test_status_without_a_daemon_exits_3(
     code, out, _ = cli({"REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": "APEX_1"})("status")
     assert code == 3
     assert "no daemon is running" in out
+
+
+def test_status_watch_redraws_until_interrupted(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    processes: Spawned,
+) -> None:
+    import signal
+
+    env = daemon_env(served_tradovate, redis_server.url)
+    processes.start(env, cwd=str(tmp_path)).event("token.refreshed")
+    watch = processes.start(env, "status", "--watch", cwd=str(tmp_path))
+    wait_for(
+        lambda: sum("logins have a valid token" in line for line in watch.stdout) >= 2,
+        what="two redraws",
+    )
+    assert any("\x1b[2J" in line for line in watch.stdout)  # the screen is cleared each time
+    watch.signal(signal.SIGINT)
+    assert watch.wait(timeout=10) in (0, 1)
