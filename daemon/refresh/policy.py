@@ -25,10 +25,9 @@ from daemon.constants import (
     RENEW_JITTER_LIFETIME_FRACTION,
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
-    TOKEN_TTL_MARGIN_FRACTION,
-    TOKEN_TTL_MARGIN_S,
 )
 from daemon.outcomes import LoginState, Outcome
+from daemon.store.tokens import key_margin_s
 from daemon.tradovate import TokenGrant
 
 RENEW_SLACK_S = 2.0  # a renewal lands at least this long before its key would expire
@@ -192,8 +191,7 @@ def renew_before_expiry_s(lifetime_s: float) -> float:
     """15 minutes (the same share of a shorter simulated life), but never so little that the
     renewal could land after the token's key has expired (its TTL ends a margin before the
     token does) plus a scheduler's slack."""
-    key_margin = min(TOKEN_TTL_MARGIN_S, lifetime_s * TOKEN_TTL_MARGIN_FRACTION)
     return min(
         RENEW_BEFORE_EXPIRY_S,
-        max(lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION, key_margin + RENEW_SLACK_S),
+        max(lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION, key_margin_s(lifetime_s) + RENEW_SLACK_S),
     )

@@ -66,7 +66,6 @@ CAPACITY_HINT = (
 )
 SHUTDOWN_LEAVING_S = 2.5  # of the stop budget, kept for handing the lease over and closing sinks
 REDIS_DOWN_REPEAT_S = 60.0  # `redis.down` again, with down_for_s, while Redis stays down
-VALID = "valid"
 
 
 def new_instance_id() -> str:

@@ -84,9 +84,14 @@ def token_state(
     return TokenState.EXPIRING if expiry - now < expiring_within_s else TokenState.VALID
 
 
+def key_margin_s(lifetime_s: float) -> float:
+    """How long before its token dies a key expires: 60 s, or a tenth of a shorter life."""
+    return min(TOKEN_TTL_MARGIN_S, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)
+
+
 def key_ttl_s(expires_at: float, lifetime_s: float, now: float, max_ttl_s: int) -> int:
     """min(ORCA_TOKEN_TTL, time left - margin); margin 60 s or a tenth of the lifetime."""
-    margin = min(TOKEN_TTL_MARGIN_S, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)
+    margin = key_margin_s(lifetime_s)
     return int(min(max_ttl_s, expires_at - now - margin))
 
 
