@@ -1,8 +1,8 @@
 """The refresh policy of one login: what to do next and when, from its progress and the clock.
 Pure: no I/O, no clock of its own, randomness injected.
 
-Log in once; renew at about two thirds of the token's life (never later than
-ORCA_REFRESH_INTERVAL); log in again only when renewal is refused or the token has run out.
+Log in once; renew about 15 minutes before expiry (sooner at ORCA_REFRESH_INTERVAL while the
+address's budget fits it); log in again only when renewal is refused or the token has run out.
 """
 
 from __future__ import annotations

@@ -50,8 +50,8 @@ def run_demo(duration_s: float | None = None, out: TextIO = sys.stdout) -> int:
         )
         out.write(
             f"orca-tokens demo: Redis at {embedded.url}, simulated Tradovate at {fake.base_url}\n"
-            f"tokens live {DEMO_TOKEN_LIFETIME_S:.0f} s and are renewed at about two thirds of "
-            "that. Ctrl-C stops.\n"
+            f"tokens live {DEMO_TOKEN_LIFETIME_S:.0f} s (80 min at Tradovate) and are renewed a "
+            "scaled 15 minutes before they expire. Ctrl-C stops.\n"
         )
         out.flush()
         printer.start()
