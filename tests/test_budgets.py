@@ -15,6 +15,7 @@ from daemon.refresh.refresher import Refresher
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import LOGIN_PATH, RENEW_PATH, FakeTradovate, numbered_desk
+from daemon.store.budget import RENEW
 from tests.helpers import (
     FakeClock,
     Run,
@@ -170,3 +171,23 @@ def test_a_desk_larger_than_one_address_says_so_at_start_and_in_status(
         )
         assert "may spend 14" in out
         assert "add an instance on another address" in out
+
+
+def test_when_renewals_run_short_the_earliest_expiry_asks_first() -> None:
+    clock = FakeClock()
+    refresher, fake = build(3, clock)
+    names = list(refresher.states)
+    with tradovate_routes(fake):
+        for name in reversed(names):  # the last logs in first: it expires first
+            refresher.refresh(name)
+            clock.advance(120)
+        clock.advance(4_800 - 900)  # every one of them is due
+        spent_at = clock.now - HOUR_S + 60  # the address's renewals are spent, a minute more
+        for spent in range(refresher.budget.usable(RENEW)):
+            assert refresher.budget.try_spend(RENEW, spent_at, who=f"other{spent}").ok
+        delays = {name: refresher.refresh(name, force=True).delay_s for name in names}
+    by_expiry = sorted(names, key=lambda n: refresher.states[n].grant.expires_at)  # type: ignore[union-attr]
+    assert [delays[n] for n in by_expiry] == sorted(delays.values())
+    assert delays[by_expiry[0]] == pytest.approx(60, abs=1)
+    assert delays[by_expiry[1]] - delays[by_expiry[0]] == pytest.approx(2.0)
+    assert delays[by_expiry[2]] - delays[by_expiry[1]] == pytest.approx(2.0)

@@ -71,6 +71,7 @@ def iso(timestamp: float | None) -> str | None:
 
 
 NOT_LEADER_RETRY_S = 1.0
+BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot
 
 
 SANE_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -316,7 +317,10 @@ class Refresher:
                 log.info("budget.relogin", login=state.name, wait_s=round(spend.wait_s))
                 return False
             self._budget_short(state, now, spend.wait_s)
-            raise _AuthDeferred(max(1.0, min(spend.wait_s, grant.expires_at - now)))
+            # When a slot frees, the login whose token dies first asks first: each waiting
+            # login is staggered by how many due ones expire before it.
+            wait_s = spend.wait_s + BUDGET_STAGGER_S * self._earlier_due(state, now)
+            raise _AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
         try:
             self._hold(state, self.tradovate.renew(grant.access_token))
             return True
@@ -331,6 +335,19 @@ class Refresher:
         if not self.may_act():  # the renewal took a while: still leading?
             raise _MayNotAct("the lease is no longer certainly held")
         return False
+
+    def _earlier_due(self, state: LoginProgress, now: float) -> int:
+        """How many other logins held here are due for renewal and expire before this one."""
+        assert state.grant is not None
+        expires_at = state.grant.expires_at
+        return sum(
+            1
+            for other in self.states.values()
+            if other is not state
+            and other.grant is not None
+            and other.renew_at <= now
+            and other.grant.expires_at < expires_at
+        )
 
     def _budget_short(self, state: LoginProgress, now: float, wait_s: float) -> None:
         """The renewal budget is spent. If no slot frees before the token dies, say so once
