@@ -160,7 +160,7 @@ def test_a_dripped_answer_ends_within_the_overall_deadline(hostile: Hostile) -> 
     started = time.monotonic()
     with pytest.raises(TradovateUnavailable, match="timed out"):
         client.login(LOGIN)
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 3.0  # the deadline, plus a busy machine's slack
 
 
 def test_an_answer_over_1_mb_is_refused_while_it_streams(hostile: Hostile) -> None:
