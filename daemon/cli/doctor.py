@@ -20,8 +20,9 @@ from daemon.config import (
     loose_credential_files,
 )
 from daemon.constants import ASSUMED_TOKEN_LIFETIME_S
-from daemon.refresh.policy import renew_before_expiry_s, renewals_needed
+from daemon.refresh.policy import RenewalCapacity, renew_before_expiry_s
 from daemon.registry import SETTINGS, Setting, setting, unknown_variables
+from daemon.store.budget import usable_of
 from daemon.store.client import build_client, disconnect
 from daemon.store.health import diagnose
 
@@ -107,20 +108,23 @@ def _shown(entry: Setting, value: str) -> str:
 def _capacity(settings: Settings) -> Finding:
     """Renewals the logins need (80-minute tokens, renewed 15 minutes before expiry) against
     what one address may spend: Tradovate's limit less the reserve."""
-    usable = max(1, settings.renew_budget_per_hour - 1)
     lifetime = ASSUMED_TOKEN_LIFETIME_S
-    period = lifetime - renew_before_expiry_s(lifetime)
-    needed = renewals_needed(len(settings.logins), period, settings.budget_window_s)
-    words = (
-        f"{len(settings.logins)} logins need about {needed:.1f} renewals per "
-        f"{settings.budget_window_s} s; group {settings.budget_group} may spend {usable}"
+    capacity = RenewalCapacity(
+        len(settings.logins),
+        lifetime - renew_before_expiry_s(lifetime),
+        settings.budget_window_s,
+        usable_of(settings.renew_budget_per_hour),
     )
-    if needed > usable:
-        keeps = int(usable * period / settings.budget_window_s)
+    words = (
+        f"{capacity.logins} logins need about {capacity.needed:.1f} renewals per "
+        f"{settings.budget_window_s} s; group {settings.budget_group} may spend {capacity.usable}"
+    )
+    if capacity.short:
         return Finding(
             "warning",
             "budget",
-            f"{words}: short, one address keeps about {keeps} alive by renewal; run another "
+            f"{words}: short, one address keeps about {capacity.keeps_alive} alive by renewal; "
+            "run another "
             "instance on another address with its own ORCA_BUDGET_GROUP, or mark API-only "
             'logins when_budget_short = "relogin"',
         )

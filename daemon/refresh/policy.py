@@ -182,9 +182,29 @@ class Policy:
         return float(backoff)
 
 
-def renewals_needed(logins: int, period_s: float, window_s: float) -> float:
-    """Renewals the logins need in one budget window, each renewed every `period_s`."""
-    return logins * window_s / max(period_s, 1.0)
+@dataclass(frozen=True)
+class RenewalCapacity:
+    """Renewals `logins` need in one budget window, each renewed every `period_s`, against the
+    `usable` renewals the address may spend there. One computation for the daemon (whether
+    ORCA_REFRESH_INTERVAL fits, `budget.capacity`) and for `doctor`'s estimate."""
+
+    logins: int
+    period_s: float
+    window_s: float
+    usable: int
+
+    @property
+    def needed(self) -> float:
+        return self.logins * self.window_s / max(self.period_s, 1.0)
+
+    @property
+    def short(self) -> bool:
+        return self.needed > self.usable
+
+    @property
+    def keeps_alive(self) -> int:
+        """How many logins the address keeps alive by renewal alone."""
+        return int(self.usable * self.period_s / self.window_s)
 
 
 def renew_before_expiry_s(lifetime_s: float) -> float:

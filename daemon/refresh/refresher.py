@@ -32,8 +32,8 @@ from daemon.refresh.policy import (
     Attempt,
     LoginProgress,
     Policy,
+    RenewalCapacity,
     next_action,
-    renewals_needed,
 )
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
@@ -128,13 +128,13 @@ class Refresher:
         self.policy = Policy(
             settings.refresh_interval_s, rng, probe_interval_s=settings.token_probe_interval_s
         )
-        self.policy.interval_fits = renewals_needed(
+        # ORCA_REFRESH_INTERVAL is honoured only while renewing every login that often fits.
+        self.policy.interval_fits = not RenewalCapacity(
             len(settings.logins),
-            min(
-                settings.refresh_interval_s, self.policy.renewal_period_s(ASSUMED_TOKEN_LIFETIME_S)
-            ),
+            self.policy.renewal_period_s(ASSUMED_TOKEN_LIFETIME_S),
             settings.budget_window_s,
-        ) <= self.budget.usable(RENEW)
+            self.budget.usable(RENEW),
+        ).short
         self.may_act = may_act
         self.fence = fence
         self.states = {login.name: LoginProgress(login) for login in settings.logins}
@@ -143,21 +143,23 @@ class Refresher:
         """Renewals the logins need in one budget window against what the address may spend
         (Tradovate's limit less a reserve), from the tokens held (80 minutes before any)."""
         lifetimes = [s.grant.lifetime_s for s in self.states.values() if s.grant is not None]
-        lifetime = min(lifetimes) if lifetimes else ASSUMED_TOKEN_LIFETIME_S
-        period = self.policy.renewal_period_s(lifetime)
-        needed = renewals_needed(len(self.states), period, self.settings.budget_window_s)
-        usable = self.budget.usable(RENEW)
+        capacity = RenewalCapacity(
+            len(self.states),
+            self.policy.renewal_period_s(min(lifetimes, default=ASSUMED_TOKEN_LIFETIME_S)),
+            self.settings.budget_window_s,
+            self.budget.usable(RENEW),
+        )
         return {
             "group": self.budget.group,
             "window_s": self.settings.budget_window_s,
             "renew_limit": self.budget.limits[RENEW],
-            "renew_usable": usable,
-            "renew_needed": round(needed, 1),
+            "renew_usable": capacity.usable,
+            "renew_needed": round(capacity.needed, 1),
             "renew_used": self.budget.used(RENEW, now),
             "login_failure_limit": self.budget.limits[LOGIN_FAILURE],
             "login_failure_used": self.budget.used(LOGIN_FAILURE, now),
-            "short": needed > usable,
-            "keeps_alive": int(usable * period / self.settings.budget_window_s),
+            "short": capacity.short,
+            "keeps_alive": capacity.keeps_alive,
         }
 
     def adopt_from_redis(self) -> int:
@@ -432,7 +434,7 @@ class Refresher:
         for account in state.accounts:
             if account == state.name:
                 continue
-            owner = self._owner_of(account)
+            owner = self.login_of(account)
             if owner in (None, state.name):
                 names.append(account)
             elif self._note(state, f"{account} is written by {owner}"):
@@ -440,11 +442,6 @@ class Refresher:
                     "account.owned_by_another", login=state.name, account=account, owner=owner
                 )
         return tuple(names)
-
-    def _owner_of(self, account: str) -> str | None:
-        if account in self.states:
-            return account
-        return next((s.name for s in self.states.values() if account in s.accounts), None)
 
     @staticmethod
     def _note(state: LoginProgress, note: str) -> bool:
@@ -455,7 +452,8 @@ class Refresher:
         return True
 
     def login_of(self, name: str) -> str | None:
-        """The login whose token is written under `name` (a login's or an account's)."""
+        """The login whose token is written under `name` (a login's own name, or an account's:
+        the first login in configuration order that lists it)."""
         if name in self.states:
             return name
         return next((s.name for s in self.states.values() if name in s.accounts), None)

@@ -78,7 +78,6 @@ class Daemon:
         settings: Settings,
         *,
         redis_client: redis.Redis | None = None,
-        lease_client: redis.Redis | None = None,
         tradovate: TradovateClient | None = None,
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
@@ -112,7 +111,7 @@ class Daemon:
         )
         # The lease and heartbeat have a client of their own whose every call ends well within
         # the lease's TTL, so a hung Redis cannot hold the leader past its own deadline.
-        self._lease_client = lease_client or (
+        self._lease_client = (
             redis_client if redis_client is not None else build_client(settings.redis, role="lease")
         )
         self.lease = Lease(self._lease_client, self.instance)

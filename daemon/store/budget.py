@@ -74,6 +74,14 @@ return 1
 """
 
 
+RESERVE = 1  # kept off each of Tradovate's limits: clocks of instances differ a little
+
+
+def usable_of(limit: int) -> int:
+    """What a group may spend of one of Tradovate's limits."""
+    return max(1, limit - RESERVE)
+
+
 @dataclass(frozen=True)
 class Spend:
     ok: bool
@@ -92,18 +100,16 @@ class AddressBudget:
         limits: dict[str, int],
         *,
         window_s: float,
-        reserve: int = 1,
     ) -> None:
         self._client = client
         self.group = group
         self.limits = limits
         self.window_s = window_s
-        self.reserve = reserve
         self._spend = client.register_script(_SPEND)
         self._settle = client.register_script(_SETTLE)
 
     def usable(self, endpoint: str) -> int:
-        return max(1, self.limits[endpoint] - self.reserve)
+        return usable_of(self.limits[endpoint])
 
     def _key(self, endpoint: str) -> str:
         # The group in braces: a spend set and its penalty block share a cluster slot, so the
