@@ -38,6 +38,12 @@ class Outcome(StrEnum):
         return self in (Outcome.DEFERRED, Outcome.PENALTY)
 
     @property
+    def counted(self) -> bool:
+        """An attempt that did something, for orca_token_refresh_total: waiting (pacing, a
+        penalty, a park) and not being allowed to act (not the leader) are not attempts."""
+        return self not in (Outcome.DEFERRED, Outcome.PENALTY, Outcome.PARKED, Outcome.NOT_LEADER)
+
+    @property
     def needs_a_human(self) -> bool:
         """Retrying alone will not fix it: logged as an error."""
         return self in (Outcome.REJECTED, Outcome.CAPTCHA, Outcome.RATE_LIMITED)

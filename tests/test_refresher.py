@@ -207,6 +207,7 @@ def test_captcha_parks_the_login(world: World) -> None:
     world.clock.advance(1_800)
     assert world.refresher.refresh("APEX_1").outcome == "parked"
     assert len(world.fake.seen.requests) == requests  # nothing sent while parked
+    assert world.count("APEX_1", "parked") == 0  # waiting is not an attempt (README, metrics)
     world.clock.advance(1_801)
     assert world.refresher.refresh("APEX_1").outcome == "login"
 

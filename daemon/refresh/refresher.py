@@ -228,7 +228,7 @@ class Refresher:
                 state.accounts_fetched_at = None
             started = time.perf_counter()
             attempt = self._attempt(state, force=force)
-            if not attempt.deferred:
+            if attempt.outcome.counted:
                 self.metrics.refresh_duration.observe(time.perf_counter() - started)
                 self.metrics.refresh_total.labels(login=name, outcome=attempt.outcome).inc()
             state.next_attempt_at = self.clock() + attempt.delay_s
