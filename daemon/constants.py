@@ -13,19 +13,23 @@ PRICE_TTL_S: Final = 5
 # The daemon's own state, all under orca:* (documented in README).
 STATUS_KEY_PREFIX: Final = "orca:status:"  # per-login status JSON, written with each refresh
 HEARTBEAT_KEY_PREFIX: Final = "orca:heartbeat:"  # per-instance liveness, answered by `health`
-HEARTBEAT_TTL_S: Final = 30
-LEADER_KEY: Final = "orca:leader"  # the refresh lease; its value is the leader's instance id
-REFRESH_REQUESTS_KEY: Final = "orca:refresh:requests"  # `tokens refresh` asks the leader here
+HEARTBEAT_TTL_S: Final = 6  # a killed instance leaves the membership within this
+INSTANCES_KEY: Final = "orca:instances"  # set of instance ids; live while their heartbeat is
+LEGACY_LEADER_KEY: Final = "orca:leader"  # protocol 1's one lease: a daemon of it is running
+LEASE_KEY_PREFIX: Final = "orca:lease:"  # {login}: the owner's fencing value, `{instance}:{random}`
+PROTOCOL_VERSION: Final = 2  # in heartbeats; 1 was the single `orca:leader` lease
+REFRESH_REQUESTS_KEY: Final = "orca:refresh:requests"  # `tokens refresh` asks any daemon here
+REFRESH_INSTANCE_REQUESTS_KEY_PREFIX: Final = "orca:refresh:requests:"  # {instance}: forwarded
 REFRESH_RESULT_KEY_PREFIX: Final = "orca:refresh:result:"  # ... and reads its answer here
 REFRESH_REQUEST_TTL_S: Final = 60
 BUDGET_KEY_PREFIX: Final = "orca:budget:"  # {group}:{endpoint}: spends in the rolling window
 
 # Standby instances and Redis loss.
-REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew or seek the lease
-LEASE_TTL_S: Final = 5  # the leader renews every probe: five chances before it lapses
+REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew and take leases
+LEASE_TTL_S: Final = 5  # the owner renews every probe: five chances before it lapses
 LEASE_DEADLINE_MARGIN_S: Final = 1.0  # the holder stops acting this long before the TTL runs out
 LEASE_IO_TIMEOUT_S: Final = 1.0  # lease and heartbeat commands: well under the lease's TTL
-LEASE_FREE_PROBES_BEFORE_TAKEOVER: Final = 3  # a standby waits this many probes of a free lease
+MEMBERSHIP_SETTLED_PROBES: Final = 3  # logins move only once the live instances stay the same
 RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite what is missing
 
 # Token lifetime rules (SPEC "Tradovate facts").
@@ -35,6 +39,7 @@ TOKEN_TTL_MARGIN_FRACTION: Final = 0.1  # ... or a tenth of the lifetime, when t
 RENEW_BEFORE_EXPIRY_S: Final = 900  # Tradovate's advice: renew about 15 minutes before expiry
 RENEW_BEFORE_EXPIRY_FRACTION: Final = 15 / 80  # ... the same share of a shorter (simulated) life
 ASSUMED_TOKEN_LIFETIME_S: Final = 4_800  # 80 minutes, for capacity before any token is seen
+BUDGET_WINDOW_S: Final = 3_600  # Tradovate's rolling hour (ORCA_BUDGET_WINDOW scales it)
 REJECTED_BACKOFF_S: Final = (900, 1_800, 3_600, 7_200, 14_400)  # a wrong password: 15 min .. 4 h
 LOGIN_FAILURE_SHARE: Final = 2  # failed logins one login may spend per window, of the budget
 RENEW_JITTER_LIFETIME_FRACTION: Final = 0.03  # renewals of many logins do not line up

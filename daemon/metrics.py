@@ -54,5 +54,10 @@ class Metrics:
             registry=self.registry,
         )
         self.leader = Gauge(
-            "orca_leader", "1 when this instance holds the refresh lease.", registry=self.registry
+            "orca_leader", "1 while this instance refreshes tokens.", registry=self.registry
+        )
+        self.logins_owned = Gauge(
+            "orca_logins_owned",
+            "How many logins this instance refreshes now (holds the lease of).",
+            registry=self.registry,
         )

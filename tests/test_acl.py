@@ -54,8 +54,8 @@ def test_the_daemon_runs_green_with_exactly_its_acl(
     try:
         names = all_names(served_tradovate)
         wait_for(lambda: all_live(admin, names, served_tradovate), what="17 live keys")
-        assert admin.get("orca:leader") is not None
-        admin.flushall()  # reconcile and the lease's re-take run as that user too
+        assert all(admin.get(f"orca:lease:{login}") for login in served_tradovate.users)
+        admin.flushall()  # reconcile and the leases' re-take run as that user too
         wait_for(lambda: all_live(admin, names, served_tradovate), what="restored keys")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=10) == 0

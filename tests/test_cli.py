@@ -190,7 +190,7 @@ def test_tokens_refresh_through_the_running_daemon(
     env = daemon_env(served_tradovate, redis_server.url)
     daemon = DaemonProcess(env, cwd=str(tmp_path))
     try:
-        daemon.event("daemon.leading")
+        daemon.event("logins.taken")
         daemon.event("token.refreshed")
         run = cli(
             {"REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": ",".join(served_tradovate.users)}
@@ -214,7 +214,7 @@ def test_tokens_refresh_directly_when_no_daemon_runs(
     run = cli(daemon_env(served_tradovate, redis_server.url))
     code, out, _ = run("tokens", "refresh")
     assert code == 0
-    assert "no daemon holds the refresh lease: refreshing here" in out
+    assert "no daemon is running: refreshing here" in out
     assert out.count("✅") == 4
     assert redis_server.client().get("token:PAAPEX2659950000001") is not None
 

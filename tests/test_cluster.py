@@ -76,7 +76,7 @@ def test_the_daemon_and_check_run_on_a_cluster(
     env = daemon_env(served_tradovate, cluster_url(redis_cluster), REDIS_CLUSTER="true")
     daemon = DaemonProcess(env, cwd=str(tmp_path))
     try:
-        daemon.event("daemon.leading")
+        daemon.event("logins.taken")
         client = RedisCluster(host="127.0.0.1", port=redis_cluster[0].port, decode_responses=True)
         from daemon.sim.environment import wait_for
 

@@ -94,6 +94,9 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     assert not ready
     assert body["redis"] == {"up": None}
     daemon.redis_health.succeeded()
+    assert daemon.readyz()[0] is False  # it does not know yet which logins are its own
+    daemon.ownership.probe(daemon._heartbeat())  # alone: it owns every login at once
+    assert sorted(daemon.owned()) == ["APEX_1", "APEX_2"]
     ready, body = daemon.readyz()
     assert not ready
     assert body["logins"]["APEX_1"]["token"] == "missing"
@@ -102,7 +105,6 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     ready, body = daemon.readyz()
     assert not ready
     assert body["logins"]["APEX_2"]["token"] == "invalid"
-    assert daemon.lease.hold()  # only the lease holder refreshes
     with tradovate_routes(fake_tradovate):
         for name in ("APEX_1", "APEX_2"):
             daemon.refresher.refresh(name, force=True)

@@ -1,103 +1,92 @@
-"""The refresh lease against a real Redis, restarted empty by the fixture."""
+"""Per-login leases against a real Redis, restarted empty by the fixture."""
 
 from __future__ import annotations
 
-from daemon.constants import (
-    LEADER_KEY,
-    LEASE_DEADLINE_MARGIN_S,
-    LEASE_FREE_PROBES_BEFORE_TAKEOVER,
-    LEASE_TTL_S,
-)
+from daemon.constants import LEASE_DEADLINE_MARGIN_S, LEASE_TTL_S
 from daemon.sim.redis_server import RedisServer
-from daemon.store.lease import Lease
+from daemon.store.lease import LoginLeases, holders, lease_key
 from tests.helpers import FakeClock
 
+LOGINS = [f"APEX_{n}" for n in range(6)]
 
-def test_exactly_one_holder_named_in_redis(redis_server: RedisServer) -> None:
+
+def test_each_login_has_exactly_one_holder_named_in_redis(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    first, second = Lease(client, "host:1:aaaa"), Lease(client, "host:2:bbbb")
-    assert first.hold() is True
-    assert second.hold() is False
-    assert client.get(LEADER_KEY) == first.fence
-    assert first.fence is not None
-    assert first.fence.startswith("host:1:aaaa:")
-    assert 0 < client.pttl(LEADER_KEY) <= LEASE_TTL_S * 1000
-    for _ in range(5):  # renewals keep it; the standby keeps waiting
-        assert first.hold() is True
-        assert second.hold() is False
+    first, second = LoginLeases(client, "host:1:aaaa"), LoginLeases(client, "host:2:bbbb")
+    assert first.take(LOGINS[:4]) == LOGINS[:4]
+    assert second.take(LOGINS) == LOGINS[4:]  # the free ones only
+    assert holders(client, LOGINS) == {
+        **dict.fromkeys(LOGINS[:4], "host:1:aaaa"),
+        **dict.fromkeys(LOGINS[4:], "host:2:bbbb"),
+    }
+    fence = first.fence(LOGINS[0])
+    assert fence is not None
+    assert fence.key == lease_key(LOGINS[0]) == "orca:lease:APEX_0"
+    assert client.get(fence.key) == fence.value
+    assert fence.value.startswith("host:1:aaaa:")
+    assert 0 < client.pttl(fence.key) <= LEASE_TTL_S * 1000
+    for _ in range(3):  # renewals keep them all, in one round trip each
+        assert first.renew() == []
+        assert second.renew() == []
+    assert sorted(first.held()) == LOGINS[:4]
 
 
-def test_standby_takes_a_free_lease_only_after_several_probes(redis_server: RedisServer) -> None:
+def test_a_lease_taken_by_another_is_noticed_as_lost(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    leader, standby = Lease(client, "a"), Lease(client, "b")
-    assert leader.hold()
-    assert not standby.hold()  # its first probe saw the lease held
-    client.delete(LEADER_KEY)  # the leader died and the lease lapsed
-    results = [standby.hold() for _ in range(LEASE_FREE_PROBES_BEFORE_TAKEOVER)]
-    assert results == [False] * (LEASE_FREE_PROBES_BEFORE_TAKEOVER - 1) + [True]
-    assert client.get(LEADER_KEY) == standby.fence
+    owner = LoginLeases(client, "a")
+    owner.take(LOGINS[:2])
+    client.set(lease_key(LOGINS[0]), "usurper:1", px=5_000)
+    assert owner.renew() == [LOGINS[0]]
+    assert owner.held() == [LOGINS[1]]
+    assert owner.fence(LOGINS[0]) is None
+    assert not owner.is_current(LOGINS[0])
 
 
-def test_leader_takes_the_lease_back_after_redis_restarts_empty(
+def test_the_owner_takes_its_leases_back_after_redis_restarts_empty(
     redis_server: RedisServer,
 ) -> None:
-    leader, standby = Lease(redis_server.client(), "a"), Lease(redis_server.client(), "b")
-    assert leader.hold()
-    assert not standby.hold()
+    """It holds the tokens to restore: the next renewal re-takes every lease, with new fences
+    (an old value is never handed out again)."""
+    owner = LoginLeases(redis_server.client(), "a")
+    owner.take(LOGINS)
+    before = {login: owner.fence(login) for login in LOGINS}
     redis_server.restart()
-    assert not standby.hold()  # one free probe is not enough for a standby
-    assert leader.hold()  # the leader's next probe re-takes it
-    assert [standby.hold() for _ in range(5)] == [False] * 5
-
-
-def test_a_lone_daemon_takes_a_free_lease_at_once(redis_server: RedisServer) -> None:
-    assert Lease(redis_server.client(), "solo").hold() is True
-
-
-def test_lost_lease_is_noticed(redis_server: RedisServer) -> None:
+    assert owner.renew() == []
+    assert sorted(owner.held()) == LOGINS
     client = redis_server.client()
-    leader = Lease(client, "a")
-    assert leader.hold()
-    client.set(LEADER_KEY, "usurper", px=5_000)
-    assert leader.hold() is False
-    assert leader.held is False
+    for login in LOGINS:
+        fence = owner.fence(login)
+        assert fence is not None
+        assert fence != before[login]
+        assert client.get(fence.key) == fence.value
 
 
 def test_release_hands_over_and_only_its_own(redis_server: RedisServer) -> None:
     client = redis_server.client()
-    leader = Lease(client, "a")
-    assert leader.hold()
-    leader.release()
-    assert client.get(LEADER_KEY) is None
-    client.set(LEADER_KEY, "other", px=5_000)
-    leader.release()  # not held: never deletes another's lease
-    assert client.get(LEADER_KEY) == "other"
+    owner, other = LoginLeases(client, "a"), LoginLeases(client, "b")
+    owner.take(LOGINS[:2])
+    owner.release([LOGINS[0]])
+    assert client.get(lease_key(LOGINS[0])) is None
+    assert other.take([LOGINS[0]]) == [LOGINS[0]]
+    owner.release([LOGINS[0]])  # no longer its: never deletes another's lease
+    assert holders(client, [LOGINS[0]]) == {LOGINS[0]: "b"}
+    client.set(lease_key(LOGINS[1]), "usurper:1", px=5_000)
+    owner.release([LOGINS[1]])  # held here, but another value in Redis: left alone
+    assert client.get(lease_key(LOGINS[1])) == "usurper:1"
 
 
-def test_the_fence_is_new_at_every_holding(redis_server: RedisServer) -> None:
-    client = redis_server.client()
-    leader = Lease(client, "a")
-    assert leader.hold()
-    first = leader.fence
-    redis_server.restart()  # empty: the next holding must not reuse the old value
-    assert leader.hold()
-    assert leader.fence not in (None, first)
-    assert client.get(LEADER_KEY) == leader.fence
-
-
-def test_the_holder_knows_its_own_deadline_without_asking_redis(
-    redis_server: RedisServer,
-) -> None:
-    """A leader whose last renewal was sent LEASE_TTL_S - margin ago stops acting: paused or
-    cut off, it gives up before a standby could take the lease."""
+def test_the_owner_knows_each_deadline_without_asking_redis(redis_server: RedisServer) -> None:
+    """An owner whose last renewal was sent LEASE_TTL_S - margin ago stops acting for that
+    login: paused or cut off, it gives up before another instance could take the lease."""
     clock = FakeClock(0.0)
-    leader = Lease(redis_server.client(), "a", monotonic=clock)
-    assert leader.hold()
-    assert leader.is_current()
+    owner = LoginLeases(redis_server.client(), "a", monotonic=clock)
+    owner.take(LOGINS[:1])
+    assert owner.is_current(LOGINS[0])
     clock.advance(LEASE_TTL_S - LEASE_DEADLINE_MARGIN_S - 0.1)
-    assert leader.is_current()
+    assert owner.is_current(LOGINS[0])
     clock.advance(0.2)
-    assert not leader.is_current()
-    assert leader.held  # it has not been told: it just knows
-    assert leader.hold()  # a renewal that lands restores it
-    assert leader.is_current()
+    assert not owner.is_current(LOGINS[0])
+    assert owner.held() == [LOGINS[0]]  # it has not been told: it just knows
+    assert owner.renew() == []  # a renewal that lands restores it
+    assert owner.is_current(LOGINS[0])
+    assert not owner.is_current("APEX_never_taken")

@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from daemon.constants import LEADER_KEY
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
-from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate
+from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate, numbered_desk
 from tests.helpers import DaemonProcess, Spawned, daemon_env, metric_value
 from tests.test_daemon_process import http_get
-from tools.chaos import TokenSampler, all_live, all_names, leader_pid
+from tools.chaos import (
+    TokenSampler,
+    all_live,
+    all_names,
+    busiest_pid,
+    owner_pids,
+    shared_as_assigned,
+)
 
 
 def start(
@@ -83,7 +89,7 @@ def test_redis_restart_is_restored_without_asking_tradovate(
     wait_for(lambda: all_live(client, names, fake), timeout=15, what="every key restored")
     assert time.monotonic() - restored_after < 15
     assert fake.seen.received == requests_before  # Tradovate was not asked
-    assert client.get(LEADER_KEY) is not None
+    assert all(client.get(f"orca:lease:{login}") for login in fake.users)  # re-taken
     events = [e["event"] for e in daemon.events()]
     assert events.count("redis.down") == 1
     assert events.count("redis.up") == 2  # at start, and once back
@@ -132,63 +138,83 @@ def test_a_failing_login_never_delays_another(
 
 
 @pytest.mark.timeout(120)
-def test_standby_takes_over_after_sigkill_without_a_new_session(
+def test_a_killed_instances_logins_are_taken_over_without_a_new_session(
     redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
-    with FakeTradovate(token_lifetime_s=30) as fake:
-        names = all_names(fake)
-        first = start(processes, fake, redis_server, tmp_path, ORCA_HEALTH_ADDR="127.0.0.1:0")
+    with FakeTradovate(numbered_desk(24, 1), token_lifetime_s=60, address_budgets=False) as fake:
+        names, logins = all_names(fake), list(fake.users)
+        extra = {
+            "ORCA_HEALTH_ADDR": "127.0.0.1:0",
+            "ORCA_RENEW_BUDGET_PER_HOUR": "1000",
+            "ORCA_AUTH_RATE_LIMIT": "1000",
+        }
+        first = start(processes, fake, redis_server, tmp_path, **extra)
         client = redis_server.client()
         wait_for(lambda: all_live(client, names, fake), what="every key live")
-        second = start(processes, fake, redis_server, tmp_path, ORCA_HEALTH_ADDR="127.0.0.1:0")
-        standby_health = second.event("daemon.starting")["health"]
-        second.event("redis.up")  # the standby has probed Redis and seen the lease taken
-        wait_for(
-            lambda: http_get(f"http://{standby_health}/readyz")[0] == 200,  # tokens are valid
-            what="the standby ready",
-        )
-        assert "orca_leader 0.0" in http_get(f"http://{standby_health}/metrics")[1]
-        assert http_get(f"http://{standby_health}/healthz")[0] == 200
-        assert leader_pid(client) == first.process.pid
-        assert "daemon.leading" not in [e["event"] for e in second.events()]
+        second = start(processes, fake, redis_server, tmp_path, **extra)
+        pids = {first.process.pid, second.process.pid}
+        wait_for(lambda: shared_as_assigned(client, logins, 2), what="the logins shared")
+        assert set(owner_pids(client, logins).values()) == pids  # 24 logins: both own some
+        victim = first if busiest_pid(client, logins) == first.process.pid else second
+        survivor = second if victim is first else first
+        health = survivor.event("daemon.starting")["health"]
+        wait_for(lambda: http_get(f"http://{health}/readyz")[0] == 200, what="ready")
+        assert "orca_leader 1.0" in http_get(f"http://{health}/metrics")[1]
+        owned = metric_value(http_get(f"http://{health}/metrics")[1], "orca_logins_owned")
+        assert 1 <= owned <= len(logins) / 2
+        theirs = [
+            login
+            for login, pid in owner_pids(client, logins).items()
+            if pid != survivor.process.pid
+        ]
 
-        first.signal(signal.SIGKILL)
+        victim.signal(signal.SIGKILL)
         killed_at = time.monotonic()
-        wait_for(lambda: leader_pid(client) == second.process.pid, timeout=30, what="failover")
+        wait_for(
+            lambda: set(owner_pids(client, logins).values()) == {survivor.process.pid},
+            timeout=30,
+            what="the killed instance's logins taken over",
+        )
         assert time.monotonic() - killed_at < 30
-        second.event("daemon.leading")
-        adopted = [e["login"] for e in second.events() if e["event"] == "token.adopted"]
-        assert sorted(adopted) == sorted(fake.users)
-        # The new leader renews what it found when it falls due: still one session per login.
+        wait_for(  # every login it took over, from Redis (its log may trail the takeover)
+            lambda: (
+                set(theirs)
+                <= {e["login"] for e in survivor.events() if e["event"] == "token.adopted"}
+            ),
+            what="the taken-over tokens adopted",
+        )
+        # The new owner renews what it found when it falls due: still one session per login.
         renewed_before = sum(fake.seen.renewals.values())
         wait_for(
             lambda: sum(fake.seen.renewals.values()) >= renewed_before + 4,
-            timeout=30,
-            what="renewals by the new leader",
+            timeout=60,
+            what="renewals by the survivor",
         )
         assert all_live(client, names, fake)
         assert set(fake.seen.sessions_opened.values()) == {1}
-        assert "orca_leader 1.0" in http_get(f"http://{standby_health}/metrics")[1]
+        metrics = http_get(f"http://{health}/metrics")[1]
+        assert metric_value(metrics, "orca_logins_owned") == len(logins)
 
 
-def test_a_clean_stop_hands_the_lease_over_at_once(
+def test_a_clean_stop_hands_its_logins_over_at_once(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
     processes: Spawned,
 ) -> None:
-    first = start(processes, served_tradovate, redis_server, tmp_path)
-    first.event("daemon.leading")
-    second = start(processes, served_tradovate, redis_server, tmp_path)
-    second.event("daemon.ready")
+    logins = list(served_tradovate.users)
     client = redis_server.client()
-    wait_for(
-        lambda: client.exists(f"orca:heartbeat:{second.event('daemon.ready')['instance']}"),
-        what="the standby's heartbeat",
-    )
+    first = start(processes, served_tradovate, redis_server, tmp_path)
+    first.event("logins.taken")
+    second = start(processes, served_tradovate, redis_server, tmp_path)
+    wait_for(lambda: shared_as_assigned(client, logins, 2), what="the logins shared")
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=10) == 0
     stopped_at = time.monotonic()
-    second.event("daemon.leading", timeout=10)
+    wait_for(
+        lambda: set(owner_pids(client, logins).values()) == {second.process.pid},
+        timeout=10,
+        what="every login with the survivor",
+    )
     assert time.monotonic() - stopped_at < 6
     assert set(served_tradovate.seen.sessions_opened.values()) == {1}

@@ -2,7 +2,8 @@
 
 Two daemons share one Redis and a simulated Tradovate whose tokens live 30 s. A sampler reads
 every token key ten times a second while Tradovate fails in every way, Redis is killed and comes
-back empty, and the leader is killed with SIGKILL. Loopback only; bounded under three minutes.
+back empty, and the instance owning the most logins is killed with SIGKILL. Loopback only;
+bounded under three minutes.
 """
 
 from __future__ import annotations
@@ -21,10 +22,14 @@ from pathlib import Path
 
 import redis
 
-from daemon.constants import LEADER_KEY, TOKEN_KEY_PREFIX
+from daemon.constants import TOKEN_KEY_PREFIX
+from daemon.refresh.assignment import assign
+from daemon.service.ownership import members_of
 from daemon.sim.environment import daemon_environment, seconds_until
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import ACCOUNTS_PATH, RECOVERABLE_FAULTS, RENEW_PATH, FakeTradovate
+from daemon.store.heartbeat import live_instances
+from daemon.store.lease import holders
 
 CHAOS_TOKEN_LIFETIME_S = 30.0
 SAMPLE_EVERY_S = 0.1
@@ -136,12 +141,34 @@ def start_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]
         )
 
 
-def leader_pid(client: redis.Redis) -> int | None:
+def owner_pids(client: redis.Redis, logins: Sequence[str]) -> dict[str, int | None]:
+    """The pid of each login's owner (instance ids are `{host}:{pid}:{random}`), None for a
+    login nobody holds or when Redis does not answer."""
     try:
-        value = client.get(LEADER_KEY)
+        owners = holders(client, list(logins))
     except redis.RedisError:
+        return dict.fromkeys(logins)
+    return {login: int(o.split(":")[1]) if o else None for login, o in owners.items()}
+
+
+def shared_as_assigned(client: redis.Redis, logins: Sequence[str], instances: int) -> bool:
+    """`instances` share the logins and every login is held by the one the live heartbeats
+    assign it to: the membership has settled and every handover is done."""
+    try:
+        sharing = [b for b in live_instances(client) if not b.standby]
+        if len(sharing) != instances:
+            return False
+        return holders(client, list(logins)) == assign(list(logins), members_of(sharing))
+    except redis.RedisError:
+        return False
+
+
+def busiest_pid(client: redis.Redis, logins: Sequence[str]) -> int | None:
+    """The pid owning the most logins, once every login is owned."""
+    pids = list(owner_pids(client, logins).values())
+    if None in pids or not pids:
         return None
-    return int(str(value).split(":")[1]) if isinstance(value, str) else None
+    return max(set(pids), key=lambda pid: (pids.count(pid), pid))
 
 
 def run_chaos(out: Callable[[str], None] = print) -> int:
@@ -200,23 +227,26 @@ def run_chaos(out: Callable[[str], None] = print) -> int:
             f"Tradovate requests meanwhile: {logins_during_restore} (renewals that fell due)"
         )
 
-        out("phase 3: the leader is killed with SIGKILL")
-        seconds_until(lambda: leader_pid(client) is not None, 15)
-        pid = leader_pid(client)
+        out("phase 3: the instance owning the most logins is killed with SIGKILL")
+        seconds_until(lambda: busiest_pid(client, logins) is not None, 15)
+        pid = busiest_pid(client, logins)
         victim = next((d for d in daemons if d.pid == pid), None)
         if victim is None:
-            out("FAIL: no daemon holds the lease")
+            out("FAIL: not every login has an owner")
             return 1
+        survivor = next(d for d in daemons if d is not victim)
         with sampler.window("failover"):
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             killed_at = time.monotonic()
             failover = seconds_until(
-                lambda: (p := leader_pid(client)) is not None and p != pid, FAILOVER_TARGET_S + 15
+                lambda: set(owner_pids(client, logins).values()) == {survivor.pid},
+                FAILOVER_TARGET_S + 15,
             )
             seconds_until(lambda: all_live(client, names, fake), 10)
-        out(f"  new leader after {failover if failover is None else round(failover, 1)} s")
-        # One more token lifetime, so the new leader has to renew what it took over.
+        taken_s = failover if failover is None else round(failover, 1)
+        out(f"  every login owned again after {taken_s} s")
+        # One more token lifetime, so the survivor has to renew what it took over.
         time.sleep(max(0.0, CHAOS_TOKEN_LIFETIME_S + 5 - (time.monotonic() - killed_at)))
     finally:
         samples = sampler.stop() if sampler is not None else Samples()

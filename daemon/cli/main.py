@@ -35,7 +35,6 @@ from daemon.config import (
     unsafe_choices,
 )
 from daemon.constants import (
-    LEADER_KEY,
     PRICE_TTL_S,
     STATUS_KEY_PREFIX,
 )
@@ -43,6 +42,7 @@ from daemon.logs import configure_logging, register_secrets
 from daemon.registry import help_text
 from daemon.store import cache, price, tokens
 from daemon.store.client import get_redis_client, scan_batches, server_info
+from daemon.store.heartbeat import live_instances
 from daemon.store.requests import await_answer, push_request
 from daemon.store.status import read_statuses, statuses_by_name
 from daemon.views.table import table
@@ -334,8 +334,10 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # After a 401 a program names the account it traded on; the daemon finds its login.
     if args.name is not None and names and args.name not in names and not args.after_401:
         raise CommandFailed(f"{args.name} is not a configured login ({', '.join(names)})")
-    if client.exists(LEADER_KEY):
-        outcomes = _ask_daemon(client, args.name, probe=args.after_401)
+    daemons = [beat.instance for beat in live_instances(client) if not beat.standby]
+    if daemons:
+        asked = names if args.name is None else [args.name]
+        outcomes = _ask_daemons(client, daemons, asked, probe=args.after_401)
     else:
         outcomes = _refresh_here(env, args.name, probe=args.after_401)
     for name, outcome in outcomes.items():
@@ -344,21 +346,29 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return 0 if all(o in SUCCESSFUL_OUTCOMES for o in outcomes.values()) else EX_FAILED
 
 
-def _ask_daemon(client: redis.Redis, login: str | None, *, probe: bool) -> dict[str, str]:
-    request_id = push_request(client, login, probe=probe)
-    leader = client.get(LEADER_KEY)
+def _ask_daemons(
+    client: redis.Redis, daemons: list[str], logins: list[str], *, probe: bool
+) -> dict[str, str]:
+    """One request per login, answered by its owner, all waited for together."""
+    requests = {login: push_request(client, login, probe=probe) for login in logins}
     what = "check (after a 401)" if probe else "refresh"
-    print(f"asked the running daemon ({leader!s}) to {what} {login or 'every login'}")
-    outcomes = await_answer(client, request_id, REFRESH_ANSWER_WAIT_S)
-    if outcomes is None:
-        raise CommandFailed(f"the daemon did not answer within {REFRESH_ANSWER_WAIT_S:.0f} s")
+    print(f"asked the running daemons ({', '.join(daemons)}) to {what} {', '.join(logins)}")
+    outcomes: dict[str, str] = {}
+    deadline = time.monotonic() + REFRESH_ANSWER_WAIT_S
+    for login, request_id in requests.items():
+        answered = await_answer(client, request_id, max(0.0, deadline - time.monotonic()))
+        if answered is None:
+            raise CommandFailed(
+                f"no daemon answered for {login} within {REFRESH_ANSWER_WAIT_S:.0f} s"
+            )
+        outcomes.update(answered)
     return outcomes
 
 
 def _refresh_here(env: Mapping[str, str], login: str | None, *, probe: bool) -> dict[str, str]:
     from daemon.service.daemon import Daemon, LeaderRunning
 
-    print("no daemon holds the refresh lease: refreshing here")
+    print("no daemon is running: refreshing here")
     daemon = Daemon(_settings(env, credentials=True))
     try:
         if login is not None:

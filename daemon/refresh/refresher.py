@@ -21,6 +21,7 @@ import structlog
 from daemon.config import Settings
 from daemon.constants import (
     ASSUMED_TOKEN_LIFETIME_S,
+    BUDGET_WINDOW_S,
     LOGIN_FAILURE_SHARE,
     MD_TOKEN_KEY_PREFIX,
     TOKEN_KEY_PREFIX,
@@ -41,6 +42,7 @@ from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.client import get_many, read_all
 from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.health import RedisHealth
+from daemon.store.lease import Fence
 from daemon.store.status import LoginStatus, status_key, write_status
 from daemon.store.tokens import (
     InvalidTokenError,
@@ -100,12 +102,12 @@ class Refresher:
         redis_health: RedisHealth | None = None,
         alerts: Alerter | None = None,
         audit: AuditRecorder | None = None,
-        may_act: Callable[[], bool] = lambda: True,
-        fence: Callable[[], str | None] = lambda: None,
+        may_act: Callable[[str], bool] = lambda login: True,
+        fence: Callable[[str], Fence | None] = lambda login: None,
     ) -> None:
-        """`may_act` says whether this instance may call Tradovate and write now (it holds the
-        lease, certainly, and is not stopping); `fence` is the lease's fencing value every
-        write is checked against in Redis."""
+        """`may_act(login)` says whether this instance may call Tradovate and write for the
+        login now (it holds the login's lease, certainly, and is not stopping); `fence(login)`
+        is the lease every write of the login is checked against in Redis."""
         self.settings = settings
         self.redis_health = redis_health or RedisHealth(settings.redis.target(), metrics)
         self.alerts = alerts
@@ -139,12 +141,13 @@ class Refresher:
         self.fence = fence
         self.states = {login.name: LoginProgress(login) for login in settings.logins}
 
-    def capacity(self, now: float) -> dict[str, Any]:
-        """Renewals the logins need in one budget window against what the address may spend
-        (Tradovate's limit less a reserve), from the tokens held (80 minutes before any)."""
+    def capacity(self, now: float, logins: int | None = None) -> dict[str, Any]:
+        """Renewals `logins` (all configured) need in one budget window against what the
+        address may spend (Tradovate's limit less a reserve), from the tokens held (80 minutes
+        before any)."""
         lifetimes = [s.grant.lifetime_s for s in self.states.values() if s.grant is not None]
         capacity = RenewalCapacity(
-            len(self.states),
+            len(self.states) if logins is None else logins,
             self.policy.renewal_period_s(min(lifetimes, default=ASSUMED_TOKEN_LIFETIME_S)),
             self.settings.budget_window_s,
             self.budget.usable(RENEW),
@@ -162,11 +165,21 @@ class Refresher:
             "keeps_alive": capacity.keeps_alive,
         }
 
-    def adopt_from_redis(self) -> int:
-        """Take over tokens already in Redis (a restart, a previous leader) so that the first
+    def configured_capacity(self) -> tuple[int, int]:
+        """The renewals an hour this address may spend and the logins they keep alive, from
+        configuration alone (tokens assumed to live 80 minutes of a one-hour window): what other
+        instances weigh this one by when they share the logins."""
+        window_s = self.settings.budget_window_s
+        lifetime_s = ASSUMED_TOKEN_LIFETIME_S * window_s / BUDGET_WINDOW_S
+        usable = self.budget.usable(RENEW)
+        period_s = self.policy.renewal_period_s(lifetime_s)
+        return usable, RenewalCapacity(0, period_s, window_s, usable).keeps_alive
+
+    def adopt_from_redis(self, names: list[str] | None = None) -> int:
+        """Take over tokens already in Redis (a restart, a previous owner) so that the first
         refresh renews them instead of opening new Tradovate sessions. Returns how many."""
         now = self.clock()
-        names = list(self.states)
+        names = list(self.states) if names is None else names
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
@@ -239,7 +252,7 @@ class Refresher:
         action = next_action(state, now, force=force)
         if action is Action.WAIT_PARKED:
             return Attempt(Outcome.PARKED, max(state.parked_until, state.not_before) - now)
-        if not self.may_act():
+        if not self.may_act(state.name):
             return Attempt(Outcome.NOT_LEADER, NOT_LEADER_RETRY_S)
         try:
             source = self._ensure_token(state, action, now)
@@ -334,7 +347,7 @@ class Refresher:
                 "tradovate.penalty", login=state.name, endpoint="renew", wait_s=penalty.wait_s
             )
             raise _AuthDeferred(max(penalty.wait_s, 1.0)) from None
-        if not self.may_act():  # the renewal took a while: still leading?
+        if not self.may_act(state.name):  # the renewal took a while: still the owner?
             raise _MayNotAct("the lease is no longer certainly held")
         return False
 
@@ -471,7 +484,7 @@ class Refresher:
             stale = [name for name, value in zip(names, held, strict=True) if value == dead]
             deleted = fenced_delete(
                 self.redis,
-                self.fence(),
+                self.fence(state.name),
                 [
                     prefix + name
                     for name in stale
@@ -497,9 +510,12 @@ class Refresher:
         held = [
             s
             for s in self.states.values()
-            if s.grant is not None and s.grant.expires_at > now and not s.lock.locked()
+            if s.grant is not None
+            and s.grant.expires_at > now
+            and not s.lock.locked()
+            and self.may_act(s.name)
         ]
-        if not held or not self.may_act():
+        if not held:
             return []
         names = [self.owned_names(state) for state in held]
         found = iter(get_many(self.redis, [TOKEN_KEY_PREFIX + n for group in names for n in group]))
@@ -520,7 +536,7 @@ class Refresher:
                 continue  # too close to expiry for a key; the next refresh replaces it
             except LeaseLost:
                 log.warning("token.not_written", login=state.name, reason="lease lost")
-                break
+                continue
             finally:
                 state.lock.release()
             (renamed if intact else restored).append(state.name)
@@ -530,10 +546,11 @@ class Refresher:
             log.info("token.names_changed", logins=renamed)
         return restored
 
-    def forget_tokens(self) -> None:
-        """Drop every held token (this instance lost the lease): whoever leads now owns them,
-        and if the lease comes back, the tokens are adopted afresh from Redis."""
-        for state in self.states.values():
+    def forget_tokens(self, names: list[str] | None = None) -> None:
+        """Drop the held tokens of these logins (all) when their leases went elsewhere: their
+        owner now holds them, and if a lease comes back the token is adopted afresh."""
+        for name in self.states if names is None else names:
+            state = self.states[name]
             with state.lock:
                 state.grant, state.failures, state.alerted = None, 0, False
                 state.auth_slot_at, state.next_attempt_at = None, None
@@ -570,7 +587,7 @@ class Refresher:
             now=now,
             max_ttl_s=self.settings.token_ttl_s,
             status=status,
-            fence=self.fence(),
+            fence=self.fence(state.name),
         )
         state.written_names = tokens.names
         return ttl
@@ -653,7 +670,7 @@ class Refresher:
                 self.redis,
                 self.status(state, self.clock()),
                 self.settings.token_ttl_s,
-                fence=self.fence(),
+                fence=self.fence(state.name),
             )
         return Attempt(outcome, delay)
 

@@ -31,6 +31,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from daemon.config import Settings
 from daemon.constants import (
     MAIN_LOOP_TICK_S,
+    PROTOCOL_VERSION,
     RECONCILE_INTERVAL_S,
     REDIS_WATCH_INTERVAL_S,
     SHUTDOWN_TIMEOUT_S,
@@ -40,14 +41,16 @@ from daemon.outcomes import LoginState, TokenState
 from daemon.refresh.policy import Attempt
 from daemon.refresh.refresher import Refresher, iso
 from daemon.service.health import HealthServer
+from daemon.service.ownership import Ownership, Plan
 from daemon.service.systemd import Notifier
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.client import build_client, disconnect, get_redis_client
 from daemon.store.health import RedisHealth
-from daemon.store.heartbeat import Heartbeat, heartbeat_key, write_heartbeat
-from daemon.store.lease import Lease
-from daemon.store.requests import RefreshRequest, answer, take_requests
+from daemon.store.heartbeat import Heartbeat, remove_heartbeat
+from daemon.store.lease import holders
+from daemon.store.requests import RefreshRequest, answer, forward, take_requests
+from daemon.store.status import read_statuses, statuses_by_name
 from daemon.store.tokens import fingerprint, login_tokens
 from daemon.tradovate import TradovateClient
 
@@ -107,16 +110,18 @@ class Daemon:
             alerts=self.alerts,
             audit=self.audit,
             may_act=self.may_act,
-            fence=lambda: self.lease.fence,
+            fence=lambda login: self.ownership.leases.fence(login),
         )
-        # The lease and heartbeat have a client of their own whose every call ends well within
-        # the lease's TTL, so a hung Redis cannot hold the leader past its own deadline.
+        # Leases and heartbeat have a client of their own whose every call ends well within
+        # the leases' TTL, so a hung Redis cannot hold an owner past its own deadline.
         self._lease_client = (
             redis_client if redis_client is not None else build_client(settings.redis, role="lease")
         )
-        self.lease = Lease(self._lease_client, self.instance)
-        # Housekeeping (probe, lease, reconcile) has threads of its own: refreshes stuck on a
-        # slow Tradovate must never keep the leader from renewing its lease.
+        self.ownership = Ownership(
+            self._lease_client, self.instance, [login.name for login in settings.logins]
+        )
+        # Housekeeping (probe, leases, reconcile) has threads of its own: refreshes stuck on a
+        # slow Tradovate must never keep an owner from renewing its leases.
         self.scheduler = BackgroundScheduler(
             executors={
                 "default": ThreadPoolExecutor(settings.refresh_concurrency),
@@ -131,7 +136,6 @@ class Daemon:
         self._force_stop = threading.Event()
         self._jobs_in_flight = 0
         self._jobs_done = threading.Condition()
-        self._refreshing = False
         self._monotonic = monotonic  # the scheduler's liveness is judged on it
         self._scheduler_tick_at = monotonic()
         self._next_down_log_at = 0.0
@@ -141,10 +145,13 @@ class Daemon:
         self.scheduler.add_listener(self._job_overran, EVENT_JOB_MAX_INSTANCES)
         logging.getLogger("apscheduler.scheduler").addFilter(_NO_MAX_INSTANCES_LINES)
 
-    def may_act(self) -> bool:
-        """May this instance call Tradovate or write tokens now: it holds the lease, certainly
-        (its own deadline has not passed), and no stop has begun."""
-        return not self._stop.is_set() and self.lease.is_current()
+    def may_act(self, login: str) -> bool:
+        """May this instance call Tradovate or write tokens for `login` now: it holds the
+        login's lease, certainly (its own deadline has not passed), and no stop has begun."""
+        return not self._stop.is_set() and self.ownership.leases.is_current(login)
+
+    def owned(self) -> list[str]:
+        return self.ownership.leases.held()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -279,31 +286,34 @@ class Daemon:
         returns. Raises RedisError, before any Tradovate call, when Redis does not answer:
         without Redis a fresh token could not be stored, so no session is spent on it.
 
-        It runs under the lease like a daemon: LeaderRunning when a live daemon holds it (ask
-        that one instead); while it works a thread of its own keeps the lease renewed."""
-        if not self.lease.hold():
-            raise LeaderRunning(self.lease.leader())
+        It runs under the logins' leases like a daemon: LeaderRunning when a live daemon
+        holds one (ask that one instead); while it works a thread of its own renews them."""
+        names = list(self.refresher.states) if names is None else names
+        taken = self.ownership.leases.take(names)
+        if len(taken) < len(names):
+            self.ownership.leases.release(taken)
+            busy = sorted(set(names) - set(taken))
+            owner = holders(self._lease_client, busy[:1]).get(busy[0])
+            raise LeaderRunning(owner, busy[0])
         keeping = threading.Event()
-        keeper = threading.Thread(target=self._keep_lease, args=(keeping,), daemon=True)
+        keeper = threading.Thread(target=self._keep_leases, args=(keeping,), daemon=True)
         keeper.start()
         try:
-            self.refresher.adopt_from_redis()
-            names = list(self.refresher.states) if names is None else names
+            self.refresher.adopt_from_redis(names)
             with FuturesPool(max_workers=self.settings.refresh_concurrency) as pool:
                 settled = pool.map(lambda name: self._refresh_until_settled(name, probe), names)
                 attempts = dict(zip(names, settled, strict=True))
         finally:
             keeping.set()
             keeper.join()
-            self.lease.release()
+            self.ownership.leases.release(names)
             self._close_clients()
         return attempts
 
-    def _keep_lease(self, done: threading.Event) -> None:
+    def _keep_leases(self, done: threading.Event) -> None:
         while not done.wait(REDIS_WATCH_INTERVAL_S):
             try:
-                if not self.lease.hold():
-                    return
+                self.ownership.leases.renew()
             except redis.RedisError as error:
                 self.redis_health.failed(error)
 
@@ -357,36 +367,62 @@ class Daemon:
         )
 
     def _watch_redis(self) -> None:
-        """Every probe: heartbeat (which tells whether Redis is up), then hold or seek the
-        lease; lead while it is held, stand by while it is not. All on the lease client, whose
-        calls end within a second: a hung Redis costs a probe, never the lease's deadline."""
+        """Every probe: heartbeat (which tells whether Redis is up), lease renewals, and the
+        logins to take or let go. All on the lease client, whose calls end within a second: a
+        hung Redis costs a probe, never a lease's deadline."""
         try:
-            write_heartbeat(self._lease_client, self._heartbeat())
-            leading = self.lease.hold()
-            if leading and not self._refreshing:
-                self.refresher.adopt_from_redis()
-                self._start_refreshing()
-            if leading:
+            self._apply(self.ownership.probe(self._heartbeat()))
+            if self.ownership.standby is None:
                 self._take_refresh_requests()
         except redis.RedisError as error:
             self.redis_health.failed(error)
             self._repeat_redis_down()
             return
         finally:
-            self.metrics.leader.set(1 if self._refreshing and self.lease.is_current() else 0)
+            owned = len(self.owned())
+            self.metrics.logins_owned.set(owned)
+            self.metrics.leader.set(1 if owned else 0)
         self.redis_health.succeeded()
         self._next_down_log_at = 0.0
-        if not leading and self._refreshing:
-            self._stop_refreshing()
         if self.redis_health.came_back.is_set():
             self.redis_health.came_back.clear()
             self._reconcile()  # Redis may have come back empty: restore at once
 
-    def _report_budget(self) -> None:
-        """The address budgets in /metrics and, from the leader, in Redis for `status`; said in
-        the log at the first report and whenever the verdict changes."""
+    def _apply(self, plan: Plan) -> None:
+        """Lost leases stop at once; a login assigned elsewhere is let go between refreshes
+        (one running now is let go at a later probe); taken ones adopt Redis's token first."""
+        if plan.lost:
+            self._remove_jobs(plan.lost)
+            self.refresher.forget_tokens(plan.lost)
+        idle = [s for s in map(self.refresher.states.get, plan.to_release) if s is not None]
+        idle = [state for state in idle if state.lock.acquire(blocking=False)]
+        released = [state.name for state in idle]
         try:
-            capacity = self.refresher.capacity(self.clock())
+            self._remove_jobs(released)
+            self.ownership.leases.release(released)
+        finally:
+            for state in idle:
+                state.lock.release()
+        if released:
+            self.refresher.forget_tokens(released)
+            log.info(
+                "logins.released", instance=self.instance, logins=released, owned=len(self.owned())
+            )
+        if plan.taken:
+            self.refresher.adopt_from_redis(plan.taken)
+            self._add_jobs(plan.taken)
+            log.info(
+                "logins.taken", instance=self.instance, logins=plan.taken, owned=len(self.owned())
+            )
+            self._report_budget()  # an owner publishes the address's capacity at once
+
+    def _report_budget(self) -> None:
+        """The address budgets in /metrics and, from an owner, in Redis for `status`; said in
+        the log at the first report and whenever the verdict changes. Needed renewals are
+        those of the logins this instance owns."""
+        owned = len(self.owned())
+        try:
+            capacity = self.refresher.capacity(self.clock(), owned)
         except redis.RedisError as error:
             self.redis_health.failed(error)
             return
@@ -397,10 +433,10 @@ class Daemon:
         gauge.labels(endpoint="login_failure", kind="limit").set(capacity["login_failure_limit"])
         gauge.labels(endpoint="login_failure", kind="used").set(capacity["login_failure_used"])
         gauge.labels(endpoint="login_failure", kind="needed").set(0)
-        if self._refreshing:
+        if owned:
             with contextlib.suppress(redis.RedisError):
                 self.refresher.budget.publish_capacity(capacity, int(BUDGET_REPORT_INTERVAL_S * 4))
-        if capacity["short"] != self._budget_short_said:
+        if owned and capacity["short"] != self._budget_short_said:
             self._budget_short_said = capacity["short"]
             if capacity["short"]:
                 log.warning("budget.capacity", **capacity, hint=CAPACITY_HINT)
@@ -415,7 +451,7 @@ class Daemon:
             self._next_down_log_at = now + REDIS_DOWN_REPEAT_S
 
     def _reconcile(self) -> None:
-        if not self._refreshing:
+        if not self.owned():
             return
         try:
             self.refresher.reconcile()
@@ -423,33 +459,47 @@ class Daemon:
             self.redis_health.failed(error)
 
     def _take_refresh_requests(self) -> None:
-        """`orca-tokens tokens refresh` and readers that saw a 401 push requests; each runs on
-        a refresh thread."""
-        for request in take_requests(self._lease_client, REFRESH_REQUESTS_PER_PROBE):
+        """`orca-tokens tokens refresh` and readers that saw a 401 push requests on one list
+        any instance may pop; a request for a login another instance owns is passed on to it.
+        Each runs on a refresh thread."""
+        for request in take_requests(self._lease_client, self.instance, REFRESH_REQUESTS_PER_PROBE):
             if request is None:
                 log.warning("refresh_request.invalid")
                 continue
-            self.scheduler.add_job(self._counted(self._requested_refresh), args=[request])
-
-    def _requested_refresh(self, request: RefreshRequest) -> None:
-        names = list(self.refresher.states) if request.login is None else [request.login]
-        outcomes: dict[str, str] = {}
-        for asked in names:
-            name = self.refresher.login_of(asked)
-            if name is None:
-                outcomes[asked] = "unknown login"
+            name = None if request.login is None else self._login_of(request.login)
+            owner = self.instance if name is None else holders(self._lease_client, [name])[name]
+            if owner is not None and owner != self.instance:
+                forward(self._lease_client, owner, request)
                 continue
-            attempt = self.refresher.refresh(name, force=not request.probe, probe=request.probe)
-            self.reschedule(name, attempt.delay_s)
-            outcomes[name] = attempt.outcome
+            self.scheduler.add_job(self._counted(self._requested_refresh), args=[request, name])
+
+    def _login_of(self, asked: str) -> str | None:
+        """The login whose token is written under `asked`: the owner of an account is known
+        here from its account list, or from the login's status in Redis."""
+        name = self.refresher.login_of(asked)
+        if name is None:
+            found = statuses_by_name(read_statuses(self.redis, list(self.refresher.states)))
+            name = found[asked].login if asked in found else None
+        return name
+
+    def _requested_refresh(self, request: RefreshRequest, login: str | None) -> None:
+        """A named login (or, for a request naming none, every login this instance owns)."""
+        if request.login is not None and login is None:
+            outcomes = {request.login: "unknown login"}
+        else:
+            outcomes = {}
+            for name in self.owned() if login is None else [login]:
+                attempt = self.refresher.refresh(name, force=not request.probe, probe=request.probe)
+                self.reschedule(name, attempt.delay_s)
+                outcomes[name] = attempt.outcome
         log.info("refresh_request.done", request=request.id, probe=request.probe, outcomes=outcomes)
         with contextlib.suppress(redis.RedisError):  # the asker times out and says so
             answer(self.redis, request.id, outcomes)
 
-    def _start_refreshing(self) -> None:
+    def _add_jobs(self, names: list[str]) -> None:
         """One job per login, so a failing login never delays another. The interval trigger is
         only a backstop: each run moves its own next run to when the refresher says."""
-        for name in self.refresher.states:
+        for name in names:
             self.scheduler.add_job(
                 self._counted(self._refresh_job),
                 IntervalTrigger(seconds=self.settings.refresh_interval_s),
@@ -458,18 +508,11 @@ class Daemon:
                 next_run_time=datetime.now(UTC),
                 replace_existing=True,
             )
-        self._refreshing = True
-        self._report_budget()  # the leader publishes the address's capacity at once
-        log.info("daemon.leading", instance=self.instance, logins=len(self.refresher.states))
 
-    def _stop_refreshing(self) -> None:
-        for name in self.refresher.states:
+    def _remove_jobs(self, names: list[str]) -> None:
+        for name in names:
             with contextlib.suppress(JobLookupError):
                 self.scheduler.remove_job(_job_id(name))
-        self._refreshing = False
-        self.metrics.leader.set(0)
-        self.refresher.forget_tokens()
-        log.warning("daemon.standing_by", instance=self.instance, leader=self.lease.leader())
 
     def _refresh_job(self, name: str) -> None:
         attempt = self.refresher.refresh(name)
@@ -483,20 +526,27 @@ class Daemon:
             )
 
     def _heartbeat(self) -> Heartbeat:
+        usable, keeps_alive = self.refresher.configured_capacity()
         return Heartbeat(
             instance=self.instance,
             pid=os.getpid(),
             started_at=iso(self._started_at),
             at=self.clock(),
             logins=len(self.settings.logins),
-            leader=self._refreshing and self.lease.is_current(),
+            owned=len(self.owned()),
+            protocol=PROTOCOL_VERSION,
+            standby=self.ownership.standby is not None,
+            group=self.settings.budget_group,
+            address=self.settings.tradovate.local_address,
+            renew_usable=usable,
+            keeps_alive=keeps_alive,
         )
 
     def _leave_redis(self) -> None:
-        """A clean stop: hand the lease over at once and take the heartbeat away."""
-        self.lease.release()
+        """A clean stop: hand every lease over at once and take the heartbeat away."""
+        self.ownership.leases.release(self.owned())
         with contextlib.suppress(redis.RedisError):
-            self._lease_client.delete(heartbeat_key(self.instance))
+            remove_heartbeat(self._lease_client, self.instance)
 
     # -- health ------------------------------------------------------------------------------
 
@@ -514,14 +564,15 @@ class Daemon:
             "status": "ok" if alive else "scheduler not running",
             "instance": self.instance,
             "redis": self.redis_health.describe(),
-            "leader": self._refreshing,
+            "leader": bool(self.owned()),
         }
 
     def readyz(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when Redis answers and every login has a valid token in Redis (judged by the
-        expiry recorded with it), or is deliberately parked."""
+        """Ready when Redis answers, this instance knows which logins are its own (or stands
+        by), and every one it owns has a valid token in Redis (judged by the expiry recorded
+        with it) or is deliberately parked."""
         now = self.clock()
-        names = list(self.refresher.states)
+        names = sorted(self.owned())
         found: dict[str, tuple[str | None, TokenState]] = {}
         redis_up = self.redis_health.up
         if redis_up:
@@ -531,7 +582,7 @@ class Daemon:
                 self.redis_health.failed(error)
                 redis_up = False
         logins = {}
-        ready = bool(redis_up)
+        ready = bool(redis_up) and (self.ownership.settled or self.ownership.standby is not None)
         for name in names:
             token, token_word = found.get(name, (None, TokenState.UNKNOWN))
             progress = self.refresher.states[name]
@@ -547,17 +598,18 @@ class Daemon:
         return ready, {
             "ready": ready,
             "redis": self.redis_health.describe(),
-            "leader": self._refreshing,
+            "leader": bool(names),
+            "standby": self.ownership.standby,
             "logins": logins,
         }
 
 
 class LeaderRunning(Exception):
-    """`run --once` or `tokens refresh` found a live daemon holding the lease."""
+    """`run --once` or `tokens refresh` found a live daemon holding a login's lease."""
 
-    def __init__(self, leader: str | None) -> None:
+    def __init__(self, leader: str | None, login: str) -> None:
         super().__init__(
-            f"a running daemon ({leader or 'unknown'}) holds the refresh lease: "
+            f"a running daemon ({leader or 'unknown'}) holds the lease of {login}: "
             "ask it with `orca-tokens tokens refresh`, or stop it first"
         )
         self.leader = leader

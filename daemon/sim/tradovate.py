@@ -137,8 +137,13 @@ class FakeTradovate:
         # Tradovate's per-address budgets (renewals 15, failed logins 5 per rolling hour, a 15 s
         # penalty ticket past them), on the same time-scale as the tokens' life.
         self.address_budgets = address_budgets
-        self._renewals: collections.deque[float] = collections.deque()
-        self._failed_logins: collections.deque[float] = collections.deque()
+        # Spends per client address: instances bound to 127.0.0.x each have budgets of their own.
+        self._renewals: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
+        self._failed_logins: dict[str, collections.deque[float]] = collections.defaultdict(
+            collections.deque
+        )
         self.clock = clock
         self.seen = Observations()
         self._opaque: dict[str, dict[str, Any]] = {}
@@ -298,7 +303,7 @@ class FakeTradovate:
 
     # -- endpoints -------------------------------------------------------------------------------
 
-    def _login(self, body: dict[str, Any]) -> tuple[int, Any]:
+    def _login(self, body: dict[str, Any], address: str) -> tuple[int, Any]:
         now = self.clock()
         if self.auth_limit_per_minute is not None:
             while self._auth_times and self._auth_times[0] <= now - 60:
@@ -314,13 +319,15 @@ class FakeTradovate:
                 return 200, {"errorText": "Invalid or early p-ticket"}
             self.penalty_resends_ok += 1
         if ticket is None:
-            penalty = self._over_budget(self._failed_logins, LOGIN_FAILURE_BUDGET, LOGIN_PATH)
+            penalty = self._over_budget(
+                self._failed_logins[address], LOGIN_FAILURE_BUDGET, LOGIN_PATH
+            )
             if penalty is not None:
                 self._tickets[penalty["p-ticket"]] = {"body": body, "due": now + penalty["p-time"]}
                 return 200, penalty
         user = self.users.get(str(body.get("name")))
         if user is None or body.get("password") != user.password or body.get("sec") != self.sec:
-            self._failed_logins.append(now)  # only failed requests count
+            self._failed_logins[address].append(now)  # only failed requests count
             self.seen.failed_login_times.append(now)
             return 200, {
                 "errorText": "Incorrect username or password. "
@@ -356,9 +363,9 @@ class FakeTradovate:
         self.seen.penalties[path] += 1
         return {"p-ticket": secrets.token_hex(8), "p-time": PENALTY_S * self.time_scale}
 
-    def _renew(self, token: str) -> tuple[int, Any]:
-        penalty = self._over_budget(self._renewals, RENEW_BUDGET, RENEW_PATH)
-        self._renewals.append(self.clock())  # every request counts, answered or not
+    def _renew(self, token: str, address: str) -> tuple[int, Any]:
+        penalty = self._over_budget(self._renewals[address], RENEW_BUDGET, RENEW_PATH)
+        self._renewals[address].append(self.clock())  # every request counts, answered or not
         if penalty is not None:
             return 200, penalty
         claims = self._verify(token)
@@ -390,12 +397,17 @@ class FakeTradovate:
             queue.remove(fault)
         return fault
 
-    def answer(self, method: str, path: str, body: Any, token: str | None) -> tuple[int, Any]:
-        """Tradovate's answer: (status, JSON value | bytes of HTML | Hang | Reset)."""
+    def answer(
+        self, method: str, path: str, body: Any, token: str | None, address: str = "127.0.0.1"
+    ) -> tuple[int, Any]:
+        """Tradovate's answer to a client at `address`: (status, JSON value | bytes of HTML |
+        Hang | Reset)."""
         with self._lock:
-            return self._record(path, self._answer(method, path, body, token))
+            return self._record(path, self._answer(method, path, body, token, address))
 
-    def _answer(self, method: str, path: str, body: Any, token: str | None) -> tuple[int, Any]:
+    def _answer(
+        self, method: str, path: str, body: Any, token: str | None, address: str
+    ) -> tuple[int, Any]:
         if path == LOGIN_PATH and isinstance(body, dict):
             self.seen.login_bodies.append(body)
             user: str | None = str(body.get("name"))
@@ -410,9 +422,9 @@ class FakeTradovate:
         if fault is not None:
             return _fault_answer(fault)
         if method == "POST" and path == LOGIN_PATH and isinstance(body, dict):
-            return self._login(body)
+            return self._login(body, address)
         if method == "GET" and path == RENEW_PATH:
-            return self._renew(token or "")
+            return self._renew(token or "", address)
         if method == "GET" and path == ACCOUNTS_PATH:
             return self._accounts(token or "")
         return 404, {"errorText": f"no route {method} {path}"}
@@ -447,7 +459,7 @@ class FakeTradovate:
                     body = None
                 auth = self.headers.get("Authorization", "")
                 token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-                status, answer = fake.answer(method, self.path, body, token)
+                status, answer = fake.answer(method, self.path, body, token, self.client_address[0])
                 if isinstance(answer, Hang):
                     time.sleep(answer.seconds)
                     status, answer = 504, {"errorText": "late"}

@@ -1,8 +1,9 @@
-"""Fenced writes: a token key is written only by the instance that holds the lease at that
-moment. On one Redis server a Lua script compares `orca:leader` with the writer's fencing value
-and writes (or deletes) every key in the same step. On Redis Cluster a script cannot span
-slots, so the lease is read just before the slot-grouped write: a leader that lost the lease
-within that one round trip could still land one write (README, "Redis Cluster").
+"""Fenced writes: a login's keys are written only by the instance that holds that login's lease
+at that moment (`daemon.store.lease`). On one Redis server a Lua script compares the lease with
+the writer's fencing value and writes (or deletes) every key in the same step. On Redis Cluster
+a script cannot span slots, so the lease is read just before the slot-grouped write: an owner
+that lost the lease within that one round trip could still land one write (README, "Redis
+Cluster").
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from typing import cast
 
 import redis
 
-from daemon.constants import LEADER_KEY
 from daemon.store.client import is_cluster, pipeline
+from daemon.store.lease import Fence
 
 # KEYS[1] the lease; KEYS[2..] the keys. ARGV[1] the fence; then a value and a TTL per key.
 _FENCED_SET = """
@@ -30,21 +31,21 @@ return redis.call('DEL', unpack(KEYS, 2)) + 1
 
 
 class LeaseLost(Exception):
-    """This instance no longer holds the lease: it must not write. Nothing was written."""
+    """This instance no longer holds the login's lease: it must not write. Nothing was written."""
 
 
 def fenced_set(
-    client: redis.Redis, fence: str | None, items: Sequence[tuple[str, str, int]]
+    client: redis.Redis, fence: Fence | None, items: Sequence[tuple[str, str, int]]
 ) -> None:
-    """SET key value EX ttl for every item, all or none; with a fence, only while `fence` is
-    the lease's value (else LeaseLost). Without one (tools, tests) it is a plain MULTI/EXEC."""
+    """SET key value EX ttl for every item, all or none; with a fence, only while the lease
+    holds the fence's value (else LeaseLost). Without one (tools, tests) a plain MULTI/EXEC."""
     if fence is not None and not is_cluster(client):
-        keys = [LEADER_KEY, *(key for key, _, _ in items)]
-        args: list[str | int] = [fence]
+        keys = [fence.key, *(key for key, _, _ in items)]
+        args: list[str | int] = [fence.value]
         for _, value, ttl in items:
             args += [value, ttl]
         if not client.eval(_FENCED_SET, len(keys), *keys, *args):
-            raise LeaseLost("the lease is held by another instance")
+            raise LeaseLost(f"{fence.key} is held by another instance")
         return
     _check_lease(client, fence)
     pipe = pipeline(client, transaction=True)
@@ -53,19 +54,19 @@ def fenced_set(
     pipe.execute()
 
 
-def fenced_delete(client: redis.Redis, fence: str | None, keys: Sequence[str]) -> int:
-    """DEL the keys while `fence` is the lease's value (else LeaseLost); how many existed."""
+def fenced_delete(client: redis.Redis, fence: Fence | None, keys: Sequence[str]) -> int:
+    """DEL the keys while the lease holds the fence's value (else LeaseLost); how many existed."""
     if not keys:
         return 0
     if fence is not None and not is_cluster(client):
-        deleted = client.eval(_FENCED_DELETE, len(keys) + 1, LEADER_KEY, *keys, fence)
+        deleted = client.eval(_FENCED_DELETE, len(keys) + 1, fence.key, *keys, fence.value)
         if not deleted:
-            raise LeaseLost("the lease is held by another instance")
+            raise LeaseLost(f"{fence.key} is held by another instance")
         return cast(int, deleted) - 1
     _check_lease(client, fence)
     return int(client.delete(*keys))
 
 
-def _check_lease(client: redis.Redis, fence: str | None) -> None:
-    if fence is not None and client.get(LEADER_KEY) != fence:
-        raise LeaseLost("the lease is held by another instance")
+def _check_lease(client: redis.Redis, fence: Fence | None) -> None:
+    if fence is not None and client.get(fence.key) != fence.value:
+        raise LeaseLost(f"{fence.key} is held by another instance")

@@ -1,5 +1,10 @@
-"""`orca:heartbeat:{instance}`: each running daemon says it is alive every second, with a TTL,
-so `status`, `health` and a standby can answer from Redis alone."""
+"""`orca:heartbeat:{instance}`: each running daemon says it is alive every second, with a TTL.
+
+The live heartbeats are the membership logins are shared over (`daemon.service.ownership`):
+each carries what the others need to agree on an assignment (protocol, budget group, the
+renewals its address may spend and the logins they keep alive), and what `status` and `health`
+show. A heartbeat without a protocol is an older daemon's: protocol 1, the single leader lease.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,10 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from daemon.constants import HEARTBEAT_KEY_PREFIX, HEARTBEAT_TTL_S
-from daemon.store.client import get_many, scan_batches
+from daemon.constants import HEARTBEAT_KEY_PREFIX, HEARTBEAT_TTL_S, INSTANCES_KEY
+from daemon.store.client import get_many, pipeline
+
+LEGACY_PROTOCOL = 1
 
 
 @dataclass(frozen=True)
@@ -18,8 +25,19 @@ class Heartbeat:
     pid: int
     started_at: str | None
     at: float  # epoch seconds when written
-    logins: int
-    leader: bool
+    logins: int  # configured
+    owned: int = 0  # logins whose lease it holds
+    protocol: int = LEGACY_PROTOCOL
+    standby: bool = False  # takes no logins (another protocol runs, or ORCA_STANDBY)
+    group: str = ""
+    address: str | None = None  # TRADOVATE_LOCAL_ADDRESS
+    renew_usable: int = 0  # renewals an hour its group may spend (configured, not what is left)
+    keeps_alive: int = 0  # logins its group keeps alive by renewal
+
+    @property
+    def leader(self) -> bool:
+        """Refreshes tokens now (SPEC's `orca_leader`)."""
+        return self.owned > 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -30,14 +48,26 @@ class Heartbeat:
             value = json.loads(raw) if isinstance(raw, str) else None
             if not isinstance(value, dict):
                 return None
-            started_at = value.get("started_at")
+            started_at, address = value.get("started_at"), value.get("address")
+            owned = value.get("owned")
             return cls(
                 instance=str(value["instance"]),
                 pid=int(value["pid"]),
                 started_at=started_at if isinstance(started_at, str) else None,
                 at=float(value.get("at", 0.0)),
                 logins=int(value.get("logins", 0)),
-                leader=value.get("leader") is True,
+                # A protocol-1 daemon said only whether it led: then it owned every login.
+                owned=int(owned)
+                if owned is not None
+                else int(value.get("logins", 0))
+                if value.get("leader") is True
+                else 0,
+                protocol=int(value.get("protocol", LEGACY_PROTOCOL)),
+                standby=value.get("standby") is True,
+                group=str(value.get("group", "")),
+                address=address if isinstance(address, str) else None,
+                renew_usable=int(value.get("renew_usable", 0)),
+                keeps_alive=int(value.get("keeps_alive", 0)),
             )
         except (ValueError, KeyError, TypeError, OverflowError):
             return None
@@ -48,12 +78,26 @@ def heartbeat_key(instance: str) -> str:
 
 
 def write_heartbeat(client: redis.Redis, beat: Heartbeat) -> None:
-    client.set(heartbeat_key(beat.instance), beat.to_json(), ex=HEARTBEAT_TTL_S)
+    pipe = pipeline(client, transaction=False)
+    pipe.set(heartbeat_key(beat.instance), beat.to_json(), ex=HEARTBEAT_TTL_S)
+    pipe.sadd(INSTANCES_KEY, beat.instance)
+    pipe.execute()
+
+
+def remove_heartbeat(client: redis.Redis, instance: str) -> None:
+    pipe = pipeline(client, transaction=False)
+    pipe.delete(heartbeat_key(instance))
+    pipe.srem(INSTANCES_KEY, instance)
+    pipe.execute()
 
 
 def live_instances(client: redis.Redis) -> list[Heartbeat]:
-    """Every instance whose heartbeat has not expired, leader first."""
-    beats: list[Heartbeat] = []
-    for chunk in scan_batches(client, HEARTBEAT_KEY_PREFIX + "*"):
-        beats += [b for b in map(Heartbeat.parse, get_many(client, chunk)) if b is not None]
-    return sorted(beats, key=lambda b: (not b.leader, b.instance))
+    """Every instance whose heartbeat has not expired, those refreshing first (two round
+    trips, whatever else Redis holds); the set's members whose heartbeat expired are pruned."""
+    members = sorted(str(m) for m in client.smembers(INSTANCES_KEY))
+    beats = [Heartbeat.parse(raw) for raw in get_many(client, [heartbeat_key(m) for m in members])]
+    dead = [member for member, beat in zip(members, beats, strict=True) if beat is None]
+    if dead:
+        client.srem(INSTANCES_KEY, *dead)
+    live = [beat for beat in beats if beat is not None]
+    return sorted(live, key=lambda b: (not b.leader, b.instance))

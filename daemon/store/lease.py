@@ -1,16 +1,15 @@
-"""The refresh lease: any number of daemons may share one Redis, exactly one refreshes.
+"""Per-login leases: `orca:lease:{login}` names the one instance that refreshes that login.
 
-A redis-py Lock on `orca:leader` whose value is a fencing value unique to this holding (instance
-id plus a random part, new at every acquisition; compared for equality, so a Redis that comes
-back empty cannot hand an old value out again). Every token write is fenced with it
-(`daemon.store.fence`). The holder renews it every probe, well within its TTL, and keeps its own
-deadline: from the moment it sent its last successful renewal, it counts the TTL less a margin,
-and once that has passed it stops logging in, renewing and writing without waiting for Redis to
-say so. A paused or cut-off leader therefore gives up before the lease could pass to another.
+Its value is a fencing value unique to this holding (instance id plus a random part, new at every
+acquisition; compared for equality, so a Redis that comes back empty cannot hand an old value out
+again). Every write of the login's keys is fenced with it (`daemon.store.fence`). The holder
+renews all its leases in one round trip every probe, well within their TTL, and keeps a deadline
+of its own: from the moment it sent its last successful renewal it counts the TTL less a margin,
+and once that has passed it stops logging in, renewing and writing that login without waiting for
+Redis to say so. A paused or cut-off owner therefore gives up before the lease could pass on.
 
-A standby takes a free lease only after seeing it free on several probes in a row: when Redis
-restarts empty the lease vanishes with everything else, and the leader, which re-takes it on its
-very next probe, must win, because it holds the tokens to restore.
+Which logins an instance should hold is decided elsewhere (`daemon.service.ownership`); this
+module only takes, renews and lets go.
 """
 
 from __future__ import annotations
@@ -18,24 +17,60 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import redis
 import structlog
-from redis.exceptions import LockError
-from redis.lock import Lock
 
-from daemon.constants import (
-    LEADER_KEY,
-    LEASE_DEADLINE_MARGIN_S,
-    LEASE_FREE_PROBES_BEFORE_TAKEOVER,
-    LEASE_TTL_S,
-)
+from daemon.constants import LEASE_DEADLINE_MARGIN_S, LEASE_KEY_PREFIX, LEASE_TTL_S
+from daemon.store.client import is_cluster, pipeline, read_all
 
 log = structlog.get_logger("daemon.lease")
 
+# 1 renewed; 0 another instance holds it; -1 gone (Redis restarted empty or lost it).
+_RENEW = """
+local value = redis.call('GET', KEYS[1])
+if value == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if value then return 0 end
+return -1
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
-class Lease:
+
+@dataclass(frozen=True)
+class Fence:
+    """A write of a login's keys lands only while `key` (its lease) holds `value`."""
+
+    key: str
+    value: str
+
+
+def lease_key(login: str) -> str:
+    return f"{LEASE_KEY_PREFIX}{login}"
+
+
+def holder_of(value: object) -> str | None:
+    """The instance id in a lease's value (`{instance}:{random}`)."""
+    return value.rsplit(":", 1)[0] if isinstance(value, str) and ":" in value else None
+
+
+def holders(client: redis.Redis, logins: list[str]) -> dict[str, str | None]:
+    """Each login's owner now (None: nobody holds it), in one round trip."""
+    if not logins:
+        return {}
+    pipe = pipeline(client, transaction=False)
+    for login in logins:
+        pipe.get(lease_key(login))
+    return {login: holder_of(v) for login, v in zip(logins, read_all(pipe), strict=True)}
+
+
+class LoginLeases:
+    """The leases this instance holds, with a local deadline for each."""
+
     def __init__(
         self,
         client: redis.Redis,
@@ -46,69 +81,96 @@ class Lease:
     ) -> None:
         self.instance = instance
         self.ttl_s = ttl_s
-        self.held = False
-        self.fence: str | None = None  # the value of orca:leader while this instance holds it
         self._client = client
-        self._lock = Lock(client, LEADER_KEY, timeout=ttl_s, thread_local=False)
         self._monotonic = monotonic
-        self._valid_until = 0.0
-        self._free_probes = 0
-        self._first_probe = True
-        self._mutex = threading.Lock()  # the probe and a stop may both let go
+        self._fences: dict[str, str] = {}
+        self._valid_until: dict[str, float] = {}
+        self._mutex = threading.Lock()  # the probe, a one-off pass and a stop all touch it
 
-    def is_current(self) -> bool:
-        """Held, and certainly still held: no Redis answer needed, so a leader that was paused
-        or cut off knows at once that it may no longer act."""
-        return self.held and self._monotonic() < self._valid_until
-
-    def hold(self) -> bool:
-        """Renew the lease, or try for it. One call per probe; RedisError propagates."""
+    def held(self) -> list[str]:
         with self._mutex:
-            first, self._first_probe = self._first_probe, False
-            sent_at = self._monotonic()
-            if self.held:
-                try:
-                    self._lock.reacquire()
-                except LockError:
-                    # Gone with a Redis restart (take it straight back) or taken by another.
-                    self.held = self._take(sent_at)
-                    if not self.held:
-                        self.fence = None
-                        log.warning("lease.lost", instance=self.instance, leader=self.leader())
-                    return self.held
-                self._valid_until = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
-                return True
-            if self._client.exists(LEADER_KEY):
-                self._free_probes = 0
-                return False
-            self._free_probes += 1
-            # A process that just started has no tokens to lose to a restarted Redis: it may
-            # take a free lease at once, so a lone daemon starts refreshing without waiting.
-            if first or self._free_probes >= LEASE_FREE_PROBES_BEFORE_TAKEOVER:
-                self.held = self._take(sent_at)
-            return self.held
+            return list(self._fences)
 
-    def _take(self, sent_at: float) -> bool:
-        fence = f"{self.instance}:{secrets.token_hex(4)}"
-        if not self._lock.acquire(blocking=False, token=fence):
-            return False
-        self.fence = fence
-        self._valid_until = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
-        log.info("lease.acquired", instance=self.instance, fence=fence)
-        return True
+    def is_current(self, login: str) -> bool:
+        """Held, and certainly still held: no Redis answer needed, so an owner that was paused
+        or cut off knows at once that it may no longer act for this login."""
+        return login in self._fences and self._monotonic() < self._valid_until.get(login, 0.0)
 
-    def leader(self) -> str | None:
-        value = self._client.get(LEADER_KEY)
-        return value if isinstance(value, str) else None
+    def fence(self, login: str) -> Fence | None:
+        value = self._fences.get(login)
+        return Fence(lease_key(login), value) if value is not None else None
 
-    def release(self) -> None:
-        """Let a standby take over at once (a clean stop); best effort."""
+    def take(self, logins: Iterable[str]) -> list[str]:
+        """SET NX each free lease, in one round trip; the logins taken."""
+        wanted = [login for login in logins if login not in self._fences]
+        if not wanted:
+            return []
+        fences = {login: f"{self.instance}:{secrets.token_hex(4)}" for login in wanted}
+        sent_at = self._monotonic()
+        pipe = pipeline(self._client, transaction=False)
+        for login, fence in fences.items():
+            pipe.set(lease_key(login), fence, nx=True, px=int(self.ttl_s * 1000))
+        taken = [login for login, ok in zip(wanted, read_all(pipe), strict=True) if ok is True]
         with self._mutex:
-            if not self.held:
-                return
-            self.held, self.fence, self._valid_until = False, None, 0.0
-            try:
-                self._lock.release()
-            except (LockError, redis.RedisError):
-                return
-        log.info("lease.released", instance=self.instance)
+            for login in taken:
+                self._fences[login] = fences[login]
+                self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
+        if taken:
+            log.info("lease.acquired", instance=self.instance, logins=taken)
+        return taken
+
+    def renew(self) -> list[str]:
+        """Renew every lease held, in one round trip; a lease Redis lost (a restart, a FLUSHALL)
+        is taken straight back, because this instance holds the token to restore. Returns the
+        logins lost to another instance. RedisError propagates (nothing is dropped: the local
+        deadlines run out on their own)."""
+        with self._mutex:
+            fences = dict(self._fences)
+        if not fences:
+            return []
+        sent_at = self._monotonic()
+        ttl_ms = int(self.ttl_s * 1000)
+        results = self._each(_RENEW, [(lease_key(n), [v, ttl_ms]) for n, v in fences.items()])
+        gone = [login for login, result in zip(fences, results, strict=True) if result == -1]
+        lost = [
+            login for login, result in zip(fences, results, strict=True) if result not in (1, -1)
+        ]
+        with self._mutex:
+            for login, result in zip(fences, results, strict=True):
+                if result == 1 and self._fences.get(login) == fences[login]:
+                    self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
+                elif result != 1:
+                    self._forget(login)
+        retaken = self.take(gone) if gone else []
+        lost += [login for login in gone if login not in retaken]
+        if lost:
+            log.warning("lease.lost", instance=self.instance, logins=lost)
+        return lost
+
+    def release(self, logins: Iterable[str]) -> None:
+        """Let go (a handover, a clean stop): only leases still this holding's; best effort."""
+        with self._mutex:
+            fences = {n: self._fences[n] for n in logins if n in self._fences}
+            for login in fences:
+                self._forget(login)
+        if not fences:
+            return
+        try:
+            self._each(_RELEASE, [(lease_key(n), [v]) for n, v in fences.items()])
+        except redis.RedisError:
+            return  # they lapse within the TTL
+        log.info("lease.released", instance=self.instance, logins=list(fences))
+
+    def _forget(self, login: str) -> None:
+        self._fences.pop(login, None)
+        self._valid_until.pop(login, None)
+
+    def _each(self, script: str, calls: list[tuple[str, list[str | int]]]) -> list[object]:
+        """One single-key script per lease: pipelined on one server, one call each on a Cluster
+        (its pipelines do not route scripts)."""
+        if is_cluster(self._client):
+            return [self._client.eval(script, 1, key, *args) for key, args in calls]
+        pipe = pipeline(self._client, transaction=False)
+        for key, args in calls:
+            pipe.eval(script, 1, key, *args)
+        return read_all(pipe)

@@ -1,9 +1,12 @@
 """Refresh requests through Redis: `orca-tokens tokens refresh` and trading programs that saw a
-401 ask the daemon holding the lease; it answers each request under its own key.
+401 ask the running daemons; the owner of the login answers each request under its own key.
 
-A request is JSON `{id, login, probe}` on the list `orca:refresh:requests`: `login` null means
-every login; `probe` true (a reader's 401) asks the daemon to check the token with Tradovate
-first and to spend a renewal or a login only when it is refused.
+A request is JSON `{id, login, probe}` on the list `orca:refresh:requests`, which any instance
+pops: one that does not own the login passes it on to the owner's own list,
+`orca:refresh:requests:{instance}`. `login` null means every login the instance that pops it
+owns (`tokens refresh` without a name asks once per login); `probe` true (a reader's 401) asks
+the daemon to check the token with Tradovate first and to spend a renewal or a login only when
+it is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 import redis
 
 from daemon.constants import (
+    REFRESH_INSTANCE_REQUESTS_KEY_PREFIX,
     REFRESH_REQUEST_TTL_S,
     REFRESH_REQUESTS_KEY,
     REFRESH_RESULT_KEY_PREFIX,
@@ -47,22 +51,33 @@ class RefreshRequest:
 
 
 def push_request(client: redis.Redis, login: str | None, *, probe: bool = False) -> str:
-    """Queue a request for the leader; returns its id (its answer lands under it)."""
+    """Queue a request for the running daemons; returns its id (its answer lands under it)."""
     request = RefreshRequest(secrets.token_hex(8), login, probe)
-    pipe = pipeline(client, transaction=True)
-    pipe.rpush(REFRESH_REQUESTS_KEY, json.dumps(request.__dict__))
-    pipe.expire(REFRESH_REQUESTS_KEY, REFRESH_REQUEST_TTL_S)
-    pipe.execute()
+    _push(client, REFRESH_REQUESTS_KEY, request)
     return request.id
 
 
-def take_requests(client: redis.Redis, most: int) -> Iterator[RefreshRequest | None]:
-    """Pop up to `most` requests (None for one that cannot be read)."""
-    for _ in range(most):
-        raw = client.lpop(REFRESH_REQUESTS_KEY)
-        if raw is None:
-            return
-        yield RefreshRequest.parse(raw)
+def forward(client: redis.Redis, instance: str, request: RefreshRequest) -> None:
+    """Pass a request on to the instance that owns its login."""
+    _push(client, f"{REFRESH_INSTANCE_REQUESTS_KEY_PREFIX}{instance}", request)
+
+
+def _push(client: redis.Redis, key: str, request: RefreshRequest) -> None:
+    pipe = pipeline(client, transaction=True)
+    pipe.rpush(key, json.dumps(request.__dict__))
+    pipe.expire(key, REFRESH_REQUEST_TTL_S)
+    pipe.execute()
+
+
+def take_requests(client: redis.Redis, instance: str, most: int) -> Iterator[RefreshRequest | None]:
+    """Pop up to `most` requests, those passed on to `instance` first (None for one that
+    cannot be read)."""
+    for key in (f"{REFRESH_INSTANCE_REQUESTS_KEY_PREFIX}{instance}", REFRESH_REQUESTS_KEY):
+        for _ in range(most):
+            raw = client.lpop(key)
+            if raw is None:
+                break
+            yield RefreshRequest.parse(raw)
 
 
 def answer(client: redis.Redis, request_id: str, outcomes: dict[str, str]) -> None:
@@ -72,9 +87,9 @@ def answer(client: redis.Redis, request_id: str, outcomes: dict[str, str]) -> No
 
 
 def await_answer(client: redis.Redis, request_id: str, timeout_s: float) -> dict[str, str] | None:
-    """The leader's answer {login: outcome}, or None when none came within `timeout_s`."""
+    """The owner's answer {login: outcome}, or None when none came within `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         raw = client.get(f"{REFRESH_RESULT_KEY_PREFIX}{request_id}")
         if isinstance(raw, str):
             try:
@@ -82,5 +97,6 @@ def await_answer(client: redis.Redis, request_id: str, timeout_s: float) -> dict
             except ValueError:
                 return None
             return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+        if time.monotonic() >= deadline:
+            return None
         time.sleep(ANSWER_POLL_S)
-    return None

@@ -17,6 +17,7 @@ from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
 from daemon.store.client import get_many, read_all, scan_batches
 from daemon.store.fence import fenced_set
+from daemon.store.lease import Fence
 from daemon.token_format import parse_expiration_time
 
 
@@ -96,9 +97,9 @@ def status_item(status: LoginStatus, ttl_s: int) -> tuple[str, str, int]:
 
 
 def write_status(
-    client: redis.Redis, status: LoginStatus, ttl_s: int, *, fence: str | None = None
+    client: redis.Redis, status: LoginStatus, ttl_s: int, *, fence: Fence | None = None
 ) -> None:
-    """SET orca:status:{login}, fenced by the lease when `fence` is given."""
+    """SET orca:status:{login}, fenced by the login's lease when `fence` is given."""
     fenced_set(client, fence, [status_item(status, ttl_s)])
 
 

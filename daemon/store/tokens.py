@@ -24,6 +24,7 @@ from daemon.logs import fingerprint
 from daemon.outcomes import TokenState
 from daemon.store.client import get_redis_client, read_all, scan_batches
 from daemon.store.fence import fenced_set
+from daemon.store.lease import Fence
 from daemon.store.requests import push_request
 from daemon.store.status import (
     LoginStatus,
@@ -129,10 +130,10 @@ def write_login_tokens(
     now: float,
     max_ttl_s: int,
     status: LoginStatus | None = None,
-    fence: str | None = None,
+    fence: Fence | None = None,
 ) -> int:
     """Write token:/mdtoken: for the login and its accounts, and its status, in one round trip,
-    all or nothing; with `fence`, only while it is the lease's value (`daemon.store.fence`).
+    all or nothing; with `fence`, only while the login's lease holds it (`daemon.store.fence`).
 
     Returns the TTL written. Raises InvalidTokenError (writing nothing) for a malformed or
     expired token or one with too little life left for a key, LeaseLost when fenced out;

@@ -1,6 +1,7 @@
 """`orca-tokens status`: one row per login, from Redis alone: what its token is worth (the one
 definition of valid), when it expires and is next refreshed, the last outcome and its error,
-its accounts, and which instance owns it with how fresh that instance's heartbeat is."""
+its accounts, and which instance owns it (holds its lease) with how fresh that instance's
+heartbeat is; then each live instance with its address, budget group, budget and logins owned."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import redis
 from daemon.outcomes import LoginState, TokenState
 from daemon.store.budget import read_capacities
 from daemon.store.heartbeat import Heartbeat, live_instances
+from daemon.store.lease import holders
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import login_tokens
+from daemon.views.table import table
 
 EXIT_ALL_VALID = 0
 EXIT_NOT_ALL_VALID = 1
@@ -67,9 +70,9 @@ class StatusReport:
         if not self.instances:
             return words + "; no daemon is running (no live heartbeat in Redis)"
         leaders = [b for b in self.instances if b.leader]
-        leader = f"{leaders[0].instance} refreshing" if leaders else "no instance refreshing"
+        leader = f"{len(leaders)} refreshing" if leaders else "no instance refreshing"
         budgets = "".join(f"; {_capacity_words(c)}" for c in self.capacities)
-        return f"{words}; {leader}, {len(self.instances)} instance(s) alive{budgets}"
+        return f"{words}; {len(self.instances)} instance(s) alive, {leader}{budgets}"
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -111,11 +114,13 @@ def status_report(
     statuses = read_statuses(client, names)
     found = login_tokens(client, names, now)
     instances = live_instances(client)
+    owners = holders(client, names)
     beats = {beat.instance: beat for beat in instances}
     rows = []
     for name, status in zip(names, statuses, strict=True):
         recorded = status or LoginStatus(name)
-        beat = beats.get(recorded.instance or "")
+        owner = owners[name]
+        beat = beats.get(owner or "")
         rows.append(
             LoginRow(
                 login=name,
@@ -126,7 +131,7 @@ def status_report(
                 last_outcome=recorded.last_outcome,
                 last_error=recorded.last_error,
                 accounts=len(recorded.accounts),
-                owner=recorded.instance,
+                owner=owner,
                 heartbeat_age_s=round(now - beat.at, 1) if beat else None,
                 when_budget_short=recorded.when_budget_short,
             )
@@ -154,7 +159,23 @@ def render_status(report: StatusReport) -> str:
         "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
         for r in (headers, *rows)
     ]
-    return "\n".join([*lines, "", report.summary()])
+    return "\n".join([*lines, "", *_instance_lines(report), report.summary()])
+
+
+def _instance_lines(report: StatusReport) -> list[str]:
+    headers = ("INSTANCE", "ADDRESS", "GROUP", "BUDGET", "OWNS", "STATE")
+    rows = [
+        (
+            beat.instance,
+            beat.address or "default",
+            beat.group,
+            f"{beat.renew_usable}/h, keeps {beat.keeps_alive}",
+            str(beat.owned),
+            "standby" if beat.standby else f"protocol {beat.protocol}",
+        )
+        for beat in report.instances
+    ]
+    return [table(rows, headers), ""] if rows else []
 
 
 def _when(text: str | None, now: float) -> str:
@@ -181,7 +202,7 @@ def _last(row: LoginRow) -> str:
 
 def _owner(row: LoginRow) -> str:
     if row.owner is None:
-        return "-"
+        return "- (no lease)"
     if row.heartbeat_age_s is None:
         return f"{row.owner} (no heartbeat)"
     return f"{row.owner} ({row.heartbeat_age_s:.0f} s ago)"

@@ -1,0 +1,128 @@
+"""Sharing the logins among the live instances: each probe, which leases to take and to let go.
+
+Every instance writes its heartbeat, renews the leases it holds, reads the live heartbeats and
+computes the same assignment (`daemon.refresh.assignment`). Logins move only once the membership
+has looked the same for MEMBERSHIP_SETTLED_PROBES probes in a row: an instance whose heartbeat
+blinked (Redis restarted empty, a slow probe) does not shuffle every login, and an instance that
+just started alone takes everything at once. A login changes hands through its lease: the old
+owner lets go when no refresh of it is running, the new one takes the free lease and adopts the
+token from Redis; a killed owner's leases lapse on their own (LEASE_TTL_S), its heartbeat soon
+after (HEARTBEAT_TTL_S).
+
+Instances speak a protocol (PROTOCOL_VERSION in heartbeats). One that meets a live instance of
+another protocol that started before it stands by and takes nothing: during a rolling upgrade
+the instances already running keep every login, and no login is ever refreshed under two rules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+import structlog
+
+from daemon.constants import LEGACY_LEADER_KEY, MEMBERSHIP_SETTLED_PROBES, PROTOCOL_VERSION
+from daemon.refresh.assignment import Member, assign
+from daemon.store.heartbeat import Heartbeat, live_instances, write_heartbeat
+from daemon.store.lease import LoginLeases
+
+log = structlog.get_logger("daemon.ownership")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a probe found: leases taken (adopt, then refresh), lost to another instance (stop
+    at once), and assigned elsewhere (let go once no refresh of the login is running)."""
+
+    taken: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    to_release: list[str] = field(default_factory=list)
+
+
+def members_of(beats: Sequence[Heartbeat]) -> list[Member]:
+    """The instances logins are shared over, each with its share of its group's budget."""
+    per_group = Counter(beat.group for beat in beats)
+    return [
+        Member(
+            beat.instance,
+            weight=beat.renew_usable / per_group[beat.group],
+            capacity=beat.keeps_alive // per_group[beat.group],
+        )
+        for beat in beats
+    ]
+
+
+def standby_reason(me: Heartbeat, beats: Sequence[Heartbeat], legacy_leader: bool) -> str | None:
+    """Why this instance must not take logins now, or None."""
+    if legacy_leader:
+        return f"a protocol-1 daemon holds {LEGACY_LEADER_KEY}"
+    for beat in beats:
+        earlier = (beat.started_at or "", beat.instance) < (me.started_at or "", me.instance)
+        if beat.protocol != me.protocol and earlier:
+            return f"{beat.instance} speaks protocol {beat.protocol}, this one {me.protocol}"
+    return None
+
+
+class Ownership:
+    def __init__(
+        self,
+        client: redis.Redis,
+        instance: str,
+        logins: Sequence[str],
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.instance = instance
+        self.logins = list(logins)
+        self.leases = LoginLeases(client, instance, monotonic=monotonic)
+        self.standby: str | None = None  # why it stands by
+        self.settled = False  # it has decided once which logins are its own
+        self.members: list[Heartbeat] = []
+        self._client = client
+        self._view: tuple[tuple[str, float, int], ...] | None = None
+        self._settled_probes = 0
+        self._first_probe = True
+
+    def probe(self, me: Heartbeat) -> Plan:
+        """One probe: heartbeat, renewals and what to take or let go. RedisError propagates."""
+        write_heartbeat(self._client, me)
+        lost = self.leases.renew()
+        beats = live_instances(self._client)
+        legacy = bool(self._client.exists(LEGACY_LEADER_KEY))
+        first, self._first_probe = self._first_probe, False
+        self.members = beats
+        reason = standby_reason(me, beats, legacy)
+        if reason != self.standby:
+            if reason:
+                log.warning("cluster.protocol_mismatch", instance=self.instance, reason=reason)
+            else:
+                log.info("cluster.sharing", instance=self.instance, protocol=PROTOCOL_VERSION)
+            self.standby = reason
+        if reason:
+            self._view, self._settled_probes = None, 0
+            return Plan(lost=lost, to_release=self.leases.held())
+        sharing = [b for b in beats if b.protocol == me.protocol and not b.standby]
+        if me.instance not in {b.instance for b in sharing}:
+            sharing.append(me)  # its own heartbeat was just written; a read may miss it
+        members = members_of(sharing)
+        view = tuple(sorted((m.instance, m.weight, m.capacity) for m in members))
+        if view != self._view:
+            self._view, self._settled_probes = view, 0
+        self._settled_probes += 1
+        alone = len(members) == 1
+        if self._settled_probes < MEMBERSHIP_SETTLED_PROBES and not (first and alone):
+            return Plan(lost=lost)
+        self.settled = True
+        mine = {
+            login for login, owner in assign(self.logins, members).items() if owner == me.instance
+        }
+        held = set(self.leases.held())
+        taken = self.leases.take(sorted(mine - held))
+        return Plan(taken=taken, lost=lost, to_release=sorted(held - mine))
+
+    def take_all(self) -> list[str]:
+        """A one-off pass (`run --once`): every free lease; the logins another holds stay its."""
+        return self.leases.take(self.logins)
