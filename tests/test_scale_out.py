@@ -1,0 +1,108 @@
+"""Scale out, with real processes: three instances on three loopback addresses share 24 logins,
+the simulator enforcing each address's budgets. Each login is refreshed by exactly one; one
+instance killed with SIGKILL costs no session and no invalid token; it rejoins and takes about a
+third back, again at no cost."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from daemon.sim.environment import wait_for
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate, numbered_desk
+from tests.helpers import DaemonProcess, Spawned, daemon_env
+from tools.chaos import TokenSampler, all_live, all_names, busiest_pid, owner_pids
+from tools.chaos import shared_as_assigned as settled
+
+TOKEN_LIFETIME_S = 40.0  # a 30 s budget window on the simulator's time-scale
+LOGINS = 24
+
+
+def renewed_by(processes: list[DaemonProcess], since: dict[int, int]) -> dict[str, set[int]]:
+    """login -> the pids that renewed it in their log lines after `since[pid]`."""
+    seen: dict[str, set[int]] = defaultdict(set)
+    for process in processes:
+        pid = process.process.pid
+        for line in process.lines[since.get(pid, 0) :]:
+            if '"outcome": "renew"' in line and '"token.refreshed"' in line:
+                seen[line.split('"login": "')[1].split('"')[0]].add(pid)
+    return seen
+
+
+@pytest.mark.timeout(180)
+def test_three_instances_share_24_logins_and_lose_one_at_no_cost(
+    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+) -> None:
+    with FakeTradovate(numbered_desk(LOGINS, 1), token_lifetime_s=TOKEN_LIFETIME_S) as fake:
+        names, logins = all_names(fake), list(fake.users)
+        client = redis_server.client()
+
+        def instance(address: int) -> DaemonProcess:
+            env = daemon_env(
+                fake,
+                redis_server.url,
+                TRADOVATE_LOCAL_ADDRESS=f"127.0.0.{address}",
+                ORCA_BUDGET_GROUP=f"address-{address}",
+                ORCA_AUTH_RATE_LIMIT="1000",
+            )
+            return processes.start(env, cwd=str(tmp_path))
+
+        first = instance(1)
+        wait_for(lambda: all_live(client, names, fake), what="every token live")
+        members = [first, instance(2), instance(3)]
+        wait_for(lambda: settled(client, logins, 3), timeout=20, what="three sharing")
+        owned = defaultdict(int)
+        for pid in owner_pids(client, logins).values():
+            assert pid is not None
+            owned[pid] += 1
+        assert sorted(owned) == sorted(m.process.pid for m in members)
+        assert all(3 <= n <= 15 for n in owned.values()), owned
+
+        sampler = TokenSampler(redis_server.client, names, fake.is_live).start()
+        # A token lifetime: every login is renewed once, each by its owner alone.
+        mark = {m.process.pid: len(m.lines) for m in members}
+        owners = owner_pids(client, logins)
+        wait_for(
+            lambda: set(renewed_by(members, mark)) == set(logins),
+            timeout=TOKEN_LIFETIME_S + 10,
+            what="every login renewed",
+        )
+        renewers = renewed_by(members, mark)
+        assert {login: renewers[login] for login in logins} == {
+            login: {owners[login]} for login in logins
+        }
+
+        victim = next(m for m in members if m.process.pid == busiest_pid(client, logins))
+        survivors = {m.process.pid for m in members if m is not victim}
+        victim.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_for(
+            lambda: set(owner_pids(client, logins).values()) == survivors,
+            timeout=30,
+            what="the killed instance's logins owned again",
+        )
+        taken_over_s = time.monotonic() - killed_at
+        assert taken_over_s < 30
+        wait_for(lambda: settled(client, logins, 2), timeout=10, what="two sharing")
+
+        before = owner_pids(client, logins)
+        rejoined = instance(members.index(victim) + 1)  # back on its own address
+        wait_for(lambda: settled(client, logins, 3), timeout=20, what="the rejoin settled")
+        after = owner_pids(client, logins)
+        moved = {login for login in logins if before[login] != after[login]}
+        to_rejoined = {login for login in moved if after[login] == rejoined.process.pid}
+        assert 3 <= len(to_rejoined) <= 13, len(to_rejoined)  # about a third of 24
+        # Between the survivors only what a full member had to place elsewhere moves back.
+        assert len(moved - to_rejoined) <= 2
+        wait_for(lambda: all_live(client, names, fake), what="every token live")
+        samples = sampler.stop()
+
+    assert samples.taken > 100
+    assert (samples.stale, samples.missing, samples.unreadable) == (0, 0, 0)
+    assert set(fake.seen.sessions_opened.values()) == {1}  # one session per login, ever
+    assert sum(fake.seen.penalties.values()) == 0
