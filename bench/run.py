@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from bench.scale_out import bench_capacity, bench_handover
 from daemon import cache, price, tokens
 from daemon.config import load_settings
 from daemon.constants import DEFAULT_REFRESH_CONCURRENCY, PRICE_TTL_S
@@ -398,6 +399,8 @@ def main() -> int:
             bench_price_writes,
             bench_cache_stats,
             bench_footprint,
+            lambda server: bench_capacity(server, report, workdir),
+            lambda _: bench_handover(report, workdir),
         )
         chosen = [int(n) for n in sys.argv[1:]] or range(1, len(benches) + 1)  # e.g. `1 3`
         for number in chosen:

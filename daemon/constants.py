@@ -24,7 +24,7 @@ REFRESH_RESULT_KEY_PREFIX: Final = "orca:refresh:result:"  # ... and reads its a
 REFRESH_REQUEST_TTL_S: Final = 60
 BUDGET_KEY_PREFIX: Final = "orca:budget:"  # {group}:{endpoint}: spends in the rolling window
 
-# Standby instances and Redis loss.
+# Sharing the logins, and Redis loss.
 REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew and take leases
 LEASE_TTL_S: Final = 5  # the owner renews every probe: five chances before it lapses
 LEASE_DEADLINE_MARGIN_S: Final = 1.0  # the holder stops acting this long before the TTL runs out

@@ -181,66 +181,14 @@ def cli(
     return with_env
 
 
-def _cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) is free too."""
-    import socket
-
-    from daemon.sim.redis_server import free_port
-
-    for _ in range(100):
-        port = free_port()
-        if port + 10_000 > 65_535:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 10_000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a cluster node")
-
-
 @pytest.fixture
 def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
-    """Three redis-server primaries joined into a Redis Cluster with redis-cli --cluster."""
-    import subprocess
-    import time
+    """Three redis-server primaries joined into a Redis Cluster."""
+    from daemon.sim.redis_server import redis_cluster
 
     _require_redis_server()
-    nodes = []
-    try:
-        for n in range(3):
-            workdir = tmp_path / f"node{n}"
-            workdir.mkdir()
-            node = RedisServer(
-                workdir=workdir,
-                extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
-            )
-            node.port = _cluster_port()
-            nodes.append(node.start())
-        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-        subprocess.run(
-            [
-                "redis-cli",
-                "--cluster",
-                "create",
-                *addresses,
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
-        deadline = time.monotonic() + 20
-        while not all(n.client().cluster("INFO").get("cluster_state") == "ok" for n in nodes):
-            assert time.monotonic() < deadline, "the cluster did not come up"
-            time.sleep(0.1)
+    with redis_cluster(tmp_path) as nodes:
         yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
 
 
 @pytest.fixture

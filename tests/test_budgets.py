@@ -191,3 +191,15 @@ def test_when_renewals_run_short_the_earliest_expiry_asks_first() -> None:
     assert delays[by_expiry[0]] == pytest.approx(60, abs=1)
     assert delays[by_expiry[1]] - delays[by_expiry[0]] == pytest.approx(2.0)
     assert delays[by_expiry[2]] - delays[by_expiry[1]] == pytest.approx(2.0)
+
+
+def test_with_more_logins_than_renewals_the_same_ones_stay_alive() -> None:
+    """30 logins, renewals for about 15: earliest expiry first would let every login lapse in
+    turn; a login that lapsed yields to the unbroken ones, so about 15 keep one session."""
+    clock = FakeClock()
+    refresher, fake = build(30, clock)
+    with tradovate_routes(fake):
+        simulate(refresher, clock, 5, lambda: None)
+    kept = [name for name in refresher.states if fake.seen.sessions_opened[name] == 1]
+    assert len(kept) >= 12, len(kept)
+    assert sum(fake.seen.penalties.values()) == 0

@@ -56,7 +56,7 @@ def test_three_instances_share_24_logins_and_lose_one_at_no_cost(
         wait_for(lambda: all_live(client, names, fake), what="every token live")
         members = [first, instance(2), instance(3)]
         wait_for(lambda: settled(client, logins, 3), timeout=20, what="three sharing")
-        owned = defaultdict(int)
+        owned: dict[int, int] = defaultdict(int)
         for pid in owner_pids(client, logins).values():
             assert pid is not None
             owned[pid] += 1

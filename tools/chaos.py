@@ -28,6 +28,7 @@ from daemon.service.ownership import members_of
 from daemon.sim.environment import daemon_environment, seconds_until
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import ACCOUNTS_PATH, RECOVERABLE_FAULTS, RENEW_PATH, FakeTradovate
+from daemon.store.client import get_many
 from daemon.store.heartbeat import live_instances
 from daemon.store.lease import holders
 
@@ -89,7 +90,7 @@ class TokenSampler:
         client = self._connect()
         while not self._stop.wait(self._every_s):
             try:
-                values = client.mget(self._keys)
+                values = get_many(client, self._keys)
             except redis.RedisError:
                 self.samples.unreadable += 1
                 continue
@@ -111,7 +112,7 @@ def all_names(fake: FakeTradovate) -> list[str]:
 
 def all_live(client: redis.Redis, names: Sequence[str], fake: FakeTradovate) -> bool:
     try:
-        values = client.mget([f"{TOKEN_KEY_PREFIX}{name}" for name in names])
+        values = get_many(client, [f"{TOKEN_KEY_PREFIX}{name}" for name in names])
     except redis.RedisError:
         return False
     return all(isinstance(v, str) and fake.is_live(v) for v in values)

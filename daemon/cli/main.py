@@ -328,7 +328,7 @@ def cmd_tokens_delete(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Ask the running daemon (the lease holder) through Redis; refresh here when none runs."""
+    """Ask the running daemons (each login's owner) through Redis; refresh here when none runs."""
     settings, client = _client(env)
     names = [login.name for login in settings.logins]
     # After a 401 a program names the account it traded on; the daemon finds its login.

@@ -73,7 +73,7 @@ def iso(timestamp: float | None) -> str | None:
 
 
 NOT_LEADER_RETRY_S = 1.0
-BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot
+BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot (real hour)
 
 
 SANE_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -286,6 +286,8 @@ class Refresher:
             return Outcome.KEPT
         if action is Action.RENEW and self._renew(state, now):
             return Outcome.RENEW
+        if state.grant is not None and state.grant.expires_at <= now:
+            state.lapsed = True
         if state.auth_slot_at is None:
             state.auth_slot_at = now + self.pacer.reserve()
         if state.auth_slot_at > now:
@@ -334,7 +336,8 @@ class Refresher:
             self._budget_short(state, now, spend.wait_s)
             # When a slot frees, the login whose token dies first asks first: each waiting
             # login is staggered by how many due ones expire before it.
-            wait_s = spend.wait_s + BUDGET_STAGGER_S * self._earlier_due(state, now)
+            stagger_s = BUDGET_STAGGER_S * self.settings.budget_window_s / BUDGET_WINDOW_S
+            wait_s = spend.wait_s + stagger_s * self._earlier_due(state, now)
             raise _AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
         try:
             self._hold(state, self.tradovate.renew(grant.access_token))
@@ -352,16 +355,19 @@ class Refresher:
         return False
 
     def _earlier_due(self, state: LoginProgress, now: float) -> int:
-        """How many other logins held here are due for renewal and expire before this one."""
+        """How many other logins held here are due for renewal and ask before this one: the
+        earliest expiry first, except that a login whose token already lapsed for want of a
+        renewal yields to every one still unbroken. With more logins than the budget renews,
+        the same ones stay alive instead of every login lapsing in turn."""
         assert state.grant is not None
-        expires_at = state.grant.expires_at
+        rank = (state.lapsed, state.grant.expires_at)
         return sum(
             1
             for other in self.states.values()
             if other is not state
             and other.grant is not None
             and other.renew_at <= now
-            and other.grant.expires_at < expires_at
+            and (other.lapsed, other.grant.expires_at) < rank
         )
 
     def _budget_short(self, state: LoginProgress, now: float, wait_s: float) -> None:

@@ -67,7 +67,7 @@ CAPACITY_HINT = (
     "on another address with its own ORCA_BUDGET_GROUP (README, Scale out), or mark API-only "
     'logins when_budget_short = "relogin"'
 )
-SHUTDOWN_LEAVING_S = 2.5  # of the stop budget, kept for handing the lease over and closing sinks
+SHUTDOWN_LEAVING_S = 2.5  # of the stop budget, kept for handing the leases over and closing sinks
 REDIS_DOWN_REPEAT_S = 60.0  # `redis.down` again, with down_for_s, while Redis stays down
 
 

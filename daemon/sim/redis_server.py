@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -157,6 +159,52 @@ class RedisServer:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+@contextmanager
+def redis_cluster(workdir: Path, nodes: int = 3) -> Iterator[list[RedisServer]]:
+    """`nodes` redis-server primaries joined into a Redis Cluster with redis-cli --cluster."""
+    servers: list[RedisServer] = []
+    try:
+        for n in range(nodes):
+            (workdir / f"node{n}").mkdir(parents=True, exist_ok=True)
+            node = RedisServer(
+                workdir=workdir / f"node{n}",
+                extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            )
+            node.port = _cluster_port()
+            servers.append(node.start())
+        addresses = [f"127.0.0.1:{node.port}" for node in servers]
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 20
+        while not all(n.client().cluster("INFO").get("cluster_state") == "ok" for n in servers):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the Redis Cluster did not come up")
+            time.sleep(0.1)
+        yield servers
+    finally:
+        for node in servers:
+            node.stop()
 
 
 class FakeRedisServer:
