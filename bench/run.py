@@ -167,8 +167,8 @@ def bench_refresh(server: RedisServer) -> None:
         f"{LATENCY_S * 1000:.0f} ms = {ideal:.2f} s; one after another: {sequential:.2f} s "
         f"({sequential / wall:.1f}x slower)",
         "within 1.5x of ideal; 3 round trips per login (a failed-login slot taken and settled "
-        "in the address budget, one fenced write) and a fixed few per pass (the lease, the "
-        "adoption pass, loading two scripts)",
+        "in the address budget, one fenced write) and a fixed few per pass (the logins' "
+        "leases, the adoption pass, loading two scripts)",
         wall <= 1.5 * ideal and trips / LOGINS < 3.1,
     )
 

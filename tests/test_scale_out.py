@@ -15,6 +15,7 @@ import pytest
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, numbered_desk
+from daemon.store.heartbeat import live_instances
 from tests.helpers import DaemonProcess, Spawned, daemon_env
 from tools.chaos import TokenSampler, all_live, all_names, busiest_pid, owner_pids
 from tools.chaos import shared_as_assigned as settled
@@ -106,3 +107,27 @@ def test_three_instances_share_24_logins_and_lose_one_at_no_cost(
     assert (samples.stale, samples.missing, samples.unreadable) == (0, 0, 0)
     assert set(fake.seen.sessions_opened.values()) == {1}  # one session per login, ever
     assert sum(fake.seen.penalties.values()) == 0
+
+
+@pytest.mark.timeout(60)
+def test_a_daemon_of_the_old_protocol_keeps_a_new_one_standing_by_until_it_is_gone(
+    served_tradovate: FakeTradovate, redis_server: RedisServer, tmp_path: Path, processes: Spawned
+) -> None:
+    """A rolling upgrade: while a protocol-1 daemon holds `orca:leader`, the new one takes no
+    login and calls Tradovate never; once the old one is gone, the new one takes every login."""
+    client = redis_server.client()
+    client.set("orca:leader", "old-host:1:aaaa:bbbbbbbb")  # the old daemon, renewing it
+    daemon = processes.start(daemon_env(served_tradovate, redis_server.url), cwd=str(tmp_path))
+    said = daemon.event("cluster.protocol_mismatch")
+    assert said["reason"] == "a protocol-1 daemon holds orca:leader"
+    first = wait_for(lambda: [b for b in live_instances(client) if b.standby], what="standby")
+    wait_for(  # three more probes, each heartbeat saying it stands by
+        lambda: [b for b in live_instances(client) if b.standby and b.at >= first[0].at + 3],
+        what="probes standing by",
+    )
+    assert "logins.taken" not in [e["event"] for e in daemon.events()]
+    assert served_tradovate.seen.received == 0
+    client.delete("orca:leader")  # the old daemon stopped
+    daemon.event("cluster.sharing")
+    names = all_names(served_tradovate)
+    wait_for(lambda: all_live(client, names, served_tradovate), what="every token live")

@@ -148,7 +148,7 @@ class Refresher:
         lifetimes = [s.grant.lifetime_s for s in self.states.values() if s.grant is not None]
         capacity = RenewalCapacity(
             len(self.states) if logins is None else logins,
-            self.policy.renewal_period_s(min(lifetimes, default=ASSUMED_TOKEN_LIFETIME_S)),
+            self.policy.renewal_period_s(min(lifetimes, default=self._assumed_lifetime_s())),
             self.settings.budget_window_s,
             self.budget.usable(RENEW),
         )
@@ -170,10 +170,13 @@ class Refresher:
         configuration alone (tokens assumed to live 80 minutes of a one-hour window): what other
         instances weigh this one by when they share the logins."""
         window_s = self.settings.budget_window_s
-        lifetime_s = ASSUMED_TOKEN_LIFETIME_S * window_s / BUDGET_WINDOW_S
         usable = self.budget.usable(RENEW)
-        period_s = self.policy.renewal_period_s(lifetime_s)
+        period_s = self.policy.renewal_period_s(self._assumed_lifetime_s())
         return usable, RenewalCapacity(0, period_s, window_s, usable).keeps_alive
+
+    def _assumed_lifetime_s(self) -> float:
+        """80 minutes of Tradovate's hour, on the budget window's time-scale."""
+        return ASSUMED_TOKEN_LIFETIME_S * self.settings.budget_window_s / BUDGET_WINDOW_S
 
     def adopt_from_redis(self, names: list[str] | None = None) -> int:
         """Take over tokens already in Redis (a restart, a previous owner) so that the first
