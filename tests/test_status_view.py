@@ -6,10 +6,15 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import fakeredis
+
 from daemon.config import password_variable
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
+from daemon.store.heartbeat import Heartbeat, write_heartbeat
+from daemon.store.lease import LoginLeases
+from daemon.views.status import render_status, status_report
 from tests.helpers import Run, Spawned, daemon_env
 
 
@@ -88,3 +93,34 @@ def test_status_watch_redraws_until_interrupted(
     assert any("\x1b[2J" in line for line in watch.stdout)  # the screen is cleared each time
     watch.signal(signal.SIGINT)
     assert watch.wait(timeout=10) in (0, 1)
+
+
+def test_status_shows_each_logins_owner_and_each_instances_address_and_budget() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    for n, logins in ((1, ["APEX_1"]), (2, ["APEX_2"])):
+        instance = f"host:{n}:aaaa"
+        LoginLeases(client, instance).take(logins)
+        write_heartbeat(
+            client,
+            Heartbeat(
+                instance,
+                n,
+                None,
+                0.0,
+                3,
+                owned=1,
+                protocol=2,
+                group=f"address-{n}",
+                address=f"127.0.0.{n}",
+                renew_usable=14,
+                keeps_alive=15,
+            ),
+        )
+    report = status_report(client, ["APEX_1", "APEX_2", "APEX_3"], now=0.0)
+    assert [row.owner for row in report.logins] == ["host:1:aaaa", "host:2:aaaa", None]
+    text = render_status(report)
+    assert "host:2:aaaa (0 s ago)" in text
+    assert "- (no lease)" in text
+    assert "host:1:aaaa  127.0.0.1  address-1  14/h, keeps 15  1     protocol 2" in text
+    assert "2 instance(s) alive, 2 refreshing" in text
+    assert report.as_dict()["instances"][1]["address"] == "127.0.0.2"
