@@ -8,7 +8,7 @@ from daemon.constants import LEGACY_LEADER_KEY, MEMBERSHIP_SETTLED_PROBES, PROTO
 from daemon.refresh.assignment import assign
 from daemon.service.ownership import Ownership, members_of
 from daemon.sim.redis_server import RedisServer
-from daemon.store.heartbeat import Heartbeat, write_heartbeat
+from daemon.store.heartbeat import Heartbeat, logins_digest, write_heartbeat
 from daemon.store.lease import holders
 
 LOGINS = [f"EVAL_{n:02d}" for n in range(24)]
@@ -25,6 +25,7 @@ def beat(
         "group": instance,  # an address each
         "renew_usable": 14,
         "keeps_alive": 15,
+        "logins_digest": logins_digest(LOGINS),
         **fields,
     }
     return Heartbeat(instance, started_at=started_at, **values)  # type: ignore[arg-type]
@@ -88,3 +89,20 @@ def test_a_protocol_1_leader_makes_every_new_instance_stand_by(redis_server: Red
     assert plan.taken == []
     assert plan.to_release == LOGINS[:2]
     assert ownership.standby == f"a protocol-1 daemon holds {LEGACY_LEADER_KEY}"
+
+
+def test_instances_configured_with_other_logins_do_not_share_and_lose_no_login(
+    redis_server: RedisServer,
+) -> None:
+    """A typo in one host's accounts file: it is left out of the assignment (and leaves the
+    others out of its own), so no login is assigned to an instance that does not know it."""
+    client = redis_server.client()
+    a = Ownership(client, "a", LOGINS)
+    typo = Ownership(client, "typo", [*LOGINS[:-1], "EVAL_TYPO"])
+    typo_beat = beat("typo", logins_digest=logins_digest(typo.logins))
+    probe_apply(a, beat("a"))
+    for _ in range(MEMBERSHIP_SETTLED_PROBES + 1):
+        probe_apply(typo, typo_beat)
+        probe_apply(a, beat("a"))
+    assert sorted(a.leases.held()) == LOGINS  # nothing handed to an instance that lacks one
+    assert typo.leases.held() == ["EVAL_TYPO"]  # its own extra login, served

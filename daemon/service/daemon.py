@@ -47,7 +47,7 @@ from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.client import build_client, disconnect, get_redis_client
 from daemon.store.health import RedisHealth
-from daemon.store.heartbeat import Heartbeat, remove_heartbeat
+from daemon.store.heartbeat import Heartbeat, logins_digest, remove_heartbeat
 from daemon.store.lease import holders
 from daemon.store.requests import RefreshRequest, answer, forward, take_requests
 from daemon.store.status import read_statuses, statuses_by_name
@@ -120,6 +120,7 @@ class Daemon:
         self.ownership = Ownership(
             self._lease_client, self.instance, [login.name for login in settings.logins]
         )
+        self._logins_digest = logins_digest(self.ownership.logins)
         # Housekeeping (probe, leases, reconcile) has threads of its own: refreshes stuck on a
         # slow Tradovate must never keep an owner from renewing its leases.
         self.scheduler = BackgroundScheduler(
@@ -540,6 +541,7 @@ class Daemon:
             address=self.settings.tradovate.local_address,
             renew_usable=usable,
             keeps_alive=keeps_alive,
+            logins_digest=self._logins_digest,
         )
 
     def _leave_redis(self) -> None:

@@ -9,6 +9,11 @@ owner lets go when no refresh of it is running, the new one takes the free lease
 token from Redis; a killed owner's leases lapse on their own (LEASE_TTL_S), its heartbeat soon
 after (HEARTBEAT_TTL_S).
 
+Only instances configured with the same logins share them: one whose list differs (a typo in
+one host's accounts file, a rollout half done) is left out of the others' assignment and leaves
+them out of its own, so no login is assigned to an instance that does not know it; each serves
+its own list and the leases keep one owner per login (`cluster.logins_differ`, said once).
+
 Instances speak a protocol (PROTOCOL_VERSION in heartbeats). One that meets a live instance of
 another protocol that started before it stands by and takes nothing: during a rolling upgrade
 the instances already running keep every login, and no login is ever refreshed under two rules.
@@ -85,6 +90,7 @@ class Ownership:
         self._view: tuple[tuple[str, float, int], ...] | None = None
         self._settled_probes = 0
         self._first_probe = True
+        self._differing_said: set[str] = set()
 
     def probe(self, me: Heartbeat) -> Plan:
         """One probe: heartbeat, renewals and what to take or let go. RedisError propagates."""
@@ -105,6 +111,17 @@ class Ownership:
             self._view, self._settled_probes = None, 0
             return Plan(lost=lost, to_release=self.leases.held())
         sharing = [b for b in beats if b.protocol == me.protocol and not b.standby]
+        differing = {b.instance for b in sharing if b.logins_digest != me.logins_digest}
+        if differing - self._differing_said:
+            log.warning(
+                "cluster.logins_differ",
+                instance=self.instance,
+                others=sorted(differing),
+                hint="every instance sharing a Redis needs the same logins: compare their "
+                "ORCA_ACCOUNTS_FILE / ORCA_ACCOUNTS; until then they do not share",
+            )
+        self._differing_said = differing
+        sharing = [b for b in sharing if b.instance not in differing]
         if me.instance not in {b.instance for b in sharing}:
             sharing.append(me)  # its own heartbeat was just written; a read may miss it
         members = members_of(sharing)

@@ -8,7 +8,9 @@ show. A heartbeat without a protocol is an older daemon's: protocol 1, the singl
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import redis
@@ -33,6 +35,7 @@ class Heartbeat:
     address: str | None = None  # TRADOVATE_LOCAL_ADDRESS
     renew_usable: int = 0  # renewals an hour its group may spend (configured, not what is left)
     keeps_alive: int = 0  # logins its group keeps alive by renewal
+    logins_digest: str = ""  # of the configured login names: only equal lists are shared
 
     @property
     def leader(self) -> bool:
@@ -68,9 +71,14 @@ class Heartbeat:
                 address=address if isinstance(address, str) else None,
                 renew_usable=int(value.get("renew_usable", 0)),
                 keeps_alive=int(value.get("keeps_alive", 0)),
+                logins_digest=str(value.get("logins_digest", "")),
             )
         except (ValueError, KeyError, TypeError, OverflowError):
             return None
+
+
+def logins_digest(logins: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(logins)).encode()).hexdigest()[:12]
 
 
 def heartbeat_key(instance: str) -> str:
