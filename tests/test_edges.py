@@ -83,15 +83,16 @@ def test_stop_within_the_budget_while_redis_is_sigstopped(
     assert (down["reason"], down["hint"].startswith("no answer in time")) == ("timeout", True)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
     redis_server: RedisServer, tmp_path: Path, processes: Spawned
 ) -> None:
     """SIGSTOP an owner past its leases and heartbeat; the other instance takes its logins and
     renews them; SIGCONT it, its renewals overdue by then: it learns its leases are lost before
     any Tradovate call or write, takes back a share only through free leases, adopting what
-    Redis holds, and every login still has one session."""
-    with FakeTradovate(token_lifetime_s=20) as fake:
+    Redis holds, and every login still has one session. (Tokens live 60 s: the takeover's
+    10 s must fit in the 11 s a token has left when its renewal falls due.)"""
+    with FakeTradovate(token_lifetime_s=60) as fake:
         env = daemon_env(fake, redis_server.url)
         names, logins = all_names(fake), list(fake.users)
         client = redis_server.client()
@@ -101,6 +102,9 @@ def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
         wait_for(lambda: shared_as_assigned(client, logins, 2), what="shared")
         old = first if busiest_pid(client, logins) == first.process.pid else second
         new = second if old is first else first
+        olds = {
+            login for login, pid in owner_pids(client, logins).items() if pid == old.process.pid
+        }
         old.signal(signal.SIGSTOP)
         paused_lines = len(old.lines)
         try:
@@ -110,12 +114,9 @@ def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
                 what="takeover",
             )
             wait_for(
-                lambda: (
-                    {e["login"] for e in new.events() if e.get("outcome") == "renew"}
-                    == set(fake.users)
-                ),
-                timeout=30,
-                what="the other instance renewing every login (the paused one's now overdue)",
+                lambda: olds & {e["login"] for e in new.events() if e.get("outcome") == "renew"},
+                timeout=60,
+                what="the other instance renewing a paused one's login (its renewal now overdue)",
             )
         finally:
             old.signal(signal.SIGCONT)
