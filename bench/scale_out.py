@@ -170,7 +170,7 @@ def bench_capacity(server: RedisServer, report: Callable[..., None], workdir: Pa
     report(
         f"6. scale out: {LOGINS} logins, budgets enforced per address, tokens live "
         f"{CAPACITY_TOKEN_S:.0f} s (the hour is {CAPACITY_TOKEN_S * 3600 / 4800:.0f} s), "
-        f"{CAPACITY_LIFETIMES:.0f} lifetimes",
+        f"{CAPACITY_LIFETIMES:g} lifetimes",
         "\n    ".join(rows),
         "15 logins per address: 14 renewals an hour (a reserve of 1 under Tradovate's 15), "
         "each token renewed about every 65 minutes; a login beyond that lapses and logs in "

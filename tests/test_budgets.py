@@ -194,8 +194,8 @@ def test_when_renewals_run_short_the_earliest_expiry_asks_first() -> None:
 
 
 def test_with_more_logins_than_renewals_the_same_ones_stay_alive() -> None:
-    """30 logins, renewals for about 15: earliest expiry first would let every login lapse in
-    turn; a login that lapsed yields to the unbroken ones, so about 15 keep one session."""
+    """30 logins, renewals for about 15: the renewals go to the same logins, which keep their
+    one session for 5 hours, rather than to every login in turn."""
     clock = FakeClock()
     refresher, fake = build(30, clock)
     with tradovate_routes(fake):

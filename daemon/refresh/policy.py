@@ -55,7 +55,6 @@ class LoginProgress:
     written_names: tuple[str, ...] = ()  # the names its last write covered
     session_unused: bool = False  # a login was sent and nothing usable came of it yet
     budget_warned_for: str | None = None  # the token `budget.short` was said for
-    lapsed: bool = False  # its token ran out waiting for a renewal: it yields to the rest
     not_before: float = 0.0  # a rejected password's back-off, kept across restarts
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 

@@ -289,8 +289,6 @@ class Refresher:
             return Outcome.KEPT
         if action is Action.RENEW and self._renew(state, now):
             return Outcome.RENEW
-        if state.grant is not None and state.grant.expires_at <= now:
-            state.lapsed = True
         if state.auth_slot_at is None:
             state.auth_slot_at = now + self.pacer.reserve()
         if state.auth_slot_at > now:
@@ -358,19 +356,16 @@ class Refresher:
         return False
 
     def _earlier_due(self, state: LoginProgress, now: float) -> int:
-        """How many other logins held here are due for renewal and ask before this one: the
-        earliest expiry first, except that a login whose token already lapsed for want of a
-        renewal yields to every one still unbroken. With more logins than the budget renews,
-        the same ones stay alive instead of every login lapsing in turn."""
+        """How many other logins held here are due for renewal and expire before this one."""
         assert state.grant is not None
-        rank = (state.lapsed, state.grant.expires_at)
+        expires_at = state.grant.expires_at
         return sum(
             1
             for other in self.states.values()
             if other is not state
             and other.grant is not None
             and other.renew_at <= now
-            and (other.lapsed, other.grant.expires_at) < rank
+            and other.grant.expires_at < expires_at
         )
 
     def _budget_short(self, state: LoginProgress, now: float, wait_s: float) -> None:
