@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,7 +108,9 @@ def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
             login for login, pid in owner_pids(client, logins).items() if pid == old.process.pid
         }
         old.signal(signal.SIGSTOP)
-        paused_lines = len(old.lines)
+        # Judged by the log's own timestamps: lines written before the pause may still be on
+        # their way through the pipe.
+        paused_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")  # as the log writes it
         try:
             wait_for(
                 lambda: set(owner_pids(client, logins).values()) == {new.process.pid},
@@ -120,17 +124,19 @@ def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
             )
         finally:
             old.signal(signal.SIGCONT)
-        wait_for(lambda: "lease.lost" in [json.loads(x)["event"] for x in old.lines[paused_lines:]])
+
+        def after_resume() -> list[dict[str, Any]]:
+            return [e for e in old.events() if e["timestamp"] > paused_at]
+
+        wait_for(lambda: "lease.lost" in [e["event"] for e in after_resume()])
         wait_for(lambda: shared_as_assigned(client, logins, 2), what="shared again")
         wait_for(lambda: all_live(client, names, fake), what="every key live after the resume")
-        after_resume = [json.loads(line) for line in old.lines[paused_lines:]]
-        events = [e["event"] for e in after_resume]
+        resumed = after_resume()
+        events = [e["event"] for e in resumed]
         if "logins.taken" in events:  # the assignment may give it none of 4 logins
             assert events.index("lease.lost") < events.index("logins.taken")
-        retaken = {
-            login for e in after_resume if e["event"] == "logins.taken" for login in e["logins"]
-        }
-        written = {e["login"] for e in after_resume if e["event"] == "token.refreshed"}
+        retaken = {login for e in resumed if e["event"] == "logins.taken" for login in e["logins"]}
+        written = {e["login"] for e in resumed if e["event"] == "token.refreshed"}
         assert written <= retaken  # nothing written for a login it no longer held
         if "token.refreshed" in events:
             assert events.index("logins.taken") < events.index("token.refreshed")

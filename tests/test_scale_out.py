@@ -97,7 +97,8 @@ def test_three_instances_share_24_logins_and_lose_one_at_no_cost(
         after = owner_pids(client, logins)
         moved = {login for login in logins if before[login] != after[login]}
         to_rejoined = {login for login in moved if after[login] == rejoined.process.pid}
-        assert 3 <= len(to_rejoined) <= 13, len(to_rejoined)  # about a third of 24
+        # About a third of 24 (8 on average), never beyond what its budget keeps alive (15).
+        assert 3 <= len(to_rejoined) <= 15, len(to_rejoined)
         # Between the survivors only what a full member had to place elsewhere moves back.
         assert len(moved - to_rejoined) <= 2
         wait_for(lambda: all_live(client, names, fake), what="every token live")
