@@ -133,13 +133,16 @@ def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
         wait_for(lambda: all_live(client, names, fake), what="every key live after the resume")
         resumed = after_resume()
         events = [e["event"] for e in resumed]
-        if "logins.taken" in events:  # the assignment may give it none of 4 logins
-            assert events.index("lease.lost") < events.index("logins.taken")
-        retaken = {login for e in resumed if e["event"] == "logins.taken" for login in e["logins"]}
-        written = {e["login"] for e in resumed if e["event"] == "token.refreshed"}
-        assert written <= retaken  # nothing written for a login it no longer held
-        if "token.refreshed" in events:
-            assert events.index("logins.taken") < events.index("token.refreshed")
+        # A refresh in flight at the pause may still finish its line (its write, fenced, landed
+        # before the pause or not at all: `token.not_written`). Once the loss is known, nothing
+        # is written but for logins taken back through free leases.
+        known = resumed[events.index("lease.lost") + 1 :]
+        taken_back: set[str] = set()
+        for event in known:
+            if event["event"] == "logins.taken":
+                taken_back |= set(event["logins"])
+            elif event["event"] == "token.refreshed":
+                assert event["login"] in taken_back, event
         assert set(fake.seen.sessions_opened.values()) == {1}
 
 

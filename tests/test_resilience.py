@@ -159,9 +159,15 @@ def test_a_killed_instances_logins_are_taken_over_without_a_new_session(
         survivor = second if victim is first else first
         health = survivor.event("daemon.starting")["health"]
         wait_for(lambda: http_get(f"http://{health}/readyz")[0] == 200, what="ready")
-        assert "orca_leader 1.0" in http_get(f"http://{health}/metrics")[1]
-        owned = metric_value(http_get(f"http://{health}/metrics")[1], "orca_logins_owned")
-        assert 1 <= owned <= len(logins) / 2
+        metrics = wait_for(  # set at the end of the probe that took the leases
+            lambda: (
+                (text := http_get(f"http://{health}/metrics")[1])
+                and "orca_leader 1.0" in text
+                and text
+            ),
+            what="orca_leader 1",
+        )
+        assert 1 <= metric_value(metrics, "orca_logins_owned") <= len(logins) / 2
         theirs = [
             login
             for login, pid in owner_pids(client, logins).items()
