@@ -128,10 +128,7 @@ def handover_run(
             victim.send_signal(signal.SIGKILL)
             victim.wait()
             taken = seconds_until(
-                lambda: (
-                    victim_pid not in owner_pids(client, logins).values()
-                    and None not in owner_pids(client, logins).values()
-                ),
+                lambda: not {victim_pid, None} & set(owner_pids(client, logins).values()),
                 60,
             )
             before = owner_pids(client, logins)

@@ -44,7 +44,6 @@ from daemon.store import cache, price, tokens
 from daemon.store.client import get_redis_client, scan_batches, server_info
 from daemon.store.heartbeat import live_instances
 from daemon.store.requests import await_answer, push_request
-from daemon.store.status import read_statuses, statuses_by_name
 from daemon.views.table import table
 
 log = structlog.get_logger("daemon.cli")
@@ -372,10 +371,10 @@ def _refresh_here(env: Mapping[str, str], login: str | None, *, probe: bool) -> 
     daemon = Daemon(_settings(env, credentials=True))
     try:
         if login is not None:
-            owners = statuses_by_name(read_statuses(daemon.redis, list(daemon.refresher.states)))
-            login = owners[login].login if login in owners else login
-            if login not in daemon.refresher.states:
+            resolved = daemon.login_of(login)
+            if resolved is None:
                 raise CommandFailed(f"{login} is neither a configured login nor its account")
+            login = resolved
         attempts = daemon.refresh_once(None if login is None else [login], probe=probe)
     except LeaderRunning as running:
         raise CommandFailed(str(running)) from None

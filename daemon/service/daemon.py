@@ -121,6 +121,7 @@ class Daemon:
             self._lease_client, self.instance, [login.name for login in settings.logins]
         )
         self._logins_digest = logins_digest(self.ownership.logins)
+        self._renew_usable, self._keeps_alive = self.refresher.configured_capacity()
         # Housekeeping (probe, leases, reconcile) has threads of its own: refreshes stuck on a
         # slow Tradovate must never keep an owner from renewing its leases.
         self.scheduler = BackgroundScheduler(
@@ -467,21 +468,21 @@ class Daemon:
             if request is None:
                 log.warning("refresh_request.invalid")
                 continue
-            name = None if request.login is None else self._login_of(request.login)
+            name = None if request.login is None else self.login_of(request.login)
             owner = self.instance if name is None else holders(self._lease_client, [name])[name]
             if owner is not None and owner != self.instance:
                 forward(self._lease_client, owner, request)
                 continue
             self.scheduler.add_job(self._counted(self._requested_refresh), args=[request, name])
 
-    def _login_of(self, asked: str) -> str | None:
-        """The login whose token is written under `asked`: the owner of an account is known
-        here from its account list, or from the login's status in Redis."""
+    def login_of(self, asked: str) -> str | None:
+        """The configured login whose token is written under `asked`: the owner of an account
+        is known here from its account list, or from the login's status in Redis."""
         name = self.refresher.login_of(asked)
         if name is None:
             found = statuses_by_name(read_statuses(self.redis, list(self.refresher.states)))
             name = found[asked].login if asked in found else None
-        return name
+        return name if name in self.refresher.states else None
 
     def _requested_refresh(self, request: RefreshRequest, login: str | None) -> None:
         """A named login (or, for a request naming none, every login this instance owns)."""
@@ -527,7 +528,6 @@ class Daemon:
             )
 
     def _heartbeat(self) -> Heartbeat:
-        usable, keeps_alive = self.refresher.configured_capacity()
         return Heartbeat(
             instance=self.instance,
             pid=os.getpid(),
@@ -539,8 +539,8 @@ class Daemon:
             standby=self.ownership.standby is not None,
             group=self.settings.budget_group,
             address=self.settings.tradovate.local_address,
-            renew_usable=usable,
-            keeps_alive=keeps_alive,
+            renew_usable=self._renew_usable,
+            keeps_alive=self._keeps_alive,
             logins_digest=self._logins_digest,
         )
 

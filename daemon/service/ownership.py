@@ -85,7 +85,6 @@ class Ownership:
         self.leases = LoginLeases(client, instance, monotonic=monotonic)
         self.standby: str | None = None  # why it stands by
         self.settled = False  # it has decided once which logins are its own
-        self.members: list[Heartbeat] = []
         self._client = client
         self._view: tuple[tuple[str, float, int], ...] | None = None
         self._settled_probes = 0
@@ -99,7 +98,6 @@ class Ownership:
         beats = live_instances(self._client)
         legacy = bool(self._client.exists(LEGACY_LEADER_KEY))
         first, self._first_probe = self._first_probe, False
-        self.members = beats
         reason = standby_reason(me, beats, legacy)
         if reason != self.standby:
             if reason:
@@ -139,7 +137,3 @@ class Ownership:
         held = set(self.leases.held())
         taken = self.leases.take(sorted(mine - held))
         return Plan(taken=taken, lost=lost, to_release=sorted(held - mine))
-
-    def take_all(self) -> list[str]:
-        """A one-off pass (`run --once`): every free lease; the logins another holds stay its."""
-        return self.leases.take(self.logins)
