@@ -16,26 +16,36 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from daemon.constants import (
-    DEFAULT_CAPTCHA_PARK_S,
-    DEFAULT_REFRESH_CONCURRENCY,
-    DEFAULT_TOKEN_PROBE_INTERVAL_S,
-    DEFAULT_TOKEN_TTL_S,
     TRADOVATE_BASE_URLS,
-    TRADOVATE_TIMEOUT_S,
 )
 from daemon.registry import setting
+from daemon.values import SAFE_NAME
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus names it
 LOGIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
 LOG_FORMATS = ("auto", "json", "console")
-WHEN_BUDGET_SHORT = ("wait", "relogin")
+WHEN_BUDGET_SHORT = ("wait", "relogin")  # the first is the default
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+def _registered(name: str) -> Any:
+    """A setting's default, from the registry: the one place a default is written."""
+    return setting(name).default
+
+
+def host_and_port(text: str) -> tuple[str, int] | None:
+    """`host:port` (`[v6]:port` too) as a pair, or None when it is not one."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65_535:
+        return None
+    return (host, int(port_text))
 
 
 class Secret:
@@ -75,23 +85,23 @@ class Login:
     password: Secret | None = None  # None when settings were read without credentials
     # When the address's renewal budget runs out: "wait" (keep the token until it expires,
     # never open a session to save it) or "relogin" (an API-only login: log in instead).
-    when_budget_short: str = "wait"
+    when_budget_short: str = WHEN_BUDGET_SHORT[0]
 
 
 @dataclass(frozen=True)
 class RedisSettings:
     url: Secret | None = None  # may carry a password, so it is a secret as a whole
-    host: str = "localhost"
-    port: int = 6379
-    db: int = 0
+    host: str = _registered("REDIS_HOST")
+    port: int = _registered("REDIS_PORT")
+    db: int = _registered("REDIS_DB")
     username: str | None = None
     password: Secret | None = None
-    ssl: bool = False
+    ssl: bool = _registered("REDIS_SSL")
     ssl_ca_certs: str | None = None
-    ssl_cert_reqs: Literal["required", "none"] = "required"
-    max_connections: int = 10
-    socket_connect_timeout_s: float = 5.0
-    cluster: bool = False  # Redis Cluster (Azure Premium clustering)
+    ssl_cert_reqs: Literal["required", "none"] = _registered("REDIS_SSL_CERT_REQS")
+    max_connections: int = _registered("REDIS_MAX_CONNECTIONS")
+    socket_connect_timeout_s: float = _registered("REDIS_SOCKET_CONNECT_TIMEOUT")
+    cluster: bool = _registered("REDIS_CLUSTER")  # Redis Cluster (Azure Premium clustering)
 
     def target(self) -> str:
         """Where Redis is, for logs: no password, ever."""
@@ -113,14 +123,14 @@ class RedisSettings:
 
 @dataclass(frozen=True)
 class TradovateSettings:
-    env: Literal["demo", "live"] = "demo"
-    base_url: str = TRADOVATE_BASE_URLS["demo"]
+    env: Literal["demo", "live"] = _registered("TRADOVATE_ENV")
+    base_url: str = TRADOVATE_BASE_URLS[_registered("TRADOVATE_ENV")]
     app_id: str = ""
-    app_version: str = "1.0"
+    app_version: str = _registered("TRADOVATE_APP_VERSION")
     cid: int = 0
     sec: Secret | None = None
     device_id: str | None = None  # None: derived per login from the machine id
-    timeout_s: float = TRADOVATE_TIMEOUT_S
+    timeout_s: float = _registered("ORCA_TRADOVATE_TIMEOUT")
     local_address: str | None = None  # source address of calls to Tradovate
 
 
@@ -129,24 +139,24 @@ class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     tradovate: TradovateSettings = field(default_factory=TradovateSettings)
     logins: tuple[Login, ...] = ()
-    token_ttl_s: int = DEFAULT_TOKEN_TTL_S
-    refresh_interval_s: int = 3_600
-    token_probe_interval_s: int = DEFAULT_TOKEN_PROBE_INTERVAL_S
-    auth_rate_limit: int = 10
-    refresh_concurrency: int = DEFAULT_REFRESH_CONCURRENCY
-    captcha_park_s: int = DEFAULT_CAPTCHA_PARK_S
-    health_addr: tuple[str, int] | None = ("127.0.0.1", 9108)
+    token_ttl_s: int = _registered("ORCA_TOKEN_TTL")
+    refresh_interval_s: int = _registered("ORCA_REFRESH_INTERVAL")
+    token_probe_interval_s: int = _registered("ORCA_TOKEN_PROBE_INTERVAL")
+    auth_rate_limit: int = _registered("ORCA_AUTH_RATE_LIMIT")
+    refresh_concurrency: int = _registered("ORCA_REFRESH_CONCURRENCY")
+    captcha_park_s: int = _registered("ORCA_CAPTCHA_PARK")
+    health_addr: tuple[str, int] | None = host_and_port(_registered("ORCA_HEALTH_ADDR"))
     alert_webhook_url: Secret | None = None  # webhook URLs embed their own secret
     audit_dsn: Secret | None = None  # PostgreSQL DSN for token history; may hold a password
-    log_format: str = "auto"
-    log_level: str = "info"
+    log_format: str = _registered("ORCA_LOG_FORMAT")
+    log_level: str = _registered("ORCA_LOG_LEVEL")
     log_file: str | None = None  # None: stderr
-    log_max_bytes: int = 10 * 1024 * 1024
-    log_backups: int = 5
-    renew_budget_per_hour: int = 15
-    login_failure_budget_per_hour: int = 5
-    budget_group: str = "default"
-    budget_window_s: int = 3_600
+    log_max_bytes: int = _registered("ORCA_LOG_MAX_BYTES")
+    log_backups: int = _registered("ORCA_LOG_BACKUPS")
+    renew_budget_per_hour: int = _registered("ORCA_RENEW_BUDGET_PER_HOUR")
+    login_failure_budget_per_hour: int = _registered("ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR")
+    budget_group: str = _registered("ORCA_BUDGET_GROUP")
+    budget_window_s: int = _registered("ORCA_BUDGET_WINDOW")
     credential_files: tuple[str, ...] = ()  # the secret files read, for checks of their modes
 
     def secrets(self) -> list[str]:
@@ -253,6 +263,13 @@ class _Reader:
         default = setting(name).default
         value = self.env.get(name, "").strip()
         return value or (str(default) if default is not None else None)
+
+    def string(self, name: str) -> str:
+        """The value, stripped, or the registered default of a setting that has one."""
+        default = setting(name).default
+        if default is None:
+            raise KeyError(f"{name} has no registered default")
+        return self.env.get(name, "").strip() or str(default)
 
     def given(self, name: str) -> str | None:
         """The value as set (stripped), None when unset or empty: no default."""
@@ -406,7 +423,7 @@ def _redis_settings(reader: _Reader) -> RedisSettings:
         reader.problem("REDIS_DB", "Redis Cluster has only database 0")
     return RedisSettings(
         url=url,
-        host=reader.text("REDIS_HOST") or "localhost",
+        host=reader.string("REDIS_HOST"),
         port=reader.integer("REDIS_PORT", low=1, high=65_535),
         db=reader.integer("REDIS_DB", low=0, high=10_000),
         username=reader.text("REDIS_USERNAME"),
@@ -441,7 +458,7 @@ def _tradovate_settings(reader: _Reader, *, credentials: bool) -> TradovateSetti
         env="live" if env == "live" else "demo",
         base_url=base_url.rstrip("/"),
         app_id=app_id,
-        app_version=reader.text("TRADOVATE_APP_VERSION") or "1.0",
+        app_version=reader.string("TRADOVATE_APP_VERSION"),
         cid=cid,
         sec=reader.secret("TRADOVATE_SEC", required=credentials),
         device_id=reader.text("TRADOVATE_DEVICE_ID"),
@@ -484,7 +501,7 @@ def _logins(reader: _Reader, *, credentials: bool) -> tuple[Login, ...]:
             continue
         seen.add(name)
         password = _login_password(reader, name, entry) if credentials else None
-        choice = entry.get("when_budget_short", "wait")
+        choice = entry.get("when_budget_short", WHEN_BUDGET_SHORT[0])
         logins.append(Login(name=name, password=password, when_budget_short=choice))
     if credentials and not logins and not reader.problems:
         reader.problem(source, "lists no logins")
@@ -522,7 +539,7 @@ def _accounts_file_entries(reader: _Reader, path: Path) -> list[tuple[str, dict[
         if len(sources) != 1 or not all(isinstance(v, str) and v for v in sources.values()):
             reader.problem(where, f"{name} needs exactly one of password_env or password_file")
             continue
-        choice = account.get("when_budget_short", "wait")
+        choice = account.get("when_budget_short", WHEN_BUDGET_SHORT[0])
         if choice not in WHEN_BUDGET_SHORT:
             reader.problem(
                 where, f"when_budget_short must be one of {', '.join(WHEN_BUDGET_SHORT)}"
@@ -552,10 +569,10 @@ def _local_address(reader: _Reader) -> str | None:
 
 
 def _budget_group(reader: _Reader) -> str:
-    group = reader.text("ORCA_BUDGET_GROUP") or "default"
-    if not re.match(r"^[A-Za-z0-9_.-]{1,64}$", group):
+    group = reader.string("ORCA_BUDGET_GROUP")
+    if not SAFE_NAME.match(group):
         reader.problem("ORCA_BUDGET_GROUP", f"{group[:40]!r}: letters, digits, _ - . only")
-        return "default"
+        return str(_registered("ORCA_BUDGET_GROUP"))
     return group
 
 
@@ -568,15 +585,10 @@ def _webhook(reader: _Reader) -> Secret | None:
 
 
 def _health_addr(reader: _Reader) -> tuple[str, int] | None:
-    raw = reader.env.get("ORCA_HEALTH_ADDR")
-    if raw is None:
-        return ("127.0.0.1", 9108)
-    raw = raw.strip()
+    raw = reader.env.get("ORCA_HEALTH_ADDR", str(_registered("ORCA_HEALTH_ADDR"))).strip()
     if not raw:
         return None
-    host, sep, port_text = raw.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65_535:
+    address = host_and_port(raw)
+    if address is None:
         reader.problem("ORCA_HEALTH_ADDR", f"{raw!r} is not host:port (empty disables it)")
-        return None
-    return (host, int(port_text))
+    return address

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import redis
 
-from daemon.constants import TOKEN_KEY_PREFIX
 from daemon.refresh.assignment import assign
 from daemon.service.ownership import members_of
 from daemon.sim.environment import daemon_environment, seconds_until
@@ -31,6 +30,7 @@ from daemon.sim.tradovate import ACCOUNTS_PATH, RECOVERABLE_FAULTS, RENEW_PATH, 
 from daemon.store.client import get_many
 from daemon.store.heartbeat import live_instances
 from daemon.store.lease import holders
+from daemon.store.tokens import token_key
 
 CHAOS_TOKEN_LIFETIME_S = 30.0
 SAMPLE_EVERY_S = 0.1
@@ -60,7 +60,7 @@ class TokenSampler:
     ) -> None:
         self.samples = Samples()
         self._connect = connect
-        self._keys = [f"{TOKEN_KEY_PREFIX}{name}" for name in names]
+        self._keys = [token_key(name) for name in names]
         self._is_live = is_live
         self._every_s = every_s
         self._stop = threading.Event()
@@ -112,7 +112,7 @@ def all_names(fake: FakeTradovate) -> list[str]:
 
 def all_live(client: redis.Redis, names: Sequence[str], fake: FakeTradovate) -> bool:
     try:
-        values = get_many(client, [f"{TOKEN_KEY_PREFIX}{name}" for name in names])
+        values = get_many(client, [token_key(name) for name in names])
     except redis.RedisError:
         return False
     return all(isinstance(v, str) and fake.is_live(v) for v in values)

@@ -39,7 +39,7 @@ from daemon.constants import (
     STATUS_KEY_PREFIX,
 )
 from daemon.logs import configure_logging, register_secrets
-from daemon.registry import help_text
+from daemon.registry import help_text, setting
 from daemon.store import cache, price, tokens
 from daemon.store.client import get_redis_client, scan_batches, server_info
 from daemon.store.heartbeat import live_instances
@@ -549,8 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     env = read_environment()
     configure_logging(
-        _lenient(env.get("ORCA_LOG_FORMAT"), LOG_FORMATS, "auto"),
-        _lenient(env.get("ORCA_LOG_LEVEL"), LOG_LEVELS, "info"),
+        _lenient(env.get("ORCA_LOG_FORMAT"), LOG_FORMATS, str(setting("ORCA_LOG_FORMAT").default)),
+        _lenient(env.get("ORCA_LOG_LEVEL"), LOG_LEVELS, str(setting("ORCA_LOG_LEVEL").default)),
     )
     handler: Handler = args.handler
     try:

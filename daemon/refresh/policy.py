@@ -118,7 +118,7 @@ class Policy:
     ) -> None:
         self.refresh_interval_s = refresh_interval_s
         self.probe_interval_s = probe_interval_s
-        self.interval_fits = True  # set from the capacity: see `renewals_needed`
+        self.interval_fits = True  # set from the capacity: see `RenewalCapacity.short`
         self._rng = rng or random.Random()
         self._backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S)
 

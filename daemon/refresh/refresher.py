@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import re
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -23,8 +22,6 @@ from daemon.constants import (
     ASSUMED_TOKEN_LIFETIME_S,
     BUDGET_WINDOW_S,
     LOGIN_FAILURE_SHARE,
-    MD_TOKEN_KEY_PREFIX,
-    TOKEN_KEY_PREFIX,
 )
 from daemon.metrics import Metrics
 from daemon.outcomes import LoginState, Outcome
@@ -39,15 +36,18 @@ from daemon.refresh.policy import (
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
-from daemon.store.client import get_many, read_all
+from daemon.store.client import get_many
 from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.health import RedisHealth
 from daemon.store.lease import Fence
-from daemon.store.status import LoginStatus, status_key, write_status
+from daemon.store.status import LoginStatus, read_statuses, write_status
 from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
     fingerprint,
+    md_token_key,
+    read_token_keys,
+    token_key,
     write_login_tokens,
 )
 from daemon.token_format import parse_expiration_time, token_problem
@@ -62,6 +62,7 @@ from daemon.tradovate import (
     TradovateError,
     TradovateUnavailable,
 )
+from daemon.values import SAFE_NAME
 
 log = structlog.get_logger("daemon.refresh")
 
@@ -74,9 +75,6 @@ def iso(timestamp: float | None) -> str | None:
 
 NOT_LEADER_RETRY_S = 1.0
 BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot (real hour)
-
-
-SANE_ACCOUNT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class _MayNotAct(Exception):
@@ -183,21 +181,19 @@ class Refresher:
         refresh renews them instead of opening new Tradovate sessions. Returns how many."""
         now = self.clock()
         names = list(self.states) if names is None else names
-        pipe = self.redis.pipeline(transaction=False)
-        for name in names:
-            pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
-            pipe.get(f"{MD_TOKEN_KEY_PREFIX}{name}")
-            pipe.get(status_key(name))
-        values = read_all(pipe)
+        keys = read_token_keys(self.redis, names, with_ttl=False)
+        md_tokens = get_many(self.redis, [md_token_key(name) for name in names])
+        statuses = read_statuses(self.redis, names)
         adopted = 0
-        for index, name in enumerate(names):
-            token, md_token, raw_status = values[3 * index : 3 * index + 3]
+        for key, md_token, recorded in zip(keys, md_tokens, statuses, strict=True):
+            name, token = key.name, key.token
             state = self.states[name]
-            recorded = LoginStatus.parse(raw_status)
             self._restore_backoff(state, recorded, now)
             # Only the expiry recorded with this very token counts: nothing is decoded.
-            expiry = recorded.expiry_of(token) if recorded and isinstance(token, str) else None
-            if state.grant is not None or recorded is None or expiry is None or expiry <= now:
+            expiry = recorded.expiry_of(token) if recorded and token is not None else None
+            if state.grant is not None or recorded is None or token is None:
+                continue
+            if expiry is None or expiry <= now:
                 continue
             issued_at = recorded.issued_at_s()
             state.grant = TokenGrant(
@@ -436,7 +432,7 @@ class Refresher:
         with one warning, never written."""
         sane = []
         for name in dict.fromkeys(listed):
-            if SANE_ACCOUNT_NAME.match(name):
+            if SAFE_NAME.match(name):
                 sane.append(name)
             elif self._note(state, f"refused account name {name[:40]!r}"):
                 log.warning("account.name_refused", login=state.name, name=name[:64])
@@ -484,16 +480,15 @@ class Refresher:
         names = self.owned_names(state)
         deleted, error = 0, None
         try:
-            held = get_many(self.redis, [TOKEN_KEY_PREFIX + name for name in names])
-            stale = [name for name, value in zip(names, held, strict=True) if value == dead]
+            stale = [
+                key.name
+                for key in read_token_keys(self.redis, names, with_ttl=False)
+                if key.token == dead
+            ]
             deleted = fenced_delete(
                 self.redis,
                 self.fence(state.name),
-                [
-                    prefix + name
-                    for name in stale
-                    for prefix in (TOKEN_KEY_PREFIX, MD_TOKEN_KEY_PREFIX)
-                ],
+                [key for name in stale for key in (token_key(name), md_token_key(name))],
             )
         except (redis.RedisError, LeaseLost) as failure:
             error = str(failure)
@@ -522,11 +517,11 @@ class Refresher:
         if not held:
             return []
         names = [self.owned_names(state) for state in held]
-        found = iter(get_many(self.redis, [TOKEN_KEY_PREFIX + n for group in names for n in group]))
+        found = iter(read_token_keys(self.redis, [n for g in names for n in g], with_ttl=False))
         restored: list[str] = []
         renamed: list[str] = []
         for state, group in zip(held, names, strict=True):
-            values = [next(found) for _ in group]
+            values = [next(found).token for _ in group]
             assert state.grant is not None
             intact = all(value == state.grant.access_token for value in values)
             # Names change when another login takes or leaves an account: status rewritten.

@@ -3,9 +3,6 @@ it recovers. Sent from a thread of their own, so a webhook that is down never sl
 
 from __future__ import annotations
 
-import contextlib
-import queue
-import threading
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,6 +10,7 @@ import structlog
 
 from daemon.constants import ALERT_QUEUE_SIZE, ALERT_TIMEOUT_S
 from daemon.logs import scrub
+from daemon.sinks.background import BackgroundSink
 
 log = structlog.get_logger("daemon.sinks.alerts")
 
@@ -27,35 +25,29 @@ def payload_for(url: str, text: str) -> dict[str, str]:
     return {"content": text, "text": text}
 
 
-class Alerter:
+class Alerter(BackgroundSink[str]):
     def __init__(self, url: str, *, http: httpx.Client | None = None) -> None:
         self._url = url
         self._http = http or httpx.Client(timeout=ALERT_TIMEOUT_S)
-        self._queue: queue.Queue[str | None] = queue.Queue(maxsize=ALERT_QUEUE_SIZE)
-        self._thread = threading.Thread(target=self._deliver, name="alerts", daemon=True)
-        self._thread.start()
+        super().__init__("alerts", ALERT_QUEUE_SIZE)
 
     def send(self, text: str) -> None:
         """Queue a message; never blocks. The text is scrubbed of secrets first."""
-        try:
-            self._queue.put_nowait(scrub(text))
-        except queue.Full:
+        if not self._queue_item(scrub(text)):
             log.warning("alert.dropped", reason="queue full")
 
     def close(self, timeout: float = 2.0) -> None:
-        """Deliver what is queued, within `timeout`, then stop."""
-        with contextlib.suppress(queue.Full):  # a full queue: the join's timeout still bounds it
-            self._queue.put_nowait(None)
-        self._thread.join(timeout)
-        self._http.close()
+        super().close(timeout)
 
-    def _deliver(self) -> None:
-        while (text := self._queue.get()) is not None:
-            try:
-                response = self._http.post(self._url, json=payload_for(self._url, text))
-                response.raise_for_status()
-            except httpx.HTTPError as error:
-                # The URL carries the webhook's own secret: name the failure, never the URL.
-                log.warning("alert.failed", error=type(error).__name__)
-            else:
-                log.info("alert.sent")
+    def deliver(self, item: str) -> None:
+        try:
+            response = self._http.post(self._url, json=payload_for(self._url, item))
+            response.raise_for_status()
+        except httpx.HTTPError as error:
+            # The URL carries the webhook's own secret: name the failure, never the URL.
+            log.warning("alert.failed", error=type(error).__name__)
+        else:
+            log.info("alert.sent")
+
+    def closed(self) -> None:
+        self._http.close()

@@ -8,8 +8,6 @@ Needs psycopg 3: pip install 'orca-token-daemon[audit]'.
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,10 +16,10 @@ from typing import Any
 import redis
 import structlog
 
-from daemon.constants import AUDIT_QUEUE_SIZE, TOKEN_KEY_PREFIX
-from daemon.store.client import get_many, scan_batches
+from daemon.constants import AUDIT_QUEUE_SIZE
+from daemon.sinks.background import BackgroundSink
 from daemon.store.status import scan_statuses, statuses_by_name
-from daemon.store.tokens import fingerprint
+from daemon.store.tokens import fingerprint, scan_token_keys
 
 log = structlog.get_logger("daemon.sinks.audit")
 
@@ -112,14 +110,13 @@ def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[
     """A record for every token key in Redis that its login's orca:status: describes (login,
     issue, expiry, source and instance as recorded when it was written)."""
     owners = statuses_by_name(scan_statuses(client))
-    for chunk in scan_batches(client, TOKEN_KEY_PREFIX + "*"):
-        for key, token in zip(chunk, get_many(client, chunk), strict=True):
-            name = key[len(TOKEN_KEY_PREFIX) :]
-            owner = owners.get(name)
-            if not isinstance(token, str) or owner is None or owner.expiry_of(token) is None:
+    for keys in scan_token_keys(client):
+        for key in keys:
+            token, owner = key.token, owners.get(key.name)
+            if token is None or owner is None or owner.expiry_of(token) is None:
                 continue  # not a token the daemon wrote: nothing says what it is
             yield TokenRecord(
-                name=name,
+                name=key.name,
                 login=owner.login,
                 fingerprint=fingerprint(token),
                 issued_at=_at(owner.issued_at_s()),
@@ -130,15 +127,14 @@ def records_from_redis(client: redis.Redis, *, include_token: bool) -> Iterator[
             )
 
 
-class AuditRecorder:
+class AuditRecorder(BackgroundSink[list[TokenRecord]]):
     """Records each new token from a thread of its own; never blocks, never raises."""
 
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
-        self._queue: queue.Queue[list[TokenRecord] | None] = queue.Queue(maxsize=AUDIT_QUEUE_SIZE)
         self._up: bool | None = None
-        self._thread = threading.Thread(target=self._drain, name="audit", daemon=True)
-        self._thread.start()
+        self._connection: Any = None  # used on the sink's thread only
+        super().__init__("audit", AUDIT_QUEUE_SIZE)
 
     def record(
         self,
@@ -157,31 +153,25 @@ class AuditRecorder:
             )
             for name in names
         ]
-        try:
-            self._queue.put_nowait(batch)
-        except queue.Full:
+        if not self._queue_item(batch):
             log.warning("audit.dropped", login=login, hint="orca-tokens sync backfills from Redis")
 
     def close(self, timeout: float = 3.0) -> None:
-        try:
-            self._queue.put_nowait(None)
-        except queue.Full:
-            return
-        self._thread.join(timeout)
+        super().close(timeout)
 
-    def _drain(self) -> None:
-        connection: Any = None
-        while (batch := self._queue.get()) is not None:
-            try:
-                connection = connection or connect(self._dsn)
-                write(connection, batch)
-            except Exception as error:  # psycopg's errors, or psycopg missing: never fatal
-                _close_quietly(connection)
-                connection = None
-                self._set_up(False, error)
-                continue
-            self._set_up(True, None)
-        _close_quietly(connection)
+    def deliver(self, item: list[TokenRecord]) -> None:
+        try:
+            self._connection = self._connection or connect(self._dsn)
+            write(self._connection, item)
+        except Exception as error:  # psycopg's errors, or psycopg missing: never fatal
+            _close_quietly(self._connection)
+            self._connection = None
+            self._set_up(False, error)
+            return
+        self._set_up(True, None)
+
+    def finished(self) -> None:
+        _close_quietly(self._connection)
 
     def _set_up(self, up: bool, error: Exception | None) -> None:
         if up == self._up:

@@ -21,6 +21,7 @@ import redis
 
 from daemon.constants import BUDGET_KEY_PREFIX
 from daemon.store.client import get_many, scan_batches
+from daemon.values import json_object
 
 RENEW = "renew"
 LOGIN_FAILURE = "login_failure"
@@ -163,11 +164,5 @@ def read_capacities(client: redis.Redis) -> list[dict[str, Any]]:
     """Every group's published capacity (one per address)."""
     found = []
     for chunk in scan_batches(client, f"{BUDGET_KEY_PREFIX}*:capacity"):
-        for raw in get_many(client, chunk):
-            try:
-                value = json.loads(raw) if isinstance(raw, str) else None
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                found.append(value)
+        found += [v for v in map(json_object, get_many(client, chunk)) if v is not None]
     return sorted(found, key=lambda c: str(c.get("group")))

@@ -20,6 +20,7 @@ import redis
 
 from daemon.constants import HFT_KEY_PREFIX, HFT_TTLS_S
 from daemon.store.client import get_redis_client, scan_batches
+from daemon.values import SAFE_NAME, json_or_none
 
 T = TypeVar("T")
 
@@ -45,13 +46,7 @@ def ttl_for(endpoint: str, ttl_s: int | None = None) -> int:
 
 def get(endpoint: str, *params: object, client: redis.Redis | None = None) -> Any | None:
     """The cached JSON value, or None on a miss (or a value that is not JSON)."""
-    raw = (client or get_redis_client()).get(cache_key(endpoint, *params))
-    if raw is None:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
+    return json_or_none((client or get_redis_client()).get(cache_key(endpoint, *params)))
 
 
 # Named for the call site, cache.set(...); this module never needs the builtin set.
@@ -133,9 +128,6 @@ def stats(*, client: redis.Redis | None = None) -> dict[str, int]:
     return result
 
 
-ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-
 def _glob_escape(text: str) -> str:
     return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
@@ -144,7 +136,7 @@ def clear(endpoint: str | None = None, *, client: redis.Redis | None = None) -> 
     """UNLINK every key of one endpoint, or of the whole cache, in SCAN-sized batches. An
     endpoint is a name, never a pattern: glob characters in it are matched literally."""
     client = client or get_redis_client()
-    if endpoint is not None and not ENDPOINT_NAME.match(endpoint):
+    if endpoint is not None and not SAFE_NAME.match(endpoint):
         raise ValueError(
             f"{endpoint[:40]!r} is not an endpoint name (letters, digits, _ - .); "
             "patterns are not accepted"

@@ -17,6 +17,7 @@ import redis
 
 from daemon.constants import HEARTBEAT_KEY_PREFIX, HEARTBEAT_TTL_S, INSTANCES_KEY
 from daemon.store.client import get_many, pipeline
+from daemon.values import json_object
 
 LEGACY_PROTOCOL = 1
 
@@ -30,7 +31,7 @@ class Heartbeat:
     logins: int  # configured
     owned: int = 0  # logins whose lease it holds
     protocol: int = LEGACY_PROTOCOL
-    standby: bool = False  # takes no logins (another protocol runs, or ORCA_STANDBY)
+    standby: bool = False  # takes no logins (an instance of another protocol runs)
     group: str = ""
     address: str | None = None  # TRADOVATE_LOCAL_ADDRESS
     renew_usable: int = 0  # renewals an hour its group may spend (configured, not what is left)
@@ -48,8 +49,8 @@ class Heartbeat:
     @classmethod
     def parse(cls, raw: object) -> Heartbeat | None:
         try:
-            value = json.loads(raw) if isinstance(raw, str) else None
-            if not isinstance(value, dict):
+            value = json_object(raw)
+            if value is None:
                 return None
             started_at, address = value.get("started_at"), value.get("address")
             owned = value.get("owned")

@@ -23,6 +23,7 @@ from redis.cluster import RedisCluster
 
 from daemon.constants import PRICE_KEY_PREFIX, PRICE_TTL_S
 from daemon.store.client import get_redis_client, is_cluster
+from daemon.values import json_object
 
 log = structlog.get_logger("daemon.store.price")
 
@@ -77,14 +78,7 @@ def store_many(
 
 
 def latest(symbol: str, *, client: redis.Redis | None = None) -> dict[str, Any] | None:
-    raw = (client or get_redis_client()).get(latest_key(symbol))
-    if raw is None:
-        return None
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
+    return json_object((client or get_redis_client()).get(latest_key(symbol)))
 
 
 def stream(
@@ -115,7 +109,7 @@ def stream(
             failures = 0
             while not stop.is_set():
                 message = pubsub.get_message(timeout=poll_s)
-                update = _decode(message["data"]) if message else latest(symbol, client=client)
+                update = json_object(message["data"]) if message else latest(symbol, client=client)
                 if update is not None and _newer(update.get("Timestamp"), last_seen):
                     last_seen = update.get("Timestamp")
                     yield update
@@ -133,11 +127,3 @@ def _newer(timestamp: object, last: object) -> bool:
     if isinstance(timestamp, numbers) and isinstance(last, numbers):
         return timestamp > last
     return timestamp != last
-
-
-def _decode(data: object) -> dict[str, Any] | None:
-    try:
-        value = json.loads(data) if isinstance(data, str | bytes) else None
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

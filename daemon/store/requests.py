@@ -26,6 +26,7 @@ from daemon.constants import (
     REFRESH_RESULT_KEY_PREFIX,
 )
 from daemon.store.client import pipeline
+from daemon.values import json_object
 
 ANSWER_POLL_S = 0.2
 
@@ -38,11 +39,8 @@ class RefreshRequest:
 
     @classmethod
     def parse(cls, raw: object) -> RefreshRequest | None:
-        try:
-            value = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            return None
-        if not isinstance(value, dict) or not isinstance(value.get("id"), str):
+        value = json_object(raw)
+        if value is None or not isinstance(value.get("id"), str):
             return None
         login = value.get("login")
         return cls(
@@ -92,11 +90,8 @@ def await_answer(client: redis.Redis, request_id: str, timeout_s: float) -> dict
     while True:
         raw = client.get(f"{REFRESH_RESULT_KEY_PREFIX}{request_id}")
         if isinstance(raw, str):
-            try:
-                value = json.loads(raw)
-            except ValueError:
-                return None
-            return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+            value = json_object(raw)
+            return None if value is None else {str(k): str(v) for k, v in value.items()}
         if time.monotonic() >= deadline:
             return None
         time.sleep(ANSWER_POLL_S)

@@ -19,6 +19,7 @@ from daemon.store.client import get_many, read_all, scan_batches
 from daemon.store.fence import fenced_set
 from daemon.store.lease import Fence
 from daemon.token_format import parse_expiration_time
+from daemon.values import json_object
 
 
 def status_key(login: str) -> str:
@@ -56,11 +57,8 @@ class LoginStatus:
     def parse(cls, raw: object) -> LoginStatus | None:
         """A status as written by `to_json`; None when missing or unreadable. Unknown fields
         (a newer writer) are ignored, wrong types read as absent."""
-        try:
-            value = json.loads(raw) if isinstance(raw, str | bytes) else None
-        except ValueError:
-            return None
-        if not isinstance(value, dict) or not isinstance(value.get("login"), str):
+        value = json_object(raw)
+        if value is None or not isinstance(value.get("login"), str):
             return None
         return cls(
             login=value["login"],

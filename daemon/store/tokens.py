@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -28,9 +28,9 @@ from daemon.store.lease import Fence
 from daemon.store.requests import push_request
 from daemon.store.status import (
     LoginStatus,
+    read_statuses,
     scan_statuses,
     status_item,
-    status_key,
     statuses_by_name,
 )
 from daemon.token_format import jwt_expiry, token_problem
@@ -39,17 +39,23 @@ __all__ = [
     "EXPIRING_SOON_S",
     "InvalidTokenError",
     "StoredToken",
+    "TokenKey",
     "TokenSet",
     "delete_token",
     "fingerprint",
     "get_md_token",
     "get_token",
     "iter_tokens",
+    "judged",
     "key_names",
     "key_ttl_s",
     "login_tokens",
+    "md_token_key",
+    "read_token_keys",
     "report_unauthorized",
+    "scan_token_keys",
     "token_exists",
+    "token_key",
     "token_state",
     "token_ttl",
     "write_login_tokens",
@@ -61,6 +67,16 @@ class InvalidTokenError(ValueError):
 
 
 EXPIRING_SOON_S = 15 * 60
+
+
+def token_key(name: str) -> str:
+    """token:{name}, read by trading programs (SPEC, Redis keys)."""
+    return TOKEN_KEY_PREFIX + name
+
+
+def md_token_key(name: str) -> str:
+    """mdtoken:{name}, the market-data token beside it."""
+    return MD_TOKEN_KEY_PREFIX + name
 
 
 def token_state(
@@ -83,6 +99,54 @@ def token_state(
     if expiry is None or expiry <= now:
         return TokenState.INVALID
     return TokenState.EXPIRING if expiry - now < expiring_within_s else TokenState.VALID
+
+
+def judged(
+    token: str | None,
+    status: LoginStatus | None,
+    now: float,
+    *,
+    expiring_within_s: float = EXPIRING_SOON_S,
+) -> TokenState:
+    """`token_state` of a key's value, by the expiry its login's status recorded for it."""
+    expiry = status.expiry_of(token) if status is not None and token is not None else None
+    return token_state(token, expiry, now, expiring_within_s=expiring_within_s)
+
+
+@dataclass(frozen=True)
+class TokenKey:
+    """One token:{name} key as read: its token (None when missing or not a string) and TTL."""
+
+    name: str
+    token: str | None
+    ttl_s: int  # Redis's answer: -1 no expiry, -2 no such key
+
+
+def read_token_keys(
+    client: redis.Redis, names: Sequence[str], *, with_ttl: bool = True
+) -> list[TokenKey]:
+    """The one reader of token keys: each name's token (and TTL), in one round trip. The
+    daemon reads without TTLs: its ACL user has no TTL command."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.get(token_key(name))
+        if with_ttl:
+            pipe.ttl(token_key(name))
+    values = read_all(pipe) if names else []
+    step = 2 if with_ttl else 1
+    ttls = values[1::2] if with_ttl else [-2] * len(names)
+    return [
+        TokenKey(name, token if isinstance(token, str) else None, int(ttl))
+        for name, token, ttl in zip(names, values[::step], ttls, strict=True)
+    ]
+
+
+def scan_token_keys(
+    client: redis.Redis, match: str = "*", batch: int = 500
+) -> Iterator[list[TokenKey]]:
+    """Every token:{match} key, found with SCAN (never KEYS), read in batches."""
+    for chunk in scan_batches(client, token_key(match), batch):
+        yield read_token_keys(client, [str(key)[len(TOKEN_KEY_PREFIX) :] for key in chunk])
 
 
 def key_margin_s(lifetime_s: float) -> float:
@@ -146,9 +210,9 @@ def write_login_tokens(
         md_ttl = _checked_ttl(tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s)
     items: list[tuple[str, str, int]] = []
     for name in tokens.names:
-        items.append((f"{TOKEN_KEY_PREFIX}{name}", tokens.access_token, ttl))
+        items.append((token_key(name), tokens.access_token, ttl))
         if tokens.md_access_token is not None:
-            items.append((f"{MD_TOKEN_KEY_PREFIX}{name}", tokens.md_access_token, md_ttl))
+            items.append((md_token_key(name), tokens.md_access_token, md_ttl))
     if status is not None:
         items.append(status_item(status, max_ttl_s))
     fenced_set(client, fence, items)
@@ -174,23 +238,23 @@ def _checked_ttl(
 
 def get_token(name: str, *, client: redis.Redis | None = None) -> str | None:
     """GET token:{name}: the access token, or None."""
-    value = (client or get_redis_client()).get(TOKEN_KEY_PREFIX + name)
+    value = (client or get_redis_client()).get(token_key(name))
     return value if isinstance(value, str) else None
 
 
 def get_md_token(name: str, *, client: redis.Redis | None = None) -> str | None:
     """GET mdtoken:{name}: the market-data token, or None."""
-    value = (client or get_redis_client()).get(MD_TOKEN_KEY_PREFIX + name)
+    value = (client or get_redis_client()).get(md_token_key(name))
     return value if isinstance(value, str) else None
 
 
 def token_ttl(name: str, *, client: redis.Redis | None = None) -> int:
     """TTL token:{name}: seconds left; -1 no expiry; -2 no such key (Redis's own answers)."""
-    return int((client or get_redis_client()).ttl(TOKEN_KEY_PREFIX + name))
+    return int((client or get_redis_client()).ttl(token_key(name)))
 
 
 def token_exists(name: str, *, client: redis.Redis | None = None) -> bool:
-    return bool((client or get_redis_client()).exists(TOKEN_KEY_PREFIX + name))
+    return bool((client or get_redis_client()).exists(token_key(name)))
 
 
 def report_unauthorized(name: str, *, client: redis.Redis | None = None) -> str:
@@ -203,28 +267,20 @@ def report_unauthorized(name: str, *, client: redis.Redis | None = None) -> str:
 def delete_token(name: str, *, client: redis.Redis | None = None) -> bool:
     """DEL token:{name} and mdtoken:{name}. A running daemon writes the token it holds back
     within seconds; ask it for a new one with `orca-tokens tokens refresh NAME`."""
-    deleted = (client or get_redis_client()).delete(
-        TOKEN_KEY_PREFIX + name, MD_TOKEN_KEY_PREFIX + name
-    )
-    return bool(deleted)
+    return bool((client or get_redis_client()).delete(token_key(name), md_token_key(name)))
 
 
 def login_tokens(
     client: redis.Redis, logins: list[str], now: float
 ) -> dict[str, tuple[str | None, TokenState]]:
-    """Each login's own token key and what it is worth, judged by its status, in one round trip."""
-    pipe = client.pipeline(transaction=False)
-    for login in logins:
-        pipe.get(TOKEN_KEY_PREFIX + login)
-        pipe.get(status_key(login))
-    values = read_all(pipe) if logins else []
-    found: dict[str, tuple[str | None, TokenState]] = {}
-    for index, login in enumerate(logins):
-        token, status = values[2 * index], LoginStatus.parse(values[2 * index + 1])
-        token = token if isinstance(token, str) else None
-        expiry = status.expiry_of(token) if status and token else None
-        found[login] = (token, token_state(token, expiry, now))
-    return found
+    """Each login's own token key and what it is worth, judged by its status."""
+    statuses = read_statuses(client, logins)
+    return {
+        key.name: (key.token, judged(key.token, status, now))
+        for key, status in zip(
+            read_token_keys(client, logins, with_ttl=False), statuses, strict=True
+        )
+    }
 
 
 @dataclass(frozen=True)
@@ -246,25 +302,18 @@ def iter_tokens(
     judged by the expiry its login's status recorded."""
     client = client or get_redis_client()
     owners = statuses_by_name(scan_statuses(client))
-    for chunk in scan_batches(client, TOKEN_KEY_PREFIX + match, batch):
-        pipe = client.pipeline(transaction=False)
-        for key in chunk:
-            pipe.get(key)
-            pipe.ttl(key)
-        values = read_all(pipe)
+    for keys in scan_token_keys(client, match, batch):
         now = time.time()
-        for index, key in enumerate(chunk):
-            token, ttl = values[2 * index], values[2 * index + 1]
-            if not isinstance(token, str):
+        for key in keys:
+            if key.token is None:
                 continue  # expired between SCAN and GET, or not a string key
-            name = str(key)[len(TOKEN_KEY_PREFIX) :]
-            owner = owners.get(name)
-            expiry = owner.expiry_of(token) if owner else None
+            owner = owners.get(key.name)
+            expiry = owner.expiry_of(key.token) if owner else None
             yield StoredToken(
-                name=name,
-                ttl_s=int(ttl),
-                state=token_state(token, expiry, now),
-                fingerprint=fingerprint(token),
-                expires_at=expiry if expiry is not None else jwt_expiry(token),
+                name=key.name,
+                ttl_s=key.ttl_s,
+                state=judged(key.token, owner, now),
+                fingerprint=fingerprint(key.token),
+                expires_at=expiry if expiry is not None else jwt_expiry(key.token),
                 login=owner.login if owner else None,
             )

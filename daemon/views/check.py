@@ -9,16 +9,18 @@ from typing import Any
 
 import redis
 
-from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX, TOKEN_KEY_PREFIX
+from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX
 from daemon.outcomes import TokenState
-from daemon.store.client import key_count, read_all, scan_batches
+from daemon.store.client import key_count, scan_batches
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import (
     EXPIRING_SOON_S,
     fingerprint,
     iter_tokens,
+    judged,
     key_names,
-    token_state,
+    read_token_keys,
+    token_key,
 )
 
 
@@ -46,20 +48,15 @@ def token_rows(
     for login, status in zip(logins, read_statuses(client, list(logins)), strict=True):
         accounts = status.accounts if status else ()
         names += [(name, login, status) for name in key_names(login, accounts)]
-    pipe = client.pipeline(transaction=False)
-    for name, _, _ in names:
-        pipe.get(f"{TOKEN_KEY_PREFIX}{name}")
-        pipe.ttl(f"{TOKEN_KEY_PREFIX}{name}")
-    values = read_all(pipe)
+    keys = read_token_keys(client, [name for name, _, _ in names])
     rows = []
-    for index, (name, login, status) in enumerate(names):
-        token, ttl = values[2 * index], values[2 * index + 1]
-        if not isinstance(token, str):
+    for key, (name, login, status) in zip(keys, names, strict=True):
+        if key.token is None:
             rows.append(TokenRow(name, login, None, TokenState.MISSING, None))
             continue
-        expiry = status.expiry_of(token) if status else None
-        state = token_state(token, expiry, now, expiring_within_s=expiring_within_s)
-        rows.append(TokenRow(name, login, ttl if ttl >= 0 else None, state, fingerprint(token)))
+        state = judged(key.token, status, now, expiring_within_s=expiring_within_s)
+        ttl = key.ttl_s if key.ttl_s >= 0 else None
+        rows.append(TokenRow(name, login, ttl, state, fingerprint(key.token)))
     return rows
 
 
@@ -69,7 +66,7 @@ _MARKS = {"valid": "✅ valid", "expiring": "⚠️  expiring", "missing": "❌ 
 def render_token_table(rows: Iterable[TokenRow]) -> str:
     lines = []
     for row in rows:
-        key = f"{TOKEN_KEY_PREFIX}{row.name}"
+        key = token_key(row.name)
         ttl = f"TTL: {row.ttl_s}s ({row.ttl_s / 3600:.2f}h)" if row.ttl_s is not None else "TTL: -"
         mark = _MARKS.get(row.state, f"❌ {row.state}")
         print_fp = f" | {row.fingerprint}" if row.fingerprint else ""
