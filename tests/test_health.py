@@ -89,13 +89,18 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     fake_tradovate: FakeTradovate,
 ) -> None:
     store = fakeredis.FakeRedis(decode_responses=True)
-    daemon = Daemon(settings_for(fake_tradovate), redis_client=store, notifier=Notifier(environ={}))
+    daemon = Daemon(
+        settings_for(fake_tradovate),
+        redis_client=store,
+        lease_client=store,
+        notifier=Notifier(environ={}),
+    )
     ready, body = daemon.readyz()
     assert not ready
     assert body["redis"] == {"up": None}
     daemon.redis_health.succeeded()
     assert daemon.readyz()[0] is False  # it does not know yet which logins are its own
-    daemon.ownership.probe(daemon._heartbeat())  # alone: it owns every login at once
+    daemon.ownership.probe(daemon.membership.heartbeat())  # alone: it owns every login at once
     assert sorted(daemon.owned()) == ["APEX_1", "APEX_2"]
     ready, body = daemon.readyz()
     assert not ready
@@ -120,12 +125,13 @@ def test_scheduler_that_stops_ticking_is_not_healthy(fake_tradovate: FakeTradova
     monotonic = FakeClock(0.0)
     daemon = Daemon(
         settings_for(fake_tradovate),
-        redis_client=fakeredis.FakeRedis(decode_responses=True),
+        redis_client=(store := fakeredis.FakeRedis(decode_responses=True)),
+        lease_client=store,
         notifier=Notifier(environ={}),
         monotonic=monotonic,
     )
     assert daemon.healthz()[0] is False  # not started
-    daemon.scheduler.start(paused=True)
+    daemon.jobs.scheduler.start(paused=True)
     try:
         assert daemon.healthz()[0] is True
         monotonic.advance(31)  # a paused scheduler never ticks: 31 s later it counts as hung
@@ -133,7 +139,7 @@ def test_scheduler_that_stops_ticking_is_not_healthy(fake_tradovate: FakeTradova
         assert not ok
         assert body["status"] == "scheduler not running"
     finally:
-        daemon.scheduler.shutdown(wait=False)
+        daemon.jobs.scheduler.shutdown(wait=False)
 
 
 def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> None:
@@ -144,7 +150,8 @@ def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> No
     monotonic = FakeClock(0.0)
     daemon = Daemon(
         settings_for(served_tradovate),
-        redis_client=fakeredis.FakeRedis(decode_responses=True),
+        redis_client=(store := fakeredis.FakeRedis(decode_responses=True)),
+        lease_client=store,
         notifier=Notifier(environ={}),
         monotonic=monotonic,
     )
@@ -152,8 +159,8 @@ def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> No
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
-        wait_for(lambda: daemon.scheduler.get_job("refresh:APEX_266668"), what="refresh jobs")
-        jobs = daemon.scheduler.get_jobs()
+        wait_for(lambda: daemon.jobs.scheduler.get_job("refresh:APEX_266668"), what="refresh jobs")
+        jobs = daemon.jobs.scheduler.get_jobs()
         assert {"tick", "watch-redis", "reconcile"} <= {job.id for job in jobs}
         assert all(job.next_run_time is not None for job in jobs), jobs
         wait_for(lambda: daemon.healthz()[0], what="the first tick")

@@ -417,8 +417,8 @@ def test_a_session_closed_elsewhere_takes_the_token_off_redis_at_once() -> None:
 
 def test_a_reader_s_401_is_checked_before_anything_is_spent(world: World) -> None:
     world.refresher.refresh("APEX_1")
-    assert world.refresher.refresh("APEX_1", probe=True).outcome == "kept"  # alive: nothing spent
+    assert world.refresher.refresh("APEX_1", verify=True).outcome == "kept"  # alive: nothing spent
     assert world.fake.seen.renewals["APEX_1"] == 0
     world.fake.close_sessions("APEX_1")
-    assert world.refresher.refresh("APEX_1", probe=True).outcome == "refused"
+    assert world.refresher.refresh("APEX_1", verify=True).outcome == "refused"
     assert world.token("APEX_1") is None

@@ -365,7 +365,7 @@ def _ask_daemons(
 
 
 def _refresh_here(env: Mapping[str, str], login: str | None, *, probe: bool) -> dict[str, str]:
-    from daemon.service.daemon import Daemon, LeaderRunning
+    from daemon.service.daemon import Daemon, LoginsHeld
 
     print("no daemon is running: refreshing here")
     daemon = Daemon(_settings(env, credentials=True))
@@ -375,8 +375,8 @@ def _refresh_here(env: Mapping[str, str], login: str | None, *, probe: bool) -> 
             if resolved is None:
                 raise CommandFailed(f"{login} is neither a configured login nor its account")
             login = resolved
-        attempts = daemon.refresh_once(None if login is None else [login], probe=probe)
-    except LeaderRunning as running:
+        attempts = daemon.refresh_once(None if login is None else [login], verify=probe)
+    except LoginsHeld as running:
         raise CommandFailed(str(running)) from None
     return {name: attempt.outcome for name, attempt in attempts.items()}
 

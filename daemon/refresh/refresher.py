@@ -230,13 +230,13 @@ class Refresher:
             state.last_outcome, state.last_error = recorded.last_outcome, recorded.last_error
             log.info("login.backoff_restored", login=state.name, until=recorded.next_attempt_at)
 
-    def refresh(self, name: str, *, force: bool = False, probe: bool = False) -> Attempt:
+    def refresh(self, name: str, *, force: bool = False, verify: bool = False) -> Attempt:
         """One attempt for one login. Never raises for anything Tradovate or Redis does.
-        `force` renews now; `probe` (a reader saw a 401) checks the held token with Tradovate
+        `force` renews now; `verify` (a reader saw a 401) checks the held token with Tradovate
         first and spends a renewal or a login only when it is refused."""
         state = self.states[name]
         with state.lock:
-            if probe:
+            if verify:
                 state.accounts_fetched_at = None
             started = time.perf_counter()
             attempt = self._attempt(state, force=force)
