@@ -73,6 +73,13 @@ def jwt_expiry(token: object) -> float | None:
     return bounded_timestamp(claims.get("exp")) if claims else None
 
 
+def iso(timestamp: float | None) -> str | None:
+    """A timestamp as the ISO text `orca:status` and the logs carry (UTC, seconds)."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
 def parse_expiration_time(value: object) -> float | None:
     """Tradovate's `expirationTime` (and the times the daemon records in a status): ISO 8601
     with or without a fraction and an offset (naive means UTC), or epoch seconds or

@@ -19,12 +19,14 @@ from daemon.config import Settings, load_settings
 from daemon.logs import fingerprint
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
-from daemon.refresh.refresher import Refresher, iso
+from daemon.refresh.build import Refreshing, build_refreshing
+from daemon.refresh.refresher import Refresher
 from daemon.sim.environment import daemon_environment, wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser, Hang, Reset
 from daemon.store.status import LoginStatus
 from daemon.store.tokens import TokenSet, write_login_tokens
+from daemon.token_format import iso
 from daemon.tradovate import TradovateClient
 
 QUOTE = {
@@ -85,7 +87,12 @@ def settings_for(fake: FakeTradovate, **extra: str) -> Settings:
 
 def refresher_for(settings: Settings, clock: FakeClock, **options: Any) -> Refresher:
     """A refresher on fakeredis whose Tradovate client and policy share one injected clock."""
-    return Refresher(
+    return refreshing_for(settings, clock, **options).refresher
+
+
+def refreshing_for(settings: Settings, clock: FakeClock, **options: Any) -> Refreshing:
+    """`refresher_for`, with the keeper and the capacity beside it."""
+    return build_refreshing(
         settings,
         TradovateClient(settings.tradovate, clock=clock),
         fakeredis.FakeRedis(decode_responses=True),

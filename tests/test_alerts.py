@@ -40,7 +40,7 @@ def alerted_world() -> Iterator[tuple[World, list[str]]]:
         router.post(HOOK).mock(side_effect=hook)
         world = build_world(fake, clock)
         alerter = Alerter(HOOK)
-        world.refresher.alerts = alerter
+        world.refresher.reporter.alerts = alerter
         yield world, sent
         alerter.close()
 
@@ -53,8 +53,8 @@ def test_one_alert_when_failing_and_one_on_recovery(
     for _ in range(5):
         world.clock.advance(world.refresher.refresh("APEX_1").delay_s)
     assert world.refresher.refresh("APEX_1").outcome == "login"
-    assert world.refresher.alerts is not None
-    world.refresher.alerts.close()
+    assert world.refresher.reporter.alerts is not None
+    world.refresher.reporter.alerts.close()
     assert len(sent) == 2
     assert sent[0].startswith("⚠️ APEX_1: token refresh failing (unavailable")
     assert sent[1] == "✅ APEX_1: token refreshed again after 5 attempts"
@@ -66,8 +66,8 @@ def test_alerts_carry_no_secret(alerted_world: tuple[World, list[str]]) -> None:
     register_secrets(password, world.fake.sec)
     world.fake.inject(LOGIN_PATH, "error_text")
     world.refresher.refresh("APEX_1")
-    assert world.refresher.alerts is not None
-    world.refresher.alerts.close()
+    assert world.refresher.reporter.alerts is not None
+    world.refresher.reporter.alerts.close()
     assert len(sent) == 1
     assert "rejected" in sent[0]
     assert password not in sent[0]
@@ -78,8 +78,8 @@ def test_captcha_alert_says_a_person_is_needed(alerted_world: tuple[World, list[
     world, sent = alerted_world
     world.fake.inject(LOGIN_PATH, "captcha")
     world.refresher.refresh("APEX_1")
-    assert world.refresher.alerts is not None
-    world.refresher.alerts.close()
+    assert world.refresher.reporter.alerts is not None
+    world.refresher.reporter.alerts.close()
     assert "a person must log in" in sent[0]
 
 

@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import Login, password_variable
+from daemon.refresh.capacity import Capacity
 from daemon.refresh.refresher import Refresher
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
@@ -22,6 +23,7 @@ from tests.helpers import (
     Spawned,
     daemon_env,
     refresher_for,
+    refreshing_for,
     settings_for,
     tradovate_routes,
 )
@@ -29,7 +31,9 @@ from tests.helpers import (
 HOUR_S = 3_600.0
 
 
-def build(logins: int, clock: FakeClock, *, relogin: int = 0) -> tuple[Refresher, FakeTradovate]:
+def build(
+    logins: int, clock: FakeClock, *, relogin: int = 0
+) -> tuple[Refresher, FakeTradovate, Capacity]:
     fake = FakeTradovate(numbered_desk(logins, 1), clock=clock, token_lifetime_s=4_800)
     settings = settings_for(fake, ORCA_TOKEN_PROBE_INTERVAL="3600")
     marked = tuple(
@@ -37,7 +41,8 @@ def build(logins: int, clock: FakeClock, *, relogin: int = 0) -> tuple[Refresher
         for n, login in enumerate(settings.logins)
     )
     settings = type(settings)(**{**settings.__dict__, "logins": marked})
-    return refresher_for(settings, clock, rng=random.Random(7)), fake
+    refreshing = refreshing_for(settings, clock, rng=random.Random(7))
+    return refreshing.refresher, fake, refreshing.capacity
 
 
 def simulate(
@@ -61,8 +66,8 @@ def most_in_any_window(times: list[float], window_s: float = HOUR_S) -> int:
 
 def test_12_logins_on_one_address_live_6_hours_without_a_penalty() -> None:
     clock = FakeClock()
-    refresher, fake = build(12, clock)
-    redis = refresher.redis
+    refresher, fake, capacities = build(12, clock)
+    redis = refresher.keeper.redis
     names = list(refresher.states)
 
     def every_token_live() -> None:
@@ -71,8 +76,7 @@ def test_12_logins_on_one_address_live_6_hours_without_a_penalty() -> None:
                 assert fake.is_live(str(redis.get(f"token:{name}"))), (name, clock.now)
 
     with tradovate_routes(fake):
-        capacity = refresher.capacity(clock.now)
-        assert capacity["short"] is False
+        assert capacities.report(clock.now).short is False
         simulate(refresher, clock, 6, every_token_live)
     assert sum(fake.seen.penalties.values()) == 0
     assert set(fake.seen.sessions_opened.values()) == {1}  # renewed, never logged in again
@@ -82,15 +86,15 @@ def test_12_logins_on_one_address_live_6_hours_without_a_penalty() -> None:
 
 def test_20_logins_say_the_shortfall_keep_relogin_ones_and_alert_for_wait_ones() -> None:
     clock = FakeClock()
-    refresher, fake = build(20, clock, relogin=6)
+    refresher, fake, capacities = build(20, clock, relogin=6)
     alerts: list[str] = []
-    refresher.alerts = type("Sink", (), {"send": staticmethod(alerts.append)})()
-    redis = refresher.redis
+    refresher.reporter.alerts = type("Sink", (), {"send": staticmethod(alerts.append)})()
+    redis = refresher.keeper.redis
     relogin = [n for n, s in refresher.states.items() if s.login.when_budget_short == "relogin"]
-    capacity = refresher.capacity(clock.now)
-    assert capacity["short"] is True
-    assert capacity["renew_needed"] > capacity["renew_usable"]
-    assert capacity["keeps_alive"] < 20
+    capacity = capacities.report(clock.now)
+    assert capacity.short is True
+    assert capacity.renew_needed > capacity.renew_usable
+    assert capacity.keeps_alive < 20
 
     started = clock.now
 
@@ -175,7 +179,7 @@ def test_a_desk_larger_than_one_address_says_so_at_start_and_in_status(
 
 def test_when_renewals_run_short_the_earliest_expiry_asks_first() -> None:
     clock = FakeClock()
-    refresher, fake = build(3, clock)
+    refresher, fake, _ = build(3, clock)
     names = list(refresher.states)
     with tradovate_routes(fake):
         for name in reversed(names):  # the last logs in first: it expires first
@@ -197,7 +201,7 @@ def test_with_more_logins_than_renewals_the_same_ones_stay_alive() -> None:
     """30 logins, renewals for about 15: the renewals go to the same logins, which keep their
     one session for 5 hours, rather than to every login in turn."""
     clock = FakeClock()
-    refresher, fake = build(30, clock)
+    refresher, fake, _ = build(30, clock)
     with tradovate_routes(fake):
         simulate(refresher, clock, 5, lambda: None)
     kept = [name for name in refresher.states if fake.seen.sessions_opened[name] == 1]

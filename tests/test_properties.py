@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from daemon.metrics import Metrics
-from daemon.refresh.refresher import Refresher
+from daemon.refresh.build import build_refreshing
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.status import LoginStatus
 from daemon.store.tokens import token_state
@@ -74,14 +74,14 @@ def test_refresh_never_raises_and_never_stores_a_bad_token(
 
     with respx.mock(base_url=FAKE.base_url, assert_all_called=False) as router:
         router.route().mock(side_effect=respond)
-        refresher = Refresher(
+        refresher = build_refreshing(
             SETTINGS,
             CLIENT,
             store,
             metrics=Metrics(),
             instance="prop",
             rng=random.Random(0),
-        )
+        ).refresher
         for _ in range(3):
             attempt = refresher.refresh("APEX_1", force=True)
             assert attempt.delay_s > 0

@@ -13,6 +13,7 @@ import redis
 from structlog.testing import capture_logs
 
 from daemon.metrics import Metrics
+from daemon.refresh.build import build_refreshing
 from daemon.refresh.refresher import Refresher
 from daemon.sim.tradovate import (
     ACCOUNTS_PATH,
@@ -54,9 +55,9 @@ def build_world(fake: FakeTradovate, clock: FakeClock, **env: str) -> World:
     metrics = Metrics()
     client = TradovateClient(settings.tradovate, metrics=metrics, clock=clock)
     store = fakeredis.FakeRedis(decode_responses=True)
-    refresher = Refresher(
+    refresher = build_refreshing(
         settings, client, store, metrics=metrics, instance="test", clock=clock, rng=random.Random(1)
-    )
+    ).refresher
     return World(clock, fake, store, metrics, refresher)
 
 
@@ -279,8 +280,8 @@ def test_adopted_token_is_kept_until_due_then_renewed_never_logged_in(world: Wor
     assert held is not None
     restarted = build_world(world.fake, world.clock)
     restarted.redis = world.redis
-    restarted.refresher.redis = world.redis
-    assert restarted.refresher.adopt_from_redis() == 1
+    restarted.refresher.keeper.redis = world.redis
+    assert restarted.refresher.keeper.adopt() == 1
     state = restarted.refresher.states["APEX_1"]
     assert state.accounts == ("APEX_1-ACC1", "APEX_1-ACC2")
     assert state.grant is not None
@@ -298,21 +299,21 @@ def test_adopted_token_is_kept_until_due_then_renewed_never_logged_in(world: Wor
 def test_expired_unrecorded_or_garbage_tokens_in_redis_are_not_adopted(world: World) -> None:
     world.refresher.refresh("APEX_1")
     restarted = build_world(world.fake, world.clock)
-    restarted.refresher.redis = world.redis
+    restarted.refresher.keeper.redis = world.redis
     world.clock.advance(world.fake.token_lifetime_s)  # the recorded expiry has passed
-    assert restarted.refresher.adopt_from_redis() == 0
+    assert restarted.refresher.keeper.adopt() == 0
     world.redis.set("token:APEX_2", make_jwt(world.clock.now + 3_600))  # no status records it
-    assert restarted.refresher.adopt_from_redis() == 0
+    assert restarted.refresher.keeper.adopt() == 0
 
 
 def test_redis_failure_keeps_the_token_and_retries_the_write(world: World) -> None:
     server = fakeredis.FakeServer()
     server.connected = False  # fakeredis raises ConnectionError while disconnected
-    world.refresher.redis = fakeredis.FakeRedis(server=server, decode_responses=True)
+    world.refresher.keeper.redis = fakeredis.FakeRedis(server=server, decode_responses=True)
     attempt = world.refresher.refresh("APEX_1")
     assert attempt.outcome == "redis"
     assert 1 <= attempt.delay_s <= 2
-    world.refresher.redis = world.redis
+    world.refresher.keeper.redis = world.redis
     requests = len(world.fake.seen.requests)
     assert world.refresher.refresh("APEX_1").outcome == "kept"
     assert len(world.fake.seen.requests) == requests  # the held token, no new Tradovate call
@@ -371,7 +372,7 @@ def test_refresh_never_raises_on_redis_errors_of_any_kind(world: World) -> None:
         def pipeline(self, *args: object, **kwargs: object) -> redis.client.Pipeline:
             raise redis.ResponseError("OOM command not allowed")
 
-    world.refresher.redis = Exploding(decode_responses=True)
+    world.refresher.keeper.redis = Exploding(decode_responses=True)
     assert world.refresher.refresh("APEX_1").outcome == "redis"
 
 

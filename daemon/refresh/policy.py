@@ -8,13 +8,12 @@ address's budget fits it); log in again only when renewal is refused or the toke
 from __future__ import annotations
 
 import random
-import threading
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import Enum
 
 from redis.backoff import EqualJitterBackoff
 
-from daemon.config import Login
 from daemon.constants import (
     CREDENTIALS_REJECTED_RETRY_S,
     DEFAULT_TOKEN_PROBE_INTERVAL_S,
@@ -26,51 +25,12 @@ from daemon.constants import (
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
 )
-from daemon.outcomes import LoginState, Outcome
+from daemon.outcomes import Outcome
+from daemon.refresh.progress import LoginProgress
 from daemon.store.tokens import key_margin_s
 from daemon.tradovate import TokenGrant
 
 RENEW_SLACK_S = 2.0  # a renewal lands at least this long before its key would expire
-
-
-@dataclass
-class LoginProgress:
-    """What the refresher holds and knows of one login between attempts."""
-
-    login: Login
-    grant: TokenGrant | None = None
-    renew_at: float = 0.0
-    accounts: tuple[str, ...] = ()
-    accounts_fetched_at: float | None = None
-    failures: int = 0
-    last_outcome: Outcome | None = None
-    last_error: str | None = None
-    last_success_at: float | None = None
-    next_attempt_at: float | None = None
-    parked_until: float = 0.0
-    p_ticket: str | None = None
-    auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
-    alerted: bool = False  # a "failing" alert went out; the recovery gets one too
-    notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
-    written_names: tuple[str, ...] = ()  # the names its last write covered
-    session_unused: bool = False  # a login was sent and nothing usable came of it yet
-    budget_warned_for: str | None = None  # the token `budget.short` was said for
-    not_before: float = 0.0  # a rejected password's back-off, kept across restarts
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.login.name
-
-    def holds_valid_token(self, now: float) -> bool:
-        return self.grant is not None and self.grant.expires_at > now
-
-    def state(self, now: float) -> LoginState:
-        if self.parked_until > now:
-            return LoginState.PARKED
-        if self.failures:
-            return LoginState.FAILING
-        return LoginState.OK if self.holds_valid_token(now) else LoginState.PENDING
 
 
 class Action(Enum):
@@ -88,6 +48,20 @@ def next_action(progress: LoginProgress, now: float, *, force: bool = False) -> 
     if force or now >= progress.renew_at:
         return Action.RENEW
     return Action.KEEP
+
+
+def earlier_due(others: Iterable[LoginProgress], progress: LoginProgress, now: float) -> int:
+    """How many other logins are due for renewal and expire before this one."""
+    assert progress.grant is not None
+    expires_at = progress.grant.expires_at
+    return sum(
+        1
+        for other in others
+        if other is not progress
+        and other.grant is not None
+        and other.renew_at <= now
+        and other.grant.expires_at < expires_at
+    )
 
 
 @dataclass(frozen=True)
@@ -114,11 +88,14 @@ class Policy:
         refresh_interval_s: float,
         rng: random.Random | None = None,
         *,
-        probe_interval_s: float = DEFAULT_TOKEN_PROBE_INTERVAL_S,
+        account_check_interval_s: float = DEFAULT_TOKEN_PROBE_INTERVAL_S,
+        interval_fits: bool = True,
     ) -> None:
+        """`interval_fits`: renewing every login at `refresh_interval_s` fits the budget
+        (`interval_fits` below)."""
         self.refresh_interval_s = refresh_interval_s
-        self.probe_interval_s = probe_interval_s
-        self.interval_fits = True  # set from the capacity: see `RenewalCapacity.short`
+        self.account_check_interval_s = account_check_interval_s
+        self.interval_fits = interval_fits
         self._rng = rng or random.Random()
         self._backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S)
 
@@ -142,17 +119,17 @@ class Policy:
         period = lifetime_s - renew_before_expiry_s(lifetime_s)
         return min(period, self.refresh_interval_s) if self.interval_fits else period
 
-    def probe_due(self, progress: LoginProgress, now: float) -> bool:
+    def account_check_due(self, progress: LoginProgress, now: float) -> bool:
         """Time to list the accounts with the held token again: that call has no address
         budget and is refused once Tradovate closed the session (a third login elsewhere, a
-        password change), so a dead token leaves Redis within one probe period."""
+        password change), so a dead token leaves Redis within one check period."""
         fetched = progress.accounts_fetched_at
-        return fetched is None or now - fetched >= self.probe_interval_s
+        return fetched is None or now - fetched >= self.account_check_interval_s
 
     def delay_after_success(self, progress: LoginProgress, now: float) -> float:
-        """Until renewal or the next probe is due, whichever comes first."""
-        probe_due = (progress.accounts_fetched_at or now) + self.probe_interval_s
-        return max(min(progress.renew_at, probe_due) - now, 1.0)
+        """Until renewal or the next account check is due, whichever comes first."""
+        check_due = (progress.accounts_fetched_at or now) + self.account_check_interval_s
+        return max(min(progress.renew_at, check_due) - now, 1.0)
 
     def delay_after_failure(
         self,
@@ -205,6 +182,15 @@ class RenewalCapacity:
     def keeps_alive(self) -> int:
         """How many logins the address keeps alive by renewal alone."""
         return int(self.usable * self.period_s / self.window_s)
+
+
+def interval_fits(
+    refresh_interval_s: float, logins: int, lifetime_s: float, window_s: float, usable: int
+) -> bool:
+    """Whether renewing `logins` every `refresh_interval_s` (or sooner, as the advice asks)
+    stays within the `usable` renewals of a window: ORCA_REFRESH_INTERVAL is honoured only then."""
+    period_s = min(lifetime_s - renew_before_expiry_s(lifetime_s), refresh_interval_s)
+    return not RenewalCapacity(logins, period_s, window_s, usable).short
 
 
 def renew_before_expiry_s(lifetime_s: float) -> float:

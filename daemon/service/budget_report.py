@@ -30,24 +30,26 @@ class BudgetReporter:
         c = self._c
         owned = len(c.owned())
         try:
-            capacity = c.refresher.capacity(c.clock(), owned)
+            capacity = c.capacity.report(c.clock(), owned)
         except redis.RedisError as error:
             c.redis_health.failed(error)
             return
         gauge = c.metrics.tradovate_budget
-        gauge.labels(endpoint="renew", kind="limit").set(capacity["renew_limit"])
-        gauge.labels(endpoint="renew", kind="used").set(capacity["renew_used"])
-        gauge.labels(endpoint="renew", kind="needed").set(capacity["renew_needed"])
-        gauge.labels(endpoint="login_failure", kind="limit").set(capacity["login_failure_limit"])
-        gauge.labels(endpoint="login_failure", kind="used").set(capacity["login_failure_used"])
+        gauge.labels(endpoint="renew", kind="limit").set(capacity.renew_limit)
+        gauge.labels(endpoint="renew", kind="used").set(capacity.renew_used)
+        gauge.labels(endpoint="renew", kind="needed").set(capacity.renew_needed)
+        gauge.labels(endpoint="login_failure", kind="limit").set(capacity.login_failure_limit)
+        gauge.labels(endpoint="login_failure", kind="used").set(capacity.login_failure_used)
         gauge.labels(endpoint="login_failure", kind="needed").set(0)
         if not owned:
             return
         with contextlib.suppress(redis.RedisError):
-            c.refresher.budget.publish_capacity(capacity, int(BUDGET_REPORT_INTERVAL_S * 4))
-        if capacity["short"] != self._short_said:
-            self._short_said = capacity["short"]
-            if capacity["short"]:
-                log.warning("budget.capacity", **capacity, hint=CAPACITY_HINT)
+            c.refresher.budget.publish_capacity(
+                capacity.as_dict(), int(BUDGET_REPORT_INTERVAL_S * 4)
+            )
+        if capacity.short != self._short_said:
+            self._short_said = capacity.short
+            if capacity.short:
+                log.warning("budget.capacity", **capacity.as_dict(), hint=CAPACITY_HINT)
             else:
-                log.info("budget.capacity", **capacity)
+                log.info("budget.capacity", **capacity.as_dict())

@@ -15,6 +15,9 @@ from redis import Redis
 
 from daemon.config import Settings
 from daemon.metrics import Metrics
+from daemon.refresh.build import build_refreshing
+from daemon.refresh.capacity import Capacity
+from daemon.refresh.keeper import RedisKeeper
 from daemon.refresh.refresher import Refresher
 from daemon.service.ownership import Ownership
 from daemon.service.systemd import Notifier
@@ -43,6 +46,8 @@ class Components:
     audit: AuditRecorder | None
     ownership: Ownership
     refresher: Refresher
+    keeper: RedisKeeper  # Redis in step with what the refresher holds
+    capacity: Capacity
     clock: Callable[[], float]
     stopping: threading.Event  # set once: no Tradovate call or write starts after it
     may_act: Callable[[str], bool]
@@ -91,7 +96,7 @@ def build_components(
         login's lease, certainly (its own deadline has not passed), and no stop has begun."""
         return not stopping.is_set() and ownership.leases.is_current(login)
 
-    refresher = Refresher(
+    refreshing = build_refreshing(
         settings,
         tradovate,
         main_client,
@@ -116,7 +121,9 @@ def build_components(
         alerts=alerts,
         audit=audit,
         ownership=ownership,
-        refresher=refresher,
+        refresher=refreshing.refresher,
+        keeper=refreshing.keeper,
+        capacity=refreshing.capacity,
         clock=clock,
         stopping=stopping,
         may_act=may_act,

@@ -13,13 +13,13 @@ import redis
 import structlog
 
 from daemon.constants import PROTOCOL_VERSION
-from daemon.refresh.refresher import iso
 from daemon.service.budget_report import BudgetReporter
 from daemon.service.components import Components
 from daemon.service.jobs import JobRunner
 from daemon.service.ownership import Plan
 from daemon.service.requests import RequestBroker
 from daemon.store.heartbeat import Heartbeat, logins_digest, remove_heartbeat
+from daemon.token_format import iso
 
 log = structlog.get_logger("daemon.service")
 
@@ -41,7 +41,7 @@ class Membership:
         self._started_at = components.clock()
         self._logins_digest = logins_digest(components.ownership.logins)
         # Computed once: what other instances weigh this one by does not move.
-        self._renew_usable, self._keeps_alive = components.refresher.configured_capacity()
+        self._renew_usable, self._keeps_alive = components.capacity.configured()
         self._next_down_log_at = 0.0
 
     def round(self) -> None:
@@ -68,7 +68,7 @@ class Membership:
         if not self._c.owned():
             return
         try:
-            self._c.refresher.reconcile()
+            self._c.keeper.reconcile()
         except redis.RedisError as error:
             self._c.redis_health.failed(error)
 
@@ -117,7 +117,7 @@ class Membership:
             refresher.forget_tokens(released)
             log.info("logins.released", instance=c.instance, logins=released, owned=len(c.owned()))
         if plan.taken:
-            refresher.adopt_from_redis(plan.taken)
+            self._c.keeper.adopt(plan.taken)
             self._jobs.add_logins(plan.taken, self._refresh, c.settings.refresh_interval_s)
             log.info("logins.taken", instance=c.instance, logins=plan.taken, owned=len(c.owned()))
             self._budget.report()  # an owner publishes the address's capacity at once

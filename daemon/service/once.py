@@ -75,7 +75,7 @@ class OnePass:
         keeper = threading.Thread(target=self._keep_leases, args=(keeping,), daemon=True)
         keeper.start()
         try:
-            refresher.adopt_from_redis(names)
+            self._c.keeper.adopt(names)
             with ThreadPoolExecutor(max_workers=self._c.settings.refresh_concurrency) as pool:
                 settled = pool.map(lambda name: self._until_settled(name, verify), names)
                 attempts = dict(zip(names, settled, strict=True))

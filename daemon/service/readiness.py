@@ -8,9 +8,9 @@ from typing import Any
 import redis
 
 from daemon.outcomes import LoginState, TokenState
-from daemon.refresh.refresher import iso
 from daemon.service.components import Components
 from daemon.store.tokens import fingerprint, login_tokens
+from daemon.token_format import iso
 
 
 class Readiness:

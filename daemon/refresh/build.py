@@ -1,0 +1,109 @@
+"""Building a refresher and its collaborators from the settings, in one place: the policy
+(whether ORCA_REFRESH_INTERVAL fits is decided here, before the policy exists), the pacer, the
+group's budget, the names, the keeper and the reporter."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+
+from daemon.config import Settings
+from daemon.constants import ASSUMED_TOKEN_LIFETIME_S
+from daemon.metrics import Metrics
+from daemon.refresh.capacity import Capacity
+from daemon.refresh.keeper import RedisKeeper
+from daemon.refresh.names import AccountNames
+from daemon.refresh.policy import Policy, interval_fits
+from daemon.refresh.progress import LoginProgress
+from daemon.refresh.refresher import Refresher
+from daemon.refresh.reporter import Reporter
+from daemon.sinks.alerts import Alerter
+from daemon.sinks.audit import AuditRecorder
+from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
+from daemon.store.health import RedisHealth
+from daemon.store.lease import Fence
+from daemon.tradovate import AuthPacer, TradovateClient
+
+
+@dataclass(frozen=True)
+class Refreshing:
+    """A refresher, and what the service asks beside it: the keeper (adopt, reconcile) and the
+    capacity (budget reports, heartbeats)."""
+
+    refresher: Refresher
+    keeper: RedisKeeper
+    capacity: Capacity
+
+
+def build_refreshing(
+    settings: Settings,
+    tradovate: TradovateClient,
+    redis_client: redis.Redis,
+    *,
+    metrics: Metrics,
+    instance: str,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+    redis_health: RedisHealth | None = None,
+    alerts: Alerter | None = None,
+    audit: AuditRecorder | None = None,
+    may_act: Callable[[str], bool] = lambda login: True,
+    fence: Callable[[str], Fence | None] = lambda login: None,
+) -> Refreshing:
+    """`fence(login)` is the lease every write of the login is checked against in Redis."""
+    window_s = settings.budget_window_s
+    budget = AddressBudget(
+        redis_client,
+        settings.budget_group,
+        {
+            RENEW: settings.renew_budget_per_hour,
+            LOGIN_FAILURE: settings.login_failure_budget_per_hour,
+        },
+        window_s=window_s,
+    )
+    policy = Policy(
+        settings.refresh_interval_s,
+        rng,
+        account_check_interval_s=settings.token_probe_interval_s,
+        interval_fits=interval_fits(
+            settings.refresh_interval_s,
+            len(settings.logins),
+            ASSUMED_TOKEN_LIFETIME_S,
+            window_s,
+            budget.usable(RENEW),
+        ),
+    )
+    states = {login.name: LoginProgress(login) for login in settings.logins}
+    names = AccountNames(states)
+    keeper = RedisKeeper(
+        redis_client,
+        states,
+        names,
+        policy,
+        max_ttl_s=settings.token_ttl_s,
+        instance=instance,
+        clock=clock,
+        may_act=may_act,
+        fence=fence,
+    )
+    refresher = Refresher(
+        states,
+        tradovate,
+        policy=policy,
+        pacer=AuthPacer(settings.auth_rate_limit, clock=clock),
+        budget=budget,
+        names=names,
+        keeper=keeper,
+        reporter=Reporter(
+            metrics, keeper, instance=instance, clock=clock, alerts=alerts, audit=audit
+        ),
+        redis_health=redis_health or RedisHealth(settings.redis.target(), metrics),
+        captcha_park_s=settings.captcha_park_s,
+        clock=clock,
+        may_act=may_act,
+    )
+    return Refreshing(refresher, keeper, Capacity(budget, policy, states, window_s))

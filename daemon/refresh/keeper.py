@@ -1,0 +1,252 @@
+"""Keeping Redis in step with what the refresher holds: adopting tokens Redis already has,
+writing a login's keys and status (fenced by its lease), deleting a dead token's keys, and
+restoring keys that went missing. Tradovate is never asked here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import redis
+import structlog
+
+from daemon.outcomes import LoginState, Outcome
+from daemon.refresh.names import AccountNames
+from daemon.refresh.policy import Policy
+from daemon.refresh.progress import LoginProgress
+from daemon.store.client import get_many
+from daemon.store.fence import LeaseLost, fenced_delete
+from daemon.store.lease import Fence
+from daemon.store.status import LoginStatus, read_statuses, write_status
+from daemon.store.tokens import (
+    InvalidTokenError,
+    TokenSet,
+    fingerprint,
+    md_token_key,
+    read_token_keys,
+    token_key,
+    write_login_tokens,
+)
+from daemon.token_format import iso, parse_expiration_time, token_problem
+from daemon.tradovate import TokenGrant
+
+log = structlog.get_logger("daemon.refresh")
+
+
+class RedisKeeper:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        states: Mapping[str, LoginProgress],
+        names: AccountNames,
+        policy: Policy,
+        *,
+        max_ttl_s: int,
+        instance: str,
+        clock: Callable[[], float],
+        may_act: Callable[[str], bool],
+        fence: Callable[[str], Fence | None],
+    ) -> None:
+        self.redis = redis_client
+        self._states = states
+        self._names = names
+        self._policy = policy
+        self._max_ttl_s = max_ttl_s
+        self._instance = instance
+        self._clock = clock
+        self._may_act = may_act
+        self._fence = fence
+
+    def adopt(self, names: list[str] | None = None) -> int:
+        """Take over tokens already in Redis (a restart, a previous owner) so that the first
+        refresh renews them instead of opening new Tradovate sessions. Returns how many."""
+        now = self._clock()
+        names = list(self._states) if names is None else names
+        keys = read_token_keys(self.redis, names, with_ttl=False)
+        md_tokens = get_many(self.redis, [md_token_key(name) for name in names])
+        statuses = read_statuses(self.redis, names)
+        adopted = 0
+        for key, md_token, recorded in zip(keys, md_tokens, statuses, strict=True):
+            state, token = self._states[key.name], key.token
+            self._restore_backoff(state, recorded, now)
+            if state.grant is not None or recorded is None or token is None:
+                continue
+            # Only the expiry recorded with this very token counts: nothing is decoded.
+            expiry = recorded.expiry_of(token)
+            if expiry is None or expiry <= now:
+                continue
+            issued_at = recorded.issued_at_s()
+            state.grant = TokenGrant(
+                access_token=token,
+                expires_at=expiry,
+                issued_at=issued_at if issued_at is not None else now,
+                source=Outcome.ADOPTED,
+                md_access_token=md_token if token_problem(md_token) is None else None,
+            )
+            # Renewed when due, as if this instance had issued it (a restart or a takeover must
+            # not spend renewals in a burst); with no record of its issue, renewed at once. The
+            # first attempt lists the accounts, which confirms the token is still alive.
+            state.renew_at = self._policy.renew_at(state.grant) if issued_at is not None else now
+            state.accounts = recorded.accounts
+            adopted += 1
+            log.info(
+                "token.adopted",
+                login=state.name,
+                fingerprint=fingerprint(token),
+                expires_at=iso(expiry),
+                accounts=len(state.accounts),
+            )
+        return adopted
+
+    @staticmethod
+    def _restore_backoff(state: LoginProgress, recorded: LoginStatus | None, now: float) -> None:
+        """A rejected password's back-off outlives the process: under Restart=on-failure a
+        crash loop must not retry it at every start."""
+        if recorded is None or recorded.last_outcome is not Outcome.REJECTED:
+            return
+        due = parse_expiration_time(recorded.next_attempt_at)
+        if due is not None and due > now and state.not_before <= now:
+            state.not_before, state.failures = due, recorded.failures
+            state.last_outcome, state.last_error = recorded.last_outcome, recorded.last_error
+            log.info("login.backoff_restored", login=state.name, until=recorded.next_attempt_at)
+
+    def write(self, state: LoginProgress, *, success: Outcome | None = None) -> int:
+        """Write the login's held token under every name, with its status, in one round trip.
+        With `success`, the status written is that of the success (so `last_success_at` lands
+        with the token it describes). Returns the TTL."""
+        grant = state.grant
+        assert grant is not None
+        tokens = TokenSet(
+            login=state.name,
+            access_token=grant.access_token,
+            expires_at=grant.expires_at,
+            lifetime_s=grant.lifetime_s,
+            md_access_token=grant.md_access_token,
+            accounts=self._names.owned(state)[1:],
+        )
+        now = self._clock()
+        status = self.status(state, now)
+        if success is not None:
+            status = replace(
+                status,
+                state=LoginState.OK,
+                failures=0,
+                last_outcome=success,
+                last_error=None,
+                last_success_at=iso(now),
+                next_attempt_at=iso(now + self._policy.delay_after_success(state, now)),
+            )
+        ttl = write_login_tokens(
+            self.redis,
+            tokens,
+            now=now,
+            max_ttl_s=self._max_ttl_s,
+            status=status,
+            fence=self._fence(state.name),
+        )
+        state.written_names = tokens.names
+        return ttl
+
+    def write_status(self, state: LoginProgress) -> None:
+        """The login's status alone (a failure); best effort, Redis may be the fault."""
+        try:
+            write_status(
+                self.redis,
+                self.status(state, self._clock()),
+                self._max_ttl_s,
+                fence=self._fence(state.name),
+            )
+        except (redis.RedisError, LeaseLost):
+            return
+
+    def status(self, state: LoginProgress, now: float) -> LoginStatus:
+        grant = state.grant
+        return LoginStatus(
+            login=state.name,
+            state=state.state(now),
+            fingerprint=fingerprint(grant.access_token) if grant else None,
+            expires_at=iso(grant.expires_at) if grant else None,
+            issued_at=iso(grant.issued_at) if grant else None,
+            notes=state.notes,
+            when_budget_short=state.login.when_budget_short,
+            source=grant.source if grant else None,
+            accounts=self._names.owned(state)[1:],
+            failures=state.failures,
+            last_outcome=state.last_outcome,
+            last_error=state.last_error,
+            last_success_at=iso(state.last_success_at),
+            next_attempt_at=iso(state.next_attempt_at),
+            updated_at=iso(now),
+            instance=self._instance,
+        )
+
+    def drop_dead_token(self, state: LoginProgress, reason: str) -> None:
+        """Tradovate refused the held token (its session was closed, or it was renewed away):
+        no reader may get it from Redis a moment longer. The keys that still hold it go now,
+        fenced like any write; the next attempt logs in again, within the pacing and budgets."""
+        assert state.grant is not None
+        dead, state.grant = state.grant.access_token, None
+        names = self._names.owned(state)
+        deleted, error = 0, None
+        try:
+            keys = read_token_keys(self.redis, names, with_ttl=False)
+            stale = [key.name for key in keys if key.token == dead]
+            deleted = fenced_delete(
+                self.redis,
+                self._fence(state.name),
+                [key for name in stale for key in (token_key(name), md_token_key(name))],
+            )
+        except (redis.RedisError, LeaseLost) as failure:
+            error = str(failure)
+        log.warning(
+            "token.refused",
+            login=state.name,
+            fingerprint=fingerprint(dead),
+            reason=reason,
+            keys_deleted=deleted,
+            error=error,
+        )
+
+    def reconcile(self) -> list[str]:
+        """One pipelined pass: every login whose token key is missing or holds another token
+        than the one held here gets its keys rewritten (Redis restarted empty, a FLUSHALL, an
+        operator's DEL). Returns the logins restored."""
+        now = self._clock()
+        held = [
+            s
+            for s in self._states.values()
+            if s.grant is not None
+            and s.grant.expires_at > now
+            and not s.lock.locked()
+            and self._may_act(s.name)
+        ]
+        if not held:
+            return []
+        names = [self._names.owned(state) for state in held]
+        found = iter(read_token_keys(self.redis, [n for g in names for n in g], with_ttl=False))
+        restored: list[str] = []
+        renamed: list[str] = []
+        for state, group in zip(held, names, strict=True):
+            values = [next(found).token for _ in group]
+            assert state.grant is not None
+            intact = all(value == state.grant.access_token for value in values)
+            # Names change when another login takes or leaves an account: status rewritten.
+            if intact and tuple(group) == state.written_names:
+                continue
+            if not state.lock.acquire(blocking=False):
+                continue  # a refresh is writing this login right now
+            try:
+                self.write(state)
+            except InvalidTokenError:
+                continue  # too close to expiry for a key; the next refresh replaces it
+            except LeaseLost:
+                log.warning("token.not_written", login=state.name, reason="lease lost")
+                continue
+            finally:
+                state.lock.release()
+            (renamed if intact else restored).append(state.name)
+        if restored:
+            log.info("token.restored", logins=restored)
+        if renamed:
+            log.info("token.names_changed", logins=renamed)
+        return restored

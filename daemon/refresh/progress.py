@@ -1,0 +1,56 @@
+"""What the refresher holds and knows of each login between attempts: the only mutable state of
+a refresh. The policy reads it; the refresher changes it, under the login's lock."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from daemon.config import Login
+from daemon.outcomes import LoginState, Outcome
+from daemon.tradovate import TokenGrant
+
+
+@dataclass
+class LoginProgress:
+    """What the refresher holds and knows of one login between attempts."""
+
+    login: Login
+    grant: TokenGrant | None = None
+    renew_at: float = 0.0
+    accounts: tuple[str, ...] = ()
+    accounts_fetched_at: float | None = None
+    failures: int = 0
+    last_outcome: Outcome | None = None
+    last_error: str | None = None
+    last_success_at: float | None = None
+    next_attempt_at: float | None = None
+    parked_until: float = 0.0
+    p_ticket: str | None = None
+    auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
+    notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
+    written_names: tuple[str, ...] = ()  # the names its last write covered
+    session_unused: bool = False  # a login was sent and nothing usable came of it yet
+    not_before: float = 0.0  # a rejected password's back-off, kept across restarts
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.login.name
+
+    def holds_valid_token(self, now: float) -> bool:
+        return self.grant is not None and self.grant.expires_at > now
+
+    def state(self, now: float) -> LoginState:
+        if self.parked_until > now:
+            return LoginState.PARKED
+        if self.failures:
+            return LoginState.FAILING
+        return LoginState.OK if self.holds_valid_token(now) else LoginState.PENDING
+
+    def add_note(self, note: str) -> bool:
+        """Add a note to the login's status; True the first time (warn once, not per write)."""
+        if note in self.notes:
+            return False
+        self.notes = (*self.notes, note)
+        return True
