@@ -1,84 +1,36 @@
-"""A small simulated Tradovate on 127.0.0.1, for the demo, end-to-end tests, chaos runs and
-benchmarks. It keeps Tradovate's rules that matter to the daemon: a login opens a session and a
-user keeps only two (a third closes the oldest, killing its tokens); renewal stays in the session;
-tokens carry a real `exp`; faults of every kind can be injected per endpoint.
-"""
+"""The simulator itself: users and their sessions (two at most: a third login closes the oldest),
+the three endpoints, the per-address budgets on the tokens' time-scale, injected faults, and what
+it saw (`Observations`) for the tests to judge."""
 
 from __future__ import annotations
 
-import base64
 import collections
-import hashlib
-import hmac
 import itertools
-import json
 import secrets
-import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-LOGIN_PATH = "/v1/auth/accesstokenrequest"
-RENEW_PATH = "/v1/auth/renewaccesstoken"
-ACCOUNTS_PATH = "/v1/account/list"
-
-# Faults a retry recovers from with the same session: the daemon must ride them out.
-RECOVERABLE_FAULTS = (
-    "http_500",
-    "http_503",
-    "html",
-    "not_json",
-    "no_token",
-    "empty_token",
-    "malformed_token",
-    "expired_token",
-    "reset",
-    "hang",
+from daemon.sim.tradovate.desks import FakeUser, reference_desk
+from daemon.sim.tradovate.faults import FAULT_KINDS, Fault, fault_answer
+from daemon.sim.tradovate.http import QuietHTTPServer, handler_class
+from daemon.sim.tradovate.rules import (
+    ACCOUNTS_PATH,
+    BUDGET_WINDOW_S,
+    DEMO_SEC,
+    LOGIN_FAILURE_BUDGET,
+    LOGIN_PATH,
+    PENALTY_S,
+    REAL_TOKEN_LIFETIME_S,
+    RENEW_BUDGET,
+    RENEW_PATH,
 )
-# Every kind of answer a fault can replace a real one with.
-FAULT_KINDS = (*RECOVERABLE_FAULTS, "http_429", "http_401", "error_text", "penalty", "captcha")
-
-DEMO_SEC = "demo-sec"
-REAL_TOKEN_LIFETIME_S = 4_800.0
-BUDGET_WINDOW_S = 3_600.0
-PENALTY_S = 15.0
-RENEW_BUDGET = 15
-LOGIN_FAILURE_BUDGET = 5
-REFERENCE_DESK = {"APEX_266668": 4, "APEX_272045": 5, "APEX_136189": 3, "APEX_265995": 1}
-
-
-class QuietHTTPServer(ThreadingHTTPServer):
-    """A client hanging up (a daemon killed, a refused oversized answer) is no error here."""
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
-@dataclass
-class FakeUser:
-    name: str
-    password: str
-    accounts: list[str]
-    user_id: int = 0
-
-
-def reference_desk(password_prefix: str = "demo-") -> list[FakeUser]:
-    """The reference's four APEX logins and their 13 accounts (PAAPEX2666680000001, ...)."""
-    return [
-        FakeUser(
-            name=login,
-            password=f"{password_prefix}{login}",
-            accounts=[f"PA{login.replace('_', '')}{n:07d}" for n in range(1, count + 1)],
-        )
-        for login, count in REFERENCE_DESK.items()
-    ]
+from daemon.sim.tradovate.tokens import TokenMint
 
 
 @dataclass
@@ -87,15 +39,6 @@ class _Session:
     user: str
     opened_at: float
     open: bool = True
-
-
-@dataclass
-class Fault:
-    kind: str
-    count: int = 1
-    p_time_s: float = 1.0  # penalty
-    hang_s: float = 30.0  # hang
-    user: str | None = None  # only requests of this login; None: anyone's
 
 
 @dataclass
@@ -146,11 +89,9 @@ class FakeTradovate:
         )
         self.clock = clock
         self.seen = Observations()
-        self._opaque: dict[str, dict[str, Any]] = {}
-        self._key = secrets.token_bytes(32)
+        self._mint = TokenMint(lambda: self.clock(), opaque=opaque_tokens)
         self._sessions: dict[int, _Session] = {}
         self._session_ids = itertools.count(1)
-        self._token_ids = itertools.count(1)
         self._faults: dict[str, collections.deque[Fault]] = collections.defaultdict(
             collections.deque
         )
@@ -170,7 +111,7 @@ class FakeTradovate:
 
     def start(self) -> FakeTradovate:
         """Serve over HTTP on a free loopback port."""
-        self._server = QuietHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = QuietHTTPServer(("127.0.0.1", 0), handler_class(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -244,42 +185,10 @@ class FakeTradovate:
     # -- tokens ----------------------------------------------------------------------------------
 
     def _issue(self, session: _Session, purpose: str) -> tuple[str, float]:
-        now = self.clock()
-        expires_at = now + self.token_lifetime_s
-        claims = {
-            "sub": session.user,
-            "sid": session.id,
-            "jti": next(self._token_ids),
-            "use": purpose,
-            "iat": int(now),
-            "exp": int(expires_at),
-        }
-        if self.opaque_tokens:
-            token = secrets.token_urlsafe(48)
-            self._opaque[token] = claims
-            return token, float(int(expires_at))
-        header = _b64({"alg": "HS256", "typ": "JWT"})
-        payload = _b64(claims)
-        signature = hmac.new(self._key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-        token = f"{header}.{payload}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
-        return token, float(int(expires_at))
+        return self._mint.issue(session.user, session.id, purpose, self.token_lifetime_s)
 
     def _verify(self, token: str) -> dict[str, Any] | None:
-        if self.opaque_tokens:
-            found = self._opaque.get(token)
-            return found if found is not None and found["exp"] > self.clock() else None
-        try:
-            header, payload, signature = token.split(".")
-            expected = hmac.new(self._key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
-            given = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
-            if not hmac.compare_digest(expected, given):
-                return None
-            claims: dict[str, Any] = json.loads(
-                base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-            )
-        except ValueError:
-            return None
-        return claims if claims.get("exp", 0) > self.clock() else None
+        return self._mint.verify(token)
 
     def _live_session(self, claims: dict[str, Any]) -> _Session | None:
         session = self._sessions.get(claims.get("sid", -1))
@@ -420,7 +329,7 @@ class FakeTradovate:
             self._tickets[ticket] = {"body": body, "due": self.clock() + fault.p_time_s}
             return 200, {"p-ticket": ticket, "p-time": fault.p_time_s}
         if fault is not None:
-            return _fault_answer(fault)
+            return fault_answer(fault)
         if method == "POST" and path == LOGIN_PATH and isinstance(body, dict):
             return self._login(body, address)
         if method == "GET" and path == RENEW_PATH:
@@ -432,129 +341,3 @@ class FakeTradovate:
     def _record(self, path: str, answer: tuple[int, Any]) -> tuple[int, Any]:
         self.seen.requests.append((path, answer[0]))
         return answer
-
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # Headers and body go out in separate writes: without TCP_NODELAY every answer
-            # waits out the client's 40 ms delayed ACK, which is not Tradovate's latency.
-            disable_nagle_algorithm = True
-
-            def log_message(self, format: str, *args: Any) -> None:
-                """Quiet: the daemon's own logs tell the story."""
-
-            def _serve(self, method: str) -> None:
-                with fake._lock:
-                    fake.seen.received += 1
-                    fake.seen.arrivals.append((time.monotonic(), self.path.split("?")[0]))
-                if fake.latency_s:
-                    time.sleep(fake.latency_s)
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = None
-                auth = self.headers.get("Authorization", "")
-                token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
-                status, answer = fake.answer(method, self.path, body, token, self.client_address[0])
-                if isinstance(answer, Hang):
-                    time.sleep(answer.seconds)
-                    status, answer = 504, {"errorText": "late"}
-                if isinstance(answer, Reset):
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return
-                if isinstance(answer, bytes):
-                    payload, content_type = answer, "text/html"
-                else:
-                    payload, content_type = json.dumps(answer).encode(), "application/json"
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", content_type)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    self.close_connection = True  # the client gave up waiting: what it should do
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-        return Handler
-
-
-@dataclass(frozen=True)
-class Hang:
-    """Answer nothing for this long (a client times out first)."""
-
-    seconds: float
-
-
-class Reset:
-    """Drop the connection without an answer."""
-
-
-def _b64(value: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-
-def _fault_answer(fault: Fault) -> tuple[int, Any]:
-    expired_claims = _b64({"exp": 1_000_000_000})
-    answers: dict[str, tuple[int, Any]] = {
-        "http_500": (500, {"errorText": "Internal Server Error"}),
-        "http_503": (503, b"<html><body>Service Unavailable</body></html>"),
-        "http_429": (429, {"errorText": "Too Many Requests"}),
-        "http_401": (401, {"errorText": "Access is denied"}),
-        "html": (200, b"<html><body>Maintenance</body></html>"),
-        "not_json": (200, b"{not json"),
-        "no_token": (200, {"userStatus": "Active"}),
-        "empty_token": (200, {"accessToken": "", "expirationTime": "2030-01-01T00:00:00Z"}),
-        "malformed_token": (200, {"accessToken": "abc.def", "expirationTime": None}),
-        "expired_token": (200, {"accessToken": f"eyJhbGciOiJub25lIn0.{expired_claims}.sig"}),
-        "error_text": (200, {"errorText": "Incorrect username or password."}),
-        "captcha": (200, {"p-ticket": "captcha-ticket", "p-time": 0, "p-captcha": True}),
-        "reset": (0, Reset()),
-        "hang": (0, Hang(fault.hang_s)),
-    }
-    return answers[fault.kind]
-
-
-def numbered_desk(logins: int, accounts: int) -> list[FakeUser]:
-    """LOGIN_0000.. with `accounts` accounts each, password pw-<n>: for benchmarks and trials."""
-    return [
-        FakeUser(f"LOGIN_{n:04d}", f"pw-{n}", [f"PA{n:04d}{a:02d}" for a in range(accounts)])
-        for n in range(logins)
-    ]
-
-
-def main(argv: list[str] | None = None) -> None:
-    """python -m daemon.sim.tradovate: serve a numbered desk on 127.0.0.1 until killed."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m daemon.sim.tradovate")
-    parser.add_argument("--logins", type=int, default=4)
-    parser.add_argument("--accounts", type=int, default=3)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds per request")
-    parser.add_argument("--lifetime", type=float, default=4_800.0, help="token seconds")
-    parser.add_argument(
-        "--no-budgets", action="store_true", help="no per-address budgets (throughput runs)"
-    )
-    args = parser.parse_args(argv)
-    fake = FakeTradovate(
-        numbered_desk(args.logins, args.accounts),
-        latency_s=args.latency,
-        token_lifetime_s=args.lifetime,
-        address_budgets=not args.no_budgets,
-    ).start()
-    print(fake.base_url, flush=True)
-    threading.Event().wait()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,65 @@
+"""Faults to inject per endpoint: every kind of answer one can replace a real one with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.sim.tradovate.tokens import b64
+
+# Faults a retry recovers from with the same session: the daemon must ride them out.
+RECOVERABLE_FAULTS = (
+    "http_500",
+    "http_503",
+    "html",
+    "not_json",
+    "no_token",
+    "empty_token",
+    "malformed_token",
+    "expired_token",
+    "reset",
+    "hang",
+)
+# Every kind of answer a fault can replace a real one with.
+FAULT_KINDS = (*RECOVERABLE_FAULTS, "http_429", "http_401", "error_text", "penalty", "captcha")
+
+
+@dataclass
+class Fault:
+    kind: str
+    count: int = 1
+    p_time_s: float = 1.0  # penalty
+    hang_s: float = 30.0  # hang
+    user: str | None = None  # only requests of this login; None: anyone's
+
+
+@dataclass(frozen=True)
+class Hang:
+    """Answer nothing for this long (a client times out first)."""
+
+    seconds: float
+
+
+class Reset:
+    """Drop the connection without an answer."""
+
+
+def fault_answer(fault: Fault) -> tuple[int, Any]:
+    expired_claims = b64({"exp": 1_000_000_000})
+    answers: dict[str, tuple[int, Any]] = {
+        "http_500": (500, {"errorText": "Internal Server Error"}),
+        "http_503": (503, b"<html><body>Service Unavailable</body></html>"),
+        "http_429": (429, {"errorText": "Too Many Requests"}),
+        "http_401": (401, {"errorText": "Access is denied"}),
+        "html": (200, b"<html><body>Maintenance</body></html>"),
+        "not_json": (200, b"{not json"),
+        "no_token": (200, {"userStatus": "Active"}),
+        "empty_token": (200, {"accessToken": "", "expirationTime": "2030-01-01T00:00:00Z"}),
+        "malformed_token": (200, {"accessToken": "abc.def", "expirationTime": None}),
+        "expired_token": (200, {"accessToken": f"eyJhbGciOiJub25lIn0.{expired_claims}.sig"}),
+        "error_text": (200, {"errorText": "Incorrect username or password."}),
+        "captcha": (200, {"p-ticket": "captcha-ticket", "p-time": 0, "p-captcha": True}),
+        "reset": (0, Reset()),
+        "hang": (0, Hang(fault.hang_s)),
+    }
+    return answers[fault.kind]

@@ -1,0 +1,15 @@
+"""Tradovate's rules as the simulator keeps them: its paths, and the budgets per client address
+(renewals 15 and failed logins 5 per rolling hour, a 15 s penalty ticket past them)."""
+
+from __future__ import annotations
+
+LOGIN_PATH = "/v1/auth/accesstokenrequest"
+RENEW_PATH = "/v1/auth/renewaccesstoken"
+ACCOUNTS_PATH = "/v1/account/list"
+
+DEMO_SEC = "demo-sec"
+REAL_TOKEN_LIFETIME_S = 4_800.0
+BUDGET_WINDOW_S = 3_600.0
+PENALTY_S = 15.0
+RENEW_BUDGET = 15
+LOGIN_FAILURE_BUDGET = 5
