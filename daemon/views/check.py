@@ -15,6 +15,7 @@ from daemon.store.client import key_count, scan_batches
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import (
     EXPIRING_SOON_S,
+    StoredToken,
     fingerprint,
     iter_tokens,
     judged,
@@ -22,6 +23,7 @@ from daemon.store.tokens import (
     read_token_keys,
     token_key,
 )
+from daemon.views.table import table
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,12 @@ def render_token_table(rows: Iterable[TokenRow]) -> str:
         print_fp = f" | {row.fingerprint}" if row.fingerprint else ""
         lines.append(f"{key:<32} | {ttl:<22} | {mark}{print_fp}")
     return "\n".join(lines)
+
+
+def render_token_list(found: Iterable[StoredToken]) -> str:
+    """`tokens list`: every token key with its TTL, state and fingerprint, then the count."""
+    rows = [(token_key(t.name), f"{t.ttl_s}s", t.state, t.fingerprint) for t in found]
+    return f"{table(rows, ('key', 'ttl', 'state', 'fingerprint'))}\n\nTotal tokens: {len(rows)}"
 
 
 KEY_SAMPLE = 50  # hft: and price: keys listed by `check`; the rest are counted

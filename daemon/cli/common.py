@@ -1,0 +1,61 @@
+"""What every verb shares: settings built once (secrets registered, logging set up, unsafe
+choices said), the Redis client, JSON output, the one-line failure, and which logins to show."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+import structlog
+
+from daemon.config import Settings, load_settings, unsafe_choices
+from daemon.constants import STATUS_KEY_PREFIX
+from daemon.logs import configure_logging, register_secrets
+from daemon.store.client import get_redis_client, scan_batches
+
+log = structlog.get_logger("daemon.cli")
+
+EX_FAILED = 1
+
+Handler = Callable[[argparse.Namespace, Mapping[str, str]], int]
+
+
+class CommandFailed(Exception):
+    """The operation failed: a one-line message for the operator, exit 1."""
+
+
+def command_settings(env: Mapping[str, str], *, credentials: bool) -> Settings:
+    settings = load_settings(env, credentials=credentials)
+    register_secrets(*settings.secrets())
+    configure_logging(
+        settings.log_format,
+        settings.log_level,
+        file=settings.log_file,
+        max_bytes=settings.log_max_bytes,
+        backups=settings.log_backups,
+    )
+    for event, fields in unsafe_choices(settings):
+        log.warning(event, **fields)
+    return settings
+
+
+def command_client(env: Mapping[str, str]) -> tuple[Settings, redis.Redis]:
+    settings = command_settings(env, credentials=False)
+    return settings, get_redis_client(settings.redis)
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def known_logins(settings: Settings, client: redis.Redis) -> list[str]:
+    """The configured logins, or else every login the daemon has written a status for."""
+    if settings.logins:
+        return [login.name for login in settings.logins]
+    names = []
+    for chunk in scan_batches(client, STATUS_KEY_PREFIX + "*"):
+        names += [key[len(STATUS_KEY_PREFIX) :] for key in chunk]
+    return sorted(names)

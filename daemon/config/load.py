@@ -1,0 +1,170 @@
+"""Settings built once at the edge: every setting read, checked and bounded, every problem named
+in one ConfigError (exit 78)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+
+from daemon.config.accounts import read_logins
+from daemon.config.model import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    ConfigError,
+    RedisSettings,
+    Settings,
+    TradovateSettings,
+    host_and_port,
+    registered,
+)
+from daemon.config.reader import EnvReader
+from daemon.config.secret import Secret
+from daemon.constants import TRADOVATE_BASE_URLS
+from daemon.values import SAFE_NAME
+
+
+def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settings:
+    """Build Settings from an environment mapping (see `read_environment`).
+
+    With credentials=False (operator commands that only read Redis) passwords, `sec` and the app
+    identity are not required, and a missing default accounts file means no logins.
+    Raises ConfigError naming every bad setting at once.
+    """
+    reader = EnvReader(env)
+    if "ORCA_ENV_FILE" in env and not Path(env["ORCA_ENV_FILE"]).is_file():
+        reader.problem("ORCA_ENV_FILE", f"{env['ORCA_ENV_FILE']} does not exist")
+    settings = Settings(
+        redis=_redis_settings(reader),
+        tradovate=_tradovate_settings(reader, credentials=credentials),
+        logins=read_logins(reader, credentials=credentials),
+        token_ttl_s=reader.integer("ORCA_TOKEN_TTL", low=1, high=7 * 86_400),
+        refresh_interval_s=reader.integer("ORCA_REFRESH_INTERVAL", low=1, high=86_400),
+        token_probe_interval_s=reader.integer("ORCA_TOKEN_PROBE_INTERVAL", low=1, high=3_600),
+        auth_rate_limit=reader.integer("ORCA_AUTH_RATE_LIMIT", low=1, high=1_000_000),
+        refresh_concurrency=reader.integer("ORCA_REFRESH_CONCURRENCY", low=1, high=1_000),
+        captcha_park_s=reader.integer("ORCA_CAPTCHA_PARK", low=1, high=7 * 86_400),
+        health_addr=_health_addr(reader),
+        alert_webhook_url=_webhook(reader),
+        audit_dsn=reader.secret("ORCA_AUDIT_DSN", required=False),
+        log_format=reader.choice("ORCA_LOG_FORMAT", LOG_FORMATS),
+        log_level=reader.choice("ORCA_LOG_LEVEL", LOG_LEVELS),
+        log_file=reader.text("ORCA_LOG_FILE"),
+        log_max_bytes=reader.integer("ORCA_LOG_MAX_BYTES", low=1_024, high=1 << 40),
+        log_backups=reader.integer("ORCA_LOG_BACKUPS", low=0, high=1_000),
+        renew_budget_per_hour=reader.integer("ORCA_RENEW_BUDGET_PER_HOUR", low=1, high=10_000),
+        login_failure_budget_per_hour=reader.integer(
+            "ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR", low=1, high=10_000
+        ),
+        budget_group=_budget_group(reader),
+        budget_window_s=reader.integer("ORCA_BUDGET_WINDOW", low=1, high=86_400),
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return replace(settings, credential_files=tuple(reader.files_read))
+
+
+def load_redis_settings(env: Mapping[str, str]) -> RedisSettings:
+    """Only the Redis part, for library users of `get_redis_client()`."""
+    reader = EnvReader(env)
+    settings = _redis_settings(reader)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def _redis_settings(reader: EnvReader) -> RedisSettings:
+    url = reader.secret("REDIS_URL", required=False)
+    if url is not None and not url.reveal().startswith(("redis://", "rediss://")):
+        # The URL may hold a password: name the problem, never quote the value.
+        reader.problem("REDIS_URL", "must start with redis:// or rediss://")
+        url = None
+    ssl_ca_certs = reader.text("REDIS_SSL_CA_CERTS")
+    if ssl_ca_certs is not None and not Path(ssl_ca_certs).is_file():
+        reader.problem("REDIS_SSL_CA_CERTS", f"{ssl_ca_certs} does not exist")
+    cert_reqs = reader.choice("REDIS_SSL_CERT_REQS", ("required", "none"))
+    cluster = reader.boolean("REDIS_CLUSTER")
+    if cluster and reader.integer("REDIS_DB", low=0, high=10_000) != 0:
+        reader.problem("REDIS_DB", "Redis Cluster has only database 0")
+    return RedisSettings(
+        url=url,
+        host=reader.string("REDIS_HOST"),
+        port=reader.integer("REDIS_PORT", low=1, high=65_535),
+        db=reader.integer("REDIS_DB", low=0, high=10_000),
+        username=reader.text("REDIS_USERNAME"),
+        password=reader.secret("REDIS_PASSWORD", required=False),
+        ssl=reader.boolean("REDIS_SSL"),
+        ssl_ca_certs=ssl_ca_certs,
+        ssl_cert_reqs="none" if cert_reqs == "none" else "required",
+        max_connections=reader.integer("REDIS_MAX_CONNECTIONS", low=1, high=10_000),
+        socket_connect_timeout_s=reader.number("REDIS_SOCKET_CONNECT_TIMEOUT", low=0.1, high=300),
+        cluster=cluster,
+    )
+
+
+def _tradovate_settings(reader: EnvReader, *, credentials: bool) -> TradovateSettings:
+    env = reader.choice("TRADOVATE_ENV", ("demo", "live"))
+    base_url = reader.text("TRADOVATE_BASE_URL") or TRADOVATE_BASE_URLS[env]
+    if not base_url.startswith(("https://", "http://")):
+        reader.problem("TRADOVATE_BASE_URL", f"{base_url!r} is not an http(s) URL")
+    app_id = reader.text("TRADOVATE_APP_ID") or ""
+    if credentials and not app_id:
+        reader.problem("TRADOVATE_APP_ID", "is not set")
+    cid = 0
+    cid_text = reader.text("TRADOVATE_CID")
+    if cid_text is None:
+        if credentials:
+            reader.problem("TRADOVATE_CID", "is not set")
+    elif cid_text.isdigit():
+        cid = int(cid_text)
+    else:
+        reader.problem("TRADOVATE_CID", f"{cid_text!r} is not a number")
+    return TradovateSettings(
+        env="live" if env == "live" else "demo",
+        base_url=base_url.rstrip("/"),
+        app_id=app_id,
+        app_version=reader.string("TRADOVATE_APP_VERSION"),
+        cid=cid,
+        sec=reader.secret("TRADOVATE_SEC", required=credentials),
+        device_id=reader.text("TRADOVATE_DEVICE_ID"),
+        timeout_s=reader.number("ORCA_TRADOVATE_TIMEOUT", low=0.1, high=600),
+        local_address=_local_address(reader),
+    )
+
+
+def _local_address(reader: EnvReader) -> str | None:
+    text = reader.text("TRADOVATE_LOCAL_ADDRESS")
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        reader.problem("TRADOVATE_LOCAL_ADDRESS", f"{text[:40]!r} is not an IP address")
+        return None
+
+
+def _budget_group(reader: EnvReader) -> str:
+    group = reader.string("ORCA_BUDGET_GROUP")
+    if not SAFE_NAME.match(group):
+        reader.problem("ORCA_BUDGET_GROUP", f"{group[:40]!r}: letters, digits, _ - . only")
+        return str(registered("ORCA_BUDGET_GROUP"))
+    return group
+
+
+def _webhook(reader: EnvReader) -> Secret | None:
+    url = reader.secret("ORCA_ALERT_WEBHOOK_URL", required=False)
+    if url is not None and not url.reveal().startswith(("https://", "http://")):
+        reader.problem("ORCA_ALERT_WEBHOOK_URL", "must be an http(s) URL")
+        return None
+    return url
+
+
+def _health_addr(reader: EnvReader) -> tuple[str, int] | None:
+    raw = reader.env.get("ORCA_HEALTH_ADDR", str(registered("ORCA_HEALTH_ADDR"))).strip()
+    if not raw:
+        return None
+    address = host_and_port(raw)
+    if address is None:
+        reader.problem("ORCA_HEALTH_ADDR", f"{raw!r} is not host:port (empty disables it)")
+    return address
