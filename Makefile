@@ -55,10 +55,13 @@ promtool:
 alerts: promtool
 	cd deploy/monitoring && promtool check rules alerts.yml && promtool test rules alerts.test.yml
 
-unit: $(STAMP) redis-server promtool $(TS_DEPS)
-	$(BIN)/pytest -n 6 --dist worksteal  # most tests wait on processes, not CPU
+# The fast loop: in-process tests on fakeredis, respx and injected clocks (no `e2e` mark).
+unit: $(STAMP)
+	$(BIN)/pytest -m "not e2e" -n 2
 
-test: lint typecheck unit
+# Everything: lint, types, and every test, end-to-end ones (processes, real servers) included.
+test: lint typecheck $(STAMP) redis-server promtool $(TS_DEPS)
+	$(BIN)/pytest -n 6 --dist worksteal  # most tests wait on processes, not CPU
 
 # The runtime dependencies, pinned with hashes: what the Dockerfile and the VM recipe install.
 # tests/test_lock.py fails when it no longer matches pyproject.toml; `make lock` renews it.

@@ -23,10 +23,10 @@ import redis
 
 from daemon.config import load_redis_settings
 from daemon.sim.environment import daemon_environment, seconds_until
+from daemon.sim.observe import TokenSampler, all_names, busiest_pid, owner_pids, shared_as_assigned
 from daemon.sim.redis_server import RedisServer, redis_cluster
 from daemon.sim.tradovate import FakeTradovate, numbered_desk
 from daemon.store.client import build_client, get_many
-from tools.chaos import TokenSampler, all_names, busiest_pid, owner_pids, shared_as_assigned
 
 LOGINS = 120
 ADDRESS_COUNTS = (1, 4, 10)

@@ -7,8 +7,7 @@ import datetime
 import ipaddress
 import logging
 import os
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,37 @@ from daemon.logs import forget_secrets
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.client import close_redis_client
-from tests.helpers import Run, Spawned, user
+from tests.helpers import (
+    REDIS_PASSWORD,
+    DaemonProcess,
+    Run,
+    Spawned,
+    StartDaemon,
+    require_redis_server,
+    user,
+)
 
-REDIS_PASSWORD = "redis-Pa55-word"
+# A test using one of these starts a process or a real server: it is end-to-end (`e2e`), run by
+# `make test` and left out of `make unit`. Tests that read the wall clock without them are
+# marked `e2e` by hand.
+E2E_FIXTURES = frozenset(
+    {
+        "redis_server",
+        "redis_tls_server",
+        "redis_cluster",
+        "served_tradovate",
+        "processes",
+        "start_daemon",
+        "postgres_dsn",
+        "hostile",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(autouse=True)
@@ -40,19 +67,10 @@ def _reset_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logging.captureWarnings(False)  # configure_logging turns it on; pytest swaps showwarning
 
 
-def _require_redis_server() -> None:
-    if shutil.which("redis-server"):
-        return
-    message = "redis-server is not installed (make test installs it with apt-get)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}: integration tests must not be skipped under CI=true")
-    pytest.skip(message)
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A plain redis-server of this test's own, on a free loopback port."""
-    _require_redis_server()
+    require_redis_server()
     with RedisServer(workdir=tmp_path) as server:
         yield server
 
@@ -113,7 +131,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
 @pytest.fixture
 def redis_tls_server(tmp_path: Path, tls_files: TlsFiles) -> Iterator[RedisServer]:
     """What Azure Cache for Redis looks like: TLS only, with a password."""
-    _require_redis_server()
+    require_redis_server()
     with RedisServer(workdir=tmp_path, tls=tls_files, password=REDIS_PASSWORD) as server:
         yield server
 
@@ -186,7 +204,7 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
     """Three redis-server primaries joined into a Redis Cluster."""
     from daemon.sim.redis_server import redis_cluster
 
-    _require_redis_server()
+    require_redis_server()
     with redis_cluster(tmp_path) as nodes:
         yield nodes
 
@@ -198,3 +216,16 @@ def processes() -> Iterator[Spawned]:
     yield started
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def start_daemon(processes: Spawned, tmp_path: Path) -> StartDaemon:
+    """start_daemon(env, *args): `python -m daemon` with those arguments (`run` when none) in
+    this test's folder, its JSON log lines collected; killed afterwards if still running."""
+
+    def start(
+        env: Mapping[str, str], *args: str, cwd: Path | None = None, exe: str | None = None
+    ) -> DaemonProcess:
+        return processes.start(env, *args, cwd=str(cwd or tmp_path), exe=exe)
+
+    return start

@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import random
+import shutil
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fakeredis
 import httpx
+import pytest
 import respx
 
 from daemon import cache, price
@@ -195,6 +204,7 @@ class DaemonProcess:
 
 
 Run = Callable[..., tuple[int, str, str]]
+StartDaemon = Callable[..., DaemonProcess]  # the `start_daemon` fixture
 
 
 class Spawned(list[DaemonProcess]):
@@ -230,3 +240,63 @@ def seed(server: RedisServer, fake: FakeTradovate | None = None) -> dict[str, st
     cache.set("accounts", "PA1", value={"n": 1}, client=client)
     price.store("MNQZ5", {"Last": 21000.25, "Bid": 21000.0, "Ask": 21000.5}, client=client)
     return {"APEX_1": token}
+
+
+REDIS_PASSWORD = "redis-Pa55-word"
+
+
+def require_redis_server() -> None:
+    if shutil.which("redis-server"):
+        return
+    message = "redis-server is not installed (make test installs it with apt-get)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}: integration tests must not be skipped under CI=true")
+    pytest.skip(message)
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{name} is needed to check the deployment files under CI=true")
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback http)
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@dataclass
+class World:
+    clock: FakeClock
+    fake: FakeTradovate
+    redis: fakeredis.FakeRedis
+    metrics: Metrics
+    refresher: Refresher
+
+    def token(self, name: str) -> str | None:
+        value = self.redis.get(f"token:{name}")
+        return value if isinstance(value, str) else None
+
+    def count(self, login: str, outcome: str) -> float:
+        value = self.metrics.registry.get_sample_value(
+            "orca_token_refresh_total", {"login": login, "outcome": outcome}
+        )
+        return value or 0.0
+
+
+def build_world(fake: FakeTradovate, clock: FakeClock, **env: str) -> World:
+    # Probing hourly keeps these tests about renewal timing; probing has tests of its own.
+    settings = settings_for(fake, **{"ORCA_TOKEN_PROBE_INTERVAL": "3600", **env})
+    metrics = Metrics()
+    client = TradovateClient(settings.tradovate, metrics=metrics, clock=clock)
+    store = fakeredis.FakeRedis(decode_responses=True)
+    refresher = build_refreshing(
+        settings, client, store, metrics=metrics, instance="test", clock=clock, rng=random.Random(1)
+    ).refresher
+    return World(clock, fake, store, metrics, refresher)

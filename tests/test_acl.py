@@ -13,10 +13,10 @@ import redis
 
 from daemon import cache, price, tokens
 from daemon.sim.environment import wait_for
+from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
 from tests.helpers import DaemonProcess, Run, daemon_env, seed
-from tools.chaos import all_live, all_names
 
 ACL_FILE = Path(__file__).parent.parent / "deploy" / "redis-acl.conf"
 

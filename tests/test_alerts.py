@@ -12,8 +12,7 @@ from structlog.testing import capture_logs
 from daemon.logs import register_secrets
 from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate
 from daemon.sinks.alerts import Alerter, payload_for
-from tests.helpers import FakeClock, tradovate_routes, user
-from tests.test_refresher import World, build_world
+from tests.helpers import FakeClock, World, build_world, tradovate_routes, user
 
 HOOK = "https://alerts.example/hook/SeCrEt-PaTh"
 

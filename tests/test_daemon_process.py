@@ -6,19 +6,15 @@ import json
 import signal
 import socket
 import time
-import urllib.request
 from pathlib import Path
+
+import pytest
 
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import FakeTradovate
 from daemon.token_format import jwt_expiry
-from tests.helpers import DaemonProcess, Spawned, daemon_env, secrets_of
-
-
-def start(processes: Spawned, env: dict[str, str], tmp_path: Path, *args: str) -> DaemonProcess:
-    process = processes.start(env, *args, cwd=str(tmp_path))
-    return process
+from tests.helpers import StartDaemon, daemon_env, http_get, secrets_of
 
 
 def valid_token_keys(server: RedisServer) -> dict[str, str]:
@@ -33,24 +29,13 @@ def valid_token_keys(server: RedisServer) -> dict[str, str]:
     }
 
 
-def http_get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 (loopback http)
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode()
-
-
 def test_reference_desk_end_to_end(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     """4 logins, 13 accounts: 17 valid keys, TTLs within the tokens' life, one session each,
     health endpoints, no secret in any log line, and a clean stop on SIGTERM."""
     env = daemon_env(served_tradovate, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
-    daemon = start(processes, env, tmp_path)
+    daemon = start_daemon(env)
     keys = wait_for(
         lambda: len(valid_token_keys(redis_server)) == 17 and valid_token_keys(redis_server),
         what="17 valid token keys",
@@ -94,7 +79,7 @@ def test_reference_desk_end_to_end(
 
 
 def test_opaque_tokens_end_to_end_and_a_restart_opens_no_session(
-    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+    redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     """Tokens that are not JWTs: every key written with a TTL inside the real expiry (from
     expirationTime), `check` calls them valid, and a restart adopts them: 0 new sessions."""
@@ -108,7 +93,7 @@ def test_opaque_tokens_end_to_end_and_a_restart_opens_no_session(
             pairs = zip(names, values, strict=True)
             return {n: str(v) for n, v in pairs if v and fake.is_live(str(v))}
 
-        first = start(processes, env, tmp_path)
+        first = start_daemon(env)
         keys = wait_for(lambda: len(live_keys()) == 17 and live_keys(), what="17 opaque tokens")
         now = time.time()
         for name, token in keys.items():
@@ -118,7 +103,7 @@ def test_opaque_tokens_end_to_end_and_a_restart_opens_no_session(
         first.signal(signal.SIGTERM)
         assert first.wait() == 0
 
-        second = start(processes, env, tmp_path)
+        second = start_daemon(env)
         wait_for(
             lambda: sum(e["event"] == "token.adopted" for e in second.events()) == 4,
             what="every login adopted",
@@ -126,29 +111,24 @@ def test_opaque_tokens_end_to_end_and_a_restart_opens_no_session(
         wait_for(lambda: second.event("token.refreshed"), what="the adopted tokens confirmed")
         assert set(fake.seen.sessions_opened.values()) == {1}
         assert len(live_keys()) == 17
-        check = processes.start(env, "check", "--json", cwd=str(tmp_path))
+        check = start_daemon(env, "check", "--json")
         assert check.wait() == 0
         report = json.loads("\n".join(check.stdout))
         assert {row["state"] for row in report["tokens"]} == {"valid"}
 
 
 def test_sigint_also_stops_cleanly(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
-    daemon = start(processes, daemon_env(served_tradovate, redis_server.url), tmp_path)
+    daemon = start_daemon(daemon_env(served_tradovate, redis_server.url))
     daemon.event("token.refreshed")
     daemon.signal(signal.SIGINT)
     assert daemon.wait(timeout=10) == 0
 
 
-def test_bad_configuration_exits_78_naming_every_problem(
-    tmp_path: Path, processes: Spawned
-) -> None:
+def test_bad_configuration_exits_78_naming_every_problem(start_daemon: StartDaemon) -> None:
     env = {"REDIS_PORT": "abc", "ORCA_ACCOUNTS": "APEX_1", "ORCA_REFRESH_INTERVAL": "soon"}
-    daemon = start(processes, env, tmp_path)
+    daemon = start_daemon(env)
     assert daemon.wait() == 78
     (event,) = daemon.events()
     assert event["event"] == "config.invalid"
@@ -164,34 +144,28 @@ def test_bad_configuration_exits_78_naming_every_problem(
         assert name in event["error"]
 
 
-def test_usage_error_exits_2(tmp_path: Path, processes: Spawned) -> None:
-    assert start(processes, {}, tmp_path, "run", "--bogus").wait() == 2
-    assert start(processes, {}, tmp_path, "frobnicate").wait() == 2
+def test_usage_error_exits_2(start_daemon: StartDaemon) -> None:
+    assert start_daemon({}, "run", "--bogus").wait() == 2
+    assert start_daemon({}, "frobnicate").wait() == 2
 
 
 def test_run_once(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url)
-    assert start(processes, env, tmp_path, "run", "--once").wait() == 0
+    assert start_daemon(env, "run", "--once").wait() == 0
     assert len(valid_token_keys(redis_server)) == 17
     # Again: the tokens in Redis are renewed, not replaced by new sessions.
-    assert start(processes, env, tmp_path, "run", "--once").wait() == 0
+    assert start_daemon(env, "run", "--once").wait() == 0
     assert set(served_tradovate.seen.sessions_opened.values()) == {1}
     assert set(served_tradovate.seen.renewals.values()) == {1}
 
 
 def test_run_once_exits_1_when_a_login_fails(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url, TRADOVATE_PASSWORD_APEX_265995="wrong")
-    daemon = start(processes, env, tmp_path, "run", "--once")
+    daemon = start_daemon(env, "run", "--once")
     assert daemon.wait() == 1
     finished = daemon.event("daemon.once_finished")
     assert finished["failed"] == ["APEX_265995"]
@@ -200,15 +174,15 @@ def test_run_once_exits_1_when_a_login_fails(
 
 
 def test_run_once_without_redis_opens_no_session(
-    served_tradovate: FakeTradovate, tmp_path: Path, processes: Spawned
+    served_tradovate: FakeTradovate, start_daemon: StartDaemon
 ) -> None:
     env = daemon_env(served_tradovate, f"redis://127.0.0.1:{free_port()}/0")
-    assert start(processes, env, tmp_path, "run", "--once").wait() == 1
+    assert start_daemon(env, "run", "--once").wait() == 1
     assert sum(served_tradovate.seen.sessions_opened.values()) == 0
 
 
 def test_keeps_running_while_redis_is_down(
-    served_tradovate: FakeTradovate, tmp_path: Path, processes: Spawned
+    served_tradovate: FakeTradovate, start_daemon: StartDaemon
 ) -> None:
     env = daemon_env(
         served_tradovate,
@@ -216,7 +190,7 @@ def test_keeps_running_while_redis_is_down(
         ORCA_HEALTH_ADDR="127.0.0.1:0",
         REDIS_SOCKET_CONNECT_TIMEOUT="0.2",
     )
-    daemon = start(processes, env, tmp_path)
+    daemon = start_daemon(env)
     daemon.event("redis.down")
     health = daemon.event("daemon.starting")["health"]
     status, body = http_get(f"http://{health}/readyz")
@@ -232,10 +206,7 @@ def test_keeps_running_while_redis_is_down(
 
 
 def test_tls_redis_with_password(
-    served_tradovate: FakeTradovate,
-    redis_tls_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_tls_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     assert redis_tls_server.tls is not None
     env = daemon_env(
@@ -243,7 +214,7 @@ def test_tls_redis_with_password(
         redis_tls_server.url,
         REDIS_SSL_CA_CERTS=str(redis_tls_server.tls.ca_cert),
     )
-    daemon = start(processes, env, tmp_path, "run", "--once")
+    daemon = start_daemon(env, "run", "--once")
     assert daemon.wait() == 0
     assert redis_tls_server.password is not None
     assert redis_tls_server.password not in "\n".join(daemon.lines)
@@ -251,13 +222,10 @@ def test_tls_redis_with_password(
 
 
 def test_unverified_tls_warns_at_every_start(
-    served_tradovate: FakeTradovate,
-    redis_tls_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_tls_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     env = daemon_env(served_tradovate, redis_tls_server.url, REDIS_SSL_CERT_REQS="none")
-    daemon = start(processes, env, tmp_path)
+    daemon = start_daemon(env)
     assert daemon.event("redis.tls_unverified")["level"] == "warning"
     daemon.event("token.refreshed")
     daemon.signal(signal.SIGTERM)
@@ -268,7 +236,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(
     served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
-    processes: Spawned,
+    start_daemon: StartDaemon,
 ) -> None:
     address = str(tmp_path / "notify.sock")
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -277,7 +245,7 @@ def test_systemd_notify_ready_watchdog_and_stopping(
         env = daemon_env(
             served_tradovate, redis_server.url, NOTIFY_SOCKET=address, WATCHDOG_USEC="1000000"
         )
-        daemon = start(processes, env, tmp_path)
+        daemon = start_daemon(env)
         received = [sock.recv(256).decode() for _ in range(3)]
         assert received[0] == "READY=1"
         assert received[1:] == ["WATCHDOG=1", "WATCHDOG=1"]
@@ -289,10 +257,10 @@ def test_systemd_notify_ready_watchdog_and_stopping(
 
 
 def test_in_flight_refreshes_finish_after_sigterm(
-    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+    redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     with FakeTradovate(latency_s=0.5) as slow:
-        daemon = start(processes, daemon_env(slow, redis_server.url), tmp_path)
+        daemon = start_daemon(daemon_env(slow, redis_server.url))
         wait_for(lambda: slow.seen.received >= 1, what="a request in flight")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=10) == 0
@@ -303,11 +271,11 @@ def test_in_flight_refreshes_finish_after_sigterm(
 
 
 def test_a_hung_refresh_is_abandoned_within_the_stop_budget(
-    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+    redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     with FakeTradovate() as hanging:
         hanging.inject("/v1/auth/accesstokenrequest", "hang", count=4, hang_s=30)
-        daemon = start(processes, daemon_env(hanging, redis_server.url), tmp_path)
+        daemon = start_daemon(daemon_env(hanging, redis_server.url))
         wait_for(lambda: hanging.seen.received >= 1, what="a request in flight")
         daemon.signal(signal.SIGTERM)
         started = time.monotonic()
@@ -317,6 +285,7 @@ def test_a_hung_refresh_is_abandoned_within_the_stop_budget(
         assert timeout_event["in_flight"]
 
 
+@pytest.mark.e2e
 def test_console_script_is_the_same_entry_point(tmp_path: Path) -> None:
     import subprocess
     import sys

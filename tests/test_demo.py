@@ -2,12 +2,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import _require_redis_server
-from tests.helpers import DaemonProcess
+import pytest
+
+from tests.helpers import DaemonProcess, require_redis_server
+
+pytestmark = pytest.mark.e2e  # it runs real tools or processes
 
 
 def test_demo_shows_all_four_logins_and_stops(tmp_path: Path) -> None:
-    _require_redis_server()
+    require_redis_server()
     demo = DaemonProcess({}, "demo", "--duration", "4", cwd=str(tmp_path))
     try:
         assert demo.wait(timeout=30) == 0
@@ -34,7 +37,7 @@ def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly(tmp_path: Path
     import sys
     import time
 
-    _require_redis_server()
+    require_redis_server()
     demo = subprocess.Popen(
         [sys.executable, "-m", "daemon", "demo"],
         cwd=tmp_path,

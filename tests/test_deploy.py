@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +18,9 @@ import yaml
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import DaemonProcess, daemon_env
+from tests.helpers import DaemonProcess, daemon_env, require_tool
+
+pytestmark = pytest.mark.e2e  # it runs real tools or processes
 
 ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "deploy" / "orca-token-daemon.service"
@@ -27,15 +28,6 @@ DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 NOHUP = ROOT / "deploy" / "orca-tokens-nohup.sh"
 ORCA_TOKENS = Path(sys.executable).parent / "orca-tokens"
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
-    if path is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{name} is needed to check the deployment files under CI=true")
-        pytest.skip(f"{name} is not installed")
-    return path
 
 
 def unit_lines(key: str) -> list[str]:

@@ -13,19 +13,12 @@ from typing import Any
 import pytest
 
 from daemon.sim.environment import wait_for
+from daemon.sim.observe import all_live, all_names, busiest_pid, owner_pids, shared_as_assigned
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate, numbered_desk
-from tests.conftest import REDIS_PASSWORD
-from tests.helpers import DaemonProcess, Spawned, daemon_env
-from tests.test_daemon_process import http_get
-from tools.chaos import all_live, all_names, busiest_pid, owner_pids, shared_as_assigned
+from tests.helpers import REDIS_PASSWORD, DaemonProcess, Spawned, StartDaemon, daemon_env, http_get
 
 STOP_BUDGET_S = 7.0
-
-
-def start(processes: Spawned, env: dict[str, str], tmp: Path) -> DaemonProcess:
-    process = processes.start(env, cwd=str(tmp))
-    return process
 
 
 def no_tracebacks(process: DaemonProcess) -> bool:
@@ -34,7 +27,7 @@ def no_tracebacks(process: DaemonProcess) -> bool:
 
 @pytest.mark.timeout(60)
 def test_no_login_starts_after_sigterm(
-    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+    redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     """40 logins, two at a time, 0.4 s per answer: SIGTERM mid-pass. The refreshes in flight
     may finish; no new one starts, and the process is gone within the budget."""
@@ -42,7 +35,7 @@ def test_no_login_starts_after_sigterm(
         env = daemon_env(
             fake, redis_server.url, ORCA_REFRESH_CONCURRENCY="2", ORCA_AUTH_RATE_LIMIT="1000"
         )
-        daemon = start(processes, env, tmp_path)
+        daemon = start_daemon(env)
         wait_for(
             lambda: sum(e["event"] == "token.refreshed" for e in daemon.events()) >= 2,
             what="the pass under way",
@@ -63,12 +56,9 @@ def test_no_login_starts_after_sigterm(
 
 @pytest.mark.timeout(60)
 def test_stop_within_the_budget_while_redis_is_sigstopped(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
-    daemon = start(processes, daemon_env(served_tradovate, redis_server.url), tmp_path)
+    daemon = start_daemon(daemon_env(served_tradovate, redis_server.url))
     client = redis_server.client()
     wait_for(lambda: all_live(client, all_names(served_tradovate), served_tradovate))
     assert redis_server.process is not None
@@ -87,7 +77,7 @@ def test_stop_within_the_budget_while_redis_is_sigstopped(
 
 @pytest.mark.timeout(120)
 def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
-    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+    redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     """SIGSTOP an owner past its leases and heartbeat; the other instance takes its logins and
     renews them; SIGCONT it, its renewals overdue by then: it learns its leases are lost before
@@ -98,9 +88,9 @@ def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
         env = daemon_env(fake, redis_server.url)
         names, logins = all_names(fake), list(fake.users)
         client = redis_server.client()
-        first = start(processes, env, tmp_path)
+        first = start_daemon(env)
         wait_for(lambda: all_live(client, names, fake), what="every key live")
-        second = start(processes, env, tmp_path)
+        second = start_daemon(env)
         wait_for(lambda: shared_as_assigned(client, logins, 2), what="shared")
         old = first if busiest_pid(client, logins) == first.process.pid else second
         new = second if old is first else first
@@ -151,8 +141,7 @@ def test_redis_misconfigurations_are_named_in_the_log_and_readyz(
     redis_server: RedisServer,
     redis_tls_server: RedisServer,
     tls_files: TlsFiles,
-    tmp_path: Path,
-    processes: Spawned,
+    start_daemon: StartDaemon,
 ) -> None:
     redis_server.client().config_set("requirepass", "the-right-Pa55")
     plain, secure = redis_server.port, redis_tls_server.port
@@ -185,7 +174,7 @@ def test_redis_misconfigurations_are_named_in_the_log_and_readyz(
     }
     with FakeTradovate() as fake:
         daemons = {
-            case: start(processes, daemon_env(fake, **base, **settings), tmp_path)
+            case: start_daemon(daemon_env(fake, **base, **settings))
             for case, (settings, _, _) in cases.items()
         }
         started = time.monotonic()
@@ -207,17 +196,14 @@ def test_redis_misconfigurations_are_named_in_the_log_and_readyz(
 
 
 def test_run_once_beside_a_live_daemon_refuses_in_one_line(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     env = daemon_env(served_tradovate, redis_server.url)
-    start(processes, env, tmp_path)
+    start_daemon(env)
     client = redis_server.client()
     wait_for(lambda: all_live(client, all_names(served_tradovate), served_tradovate))
     sessions = sum(served_tradovate.seen.sessions_opened.values())
-    once = processes.start(env, "run", "--once", cwd=str(tmp_path))
+    once = start_daemon(env, "run", "--once")
     assert once.wait() == 1
     refused = once.event("daemon.once_refused")
     assert "holds the lease of" in refused["reason"]
@@ -230,11 +216,12 @@ def test_a_session_killed_at_tradovate_is_off_redis_within_one_probe_period(
     redis_server: RedisServer,
     tmp_path: Path,
     processes: Spawned,
+    start_daemon: StartDaemon,
 ) -> None:
     fake = served_tradovate
     probe_s = 2.0
     env = daemon_env(fake, redis_server.url, ORCA_TOKEN_PROBE_INTERVAL=str(int(probe_s)))
-    daemon = start(processes, env, tmp_path)
+    daemon = start_daemon(env)
     client = redis_server.client()
     names = all_names(fake)
     wait_for(lambda: all_live(client, names, fake), what="every key live")

@@ -70,6 +70,7 @@ def test_probes_answer_json_with_their_status(server: tuple[str, dict[str, Any]]
     assert get(f"{base}/nope")[0] == 404
 
 
+@pytest.mark.e2e
 def test_a_probe_that_raises_is_not_ready() -> None:
     def broken() -> tuple[bool, dict[str, Any]]:
         raise RuntimeError("probe fell over")
@@ -142,6 +143,7 @@ def test_scheduler_that_stops_ticking_is_not_healthy(fake_tradovate: FakeTradova
         daemon.jobs.scheduler.shutdown(wait=False)
 
 
+@pytest.mark.e2e
 def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> None:
     """A job added paused would never run: the tick (healthz, watchdog) and the reconcile pass
     must both be live once the daemon runs."""

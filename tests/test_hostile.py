@@ -20,12 +20,11 @@ from structlog.testing import capture_logs
 
 from daemon.config import Login, Secret, TradovateSettings, load_settings
 from daemon.sim.environment import wait_for
+from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser, QuietHTTPServer
 from daemon.tradovate import InvalidResponse, TradovateClient, TradovateUnavailable
-from tests.helpers import FakeClock, Run, Spawned, daemon_env, refresher_for
-from tests.test_daemon_process import http_get
-from tools.chaos import all_live, all_names
+from tests.helpers import FakeClock, Run, Spawned, daemon_env, http_get, refresher_for
 
 
 def test_names_are_owned_across_logins(

@@ -8,14 +8,15 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import Spawned, daemon_env
-from tests.test_daemon_process import http_get
-from tests.test_deploy import require_tool
+from tests.helpers import Spawned, daemon_env, http_get, require_tool
+
+pytestmark = pytest.mark.e2e  # it runs real tools or processes
 
 MONITORING = Path(__file__).parent.parent / "deploy" / "monitoring"
 PROMETHEUS_OWN = {"up"}

@@ -21,8 +21,7 @@ from pathlib import Path
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import FakeTradovate
-from tests.conftest import REDIS_PASSWORD
-from tests.helpers import DaemonProcess, Spawned
+from tests.helpers import REDIS_PASSWORD, DaemonProcess, Spawned
 
 ROOT = Path(__file__).parent.parent
 VENV = Path(sys.executable).parent.parent

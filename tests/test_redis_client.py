@@ -14,8 +14,7 @@ from daemon.sim.redis_server import RedisServer
 from daemon.store.client import close_redis_client, get_redis_client
 from daemon.store.status import LoginStatus
 from daemon.store.tokens import TokenSet, write_login_tokens
-from tests.conftest import REDIS_PASSWORD
-from tests.helpers import make_jwt
+from tests.helpers import REDIS_PASSWORD, make_jwt
 
 
 def test_one_shared_client_from_the_environment(

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import fakeredis
 import pytest
 import redis
 from structlog.testing import capture_logs
 
-from daemon.metrics import Metrics
-from daemon.refresh.build import build_refreshing
-from daemon.refresh.refresher import Refresher
 from daemon.sim.tradovate import (
     ACCOUNTS_PATH,
     LOGIN_PATH,
@@ -24,41 +19,16 @@ from daemon.sim.tradovate import (
 )
 from daemon.store.tokens import fingerprint, token_state
 from daemon.token_format import jwt_expiry
-from daemon.tradovate import TradovateClient
-from tests.helpers import FakeClock, make_jwt, settings_for, tradovate_routes, user
+from tests.helpers import (
+    FakeClock,
+    World,
+    build_world,
+    make_jwt,
+    tradovate_routes,
+    user,
+)
 
 LIFETIME_S = 4_800.0
-
-
-@dataclass
-class World:
-    clock: FakeClock
-    fake: FakeTradovate
-    redis: fakeredis.FakeRedis
-    metrics: Metrics
-    refresher: Refresher
-
-    def token(self, name: str) -> str | None:
-        value = self.redis.get(f"token:{name}")
-        return value if isinstance(value, str) else None
-
-    def count(self, login: str, outcome: str) -> float:
-        value = self.metrics.registry.get_sample_value(
-            "orca_token_refresh_total", {"login": login, "outcome": outcome}
-        )
-        return value or 0.0
-
-
-def build_world(fake: FakeTradovate, clock: FakeClock, **env: str) -> World:
-    # Probing hourly keeps these tests about renewal timing; probing has tests of its own.
-    settings = settings_for(fake, **{"ORCA_TOKEN_PROBE_INTERVAL": "3600", **env})
-    metrics = Metrics()
-    client = TradovateClient(settings.tradovate, metrics=metrics, clock=clock)
-    store = fakeredis.FakeRedis(decode_responses=True)
-    refresher = build_refreshing(
-        settings, client, store, metrics=metrics, instance="test", clock=clock, rng=random.Random(1)
-    ).refresher
-    return World(clock, fake, store, metrics, refresher)
 
 
 @pytest.fixture

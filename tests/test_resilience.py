@@ -6,16 +6,11 @@ from __future__ import annotations
 import json
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
 from daemon.sim.environment import wait_for
-from daemon.sim.redis_server import RedisServer
-from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate, numbered_desk
-from tests.helpers import DaemonProcess, Spawned, daemon_env, metric_value
-from tests.test_daemon_process import http_get
-from tools.chaos import (
+from daemon.sim.observe import (
     TokenSampler,
     all_live,
     all_names,
@@ -23,23 +18,19 @@ from tools.chaos import (
     owner_pids,
     shared_as_assigned,
 )
-
-
-def start(
-    processes: Spawned, fake: FakeTradovate, server: RedisServer, tmp: Path, **env: str
-) -> DaemonProcess:
-    process = processes.start(daemon_env(fake, server.url, **env), cwd=str(tmp))
-    return process
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate, numbered_desk
+from tests.helpers import StartDaemon, daemon_env, http_get, metric_value
 
 
 @pytest.mark.timeout(90)
 def test_short_lived_tokens_are_always_valid(
-    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+    redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     """6 s tokens for 15 s: every sample of every key holds a live token, one session each."""
     with FakeTradovate(token_lifetime_s=6) as fake:
         names = all_names(fake)
-        start(processes, fake, redis_server, tmp_path)
+        start_daemon(daemon_env(fake, redis_server.url))
         client = redis_server.client()
         wait_for(lambda: all_live(client, names, fake), what="every key live")
         sampler = TokenSampler(redis_server.client, names, fake.is_live, every_s=0.05).start()
@@ -53,14 +44,11 @@ def test_short_lived_tokens_are_always_valid(
 
 @pytest.mark.timeout(90)
 def test_redis_restart_is_restored_without_asking_tradovate(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     fake = served_tradovate
     names = all_names(fake)
-    daemon = start(processes, fake, redis_server, tmp_path, ORCA_HEALTH_ADDR="127.0.0.1:0")
+    daemon = start_daemon(daemon_env(fake, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0"))
     client = redis_server.client()
     wait_for(lambda: all_live(client, names, fake), what="every key live")
     health = daemon.event("daemon.starting")["health"]
@@ -98,13 +86,10 @@ def test_redis_restart_is_restored_without_asking_tradovate(
 
 
 def test_flushall_is_repaired_by_the_reconcile_pass(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     names = all_names(served_tradovate)
-    start(processes, served_tradovate, redis_server, tmp_path)
+    start_daemon(daemon_env(served_tradovate, redis_server.url))
     client = redis_server.client()
     wait_for(lambda: all_live(client, names, served_tradovate), what="every key live")
     requests_before = served_tradovate.seen.received
@@ -115,14 +100,13 @@ def test_flushall_is_repaired_by_the_reconcile_pass(
 
 
 def test_a_failing_login_never_delays_another(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     served_tradovate.inject(LOGIN_PATH, "hang", user="APEX_265995", hang_s=20)
     served_tradovate.inject(LOGIN_PATH, "http_503", user="APEX_136189", count=100)
-    daemon = start(processes, served_tradovate, redis_server, tmp_path, ORCA_TRADOVATE_TIMEOUT="15")
+    daemon = start_daemon(
+        daemon_env(served_tradovate, redis_server.url, ORCA_TRADOVATE_TIMEOUT="15")
+    )
     healthy = [
         "APEX_266668",
         *served_tradovate.users["APEX_266668"].accounts,
@@ -139,7 +123,7 @@ def test_a_failing_login_never_delays_another(
 
 @pytest.mark.timeout(120)
 def test_a_killed_instances_logins_are_taken_over_without_a_new_session(
-    redis_server: RedisServer, tmp_path: Path, processes: Spawned
+    redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     with FakeTradovate(numbered_desk(24, 1), token_lifetime_s=60, address_budgets=False) as fake:
         names, logins = all_names(fake), list(fake.users)
@@ -148,10 +132,10 @@ def test_a_killed_instances_logins_are_taken_over_without_a_new_session(
             "ORCA_RENEW_BUDGET_PER_HOUR": "1000",
             "ORCA_AUTH_RATE_LIMIT": "1000",
         }
-        first = start(processes, fake, redis_server, tmp_path, **extra)
+        first = start_daemon(daemon_env(fake, redis_server.url, **extra))
         client = redis_server.client()
         wait_for(lambda: all_live(client, names, fake), what="every key live")
-        second = start(processes, fake, redis_server, tmp_path, **extra)
+        second = start_daemon(daemon_env(fake, redis_server.url, **extra))
         pids = {first.process.pid, second.process.pid}
         wait_for(lambda: shared_as_assigned(client, logins, 2), what="the logins shared")
         assert set(owner_pids(client, logins).values()) == pids  # 24 logins: both own some
@@ -203,16 +187,13 @@ def test_a_killed_instances_logins_are_taken_over_without_a_new_session(
 
 
 def test_a_clean_stop_hands_its_logins_over_at_once(
-    served_tradovate: FakeTradovate,
-    redis_server: RedisServer,
-    tmp_path: Path,
-    processes: Spawned,
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     logins = list(served_tradovate.users)
     client = redis_server.client()
-    first = start(processes, served_tradovate, redis_server, tmp_path)
+    first = start_daemon(daemon_env(served_tradovate, redis_server.url))
     first.event("logins.taken")
-    second = start(processes, served_tradovate, redis_server, tmp_path)
+    second = start_daemon(daemon_env(served_tradovate, redis_server.url))
     wait_for(lambda: shared_as_assigned(client, logins, 2), what="the logins shared")
     first.signal(signal.SIGTERM)
     assert first.wait(timeout=10) == 0

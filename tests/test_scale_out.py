@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from daemon.sim.environment import wait_for
+from daemon.sim.observe import TokenSampler, all_live, all_names, busiest_pid, owner_pids
+from daemon.sim.observe import shared_as_assigned as settled
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, numbered_desk
 from daemon.store.heartbeat import live_instances
 from tests.helpers import DaemonProcess, Spawned, daemon_env
-from tools.chaos import TokenSampler, all_live, all_names, busiest_pid, owner_pids
-from tools.chaos import shared_as_assigned as settled
 
 TOKEN_LIFETIME_S = 40.0  # a 30 s budget window on the simulator's time-scale
 LOGINS = 24

@@ -280,6 +280,7 @@ def test_pacer_after_429_waits_out_the_hour() -> None:
     assert pacer.reserve() == 0
 
 
+@pytest.mark.e2e
 def test_calls_leave_from_the_configured_local_address() -> None:
     """TRADOVATE_LOCAL_ADDRESS binds the source address (loopback 127.0.0.2 here)."""
     seen: list[str] = []

@@ -103,6 +103,12 @@ def get_or_fetch(
         waited: T = flight.value
         return waited
     try:
+        # A caller that missed before the last flight stored its value, and came here after
+        # that flight ended, finds the value now: it must not fetch a second time.
+        stored = get(endpoint, *params, client=client)
+        if stored is not None:
+            flight.value = stored
+            return stored  # type: ignore[no-any-return]  # the JSON `fetch` returned before
         flight.value = fetch()
         (client or get_redis_client()).set(key, json.dumps(flight.value), ex=ttl)
         fetched: T = flight.value
