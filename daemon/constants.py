@@ -25,11 +25,11 @@ REFRESH_REQUEST_TTL_S: Final = 60
 BUDGET_KEY_PREFIX: Final = "orca:budget:"  # {group}:{endpoint}: spends in the rolling window
 
 # Sharing the logins, and Redis loss.
-REDIS_WATCH_INTERVAL_S: Final = 1.0  # probe Redis, write the heartbeat, renew and take leases
-LEASE_TTL_S: Final = 5  # the owner renews every probe: five chances before it lapses
+REDIS_WATCH_INTERVAL_S: Final = 1.0  # the membership round: heartbeat, renew and take leases
+LEASE_TTL_S: Final = 5  # the owner renews every round: five chances before it lapses
 LEASE_DEADLINE_MARGIN_S: Final = 1.0  # the holder stops acting this long before the TTL runs out
 LEASE_IO_TIMEOUT_S: Final = 1.0  # lease and heartbeat commands: well under the lease's TTL
-MEMBERSHIP_SETTLED_PROBES: Final = 3  # logins move only once the live instances stay the same
+MEMBERSHIP_SETTLED_ROUNDS: Final = 3  # logins move only once the live instances stay the same
 RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite what is missing
 
 # Token lifetime rules (SPEC "Tradovate facts").

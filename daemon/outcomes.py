@@ -17,7 +17,7 @@ class Outcome(StrEnum):
     DEFERRED = "deferred"  # waiting for an auth slot
     PENALTY = "penalty"  # waiting out a penalty ticket
     PARKED = "parked"  # waiting out a captcha park
-    NOT_LEADER = "not_leader"  # this instance may not act now (lease not certainly held, stopping)
+    NOT_OWNER = "not_leader"  # this instance may not act now (lease not certainly held, stopping)
     # Failures.
     UNAVAILABLE = "unavailable"  # timeouts, resets, 5xx
     INVALID_RESPONSE = "invalid_response"  # HTML, not JSON, no or bad token
@@ -40,8 +40,8 @@ class Outcome(StrEnum):
     @property
     def counted(self) -> bool:
         """An attempt that did something, for orca_token_refresh_total: waiting (pacing, a
-        penalty, a park) and not being allowed to act (not the leader) are not attempts."""
-        return self not in (Outcome.DEFERRED, Outcome.PENALTY, Outcome.PARKED, Outcome.NOT_LEADER)
+        penalty, a park) and not being allowed to act (not the owner) are not attempts."""
+        return self not in (Outcome.DEFERRED, Outcome.PENALTY, Outcome.PARKED, Outcome.NOT_OWNER)
 
     @property
     def needs_a_human(self) -> bool:

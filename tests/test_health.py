@@ -101,7 +101,7 @@ def test_readyz_needs_redis_and_a_valid_token_for_every_login(
     assert body["redis"] == {"up": None}
     daemon.redis_health.succeeded()
     assert daemon.readyz()[0] is False  # it does not know yet which logins are its own
-    daemon.ownership.probe(daemon.membership.heartbeat())  # alone: it owns every login at once
+    daemon.ownership.round(daemon.membership.heartbeat())  # alone: it owns every login at once
     assert sorted(daemon.owned()) == ["APEX_1", "APEX_2"]
     ready, body = daemon.readyz()
     assert not ready

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from daemon.constants import LEGACY_LEADER_KEY, MEMBERSHIP_SETTLED_PROBES, PROTOCOL_VERSION
+from daemon.constants import LEGACY_LEADER_KEY, MEMBERSHIP_SETTLED_ROUNDS, PROTOCOL_VERSION
 from daemon.refresh.assignment import assign
 from daemon.service.ownership import Ownership, members_of
 from daemon.sim.redis_server import RedisServer
@@ -33,13 +33,13 @@ def beat(
 
 def probe_apply(ownership: Ownership, me: Heartbeat) -> None:
     """What the daemon does with a plan when no refresh is running."""
-    plan = ownership.probe(me)
+    plan = ownership.round(me)
     ownership.leases.release(plan.to_release)
 
 
-def test_a_lone_instance_owns_every_login_at_its_first_probe(redis_server: RedisServer) -> None:
+def test_a_lone_instance_owns_every_login_at_its_first_round(redis_server: RedisServer) -> None:
     ownership = Ownership(redis_server.client(), "a", LOGINS)
-    plan = ownership.probe(beat("a"))
+    plan = ownership.round(beat("a"))
     assert sorted(plan.taken) == LOGINS
     assert ownership.settled
     assert set(holders(redis_server.client(), LOGINS).values()) == {"a"}
@@ -51,7 +51,7 @@ def test_a_joining_instance_gets_its_share_once_membership_settles(
     client = redis_server.client()
     a, b = Ownership(client, "a", LOGINS), Ownership(client, "b", LOGINS)
     probe_apply(a, beat("a"))
-    for _ in range(MEMBERSHIP_SETTLED_PROBES - 1):
+    for _ in range(MEMBERSHIP_SETTLED_ROUNDS - 1):
         probe_apply(b, beat("b", started_at="2026-11-26T06:05:00+00:00"))
         probe_apply(a, beat("a"))
         assert set(holders(client, LOGINS).values()) == {"a"}  # not settled yet: nothing moves
@@ -70,13 +70,13 @@ def test_an_instance_meeting_an_earlier_one_of_another_protocol_stands_by(
     client = redis_server.client()
     write_heartbeat(client, beat("old", protocol=PROTOCOL_VERSION + 1, owned=24))
     newer = Ownership(client, "new", LOGINS)
-    plan = newer.probe(beat("new", started_at="2026-11-26T06:05:00+00:00"))
+    plan = newer.round(beat("new", started_at="2026-11-26T06:05:00+00:00"))
     assert plan.taken == []
     assert newer.standby is not None
     assert "speaks protocol 3" in newer.standby
     # One that started before the other protocol's instance keeps sharing.
     earlier = Ownership(client, "early", LOGINS)
-    earlier.probe(beat("early", started_at="2026-11-26T05:00:00+00:00"))
+    earlier.round(beat("early", started_at="2026-11-26T05:00:00+00:00"))
     assert earlier.standby is None
 
 
@@ -85,7 +85,7 @@ def test_a_protocol_1_leader_makes_every_new_instance_stand_by(redis_server: Red
     client.set(LEGACY_LEADER_KEY, "host:1:aaaa:bbbbbbbb", px=5_000)
     ownership = Ownership(client, "new", LOGINS)
     ownership.leases.take(LOGINS[:2])
-    plan = ownership.probe(beat("new"))
+    plan = ownership.round(beat("new"))
     assert plan.taken == []
     assert plan.to_release == LOGINS[:2]
     assert ownership.standby == f"a protocol-1 daemon holds {LEGACY_LEADER_KEY}"
@@ -101,7 +101,7 @@ def test_instances_configured_with_other_logins_do_not_share_and_lose_no_login(
     typo = Ownership(client, "typo", [*LOGINS[:-1], "EVAL_TYPO"])
     typo_beat = beat("typo", logins_digest=logins_digest(typo.logins))
     probe_apply(a, beat("a"))
-    for _ in range(MEMBERSHIP_SETTLED_PROBES + 1):
+    for _ in range(MEMBERSHIP_SETTLED_ROUNDS + 1):
         probe_apply(typo, typo_beat)
         probe_apply(a, beat("a"))
     assert sorted(a.leases.held()) == LOGINS  # nothing handed to an instance that lacks one

@@ -77,9 +77,9 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     daemons = [beat.instance for beat in live_instances(client) if not beat.standby]
     if daemons:
         asked = names if args.name is None else [args.name]
-        outcomes = _ask_daemons(client, daemons, asked, probe=args.after_401)
+        outcomes = _ask_daemons(client, daemons, asked, verify=args.after_401)
     else:
-        outcomes = _refresh_here(env, args.name, probe=args.after_401)
+        outcomes = _refresh_here(env, args.name, verify=args.after_401)
     for name, outcome in outcomes.items():
         mark = "✅" if outcome in SUCCESSFUL_OUTCOMES else "❌"
         print(f"{mark} {name}: {outcome}")
@@ -87,11 +87,11 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _ask_daemons(
-    client: redis.Redis, daemons: list[str], logins: list[str], *, probe: bool
+    client: redis.Redis, daemons: list[str], logins: list[str], *, verify: bool
 ) -> dict[str, str]:
     """One request per login, answered by its owner, all waited for together."""
-    requests = {login: push_request(client, login, probe=probe) for login in logins}
-    what = "check (after a 401)" if probe else "refresh"
+    requests = {login: push_request(client, login, verify=verify) for login in logins}
+    what = "check (after a 401)" if verify else "refresh"
     print(f"asked the running daemons ({', '.join(daemons)}) to {what} {', '.join(logins)}")
     outcomes: dict[str, str] = {}
     deadline = time.monotonic() + REFRESH_ANSWER_WAIT_S
@@ -105,7 +105,7 @@ def _ask_daemons(
     return outcomes
 
 
-def _refresh_here(env: Mapping[str, str], login: str | None, *, probe: bool) -> dict[str, str]:
+def _refresh_here(env: Mapping[str, str], login: str | None, *, verify: bool) -> dict[str, str]:
     from daemon.service.daemon import Daemon, LoginsHeld
 
     print("no daemon is running: refreshing here")
@@ -116,7 +116,7 @@ def _refresh_here(env: Mapping[str, str], login: str | None, *, probe: bool) -> 
             if resolved is None:
                 raise CommandFailed(f"{login} is neither a configured login nor its account")
             login = resolved
-        attempts = daemon.refresh_once(None if login is None else [login], verify=probe)
+        attempts = daemon.refresh_once(None if login is None else [login], verify=verify)
     except LoginsHeld as running:
         raise CommandFailed(str(running)) from None
     return {name: attempt.outcome for name, attempt in attempts.items()}

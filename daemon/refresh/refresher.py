@@ -112,7 +112,7 @@ class Refresher:
         if action is Action.WAIT_PARKED:
             return Attempt(Outcome.PARKED, max(state.parked_until, state.not_before) - now)
         if not self.may_act(state.name):
-            return Attempt(Outcome.NOT_LEADER, NOT_OWNER_RETRY_S)
+            return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
         try:
             source = self._ensure_token(state, action, now)
             self._ensure_accounts_and_write(state, source)
@@ -125,7 +125,7 @@ class Refresher:
             return Attempt(Outcome.PENALTY, max(penalty.wait_s, 1.0))
         except (LeaseLost, _MayNotAct) as error:
             self.reporter.not_written(state.name, str(error))
-            return Attempt(Outcome.NOT_LEADER, NOT_OWNER_RETRY_S)
+            return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
         except redis.RedisError as error:
             self.redis_health.failed(error)
             return self._failed(state, error, Outcome.REDIS)

@@ -47,7 +47,7 @@ class Membership:
     def round(self) -> None:
         c = self._c
         try:
-            self._apply(c.ownership.probe(self.heartbeat()))
+            self._apply(c.ownership.round(self.heartbeat()))
             if c.ownership.standby is None:
                 self._requests.take()
         except redis.RedisError as error:

@@ -1,9 +1,9 @@
-"""Sharing the logins among the live instances: each probe, which leases to take and to let go.
+"""Sharing the logins among the live instances: each round, which leases to take and let go.
 
 Every instance writes its heartbeat, renews the leases it holds, reads the live heartbeats and
 computes the same assignment (`daemon.refresh.assignment`). Logins move only once the membership
-has looked the same for MEMBERSHIP_SETTLED_PROBES probes in a row: an instance whose heartbeat
-blinked (Redis restarted empty, a slow probe) does not shuffle every login, and an instance that
+has looked the same for MEMBERSHIP_SETTLED_ROUNDS rounds in a row: an instance whose heartbeat
+blinked (Redis restarted empty, a slow round) does not shuffle every login, and an instance that
 just started alone takes everything at once. A login changes hands through its lease: the old
 owner lets go when no refresh of it is running, the new one takes the free lease and adopts the
 token from Redis; a killed owner's leases lapse on their own (LEASE_TTL_S), its heartbeat soon
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import redis
 import structlog
 
-from daemon.constants import LEGACY_LEADER_KEY, MEMBERSHIP_SETTLED_PROBES, PROTOCOL_VERSION
+from daemon.constants import LEGACY_LEADER_KEY, MEMBERSHIP_SETTLED_ROUNDS, PROTOCOL_VERSION
 from daemon.refresh.assignment import Member, assign
 from daemon.store.heartbeat import Heartbeat, live_instances, write_heartbeat
 from daemon.store.lease import LoginLeases
@@ -39,8 +39,8 @@ log = structlog.get_logger("daemon.ownership")
 
 @dataclass(frozen=True)
 class Plan:
-    """What a probe found: leases taken (adopt, then refresh), lost to another instance (stop
-    at once), and assigned elsewhere (let go once no refresh of the login is running)."""
+    """What a membership round found: leases taken (adopt, then refresh), lost to another
+    instance (stop at once), and assigned elsewhere (let go once no refresh of it is running)."""
 
     taken: list[str] = field(default_factory=list)
     lost: list[str] = field(default_factory=list)
@@ -87,17 +87,18 @@ class Ownership:
         self.settled = False  # it has decided once which logins are its own
         self._client = client
         self._view: tuple[tuple[str, float, int], ...] | None = None
-        self._settled_probes = 0
-        self._first_probe = True
+        self._settled_rounds = 0
+        self._first_round = True
         self._differing_said: set[str] = set()
 
-    def probe(self, me: Heartbeat) -> Plan:
-        """One probe: heartbeat, renewals and what to take or let go. RedisError propagates."""
+    def round(self, me: Heartbeat) -> Plan:
+        """One membership round: heartbeat, renewals and what to take or let go. RedisError
+        propagates."""
         write_heartbeat(self._client, me)
         lost = self.leases.renew()
         beats = live_instances(self._client)
         legacy = bool(self._client.exists(LEGACY_LEADER_KEY))
-        first, self._first_probe = self._first_probe, False
+        first, self._first_round = self._first_round, False
         reason = standby_reason(me, beats, legacy)
         if reason != self.standby:
             if reason:
@@ -106,7 +107,7 @@ class Ownership:
                 log.info("cluster.sharing", instance=self.instance, protocol=PROTOCOL_VERSION)
             self.standby = reason
         if reason:
-            self._view, self._settled_probes = None, 0
+            self._view, self._settled_rounds = None, 0
             return Plan(lost=lost, to_release=self.leases.held())
         sharing = [b for b in beats if b.protocol == me.protocol and not b.standby]
         differing = {b.instance for b in sharing if b.logins_digest != me.logins_digest}
@@ -125,10 +126,10 @@ class Ownership:
         members = members_of(sharing)
         view = tuple(sorted((m.instance, m.weight, m.capacity) for m in members))
         if view != self._view:
-            self._view, self._settled_probes = view, 0
-        self._settled_probes += 1
+            self._view, self._settled_rounds = view, 0
+        self._settled_rounds += 1
         alone = len(members) == 1
-        if self._settled_probes < MEMBERSHIP_SETTLED_PROBES and not (first and alone):
+        if self._settled_rounds < MEMBERSHIP_SETTLED_ROUNDS and not (first and alone):
             return Plan(lost=lost)
         self.settled = True
         mine = {

@@ -58,10 +58,12 @@ class RequestBroker:
             outcomes = {}
             for name in self._c.owned() if login is None else [login]:
                 attempt = self._c.refresher.refresh(
-                    name, force=not request.probe, verify=request.probe
+                    name, force=not request.verify, verify=request.verify
                 )
                 self._jobs.reschedule(name, attempt.delay_s)
                 outcomes[name] = attempt.outcome
-        log.info("refresh_request.done", request=request.id, probe=request.probe, outcomes=outcomes)
+        log.info(
+            "refresh_request.done", request=request.id, probe=request.verify, outcomes=outcomes
+        )
         with contextlib.suppress(redis.RedisError):  # the asker times out and says so
             answer(self._c.redis, request.id, outcomes)

@@ -69,7 +69,7 @@ class BoundedRetry(Retry):
 def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
     """Every call has a deadline: connect (TLS handshake included) within the connect timeout,
     each command within the socket timeout. The lease and heartbeat client ("lease") answers
-    well within the lease's TTL and never retries: the next probe is its retry."""
+    well within the lease's TTL and never retries: the next membership round is its retry."""
     lease = role == "lease"
     options: dict[str, Any] = {
         "max_connections": 2 if lease else settings.max_connections,

@@ -1,4 +1,4 @@
-"""Whether Redis answers, as one shared fact: the probe and every refresh report to it. It names
+"""Whether Redis answers, as one shared fact: each membership round and refresh reports it. It names
 why Redis does not answer (auth, tls, timeout, refused, dns, other) with a hint an operator can
 act on, logs only when that changes, and counts every failure by reason."""
 

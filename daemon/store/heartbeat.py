@@ -39,7 +39,7 @@ class Heartbeat:
     logins_digest: str = ""  # of the configured login names: only equal lists are shared
 
     @property
-    def leader(self) -> bool:
+    def owns_logins(self) -> bool:
         """Refreshes tokens now (SPEC's `orca_leader`)."""
         return self.owned > 0
 
@@ -109,4 +109,4 @@ def live_instances(client: redis.Redis) -> list[Heartbeat]:
     if dead:
         client.srem(INSTANCES_KEY, *dead)
     live = [beat for beat in beats if beat is not None]
-    return sorted(live, key=lambda b: (not b.leader, b.instance))
+    return sorted(live, key=lambda b: (not b.owns_logins, b.instance))

@@ -2,15 +2,14 @@
 
 Its value is a fencing value unique to this holding (instance id plus a random part, new at every
 acquisition; compared for equality, so a Redis that comes back empty cannot hand an old value out
-again). Every write of the login's keys is fenced with it (`daemon.store.fence`). The holder
-renews all its leases in one round trip every probe, well within their TTL, and keeps a deadline
-of its own: from the moment it sent its last successful renewal it counts the TTL less a margin,
-and once that has passed it stops logging in, renewing and writing that login without waiting for
-Redis to say so. A paused or cut-off owner therefore gives up before the lease could pass on.
+again). Every write of the login's keys is fenced with it (`daemon.store.fence`). The holder renews
+all its leases in one round trip every membership round, well within their TTL, and keeps a deadline
+of its own: from the moment it sent its last successful renewal it counts the TTL less a margin, and
+once that has passed it stops logging in, renewing and writing that login without waiting for Redis
+to say so. A paused or cut-off owner therefore gives up before the lease could pass on.
 
-Which logins an instance should hold is decided elsewhere (`daemon.service.ownership`); this
-module only takes, renews and lets go.
-"""
+Which logins an instance should hold is decided elsewhere (`daemon.service.ownership`); this module
+only takes, renews and lets go."""
 
 from __future__ import annotations
 
@@ -85,7 +84,9 @@ class LoginLeases:
         self._monotonic = monotonic
         self._fences: dict[str, str] = {}
         self._valid_until: dict[str, float] = {}
-        self._mutex = threading.Lock()  # the probe, a one-off pass and a stop all touch it
+        self._mutex = (
+            threading.Lock()
+        )  # the membership round, a one-off pass and a stop all touch it
 
     def held(self) -> list[str]:
         with self._mutex:

@@ -35,7 +35,10 @@ ANSWER_POLL_S = 0.2
 class RefreshRequest:
     id: str
     login: str | None
-    probe: bool = False
+    verify: bool = False  # "probe" on the wire: older libraries in trading programs write it
+
+    def to_json(self) -> str:
+        return json.dumps({"id": self.id, "login": self.login, "probe": self.verify})
 
     @classmethod
     def parse(cls, raw: object) -> RefreshRequest | None:
@@ -48,9 +51,9 @@ class RefreshRequest:
         )
 
 
-def push_request(client: redis.Redis, login: str | None, *, probe: bool = False) -> str:
+def push_request(client: redis.Redis, login: str | None, *, verify: bool = False) -> str:
     """Queue a request for the running daemons; returns its id (its answer lands under it)."""
-    request = RefreshRequest(secrets.token_hex(8), login, probe)
+    request = RefreshRequest(secrets.token_hex(8), login, verify)
     _push(client, REFRESH_REQUESTS_KEY, request)
     return request.id
 
@@ -62,7 +65,7 @@ def forward(client: redis.Redis, instance: str, request: RefreshRequest) -> None
 
 def _push(client: redis.Redis, key: str, request: RefreshRequest) -> None:
     pipe = pipeline(client, transaction=True)
-    pipe.rpush(key, json.dumps(request.__dict__))
+    pipe.rpush(key, request.to_json())
     pipe.expire(key, REFRESH_REQUEST_TTL_S)
     pipe.execute()
 

@@ -261,7 +261,7 @@ def report_unauthorized(name: str, *, client: redis.Redis | None = None) -> str:
     """Tell the daemon that Tradovate answered 401 to the token of `name` (a login or an
     account): it checks the token with a call that spends no budget and, when Tradovate refuses
     it, deletes its keys at once and logs in again. Returns the request id; no waiting."""
-    return push_request(client or get_redis_client(), name, probe=True)
+    return push_request(client or get_redis_client(), name, verify=True)
 
 
 def delete_token(name: str, *, client: redis.Redis | None = None) -> bool:

@@ -69,7 +69,7 @@ class StatusReport:
             words += ": " + ", ".join(f"{row.login} {_problem(row)}" for row in problems)
         if not self.instances:
             return words + "; no daemon is running (no live heartbeat in Redis)"
-        leaders = [b for b in self.instances if b.leader]
+        leaders = [b for b in self.instances if b.owns_logins]
         leader = f"{len(leaders)} refreshing" if leaders else "no instance refreshing"
         budgets = "".join(f"; {_capacity_words(c)}" for c in self.capacities)
         return f"{words}; {len(self.instances)} instance(s) alive, {leader}{budgets}"
