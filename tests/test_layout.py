@@ -102,3 +102,25 @@ def test_the_library_imports_of_readme_work() -> None:
     assert callable(tokens.get_token)
     assert callable(cache.get_or_fetch)
     assert callable(price.latest)
+
+
+MODULE_LINES_MAX = 400  # issue 18: a module over this has become a hub again
+HUB_CLASS_LINES_MAX = 250
+
+
+def test_no_module_is_over_400_lines() -> None:
+    long = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path, _ in _modules()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MODULE_LINES_MAX
+    }
+    assert long == {}
+
+
+def test_daemon_and_refresher_stay_small_and_inherit_nothing() -> None:
+    for path, name in (("service/daemon.py", "Daemon"), ("refresh/refresher.py", "Refresher")):
+        tree = ast.parse((PACKAGE / path).read_text(encoding="utf-8"))
+        found = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+        assert found.end_lineno is not None
+        assert found.end_lineno - found.lineno + 1 < HUB_CLASS_LINES_MAX, name
+        assert found.bases == [], f"{name} carries code through a base class"
