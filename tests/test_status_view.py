@@ -124,3 +124,33 @@ def test_status_shows_each_logins_owner_and_each_instances_address_and_budget() 
     assert "host:1:aaaa  127.0.0.1  address-1  14/h, keeps 15  1     protocol 2" in text
     assert "2 instance(s) alive, 2 refreshing" in text
     assert report.as_dict()["instances"][1]["address"] == "127.0.0.2"
+
+
+def test_status_watch_stops_on_sigint_even_started_with_sigint_ignored(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A script's background job starts with SIGINT ignored (no KeyboardInterrupt in Python):
+    `status --watch` still stops on it, as on SIGTERM."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {"PATH": os.environ["PATH"], "REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": "APEX_1"}
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "daemon", "status", "--watch"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert watch.stdout is not None
+        assert watch.stdout.readline().endswith("OWNER\n")  # the first table is drawn
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(timeout=30) == 3  # the last report's code: no live daemon
+    finally:
+        watch.kill()
+        watch.wait()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,6 +51,16 @@ def command_client(env: Mapping[str, str]) -> tuple[Settings, redis.Redis]:
 
 def print_json(value: Any) -> None:
     print(json.dumps(value, indent=2, default=str))
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for verbs that run until stopped. Installed by hand:
+    started from a script's background job, SIGINT is ignored and Python raises no
+    KeyboardInterrupt, yet Ctrl-C and `kill -INT` must still stop the verb."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
 
 
 def known_logins(settings: Settings, client: redis.Redis) -> list[str]:

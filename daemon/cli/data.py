@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 from collections.abc import Mapping
 from typing import Any
 
-from daemon.cli.common import CommandFailed, command_client, print_json
+from daemon.cli.common import CommandFailed, command_client, print_json, stop_on_signals
 from daemon.config import ConfigError
 from daemon.constants import PRICE_TTL_S
 from daemon.store import cache, price
@@ -55,18 +53,12 @@ def cmd_price_get(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_price_stream(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     _, client = command_client(env)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    seen = 0
-    try:
-        for update in price.stream(args.symbol, client=client, stop=stop):
-            line = json.dumps(update) if args.json else _price_line(args.symbol, update)
-            print(line, flush=True)
-            seen += 1
-            if args.count is not None and seen >= args.count:
-                break
-    except KeyboardInterrupt:
-        pass
+    stop = stop_on_signals()
+    for seen, update in enumerate(price.stream(args.symbol, client=client, stop=stop), 1):
+        line = json.dumps(update) if args.json else _price_line(args.symbol, update)
+        print(line, flush=True)
+        if args.count is not None and seen >= args.count:
+            break
     return 0
 
 

@@ -4,12 +4,10 @@ report (`daemon.views`) and renders it, or prints it as JSON."""
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
 import time
 from collections.abc import Mapping
 
-from daemon.cli.common import EX_FAILED, command_client, known_logins, print_json
+from daemon.cli.common import EX_FAILED, command_client, known_logins, print_json, stop_on_signals
 from daemon.config import read_environment_with_sources
 
 STATUS_WATCH_EVERY_S = 2.0
@@ -61,8 +59,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from daemon.views.status import render_status, status_report
 
     settings, client = command_client(env)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = stop_on_signals()
     while True:
         report = status_report(client, known_logins(settings, client))
         if args.json:
@@ -73,10 +70,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             print(render_status(report), flush=True)
         if not args.watch:
             return report.exit_code
-        try:
-            if stop.wait(STATUS_WATCH_EVERY_S):
-                return report.exit_code
-        except KeyboardInterrupt:
+        if stop.wait(STATUS_WATCH_EVERY_S):
             return report.exit_code
 
 
