@@ -58,6 +58,11 @@ TRADOVATE_BASE_URLS: Final = {
     "demo": "https://demo.tradovateapi.com/v1",
     "live": "https://live.tradovateapi.com/v1",
 }
+# The TradingView broker route (SPEC, "Two ways to log in"): no API key, name and password only.
+TRADOVATE_TV_BASE_URLS: Final = {
+    "demo": "https://tv-demo.tradovateapi.com",
+    "live": "https://tv-live.tradovateapi.com",
+}
 TRADOVATE_CONNECT_TIMEOUT_S: Final = 5.0
 TRADOVATE_TIMEOUT_S: Final = 10.0  # default of ORCA_TRADOVATE_TIMEOUT
 

@@ -11,6 +11,7 @@ import shutil
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -117,7 +118,10 @@ def tradovate_routes(fake: FakeTradovate) -> Iterator[respx.MockRouter]:
     """Answer every request to the simulator's base URL through respx, without a socket."""
 
     def respond(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else None
+        if request.headers.get("Content-Type", "").startswith("application/x-www-form-urlencoded"):
+            body: Any = dict(urllib.parse.parse_qsl(request.content.decode()))
+        else:
+            body = json.loads(request.content) if request.content else None
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
         status, answer = fake.answer(request.method, request.url.path, body, token)
@@ -129,7 +133,7 @@ def tradovate_routes(fake: FakeTradovate) -> Iterator[respx.MockRouter]:
             return httpx.Response(status, content=answer, headers={"Content-Type": "text/html"})
         return httpx.Response(status, json=answer)
 
-    with respx.mock(base_url=fake.base_url, assert_all_called=False) as router:
+    with respx.mock(base_url=fake.tv_base_url, assert_all_called=False) as router:
         router.route().mock(side_effect=respond)
         yield router
 

@@ -108,12 +108,67 @@ def test_every_bad_setting_is_reported_at_once() -> None:
     assert "'eighty' is not an integer" in " ".join(found)
 
 
+API_KEY_NEEDED = "is not set (a login uses the api route: or set TRADOVATE_LOGIN=tradingview)"
+
+
 def test_missing_credentials_are_named() -> None:
     found = problems({"ORCA_ACCOUNTS": "APEX_1"})
-    assert "TRADOVATE_APP_ID: is not set" in found
-    assert "TRADOVATE_CID: is not set" in found
-    assert "TRADOVATE_SEC: is not set" in found
+    assert f"TRADOVATE_APP_ID: {API_KEY_NEEDED}" in found
+    assert f"TRADOVATE_CID: {API_KEY_NEEDED}" in found
+    assert f"TRADOVATE_SEC: {API_KEY_NEEDED}" in found
     assert "TRADOVATE_PASSWORD_APEX_1: is not set" in found
+
+
+def test_the_tradingview_route_needs_only_names_and_passwords() -> None:
+    settings = load_settings(
+        {
+            "ORCA_ACCOUNTS": "APEX_1,APEX_2",
+            "TRADOVATE_LOGIN": "tradingview",
+            "TRADOVATE_PASSWORD_APEX_1": "pw-1",
+            "TRADOVATE_PASSWORD_APEX_2": "pw-2",
+        }
+    )
+    assert [login.route for login in settings.logins] == ["tradingview", "tradingview"]
+    assert settings.tradovate.sec is None
+    assert settings.tradovate.tv_base_url == "https://tv-demo.tradovateapi.com"
+    live = load_settings(
+        {
+            "ORCA_ACCOUNTS": "APEX_1",
+            "TRADOVATE_LOGIN": "tradingview",
+            "TRADOVATE_ENV": "live",
+            "TRADOVATE_PASSWORD_APEX_1": "pw-1",
+        }
+    )
+    assert live.tradovate.tv_base_url == "https://tv-live.tradovateapi.com"
+
+
+def test_a_mixed_accounts_file_needs_the_api_key_for_its_api_logins(tmp_path: Path) -> None:
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        '[[accounts]]\nname = "APEX_1"\npassword_env = "PW_1"\nlogin = "tradingview"\n'
+        '[[accounts]]\nname = "APEX_2"\npassword_env = "PW_2"\n'
+    )
+    env = {"ORCA_ACCOUNTS_FILE": str(accounts), "PW_1": "a", "PW_2": "b"}
+    assert problems(env) == [
+        f"TRADOVATE_APP_ID: {API_KEY_NEEDED}",
+        f"TRADOVATE_CID: {API_KEY_NEEDED}",
+        f"TRADOVATE_SEC: {API_KEY_NEEDED}",
+    ]
+    with_key = {**env, "TRADOVATE_APP_ID": "app", "TRADOVATE_CID": "7", "TRADOVATE_SEC": "s"}
+    routes = {login.name: login.route for login in load_settings(with_key).logins}
+    assert routes == {"APEX_1": "tradingview", "APEX_2": "api"}
+    only_tv = {**env, "TRADOVATE_LOGIN": "tradingview"}  # APEX_2 follows TRADOVATE_LOGIN
+    assert {login.route for login in load_settings(only_tv).logins} == {"tradingview"}
+
+
+def test_an_unknown_route_is_named(tmp_path: Path) -> None:
+    assert problems({"ORCA_ACCOUNTS": "APEX_1", "TRADOVATE_LOGIN": "browser"})[0] == (
+        "TRADOVATE_LOGIN: 'browser' is not one of api, tradingview"
+    )
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text('[[accounts]]\nname = "APEX_1"\npassword_env = "PW_1"\nlogin = "web"\n')
+    found = problems({"ORCA_ACCOUNTS_FILE": str(accounts), "PW_1": "a"})
+    assert f"{accounts} [[accounts]] #1: login must be one of api, tradingview" in found
 
 
 def test_operator_commands_need_no_credentials(

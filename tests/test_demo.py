@@ -9,9 +9,12 @@ from tests.helpers import DaemonProcess, require_redis_server
 pytestmark = pytest.mark.e2e  # it runs real tools or processes
 
 
-def test_demo_shows_all_four_logins_and_stops(tmp_path: Path) -> None:
+@pytest.mark.parametrize("route", ["api", "tradingview"])
+def test_demo_shows_all_four_logins_and_stops(tmp_path: Path, route: str) -> None:
+    """`TRADOVATE_LOGIN=tradingview make demo` runs the same demo on the TradingView route."""
     require_redis_server()
-    demo = DaemonProcess({}, "demo", "--duration", "4", cwd=str(tmp_path))
+    env = {"TRADOVATE_LOGIN": route, "ORCA_LOG_FORMAT": "json"}
+    demo = DaemonProcess(env, "demo", "--duration", "4", cwd=str(tmp_path))
     try:
         assert demo.wait(timeout=30) == 0
     finally:
@@ -27,6 +30,11 @@ def test_demo_shows_all_four_logins_and_stops(tmp_path: Path) -> None:
     )
     assert "eyJ" not in out
     assert "demo-APEX" not in out
+    started = next(e for e in demo.events() if e.get("event") == "daemon.starting")
+    assert started["logins"] == ["APEX_266668", "APEX_272045", "APEX_136189", "APEX_265995"]
+    assert started["login_routes"] == [route]
+    refused = [e for e in demo.events() if e.get("event") == "token.refresh_failed"]
+    assert refused == []
 
 
 def test_ctrl_c_to_the_whole_process_group_stops_the_demo_cleanly(tmp_path: Path) -> None:

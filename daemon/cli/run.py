@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 
 from daemon.cli.common import command_settings
+from daemon.config import LOGIN_ROUTES, ConfigError
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -28,4 +29,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_demo(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from daemon.sim.demo import run_demo
 
-    return run_demo(duration_s=args.duration)
+    route = env.get("TRADOVATE_LOGIN", "").strip().lower() or "api"
+    if route not in LOGIN_ROUTES:
+        raise ConfigError([f"TRADOVATE_LOGIN: {route!r} is not one of {', '.join(LOGIN_ROUTES)}"])
+    return run_demo(duration_s=args.duration, route=route)

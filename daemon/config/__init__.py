@@ -15,6 +15,7 @@ from daemon.config.model import (
     EX_CONFIG,
     LOG_FORMATS,
     LOG_LEVELS,
+    LOGIN_ROUTES,
     WHEN_BUDGET_SHORT,
     ConfigError,
     Login,
@@ -28,6 +29,7 @@ from daemon.config.secret import Secret
 __all__ = [
     "EX_CONFIG",
     "LOGIN_NAME",
+    "LOGIN_ROUTES",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "WHEN_BUDGET_SHORT",

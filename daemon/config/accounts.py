@@ -8,7 +8,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
-from daemon.config.model import WHEN_BUDGET_SHORT, Login
+from daemon.config.model import LOGIN_ROUTES, WHEN_BUDGET_SHORT, Login
 from daemon.config.reader import EnvReader
 from daemon.config.secret import Secret
 from daemon.registry import setting
@@ -25,7 +25,8 @@ def read_logins(reader: EnvReader, *, credentials: bool) -> tuple[Login, ...]:
     listed = reader.text("ORCA_ACCOUNTS")
     if listed is not None:
         names = [name.strip() for name in listed.split(",") if name.strip()]
-        entries = [(name, {"password_env": password_variable(name)}) for name in names]
+        route = reader.choice("TRADOVATE_LOGIN", LOGIN_ROUTES)
+        entries = [(n, {"password_env": password_variable(n), "route": route}) for n in names]
         source = "ORCA_ACCOUNTS"
     else:
         explicit = reader.given("ORCA_ACCOUNTS_FILE")
@@ -51,7 +52,8 @@ def read_logins(reader: EnvReader, *, credentials: bool) -> tuple[Login, ...]:
         seen.add(name)
         password = _login_password(reader, name, entry) if credentials else None
         choice = entry.get("when_budget_short", WHEN_BUDGET_SHORT[0])
-        logins.append(Login(name=name, password=password, when_budget_short=choice))
+        route = entry.get("route", reader.choice("TRADOVATE_LOGIN", LOGIN_ROUTES))
+        logins.append(Login(name, password, when_budget_short=choice, route=route))
     if credentials and not logins and not reader.problems:
         reader.problem(source, "lists no logins")
     return tuple(logins)
@@ -73,7 +75,8 @@ def _accounts_file_entries(reader: EnvReader, path: Path) -> list[tuple[str, dic
     entries = []
     for number, account in enumerate(accounts, start=1):
         where = f"{path} [[accounts]] #{number}"
-        unknown = set(account) - {"name", "password_env", "password_file", "when_budget_short"}
+        known = {"name", "password_env", "password_file", "when_budget_short", "login"}
+        unknown = set(account) - known
         if unknown:
             reader.problem(where, f"unknown keys {', '.join(sorted(unknown))}")
         if "password" in account:
@@ -94,9 +97,12 @@ def _accounts_file_entries(reader: EnvReader, path: Path) -> list[tuple[str, dic
                 where, f"when_budget_short must be one of {', '.join(WHEN_BUDGET_SHORT)}"
             )
             continue
-        entries.append(
-            (name.strip(), {**{k: str(v) for k, v in sources.items()}, "when_budget_short": choice})
-        )
+        route = account.get("login", reader.choice("TRADOVATE_LOGIN", LOGIN_ROUTES))
+        if route not in LOGIN_ROUTES:
+            reader.problem(where, f"login must be one of {', '.join(LOGIN_ROUTES)}")
+            continue
+        sources = {k: str(v) for k, v in sources.items()}
+        entries.append((name.strip(), {**sources, "when_budget_short": choice, "route": route}))
     return entries
 
 

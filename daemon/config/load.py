@@ -21,7 +21,7 @@ from daemon.config.model import (
 )
 from daemon.config.reader import EnvReader
 from daemon.config.secret import Secret
-from daemon.constants import TRADOVATE_BASE_URLS
+from daemon.constants import TRADOVATE_BASE_URLS, TRADOVATE_TV_BASE_URLS
 from daemon.values import SAFE_NAME
 
 
@@ -35,10 +35,13 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
     reader = EnvReader(env)
     if "ORCA_ENV_FILE" in env and not Path(env["ORCA_ENV_FILE"]).is_file():
         reader.problem("ORCA_ENV_FILE", f"{env['ORCA_ENV_FILE']} does not exist")
+    logins = read_logins(reader, credentials=credentials)
+    # The API key is needed only when some login uses it (SPEC, "Two ways to log in").
+    api_key_needed = credentials and any(login.route == "api" for login in logins)
     settings = Settings(
         redis=_redis_settings(reader),
-        tradovate=_tradovate_settings(reader, credentials=credentials),
-        logins=read_logins(reader, credentials=credentials),
+        tradovate=_tradovate_settings(reader, api_key_needed=api_key_needed),
+        logins=logins,
         token_ttl_s=reader.integer("ORCA_TOKEN_TTL", low=1, high=7 * 86_400),
         refresh_interval_s=reader.integer("ORCA_REFRESH_INTERVAL", low=1, high=86_400),
         token_probe_interval_s=reader.integer("ORCA_TOKEN_PROBE_INTERVAL", low=1, high=3_600),
@@ -103,19 +106,22 @@ def _redis_settings(reader: EnvReader) -> RedisSettings:
     )
 
 
-def _tradovate_settings(reader: EnvReader, *, credentials: bool) -> TradovateSettings:
+def _tradovate_settings(reader: EnvReader, *, api_key_needed: bool) -> TradovateSettings:
     env = reader.choice("TRADOVATE_ENV", ("demo", "live"))
     base_url = reader.text("TRADOVATE_BASE_URL") or TRADOVATE_BASE_URLS[env]
-    if not base_url.startswith(("https://", "http://")):
-        reader.problem("TRADOVATE_BASE_URL", f"{base_url!r} is not an http(s) URL")
+    tv_base_url = reader.text("TRADOVATE_TV_BASE_URL") or TRADOVATE_TV_BASE_URLS[env]
+    for name, url in (("TRADOVATE_BASE_URL", base_url), ("TRADOVATE_TV_BASE_URL", tv_base_url)):
+        if not url.startswith(("https://", "http://")):
+            reader.problem(name, f"{url!r} is not an http(s) URL")
+    needed = " (a login uses the api route: or set TRADOVATE_LOGIN=tradingview)"
     app_id = reader.text("TRADOVATE_APP_ID") or ""
-    if credentials and not app_id:
-        reader.problem("TRADOVATE_APP_ID", "is not set")
+    if api_key_needed and not app_id:
+        reader.problem("TRADOVATE_APP_ID", "is not set" + needed)
     cid = 0
     cid_text = reader.text("TRADOVATE_CID")
     if cid_text is None:
-        if credentials:
-            reader.problem("TRADOVATE_CID", "is not set")
+        if api_key_needed:
+            reader.problem("TRADOVATE_CID", "is not set" + needed)
     elif cid_text.isdigit():
         cid = int(cid_text)
     else:
@@ -123,14 +129,23 @@ def _tradovate_settings(reader: EnvReader, *, credentials: bool) -> TradovateSet
     return TradovateSettings(
         env="live" if env == "live" else "demo",
         base_url=base_url.rstrip("/"),
+        tv_base_url=tv_base_url.rstrip("/"),
         app_id=app_id,
         app_version=reader.string("TRADOVATE_APP_VERSION"),
         cid=cid,
-        sec=reader.secret("TRADOVATE_SEC", required=credentials),
+        sec=_sec(reader, required=api_key_needed, needed=needed),
         device_id=reader.text("TRADOVATE_DEVICE_ID"),
         timeout_s=reader.number("ORCA_TRADOVATE_TIMEOUT", low=0.1, high=600),
         local_address=_local_address(reader),
     )
+
+
+def _sec(reader: EnvReader, *, required: bool, needed: str) -> Secret | None:
+    known = len(reader.problems)
+    sec = reader.secret("TRADOVATE_SEC", required=False)
+    if required and sec is None and len(reader.problems) == known:  # not named already
+        reader.problem("TRADOVATE_SEC", "is not set" + needed)
+    return sec
 
 
 def _local_address(reader: EnvReader) -> str | None:

@@ -8,12 +8,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from daemon.config.secret import Secret, embedded_password
-from daemon.constants import TRADOVATE_BASE_URLS
+from daemon.constants import TRADOVATE_BASE_URLS, TRADOVATE_TV_BASE_URLS
 from daemon.registry import setting
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus names it
 LOG_FORMATS = ("auto", "json", "console")
 WHEN_BUDGET_SHORT = ("wait", "relogin")  # the first is the default
+LOGIN_ROUTES = ("api", "tradingview")  # SPEC, "Two ways to log in"
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -46,6 +47,9 @@ class Login:
     # When the address's renewal budget runs out: "wait" (keep the token until it expires,
     # never open a session to save it) or "relogin" (an API-only login: log in instead).
     when_budget_short: str = WHEN_BUDGET_SHORT[0]
+    # How it logs in: "api" (accesstokenrequest with the API key) or "tradingview" (/authorize
+    # with name and password only). Renewals and everything after are the same for both.
+    route: str = registered("TRADOVATE_LOGIN")
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,7 @@ class RedisSettings:
 class TradovateSettings:
     env: Literal["demo", "live"] = registered("TRADOVATE_ENV")
     base_url: str = TRADOVATE_BASE_URLS[registered("TRADOVATE_ENV")]
+    tv_base_url: str = TRADOVATE_TV_BASE_URLS[registered("TRADOVATE_ENV")]
     app_id: str = ""
     app_version: str = registered("TRADOVATE_APP_VERSION")
     cid: int = 0

@@ -123,6 +123,7 @@ class Daemon:
         log.info(
             "daemon.starting",
             logins=[login.name for login in self.settings.logins],
+            login_routes=sorted({login.route for login in self.settings.logins}),
             redis=self.settings.redis.target(),
             tradovate_env=self.settings.tradovate.env,
             tradovate_url=self.settings.tradovate.base_url,

@@ -21,7 +21,10 @@ DEMO_TOKEN_LIFETIME_S = 32.0  # renewed "15 minutes" (of 80) before expiry: with
 DEMO_TABLE_EVERY_S = 5.0
 
 
-def run_demo(duration_s: float | None = None, out: TextIO = sys.stdout) -> int:
+def run_demo(
+    duration_s: float | None = None, out: TextIO = sys.stdout, *, route: str = "api"
+) -> int:
+    """`route` is TRADOVATE_LOGIN's: "tradingview" logs the desk in with names and passwords."""
     embedded = start_embedded_redis()
     fake = FakeTradovate(reference_desk(), token_lifetime_s=DEMO_TOKEN_LIFETIME_S).start()
     try:
@@ -31,7 +34,7 @@ def run_demo(duration_s: float | None = None, out: TextIO = sys.stdout) -> int:
             embedded.url,
             sec=fake.sec,
             budget_window_s=fake.budget_window_s,
-            TRADOVATE_APP_ID="orca-demo",
+            route=route,
             ORCA_REFRESH_INTERVAL="60",
             ORCA_HEALTH_ADDR="127.0.0.1:0",
         )

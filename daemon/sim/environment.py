@@ -21,20 +21,24 @@ def daemon_environment(
     *,
     sec: str = DEMO_SEC,
     budget_window_s: float = BUDGET_WINDOW_S,
+    route: str = "api",
     **extra: str,
 ) -> dict[str, str]:
     """Settings for a daemon that logs in as `users` at the simulator on `tradovate_url`, with
     no health endpoint unless `extra` names one; `extra` wins over everything. A simulator on a
-    shorter time-scale passes its budget window, so both count the same hour."""
+    shorter time-scale passes its budget window, so both count the same hour. `route`
+    "tradingview" logs in with names and passwords alone: no API key is set at all."""
     users = list(users)
     env = {
         "TRADOVATE_BASE_URL": tradovate_url,
-        "TRADOVATE_APP_ID": "orca-sim",
-        "TRADOVATE_CID": "7",
-        "TRADOVATE_SEC": sec,
         "ORCA_ACCOUNTS": ",".join(u.name for u in users),
         "ORCA_HEALTH_ADDR": "",
     }
+    if route == "api":
+        env.update({"TRADOVATE_APP_ID": "orca-sim", "TRADOVATE_CID": "7", "TRADOVATE_SEC": sec})
+    else:
+        tv_base_url = tradovate_url.removesuffix("/v1")
+        env.update({"TRADOVATE_LOGIN": route, "TRADOVATE_TV_BASE_URL": tv_base_url})
     if budget_window_s != BUDGET_WINDOW_S:
         env["ORCA_BUDGET_WINDOW"] = str(max(1, round(budget_window_s)))
     if redis_url is not None:

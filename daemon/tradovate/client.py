@@ -20,12 +20,14 @@ from typing import Any, Final
 import httpx
 import structlog
 
+from daemon import __version__
 from daemon.config import Login, TradovateSettings
 from daemon.constants import TRADOVATE_CONNECT_TIMEOUT_S
 from daemon.logs import fingerprint, scrub
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
 from daemon.token_format import token_expiry, token_problem
+from daemon.tradovate import tradingview
 from daemon.tradovate.errors import (
     CaptchaRequired,
     CredentialsRejected,
@@ -34,6 +36,7 @@ from daemon.tradovate.errors import (
     RateLimited,
     TokenRefused,
     TradovateUnavailable,
+    penalty_wait,
 )
 
 log = structlog.get_logger("daemon.tradovate")
@@ -44,6 +47,7 @@ ACCOUNTS_ENDPOINT: Final = "/account/list"
 _DEVICE_NAMESPACE: Final = uuid.UUID("5d3f4c1e-8f8a-4f39-9a51-0b6b0c2f7e11")
 _ERROR_TEXT_MAX_CHARS: Final = 200
 CLOCK_SKEW_TOLERANCE_S: Final = 60.0
+USER_AGENT: Final = f"orca-token-daemon/{__version__}"
 MAX_ANSWER_BYTES: Final = 1_000_000  # Tradovate's auth answers are a few hundred bytes
 
 
@@ -109,7 +113,11 @@ class TradovateClient:
             timeout=httpx.Timeout(
                 settings.timeout_s, connect=min(settings.timeout_s, TRADOVATE_CONNECT_TIMEOUT_S)
             ),
-            headers={"Accept": "application/json", "User-Agent": "orca-token-daemon"},
+            # No browser impersonation: no Origin, Referer or Sec-Fetch-* headers, ever.
+            headers={
+                "Accept": "application/json",
+                "User-Agent": f"orca-token-daemon/{__version__}",
+            },
             # TRADOVATE_LOCAL_ADDRESS: the source address on hosts with several (Tradovate
             # counts its budgets per client address).
             transport=httpx.HTTPTransport(local_address=settings.local_address)
@@ -137,17 +145,33 @@ class TradovateClient:
         return body
 
     def login(self, login: Login, p_ticket: str | None = None) -> TokenGrant:
-        """POST accesstokenrequest: opens a new Tradovate session. Use renew whenever possible."""
+        """Opens a new Tradovate session, by the login's route: accesstokenrequest with the API
+        key, or the TradingView route's /authorize. Use renew whenever possible."""
+        if login.route == "tradingview":
+            return self._authorize(login, p_ticket)
         data = self._call("POST", LOGIN_ENDPOINT, json=self.login_body(login, p_ticket))
         if not isinstance(data, dict):
             raise InvalidResponse(f"{LOGIN_ENDPOINT}: answer is not a JSON object")
         if data.get("p-captcha"):
             raise CaptchaRequired(f"{LOGIN_ENDPOINT}: Tradovate asks for a captcha")
         if data.get("p-ticket"):
-            raise PenaltyTicket(str(data["p-ticket"]), _penalty_wait(data))
+            raise PenaltyTicket(str(data["p-ticket"]), penalty_wait(data))
         if data.get("errorText"):
             raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {_error_text(data)}")
         return self._grant(data, LOGIN_ENDPOINT, source=Outcome.LOGIN)
+
+    def _authorize(self, login: Login, p_ticket: str | None) -> TokenGrant:
+        data = self._call(
+            "POST",
+            tradingview.AUTHORIZE_ENDPOINT,
+            form=tradingview.authorize_form(login, p_ticket),
+            base_url=self._settings.tv_base_url,
+        )
+        now = self._clock()
+        token, expires_at = tradingview.authorized(data, now)
+        # Until a renewal brings an md token, the access token serves the market-data socket
+        # (SPEC's Redis keys), as Tradovate's own market-data tutorial does.
+        return TokenGrant(token, expires_at, now, Outcome.LOGIN, md_access_token=token)
 
     def renew(self, access_token: str) -> TokenGrant:
         """GET renewaccesstoken: a fresh token in the same session."""
@@ -155,7 +179,7 @@ class TradovateClient:
         if not isinstance(data, dict):
             raise InvalidResponse(f"{RENEW_ENDPOINT}: answer is not a JSON object")
         if data.get("p-ticket"):  # past the address's renewal budget
-            raise PenaltyTicket(str(data["p-ticket"]), _penalty_wait(data))
+            raise PenaltyTicket(str(data["p-ticket"]), penalty_wait(data))
         if data.get("errorText"):
             raise TokenRefused(f"{RENEW_ENDPOINT}: {_error_text(data)}")
         return self._grant(data, RENEW_ENDPOINT, source=Outcome.RENEW)
@@ -181,7 +205,9 @@ class TradovateClient:
         endpoint: str,
         *,
         json: dict[str, Any] | None = None,
+        form: dict[str, str] | None = None,
         token: str | None = None,
+        base_url: str | None = None,
     ) -> Any:
         """One request, bounded as a whole: ORCA_TRADOVATE_TIMEOUT for all of it (not only per
         read, which a server dripping a byte at a time never trips), and MAX_ANSWER_BYTES for
@@ -190,7 +216,12 @@ class TradovateClient:
         deadline = time.monotonic() + self._settings.timeout_s
         try:
             with self._http.stream(
-                method, self._settings.base_url + endpoint, json=json, headers=headers
+                method,
+                (base_url or self._settings.base_url) + endpoint,
+                json=json,
+                data=form,
+                params=tradingview.AUTHORIZE_QUERY if form is not None else None,
+                headers=headers,
             ) as response:
                 body = self._read_bounded(response, endpoint, deadline)
         except httpx.TimeoutException as exc:
@@ -205,7 +236,7 @@ class TradovateClient:
         if status == 429:
             raise RateLimited(f"{endpoint}: HTTP 429 Too Many Requests")
         if status in (401, 403):
-            if endpoint == LOGIN_ENDPOINT:
+            if endpoint in (LOGIN_ENDPOINT, tradingview.AUTHORIZE_ENDPOINT):
                 raise CredentialsRejected(f"{endpoint}: HTTP {status}")
             raise TokenRefused(f"{endpoint}: HTTP {status}")
         if status != 200:
@@ -275,14 +306,6 @@ class TradovateClient:
     def _count(self, endpoint: str, status: str) -> None:
         if self._metrics is not None:
             self._metrics.tradovate_requests.labels(endpoint=endpoint, status=status).inc()
-
-
-def _penalty_wait(data: dict[str, Any]) -> float:
-    """`p-time` in seconds, bounded: garbage reads as 0, a day at the most."""
-    wait_s = data.get("p-time", 0)
-    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s >= 0:
-        return 0.0
-    return float(min(wait_s, 86_400))
 
 
 def _error_text(data: dict[str, Any]) -> str:

@@ -3,7 +3,7 @@ no message carries a password, `sec` or token."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from daemon.outcomes import Outcome
 
@@ -57,3 +57,11 @@ class CaptchaRequired(TradovateError):
     """`p-captcha`: no program can answer. The login is parked."""
 
     outcome = Outcome.CAPTCHA
+
+
+def penalty_wait(data: dict[str, Any]) -> float:
+    """`p-time` in seconds, bounded: garbage reads as 0, a day at the most."""
+    wait_s = data.get("p-time", 0)
+    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s >= 0:
+        return 0.0
+    return float(min(wait_s, 86_400))

@@ -10,6 +10,7 @@ from daemon.sim.tradovate.faults import FAULT_KINDS, RECOVERABLE_FAULTS, Fault, 
 from daemon.sim.tradovate.http import QuietHTTPServer
 from daemon.sim.tradovate.rules import (
     ACCOUNTS_PATH,
+    AUTHORIZE_PATH,
     BUDGET_WINDOW_S,
     DEMO_SEC,
     LOGIN_FAILURE_BUDGET,
@@ -23,6 +24,7 @@ from daemon.sim.tradovate.simulator import FakeTradovate, Observations
 
 __all__ = [
     "ACCOUNTS_PATH",
+    "AUTHORIZE_PATH",
     "BUDGET_WINDOW_S",
     "DEMO_SEC",
     "FAULT_KINDS",

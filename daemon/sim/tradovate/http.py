@@ -9,6 +9,7 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from daemon.sim.tradovate.faults import Hang, Reset
 
@@ -42,10 +43,10 @@ def handler_class(fake: FakeTradovate) -> type[BaseHTTPRequestHandler]:
                 time.sleep(fake.latency_s)
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length) if length else b""
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = None
+            body = _body(raw, self.headers.get("Content-Type", ""))
+            if self.path.startswith("/authorize"):
+                with fake._lock:
+                    fake.seen.authorize_headers.append(dict(self.headers))
             auth = self.headers.get("Authorization", "")
             token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None
             status, answer = fake.answer(method, self.path, body, token, self.client_address[0])
@@ -76,3 +77,15 @@ def handler_class(fake: FakeTradovate) -> type[BaseHTTPRequestHandler]:
             self._serve("POST")
 
     return Handler
+
+
+def _body(raw: bytes, content_type: str) -> Any:
+    """A JSON body, or a form's fields (the TradingView route), or None."""
+    if not raw:
+        return None
+    if content_type.startswith("application/x-www-form-urlencoded"):
+        return dict(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None

@@ -21,6 +21,7 @@ from daemon.sim.tradovate.faults import FAULT_KINDS, Fault, fault_answer
 from daemon.sim.tradovate.http import QuietHTTPServer, handler_class
 from daemon.sim.tradovate.rules import (
     ACCOUNTS_PATH,
+    AUTHORIZE_PATH,
     BUDGET_WINDOW_S,
     DEMO_SEC,
     LOGIN_FAILURE_BUDGET,
@@ -52,6 +53,8 @@ class Observations:
     penalties: collections.Counter[str] = field(default_factory=collections.Counter)  # by path
     renewal_times: list[float] = field(default_factory=list)  # the simulator's clock
     failed_login_times: list[float] = field(default_factory=list)
+    authorizations: collections.Counter[str] = field(default_factory=collections.Counter)
+    authorize_headers: list[dict[str, str]] = field(default_factory=list)  # as sent
 
 
 class FakeTradovate:
@@ -102,6 +105,11 @@ class FakeTradovate:
         self._server: ThreadingHTTPServer | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def tv_base_url(self) -> str:
+        """The TradingView route's base: the same host, without /v1."""
+        return self.base_url.removesuffix("/v1")
 
     @property
     def base_url(self) -> str:
@@ -213,6 +221,38 @@ class FakeTradovate:
     # -- endpoints -------------------------------------------------------------------------------
 
     def _login(self, body: dict[str, Any], address: str) -> tuple[int, Any]:
+        return self._sign_in(
+            body,
+            address,
+            name=str(body.get("name")),
+            key_ok=body.get("sec") == self.sec,
+            failure=lambda text: {"errorText": text},
+            success=self._grant,
+        )
+
+    def _authorize(self, form: dict[str, Any], address: str) -> tuple[int, Any]:
+        """The TradingView route: name and password only, answered `{"s": ...}`."""
+        self.seen.authorizations[str(form.get("login"))] += 1
+        return self._sign_in(
+            form,
+            address,
+            name=str(form.get("login")),
+            key_ok=True,
+            failure=lambda text: {"s": "error", "errmsg": text},
+            success=self._tv_grant,
+        )
+
+    def _sign_in(
+        self,
+        body: dict[str, Any],
+        address: str,
+        *,
+        name: str,
+        key_ok: bool,
+        failure: Callable[[str], dict[str, Any]],
+        success: Callable[[_Session], dict[str, Any]],
+    ) -> tuple[int, Any]:
+        """Either route's login: pacing, penalty tickets, the failed-login budget, sessions."""
         now = self.clock()
         if self.auth_limit_per_minute is not None:
             while self._auth_times and self._auth_times[0] <= now - 60:
@@ -225,7 +265,7 @@ class FakeTradovate:
             original = self._tickets.pop(str(ticket), None)
             resent = {k: v for k, v in body.items() if k != "p-ticket"}
             if original is None or resent != original["body"] or now < original["due"]:
-                return 200, {"errorText": "Invalid or early p-ticket"}
+                return 200, failure("Invalid or early p-ticket")
             self.penalty_resends_ok += 1
         if ticket is None:
             penalty = self._over_budget(
@@ -234,14 +274,14 @@ class FakeTradovate:
             if penalty is not None:
                 self._tickets[penalty["p-ticket"]] = {"body": body, "due": now + penalty["p-time"]}
                 return 200, penalty
-        user = self.users.get(str(body.get("name")))
-        if user is None or body.get("password") != user.password or body.get("sec") != self.sec:
+        user = self.users.get(name)
+        if user is None or body.get("password") != user.password or not key_ok:
             self._failed_logins[address].append(now)  # only failed requests count
             self.seen.failed_login_times.append(now)
-            return 200, {
-                "errorText": "Incorrect username or password. "
+            return 200, failure(
+                "Incorrect username or password. "
                 "Please try again, noting that passwords are case-sensitive."
-            }
+            )
         session = _Session(next(self._session_ids), user.name, now)
         self._sessions[session.id] = session
         self.seen.sessions_opened[user.name] += 1
@@ -251,7 +291,11 @@ class FakeTradovate:
         )
         for oldest in open_sessions[: max(0, len(open_sessions) - self.max_sessions)]:
             oldest.open = False  # Tradovate logs the trader out of their own platform here
-        return 200, self._grant(session)
+        return 200, success(session)
+
+    def _tv_grant(self, session: _Session) -> dict[str, Any]:
+        token, expires_at = self._issue(session, "access")
+        return {"s": "ok", "d": {"access_token": token, "expiration": int(expires_at)}}
 
     @property
     def time_scale(self) -> float:
@@ -311,6 +355,7 @@ class FakeTradovate:
     ) -> tuple[int, Any]:
         """Tradovate's answer to a client at `address`: (status, JSON value | bytes of HTML |
         Hang | Reset)."""
+        path = path.split("?", 1)[0]  # the TradingView route asks with ?locale=en
         with self._lock:
             return self._record(path, self._answer(method, path, body, token, address))
 
@@ -320,6 +365,8 @@ class FakeTradovate:
         if path == LOGIN_PATH and isinstance(body, dict):
             self.seen.login_bodies.append(body)
             user: str | None = str(body.get("name"))
+        elif path == AUTHORIZE_PATH and isinstance(body, dict):
+            user = str(body.get("login"))
         else:
             claims = self._verify(token) if token else None
             user = str(claims.get("sub")) if claims else None
@@ -332,6 +379,8 @@ class FakeTradovate:
             return fault_answer(fault)
         if method == "POST" and path == LOGIN_PATH and isinstance(body, dict):
             return self._login(body, address)
+        if method == "POST" and path == AUTHORIZE_PATH and isinstance(body, dict):
+            return self._authorize(body, address)
         if method == "GET" and path == RENEW_PATH:
             return self._renew(token or "", address)
         if method == "GET" and path == ACCOUNTS_PATH:

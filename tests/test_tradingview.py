@@ -1,0 +1,203 @@
+"""The TradingView route (SPEC, "Two ways to log in"): a login with only a name and a password,
+answered as Tradovate's `/authorize` answers, then renewed like any token."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+
+from daemon.config import Login, Secret
+from daemon.sim.environment import wait_for
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import AUTHORIZE_PATH, FakeTradovate
+from daemon.tradovate import (
+    CaptchaRequired,
+    CredentialsRejected,
+    InvalidResponse,
+    PenaltyTicket,
+    TradovateClient,
+)
+from daemon.tradovate.tradingview import NotEntitled
+from tests.helpers import (
+    FakeClock,
+    StartDaemon,
+    build_world,
+    daemon_env,
+    make_jwt,
+    settings_for,
+    tradovate_routes,
+    user,
+)
+
+TV = "tradingview"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTradovate]:
+    fake = FakeTradovate([user("APEX_1", accounts=2), user("APEX_2", accounts=1)])
+    with tradovate_routes(fake):
+        yield fake
+
+
+def tv_client(fake: FakeTradovate) -> tuple[TradovateClient, Login]:
+    settings = settings_for(fake, route=TV)
+    assert settings.tradovate.sec is None  # no API key anywhere
+    return TradovateClient(settings.tradovate), settings.logins[0]
+
+
+def test_a_name_and_a_password_log_in_with_no_api_key(fake: FakeTradovate) -> None:
+    client, login = tv_client(fake)
+    grant = client.login(login)
+    assert fake.user_of(grant.access_token) == "APEX_1"
+    assert grant.expires_at == fake.expiry_of(grant.access_token)
+    # Until a renewal brings an md token, the access token serves the market-data socket.
+    assert grant.md_access_token == grant.access_token
+    assert fake.seen.authorizations["APEX_1"] == 1
+    assert fake.seen.sessions_opened["APEX_1"] == 1
+    assert fake.seen.login_bodies == []  # accesstokenrequest was never called
+    renewed = client.renew(grant.access_token)  # the official renewal takes the token
+    assert fake.user_of(renewed.access_token) == "APEX_1"
+    assert [a.name for a in client.list_accounts(renewed.access_token)] == [
+        "APEX_1-ACC1",
+        "APEX_1-ACC2",
+    ]
+
+
+def answered(body: object, status: int = 200) -> respx.MockRouter:
+    router = respx.mock(assert_all_called=True)
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    router.post(url__regex=r"/authorize").mock(return_value=httpx.Response(status, content=content))
+    return router
+
+
+LOGIN = Login("APEX_1", Secret("pw-APEX_1-Zq9"), route=TV)
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "words"),
+    [
+        ({"s": "error", "errmsg": "Invalid login or password"}, CredentialsRejected, "Invalid"),
+        (
+            {"s": "error", "errmsg": "User is not entitled to TradingView"},
+            NotEntitled,
+            "TradingView add-on",
+        ),
+        ({"p-ticket": "t-1", "p-time": 3}, PenaltyTicket, "after 3 s"),
+        ({"p-ticket": "t-2", "p-time": 0, "p-captcha": True}, CaptchaRequired, "captcha"),
+        ({"s": "error", "errmsg": "Too many requests, slow down"}, PenaltyTicket, "after 15 s"),
+        ({"d": {"access_token": "abc"}}, InvalidResponse, '"s": "ok"'),
+        ({"s": "ok", "d": {"access_token": ""}}, InvalidResponse, "unusable"),
+        ({"s": "ok", "d": {"access_token": "opaque-token"}}, InvalidResponse, "no expiration"),
+        ({"s": "ok", "d": {"access_token": "t", "expiration": 1e400}}, InvalidResponse, "no exp"),
+        (b"<html>maintenance</html>", InvalidResponse, "not JSON"),
+        ({"s": "error", "errmsg": "x"}, CredentialsRejected, "HTTP 401"),
+    ],
+)
+def test_every_authorize_answer_is_named(body: object, error: type[Exception], words: str) -> None:
+    from daemon.config import TradovateSettings
+
+    status = 401 if words == "HTTP 401" else 200
+    client = TradovateClient(TradovateSettings(tv_base_url="https://tv.example.invalid"))
+    with answered(body, status), pytest.raises(error) as raised:
+        client.login(LOGIN)
+    assert words in str(raised.value)
+    assert "pw-APEX_1-Zq9" not in str(raised.value)
+
+
+def test_the_first_lifetime_is_the_earlier_of_expiration_and_the_jwt_exp() -> None:
+    from daemon.config import TradovateSettings
+
+    now = time.time()
+    client = TradovateClient(TradovateSettings(tv_base_url="https://tv.example.invalid"))
+    for expiration, exp, expected in ((now + 600, now + 900, 600), (now + 900, now + 600, 600)):
+        body = {"s": "ok", "d": {"access_token": make_jwt(exp), "expiration": expiration}}
+        with answered(body):
+            grant = client.login(LOGIN)
+        assert grant.expires_at - now == pytest.approx(expected, abs=1)
+
+
+def test_the_request_is_a_form_with_no_key_and_no_browser_headers() -> None:
+    from daemon.config import TradovateSettings
+
+    now = time.time()
+    client = TradovateClient(TradovateSettings(tv_base_url="https://tv.example.invalid"))
+    body = {"s": "ok", "d": {"access_token": make_jwt(now + 900), "expiration": now + 900}}
+    with answered(body) as router:
+        client.login(LOGIN)
+        request = router.calls.last.request
+    assert str(request.url) == "https://tv.example.invalid/authorize?locale=en"
+    assert request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert request.headers["Accept"] == "application/json"
+    assert request.headers["User-Agent"].startswith("orca-token-daemon/")
+    assert not {"origin", "referer"} & set(request.headers)
+    assert not any(name.startswith("sec-fetch") for name in request.headers)
+    assert dict(httpx.QueryParams(request.content.decode())) == {
+        "locale": "en",
+        "login": "APEX_1",
+        "password": "pw-APEX_1-Zq9",
+    }
+
+
+def test_a_tradingview_token_is_renewed_for_hours_never_logged_in_again() -> None:
+    clock = FakeClock()
+    fake = FakeTradovate([user("APEX_1", accounts=2)], token_lifetime_s=4_800, clock=clock)
+    with tradovate_routes(fake):
+        world = build_world(fake, clock, route=TV)
+        for _ in range(6 * 12):  # six hours, five minutes at a time
+            attempt = world.refresher.refresh("APEX_1")
+            assert attempt.ok, attempt
+            clock.advance(300)
+            token = world.token("APEX_1")
+            assert token is not None
+            assert fake.is_live(token)
+    assert fake.seen.authorizations["APEX_1"] == 1
+    assert fake.seen.sessions_opened["APEX_1"] == 1
+    assert fake.seen.renewals["APEX_1"] >= 4
+
+
+def test_a_wrong_password_on_the_tradingview_route_spends_a_failed_login(
+    fake: FakeTradovate,
+) -> None:
+    clock = FakeClock()
+    world = build_world(fake, clock, route=TV, TRADOVATE_PASSWORD_APEX_1="not-it")
+    attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "rejected"
+    assert attempt.delay_s == 900  # the rejected-password ladder's first step
+    assert len(fake.seen.failed_login_times) == 1
+    status = json.loads(str(world.redis.get("orca:status:APEX_1")))
+    assert "Incorrect username or password" in status["last_error"]
+
+
+@pytest.mark.timeout(120)
+def test_a_daemon_with_only_names_and_passwords_keeps_every_key_valid(
+    redis_server: RedisServer, start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    with FakeTradovate(token_lifetime_s=15) as served:
+        env = daemon_env(served, redis_server.url, route=TV)
+        assert not {"TRADOVATE_APP_ID", "TRADOVATE_CID", "TRADOVATE_SEC"} & set(env)
+        daemon = start_daemon(env)
+        client = redis_server.client()
+        names = [n for u in served.users.values() for n in (u.name, *u.accounts)]
+
+        def all_live() -> bool:
+            values = client.mget([f"token:{n}" for n in names])
+            md = client.mget([f"mdtoken:{u}" for u in served.users])
+            return all(isinstance(v, str) and served.is_live(v) for v in [*values, *md])
+
+        wait_for(all_live, what="every token and md token key live")
+        wait_for(lambda: min(served.seen.renewals[u] for u in served.users) >= 2, timeout=60,
+                 what="two renewals of every login")  # fmt: skip
+        assert all_live()
+        assert dict(served.seen.authorizations) == dict.fromkeys(served.users, 1)
+        assert served.seen.login_bodies == []
+        for headers in served.seen.authorize_headers:
+            assert not {"origin", "referer"} & {h.lower() for h in headers}
+        daemon.signal(15)
+        assert daemon.wait() == 0
+    assert served.seen.requests.count((AUTHORIZE_PATH, 200)) == len(served.users)
