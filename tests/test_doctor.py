@@ -100,3 +100,22 @@ def test_a_health_endpoint_beyond_loopback_is_a_warning(
     )
     assert code == 0
     assert any(f["level"] == "warning" and f["topic"] == "health" for f in report["findings"])
+
+
+def test_doctor_says_each_logins_route_and_what_it_needs(
+    cli: Callable[[dict[str, str]], Run], served_tradovate: FakeTradovate, tmp_path: Path
+) -> None:
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(
+        '[[accounts]]\nname = "APEX_266668"\npassword_env = "PW_1"\nlogin = "tradingview"\n'
+        '[[accounts]]\nname = "APEX_272045"\npassword_env = "PW_2"\n'
+    )
+    env = daemon_env(served_tradovate, ORCA_ACCOUNTS_FILE=str(accounts), PW_1="a", PW_2="b")
+    del env["ORCA_ACCOUNTS"]
+    _, report = doctor(cli, env)
+    said = {f["text"].split(" ")[0]: f["text"] for f in report["findings"] if f["topic"] == "login"}
+    assert said["APEX_266668"].startswith("APEX_266668 logs in by tradingview: its name and")
+    assert "TradingView add-on" in said["APEX_266668"]
+    assert f"{served_tradovate.tv_base_url}/authorize" in said["APEX_266668"]
+    assert said["APEX_272045"].startswith("APEX_272045 logs in by api: accesstokenrequest")
+    assert "TRADOVATE_SEC" in said["APEX_272045"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from daemon.tradovate import (
 from daemon.tradovate.tradingview import NotEntitled
 from tests.helpers import (
     FakeClock,
+    Run,
     StartDaemon,
     build_world,
     daemon_env,
@@ -201,3 +203,54 @@ def test_a_daemon_with_only_names_and_passwords_keeps_every_key_valid(
         daemon.signal(15)
         assert daemon.wait() == 0
     assert served.seen.requests.count((AUTHORIZE_PATH, 200)) == len(served.users)
+
+
+@pytest.mark.timeout(120)
+def test_a_mixed_accounts_file_serves_both_routes_and_status_names_them(
+    redis_server: RedisServer,
+    start_daemon: StartDaemon,
+    tmp_path: Path,
+    cli: Callable[[dict[str, str]], Run],
+) -> None:
+    with FakeTradovate() as served:  # the reference desk
+        names = list(served.users)
+        routes = dict(zip(names, ("tradingview", "api", "tradingview", "api"), strict=True))
+        accounts = tmp_path / "accounts.toml"
+        accounts.write_text(
+            "".join(
+                f'[[accounts]]\nname = "{n}"\npassword_env = "PW_{i}"\nlogin = "{routes[n]}"\n'
+                for i, n in enumerate(names)
+            )
+        )
+        env = daemon_env(
+            served,
+            redis_server.url,
+            ORCA_ACCOUNTS_FILE=str(accounts),
+            **{f"PW_{i}": served.users[n].password for i, n in enumerate(names)},
+        )
+        del env["ORCA_ACCOUNTS"]
+        env["PW_2"] = "not-the-password"  # names[2], a TradingView login
+        start_daemon(env)
+        run = cli({k: v for k, v in env.items() if not k.startswith("PW_")})
+
+        def report() -> dict[str, Any]:
+            code, out, _ = run("status", "--json")
+            value: dict[str, Any] = json.loads(out)
+            value["code"] = code
+            return value
+
+        def settled() -> dict[str, Any] | None:
+            found = report()
+            rows = {row["login"]: row for row in found["logins"]}
+            good = [n for n in names if n != names[2]]
+            if all(rows[n]["token"] == "valid" for n in good) and rows[names[2]]["last_error"]:
+                return found
+            return None
+
+        found = wait_for(settled, timeout=30, what="three valid logins and one rejected")
+    rows = {row["login"]: row for row in found["logins"]}
+    assert {n: rows[n]["route"] for n in names} == routes
+    assert found["code"] == 1
+    assert "Incorrect username or password" in rows[names[2]]["last_error"]
+    assert served.seen.authorizations[names[0]] == 1
+    assert {body["name"] for body in served.seen.login_bodies} == {names[1], names[3]}

@@ -77,6 +77,7 @@ def run_doctor(env: Mapping[str, str], sources: Mapping[str, str]) -> DoctorRepo
     except ConfigError as error:
         return DoctorReport(_setting_rows(env, sources), findings, error.problems)
     findings += _safety(settings)
+    findings += _routes(settings)
     findings.append(_capacity(settings))
     findings += _redis(settings)
     findings += _tradovate(settings)
@@ -103,6 +104,20 @@ def _setting_rows(env: Mapping[str, str], sources: Mapping[str, str]) -> list[Se
 
 def _shown(entry: Setting, value: str) -> str:
     return "******** (set)" if entry.secret else value.strip()
+
+
+def _routes(settings: Settings) -> list[Finding]:
+    """Per login: which route logs it in and what that route needs."""
+    needs = {
+        "api": "accesstokenrequest with the API key (TRADOVATE_APP_ID, TRADOVATE_CID, "
+        "TRADOVATE_SEC)",
+        "tradingview": f"its name and password at {settings.tradovate.tv_base_url}/authorize, "
+        "no API key; the account needs Tradovate's TradingView add-on",
+    }
+    return [
+        Finding("ok", "login", f"{login.name} logs in by {login.route}: {needs[login.route]}")
+        for login in settings.logins
+    ]
 
 
 def _capacity(settings: Settings) -> Finding:

@@ -169,6 +169,7 @@ class RedisKeeper:
             issued_at=iso(grant.issued_at) if grant else None,
             notes=state.notes,
             when_budget_short=state.login.when_budget_short,
+            route=state.login.route,
             source=grant.source if grant else None,
             accounts=self._names.owned(state)[1:],
             failures=state.failures,

@@ -31,14 +31,14 @@ def daemon_environment(
     users = list(users)
     env = {
         "TRADOVATE_BASE_URL": tradovate_url,
+        "TRADOVATE_TV_BASE_URL": tradovate_url.removesuffix("/v1"),  # the simulator serves both
         "ORCA_ACCOUNTS": ",".join(u.name for u in users),
         "ORCA_HEALTH_ADDR": "",
     }
     if route == "api":
         env.update({"TRADOVATE_APP_ID": "orca-sim", "TRADOVATE_CID": "7", "TRADOVATE_SEC": sec})
     else:
-        tv_base_url = tradovate_url.removesuffix("/v1")
-        env.update({"TRADOVATE_LOGIN": route, "TRADOVATE_TV_BASE_URL": tv_base_url})
+        env["TRADOVATE_LOGIN"] = route
     if budget_window_s != BUDGET_WINDOW_S:
         env["ORCA_BUDGET_WINDOW"] = str(max(1, round(budget_window_s)))
     if redis_url is not None:

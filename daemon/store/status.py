@@ -46,6 +46,7 @@ class LoginStatus:
     instance: str | None = None
     notes: tuple[str, ...] = ()  # e.g. an account skipped because another login writes it
     when_budget_short: str | None = None  # wait | relogin (the accounts file's choice)
+    route: str | None = None  # api | tradingview: how it logs in
 
     def to_json(self) -> str:
         value = asdict(self)
@@ -77,6 +78,7 @@ class LoginStatus:
             instance=_text(value.get("instance")),
             notes=_names(value.get("notes")),
             when_budget_short=_text(value.get("when_budget_short")),
+            route=_text(value.get("route")),
         )
 
     def expiry_of(self, token: str) -> float | None:

@@ -39,6 +39,7 @@ class LoginRow:
     owner: str | None
     heartbeat_age_s: float | None  # None: the owner has no live heartbeat
     when_budget_short: str | None
+    route: str | None  # api | tradingview, as the owner recorded it
 
 
 @dataclass(frozen=True)
@@ -134,16 +135,28 @@ def status_report(
                 owner=owner,
                 heartbeat_age_s=round(now - beat.at, 1) if beat else None,
                 when_budget_short=recorded.when_budget_short,
+                route=recorded.route,
             )
         )
     return StatusReport(rows, instances, now, read_capacities(client))
 
 
 def render_status(report: StatusReport) -> str:
-    headers = ("LOGIN", "TOKEN", "EXPIRES", "NEXT REFRESH", "LAST", "ACCOUNTS", "IF SHORT", "OWNER")
+    headers = (
+        "LOGIN",
+        "ROUTE",
+        "TOKEN",
+        "EXPIRES",
+        "NEXT REFRESH",
+        "LAST",
+        "ACCOUNTS",
+        "IF SHORT",
+        "OWNER",
+    )
     rows = [
         (
             row.login,
+            row.route or "-",
             row.token.value,
             _when(row.expires_at, report.now),
             _when(row.next_attempt_at, report.now),
