@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from structlog.testing import capture_logs
 
 from daemon.config import Login, Secret
+from daemon.logs import fingerprint
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import AUTHORIZE_PATH, FakeTradovate
@@ -32,6 +34,7 @@ from tests.helpers import (
     build_world,
     daemon_env,
     make_jwt,
+    refreshing_for,
     settings_for,
     tradovate_routes,
     user,
@@ -254,3 +257,28 @@ def test_a_mixed_accounts_file_serves_both_routes_and_status_names_them(
     assert "Incorrect username or password" in rows[names[2]]["last_error"]
     assert served.seen.authorizations[names[0]] == 1
     assert {body["name"] for body in served.seen.login_bodies} == {names[1], names[3]}
+
+
+def test_a_token_another_program_wrote_is_named_once_an_hour_and_restored(
+    fake: FakeTradovate,
+) -> None:
+    clock = FakeClock()
+    refreshing = refreshing_for(settings_for(fake, route=TV), clock)
+    world_redis = refreshing.keeper.redis
+    assert refreshing.refresher.refresh("APEX_1").ok
+    held = world_redis.get("token:APEX_1")
+    foreign = make_jwt(clock.now + 3_600, sub="APEX_1")  # well formed, not this daemon's
+    with capture_logs() as logs:
+        for _ in range(3):
+            world_redis.set("token:APEX_1", foreign)
+            refreshing.keeper.reconcile()
+            assert world_redis.get("token:APEX_1") == held  # restored every time
+            clock.advance(60)
+        clock.advance(3_600)
+        world_redis.set("token:APEX_1", foreign)
+        refreshing.keeper.reconcile()
+    said = [e for e in logs if e["event"] == "token.foreign_writer"]
+    assert len(said) == 2  # once, then again an hour later
+    assert said[0]["login"] == "APEX_1"
+    assert said[0]["fingerprint"] == fingerprint(foreign)
+    assert foreign not in str(logs)

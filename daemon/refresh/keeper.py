@@ -32,6 +32,8 @@ from daemon.tradovate import TokenGrant
 
 log = structlog.get_logger("daemon.refresh")
 
+FOREIGN_WRITER_REPEAT_S = 3_600.0  # `token.foreign_writer` once per login and hour
+
 
 class RedisKeeper:
     def __init__(
@@ -56,6 +58,7 @@ class RedisKeeper:
         self._clock = clock
         self._may_act = may_act
         self._fence = fence
+        self._foreign_said_at: dict[str, float] = {}
 
     def adopt(self, names: list[str] | None = None) -> int:
         """Take over tokens already in Redis (a restart, a previous owner) so that the first
@@ -231,6 +234,7 @@ class RedisKeeper:
             values = [next(found).token for _ in group]
             assert state.grant is not None
             intact = all(value == state.grant.access_token for value in values)
+            self._say_foreign_writer(state, [v for v in values if v != state.grant.access_token])
             # Names change when another login takes or leaves an account: status rewritten.
             if intact and tuple(group) == state.written_names:
                 continue
@@ -251,3 +255,21 @@ class RedisKeeper:
         if renamed:
             log.info("token.names_changed", logins=renamed)
         return restored
+
+    def _say_foreign_writer(self, state: LoginProgress, others: list[str | None]) -> None:
+        """A well-formed token this daemon did not write, in a key whose lease it holds: another
+        program writes `token:*` (the seed's generator, a scheduled job). Two writers fight over
+        the keys and spend the same renewal budget; the key is restored either way."""
+        foreign = [token for token in others if token is not None and token_problem(token) is None]
+        now = self._clock()
+        said = self._foreign_said_at.get(state.name)
+        if not foreign or (said is not None and now - said < FOREIGN_WRITER_REPEAT_S):
+            return
+        self._foreign_said_at[state.name] = now
+        log.warning(
+            "token.foreign_writer",
+            login=state.name,
+            fingerprint=fingerprint(foreign[0]),
+            hint="another program writes token keys: switch it off (README, Coming from the "
+            "seed's scripts)",
+        )
