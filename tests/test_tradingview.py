@@ -282,3 +282,42 @@ def test_a_token_another_program_wrote_is_named_once_an_hour_and_restored(
     assert said[0]["login"] == "APEX_1"
     assert said[0]["fingerprint"] == fingerprint(foreign)
     assert foreign not in str(logs)
+
+
+@pytest.mark.timeout(120)
+def test_readme_cut_over_from_the_seeds_scripts_as_written(
+    redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """README, "Coming from the seed's scripts": its lines in order, against the simulator
+    (its TradingView host standing in for tv-demo.tradovateapi.com)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Coming from the seed's scripts", 1)[1].split("```sh\n", 1)[1]
+    lines = section.split("```", 1)[0]
+    assert "export TRADOVATE_LOGIN=tradingview ORCA_ACCOUNTS=APEX_266668" in lines
+    with FakeTradovate() as served:
+        password = served.users["APEX_266668"].password
+        env = {
+            **daemon_env(served, redis_server.url, route=TV),
+            "ORCA_ACCOUNTS": "APEX_266668",  # the recipe's export lines
+            "TRADOVATE_PASSWORD_APEX_266668": password,
+        }
+        assert "orca-tokens run --once" in lines
+        assert start_daemon(env, "run", "--once").wait() == 0
+        assert served.seen.authorizations["APEX_266668"] == 1
+        assert "orca-tokens tokens refresh APEX_266668" in lines
+        refresh = start_daemon(env, "tokens", "refresh", "APEX_266668")
+        assert refresh.wait() == 0
+        assert served.seen.renewals["APEX_266668"] == 1
+        assert "$(orca-tokens tokens get APEX_266668)" in lines
+        get = start_daemon(env, "tokens", "get", "APEX_266668")
+        assert get.wait() == 0
+        token = get.stdout[-1]
+        assert '/accounts?locale=en"    # must answer {"s":"ok",...}' in lines
+        answer = httpx.get(
+            f"{served.tv_base_url}/accounts?locale=en",
+            headers={"Authorization": f"Bearer {token}"},
+        ).json()
+        assert answer["s"] == "ok"
+        assert [a["name"] for a in answer["d"]] == served.users["APEX_266668"].accounts
+        assert all(a["id"].startswith("D") for a in answer["d"])
+        assert served.seen.authorizations["APEX_266668"] == 1  # renewed, never logged in again

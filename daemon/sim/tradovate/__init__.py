@@ -19,6 +19,7 @@ from daemon.sim.tradovate.rules import (
     REAL_TOKEN_LIFETIME_S,
     RENEW_BUDGET,
     RENEW_PATH,
+    TV_ACCOUNTS_PATH,
 )
 from daemon.sim.tradovate.simulator import FakeTradovate, Observations
 
@@ -36,6 +37,7 @@ __all__ = [
     "REFERENCE_DESK",
     "RENEW_BUDGET",
     "RENEW_PATH",
+    "TV_ACCOUNTS_PATH",
     "FakeTradovate",
     "FakeUser",
     "Fault",

@@ -7,6 +7,7 @@ LOGIN_PATH = "/v1/auth/accesstokenrequest"
 RENEW_PATH = "/v1/auth/renewaccesstoken"
 ACCOUNTS_PATH = "/v1/account/list"
 AUTHORIZE_PATH = "/authorize"  # the TradingView route, on its own host (no /v1)
+TV_ACCOUNTS_PATH = "/accounts"  # TradingView REST: the `D…` account ids the desk's readers use
 
 DEMO_SEC = "demo-sec"
 REAL_TOKEN_LIFETIME_S = 4_800.0

@@ -16,6 +16,7 @@ from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+from daemon.sim.tradovate import tradingview
 from daemon.sim.tradovate.desks import FakeUser, reference_desk
 from daemon.sim.tradovate.faults import FAULT_KINDS, Fault, fault_answer
 from daemon.sim.tradovate.http import QuietHTTPServer, handler_class
@@ -30,6 +31,7 @@ from daemon.sim.tradovate.rules import (
     REAL_TOKEN_LIFETIME_S,
     RENEW_BUDGET,
     RENEW_PATH,
+    TV_ACCOUNTS_PATH,
 )
 from daemon.sim.tradovate.tokens import TokenMint
 
@@ -238,8 +240,8 @@ class FakeTradovate:
             address,
             name=str(form.get("login")),
             key_ok=True,
-            failure=lambda text: {"s": "error", "errmsg": text},
-            success=self._tv_grant,
+            failure=tradingview.refused,
+            success=lambda session: tradingview.authorized(*self._issue(session, "access")),
         )
 
     def _sign_in(
@@ -292,10 +294,6 @@ class FakeTradovate:
         for oldest in open_sessions[: max(0, len(open_sessions) - self.max_sessions)]:
             oldest.open = False  # Tradovate logs the trader out of their own platform here
         return 200, success(session)
-
-    def _tv_grant(self, session: _Session) -> dict[str, Any]:
-        token, expires_at = self._issue(session, "access")
-        return {"s": "ok", "d": {"access_token": token, "expiration": int(expires_at)}}
 
     @property
     def time_scale(self) -> float:
@@ -385,6 +383,8 @@ class FakeTradovate:
             return self._renew(token or "", address)
         if method == "GET" and path == ACCOUNTS_PATH:
             return self._accounts(token or "")
+        if method == "GET" and path == TV_ACCOUNTS_PATH:
+            return tradingview.tv_accounts(*self._accounts(token or ""))
         return 404, {"errorText": f"no route {method} {path}"}
 
     def _record(self, path: str, answer: tuple[int, Any]) -> tuple[int, Any]:
