@@ -98,8 +98,8 @@ LOGIN = Login("APEX_1", Secret("pw-APEX_1-Zq9"), route=TV)
         ({"s": "error", "errmsg": "Too many requests, slow down"}, PenaltyTicket, "after 15 s"),
         ({"d": {"access_token": "abc"}}, InvalidResponse, '"s": "ok"'),
         ({"s": "ok", "d": {"access_token": ""}}, InvalidResponse, "unusable"),
-        ({"s": "ok", "d": {"access_token": "opaque-token"}}, InvalidResponse, "no expiration"),
-        ({"s": "ok", "d": {"access_token": "t", "expiration": 1e400}}, InvalidResponse, "no exp"),
+        ({"s": "ok", "d": {"access_token": "t", "expiration": 1e400}}, InvalidResponse, "no time"),
+        ({"s": "ok", "d": {"access_token": "t", "expiration": "soon"}}, InvalidResponse, "no time"),
         (b"<html>maintenance</html>", InvalidResponse, "not JSON"),
         ({"s": "error", "errmsg": "x"}, CredentialsRejected, "HTTP 401"),
     ],
@@ -321,3 +321,29 @@ def test_readme_cut_over_from_the_seeds_scripts_as_written(
         assert [a["name"] for a in answer["d"]] == served.users["APEX_266668"].accounts
         assert all(a["id"].startswith("D") for a in answer["d"])
         assert served.seen.authorizations["APEX_266668"] == 1  # renewed, never logged in again
+
+
+def test_a_lifetime_nobody_said_is_learnt_from_the_first_renewal_before_any_key() -> None:
+    clock = FakeClock()
+    fake = FakeTradovate(
+        [user("APEX_1", accounts=1)], opaque_tokens=True, tv_expiration=False, clock=clock
+    )
+    with tradovate_routes(fake):
+        world = build_world(fake, clock, route=TV)
+        first = world.refresher.refresh("APEX_1")
+        assert first.outcome == "deferred"  # logged in; renewing before any key is written
+        assert world.token("APEX_1") is None
+        status = json.loads(str(world.redis.get("orca:status:APEX_1")))
+        assert status["last_error"] == "lifetime unknown, renewing"
+        clock.advance(first.delay_s)
+        second = world.refresher.refresh("APEX_1")
+        assert second.outcome == "renew"
+        token = world.token("APEX_1")
+        assert token is not None
+        expiry = fake.expiry_of(token)
+        assert expiry is not None
+        assert 0 < world.redis.ttl("token:APEX_1") <= expiry - clock.now
+        status = json.loads(str(world.redis.get("orca:status:APEX_1")))
+        assert status["last_error"] is None
+    assert fake.seen.authorizations["APEX_1"] == 1
+    assert fake.seen.renewals["APEX_1"] == 1

@@ -35,6 +35,8 @@ from daemon.tradovate import (
 )
 
 NOT_OWNER_RETRY_S = 1.0
+LIFETIME_UNKNOWN = "lifetime unknown, renewing"
+LIFETIME_UNKNOWN_RETRY_S = 1.0
 BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot (real hour)
 
 
@@ -211,7 +213,8 @@ class Refresher:
 
     def _hold(self, state: LoginProgress, grant: TokenGrant) -> None:
         state.grant = grant
-        state.renew_at = self.policy.renew_at(grant)
+        # A lifetime nobody said is learnt from the first renewal, as soon as the budget allows.
+        state.renew_at = self.policy.renew_at(grant) if grant.lifetime_known else self.clock()
 
     def _ensure_accounts_and_write(self, state: LoginProgress, source: Outcome) -> None:
         """List accounts with every new token and every check period, then write every key. A
@@ -220,6 +223,10 @@ class Refresher:
         already known."""
         assert state.grant is not None
         now = self.clock()
+        if not state.grant.lifetime_known:  # no key is written with a guessed lifetime
+            state.last_outcome, state.last_error = source, LIFETIME_UNKNOWN
+            self.keeper.write_status(state)
+            raise _AuthDeferred(LIFETIME_UNKNOWN_RETRY_S)
         new_token = source is not Outcome.KEPT
         accounts_error: TradovateError | None = None
         if new_token or self.policy.account_check_due(state, now):

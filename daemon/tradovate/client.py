@@ -22,7 +22,7 @@ import structlog
 
 from daemon import __version__
 from daemon.config import Login, TradovateSettings
-from daemon.constants import TRADOVATE_CONNECT_TIMEOUT_S
+from daemon.constants import ASSUMED_TOKEN_LIFETIME_S, TRADOVATE_CONNECT_TIMEOUT_S
 from daemon.logs import fingerprint, scrub
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
@@ -59,6 +59,10 @@ class TokenGrant:
     source: Outcome  # LOGIN, RENEW or ADOPTED
     md_access_token: str | None = None
     user_id: int | None = None
+    # False: Tradovate said nothing of its expiry (a TradingView login with neither `expiration`
+    # nor a JWT `exp`). `expires_at` is then a guess to schedule by: renew at once to learn it,
+    # and never write its keys with the guess.
+    lifetime_known: bool = True
 
     def __repr__(self) -> str:
         return (
@@ -171,6 +175,9 @@ class TradovateClient:
         token, expires_at = tradingview.authorized(data, now)
         # Until a renewal brings an md token, the access token serves the market-data socket
         # (SPEC's Redis keys), as Tradovate's own market-data tutorial does.
+        if expires_at is None:
+            guess = now + ASSUMED_TOKEN_LIFETIME_S
+            return TokenGrant(token, guess, now, Outcome.LOGIN, token, lifetime_known=False)
         return TokenGrant(token, expires_at, now, Outcome.LOGIN, md_access_token=token)
 
     def renew(self, access_token: str) -> TokenGrant:

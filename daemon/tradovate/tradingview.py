@@ -42,9 +42,10 @@ def authorize_form(login: Login, p_ticket: str | None = None) -> dict[str, str]:
     return form
 
 
-def authorized(data: Any, now: float) -> tuple[str, float]:
+def authorized(data: Any, now: float) -> tuple[str, float | None]:
     """The access token and its first expiry from an /authorize answer, or the error it means.
-    The expiry is the earlier of `d.expiration` and the token's JWT `exp`, whichever are there."""
+    The expiry is the earlier of `d.expiration` and the token's JWT `exp`, whichever are there;
+    None with neither (the first renewal says it)."""
     if not isinstance(data, dict):
         raise InvalidResponse(f"{AUTHORIZE_ENDPOINT}: answer is not a JSON object")
     if data.get("p-captcha"):
@@ -73,7 +74,9 @@ def authorized(data: Any, now: float) -> tuple[str, float]:
         if expiry is not None
     ]
     if not known:
-        raise InvalidResponse(f"{AUTHORIZE_ENDPOINT}: no expiration and no JWT exp")
+        if data["d"].get("expiration") is not None:  # there, but absurd: not a lifetime
+            raise InvalidResponse(f"{AUTHORIZE_ENDPOINT}: an expiration that is no time")
+        return token, None
     expires_at = min(known)
     if expires_at <= now:
         raise InvalidResponse(f"{AUTHORIZE_ENDPOINT}: the token has already expired")

@@ -71,6 +71,7 @@ class FakeTradovate:
         auth_limit_per_minute: int | None = None,
         opaque_tokens: bool = False,
         address_budgets: bool = True,
+        tv_expiration: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.users = {u.name: u for u in (users if users is not None else reference_desk())}
@@ -85,6 +86,7 @@ class FakeTradovate:
         # Tradovate's per-address budgets (renewals 15, failed logins 5 per rolling hour, a 15 s
         # penalty ticket past them), on the same time-scale as the tokens' life.
         self.address_budgets = address_budgets
+        self.tv_expiration = tv_expiration  # False: /authorize says nothing of the lifetime
         # Spends per client address: instances bound to 127.0.0.x each have budgets of their own.
         self._renewals: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque
@@ -241,7 +243,9 @@ class FakeTradovate:
             name=str(form.get("login")),
             key_ok=True,
             failure=tradingview.refused,
-            success=lambda session: tradingview.authorized(*self._issue(session, "access")),
+            success=lambda session: tradingview.authorized(
+                *self._issue(session, "access"), with_expiration=self.tv_expiration
+            ),
         )
 
     def _sign_in(

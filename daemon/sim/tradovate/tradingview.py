@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def authorized(token: str, expires_at: float) -> dict[str, Any]:
+def authorized(token: str, expires_at: float, *, with_expiration: bool) -> dict[str, Any]:
+    if not with_expiration:
+        return {"s": "ok", "d": {"access_token": token}}
     return {"s": "ok", "d": {"access_token": token, "expiration": int(expires_at)}}
 
 
