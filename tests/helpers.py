@@ -208,6 +208,16 @@ class DaemonProcess:
 
 
 Run = Callable[..., tuple[int, str, str]]
+
+
+def status_json(run: Run) -> dict[str, Any]:
+    """`orca-tokens status --json` through `run`, with its exit code under "code"."""
+    code, out, _ = run("status", "--json")
+    value: dict[str, Any] = json.loads(out)
+    value["code"] = code
+    return value
+
+
 StartDaemon = Callable[..., DaemonProcess]  # the `start_daemon` fixture
 
 

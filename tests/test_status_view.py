@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from daemon.sim.tradovate import FakeTradovate
 from daemon.store.heartbeat import Heartbeat, write_heartbeat
 from daemon.store.lease import LoginLeases
 from daemon.views.status import render_status, status_report
-from tests.helpers import Run, Spawned, daemon_env
+from tests.helpers import Run, Spawned, daemon_env, status_json
 
 
 def test_status_names_each_login_and_a_rejected_password(
@@ -31,16 +30,10 @@ def test_status_names_each_login_and_a_rejected_password(
     daemon.event("token.refresh_failed")
     run = cli({k: v for k, v in env.items() if not k.startswith("TRADOVATE_PASSWORD")})
 
-    def report() -> dict[str, object]:
-        code, out, _ = run("status", "--json")
-        value: dict[str, object] = json.loads(out)
-        value["code"] = code
-        return value
-
     found = wait_for(
         lambda: (
-            (r := report())
-            and sum(row["token"] == "valid" for row in r["logins"]) == 3  # type: ignore[attr-defined]
+            (r := status_json(run))
+            and sum(row["token"] == "valid" for row in r["logins"]) == 3
             and r
         ),
         what="three valid logins",

@@ -36,6 +36,7 @@ from tests.helpers import (
     make_jwt,
     refreshing_for,
     settings_for,
+    status_json,
     tradovate_routes,
     user,
 )
@@ -101,6 +102,8 @@ LOGIN = Login("APEX_1", Secret("pw-APEX_1-Zq9"), route=TV)
         ({"s": "ok", "d": {"access_token": "t", "expiration": 1e400}}, InvalidResponse, "no time"),
         ({"s": "ok", "d": {"access_token": "t", "expiration": "soon"}}, InvalidResponse, "no time"),
         (b"<html>maintenance</html>", InvalidResponse, "not JSON"),
+        (b"[" * 2_000_000, InvalidResponse, "larger than 1000000 bytes"),
+        (b"[" * 50_000 + b"]" * 50_000, InvalidResponse, "not JSON"),
         ({"s": "error", "errmsg": "x"}, CredentialsRejected, "HTTP 401"),
     ],
 )
@@ -236,14 +239,8 @@ def test_a_mixed_accounts_file_serves_both_routes_and_status_names_them(
         start_daemon(env)
         run = cli({k: v for k, v in env.items() if not k.startswith("PW_")})
 
-        def report() -> dict[str, Any]:
-            code, out, _ = run("status", "--json")
-            value: dict[str, Any] = json.loads(out)
-            value["code"] = code
-            return value
-
         def settled() -> dict[str, Any] | None:
-            found = report()
+            found = status_json(run)
             rows = {row["login"]: row for row in found["logins"]}
             good = [n for n in names if n != names[2]]
             if all(rows[n]["token"] == "valid" for n in good) and rows[names[2]]["last_error"]:
