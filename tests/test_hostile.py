@@ -144,7 +144,12 @@ def hostile() -> Iterator[Hostile]:
 
 def client_for(hostile: Hostile, timeout_s: float = 10.0) -> TradovateClient:
     settings = TradovateSettings(
-        base_url=hostile.url, app_id="app", cid=1, sec=Secret("the-sec-Zz"), timeout_s=timeout_s
+        base_url=hostile.url,
+        tv_base_url=hostile.url.removesuffix("/v1"),
+        app_id="app",
+        cid=1,
+        sec=Secret("the-sec-Zz"),
+        timeout_s=timeout_s,
     )
     return TradovateClient(settings)
 
@@ -152,13 +157,17 @@ def client_for(hostile: Hostile, timeout_s: float = 10.0) -> TradovateClient:
 LOGIN = Login("APEX_1", Secret("pw-Secret-1"))
 
 
-def test_a_dripped_answer_ends_within_the_overall_deadline(hostile: Hostile) -> None:
-    hostile.answer({"accessToken": "t" * 40, "expirationTime": "2030-01-01T00:00:00Z"})
+@pytest.mark.parametrize("route", ["api", "tradingview"])
+def test_a_dripped_answer_ends_within_the_overall_deadline(hostile: Hostile, route: str) -> None:
+    if route == "api":
+        hostile.answer({"accessToken": "t" * 40, "expirationTime": "2030-01-01T00:00:00Z"})
+    else:
+        hostile.answer({"s": "ok", "d": {"access_token": "t" * 40, "expiration": 1.9e9}})
     hostile.drip_every_s = 0.25  # every read answers in time; the whole never would
     client = client_for(hostile, timeout_s=1.0)
     started = time.monotonic()
     with pytest.raises(TradovateUnavailable, match="timed out"):
-        client.login(LOGIN)
+        client.login(Login(LOGIN.name, LOGIN.password, route=route))
     assert time.monotonic() - started < 3.0  # the deadline, plus a busy machine's slack
 
 
