@@ -169,6 +169,7 @@ class TradovateClient:
             "POST",
             tradingview.AUTHORIZE_ENDPOINT,
             form=tradingview.authorize_form(login, p_ticket),
+            params=tradingview.AUTHORIZE_QUERY,
             base_url=self._settings.tv_base_url,
         )
         now = self._clock()
@@ -213,6 +214,7 @@ class TradovateClient:
         *,
         json: dict[str, Any] | None = None,
         form: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
         token: str | None = None,
         base_url: str | None = None,
     ) -> Any:
@@ -227,7 +229,7 @@ class TradovateClient:
                 (base_url or self._settings.base_url) + endpoint,
                 json=json,
                 data=form,
-                params=tradingview.AUTHORIZE_QUERY if form is not None else None,
+                params=params,
                 headers=headers,
             ) as response:
                 body = self._read_bounded(response, endpoint, deadline)
