@@ -116,8 +116,9 @@ class Policy:
     def renewal_period_s(self, lifetime_s: float) -> float:
         """How often one login is renewed: its life less the advice's margin, or sooner when
         ORCA_REFRESH_INTERVAL asks and fits."""
-        period = lifetime_s - renew_before_expiry_s(lifetime_s)
-        return min(period, self.refresh_interval_s) if self.interval_fits else period
+        return renewal_period_s(
+            lifetime_s, self.refresh_interval_s, interval_fits=self.interval_fits
+        )
 
     def account_check_due(self, progress: LoginProgress, now: float) -> bool:
         """Time to list the accounts with the held token again: that call has no address
@@ -189,8 +190,15 @@ def interval_fits(
 ) -> bool:
     """Whether renewing `logins` every `refresh_interval_s` (or sooner, as the advice asks)
     stays within the `usable` renewals of a window: ORCA_REFRESH_INTERVAL is honoured only then."""
-    period_s = min(lifetime_s - renew_before_expiry_s(lifetime_s), refresh_interval_s)
+    period_s = renewal_period_s(lifetime_s, refresh_interval_s, interval_fits=True)
     return not RenewalCapacity(logins, period_s, window_s, usable).short
+
+
+def renewal_period_s(lifetime_s: float, refresh_interval_s: float, *, interval_fits: bool) -> float:
+    """How often one login is renewed: its life less the advice's margin, or sooner at
+    ORCA_REFRESH_INTERVAL when that fits the budget."""
+    period = lifetime_s - renew_before_expiry_s(lifetime_s)
+    return min(period, refresh_interval_s) if interval_fits else period
 
 
 def renew_before_expiry_s(lifetime_s: float) -> float:

@@ -119,7 +119,7 @@ class TokenKey:
 
     name: str
     token: str | None
-    ttl_s: int  # Redis's answer: -1 no expiry, -2 no such key
+    ttl_s: int  # Redis's answer: -1 no expiry, -2 no such key (or not asked: with_ttl=False)
 
 
 def read_token_keys(
