@@ -50,7 +50,12 @@ RETRY_BACKOFF_BASE_S: Final = 1.0
 RETRY_BACKOFF_CAP_S: Final = 300.0
 CREDENTIALS_REJECTED_RETRY_S: Final = 300.0  # Tradovate locks logins that hammer a bad password
 DEFAULT_CAPTCHA_PARK_S: Final = 3_600
-RATE_LIMITED_BACKOFF_S: Final = 3_600.0
+RATE_LIMITED_BACKOFF_S: Final = 3_600.0  # a 429: that user waits an hour
+LOCKED_PARK_S: Final = 3_600.0  # userStatus TemporaryLocked: at least an hour, no login tried
+LOCKOUT_S: Final = 3_600.0  # HTTP 423: the group sends no login for an hour
+PARK_RECHECK_S: Final = 3_600.0  # a login parked for good (Closed) looks again this often
+FRESH_TOKEN_S: Final = 60.0  # an /account/list refusal this soon after a token is a permission
+PASSWORD_WARNING_S: Final = 7 * 86_400  # a password expiring within a week is warned about
 AUTH_RATE_WINDOW_S: Final = 60.0
 
 # Tradovate HTTP.

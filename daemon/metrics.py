@@ -26,6 +26,12 @@ class Metrics:
             ["login"],
             registry=self.registry,
         )
+        self.password_expiry = Gauge(
+            "orca_password_expiry_timestamp_seconds",
+            "Unix time at which the login's password expires, when Tradovate says.",
+            ["login"],
+            registry=self.registry,
+        )
         self.last_success = Gauge(
             "orca_token_last_success_timestamp_seconds",
             "Unix time of the login's last successful refresh.",

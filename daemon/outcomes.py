@@ -27,6 +27,14 @@ class Outcome(StrEnum):
     CAPTCHA = "captcha"  # p-captcha: a person must log in
     REDIS = "redis"  # the token is fine; Redis did not take it
     INVALID_TOKEN = "invalid_token"  # a token that must not be written
+    LOCKED = "locked"  # userStatus TemporaryLocked: parked an hour, no failed login more
+    CLOSED = "closed"  # userStatus Closed: parked until an operator acts
+    UNCONFIRMED = "unconfirmed"  # userStatus UnconfirmedEmail or Initiated: a person must act
+    LOCKOUT = "lockout"  # HTTP 423: the group sends no login for an hour
+    ACCOUNTS_DENIED = "accounts_denied"  # /account/list refuses a live token: key scope, device id
+    BAD_REQUEST = "bad_request"  # HTTP 400: a person must look at what is sent
+    NOT_FOUND = "not_found"  # HTTP 404: a wrong base URL or route
+    PASSWORD_EXPIRING = "password_expiring"  # a warning word only (status notes, alerts)
 
     @property
     def ok(self) -> bool:
@@ -46,7 +54,32 @@ class Outcome(StrEnum):
     @property
     def needs_a_human(self) -> bool:
         """Retrying alone will not fix it: logged as an error."""
-        return self in (Outcome.REJECTED, Outcome.CAPTCHA, Outcome.RATE_LIMITED)
+        return self in _NEEDS_A_HUMAN
+
+    @property
+    def held_back(self) -> bool:
+        """A failure whose back-off the rejected-password ladder sets (15 min to 4 h, kept
+        across restarts): an operator's `tokens refresh NAME` may try it once at once."""
+        return self in _HELD_BACK
+
+
+_NEEDS_A_HUMAN = frozenset(
+    {
+        Outcome.REJECTED,
+        Outcome.CAPTCHA,
+        Outcome.RATE_LIMITED,
+        Outcome.LOCKED,
+        Outcome.CLOSED,
+        Outcome.UNCONFIRMED,
+        Outcome.LOCKOUT,
+        Outcome.ACCOUNTS_DENIED,
+        Outcome.BAD_REQUEST,
+        Outcome.NOT_FOUND,
+    }
+)
+_HELD_BACK = frozenset(
+    {Outcome.REJECTED, Outcome.CLOSED, Outcome.UNCONFIRMED, Outcome.BAD_REQUEST, Outcome.NOT_FOUND}
+)
 
 
 _SUCCESSES = frozenset({Outcome.LOGIN, Outcome.RENEW, Outcome.KEPT})

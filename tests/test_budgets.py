@@ -115,8 +115,12 @@ def test_20_logins_say_the_shortfall_keep_relogin_ones_and_alert_for_wait_ones()
     relogged = [e for e in logs if e["event"] == "budget.relogin"]
     assert relogged
     assert {e["login"] for e in relogged} <= set(relogin)
-    lapsed = {e["login"] for e in short}  # logged in again after their tokens lapsed
-    assert all(fake.seen.sessions_opened[name] >= 2 for name in lapsed)
+    lapsed = {e["login"] for e in short}
+    # No session opened only to lapse again: a lapsed `wait` login logs in again only when the
+    # budget has room for its renewals, and then keeps that session.
+    again = [name for name in lapsed if fake.seen.sessions_opened[name] > 1]
+    assert len(again) < len(lapsed) / 2, again
+    assert all(fake.is_live(str(redis.get(f"token:{name}"))) for name in again)
 
 
 def test_a_wrong_password_costs_only_its_share_while_the_others_log_in() -> None:

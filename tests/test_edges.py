@@ -212,19 +212,24 @@ def test_run_once_beside_a_live_daemon_refuses_in_one_line(
 
 @pytest.mark.timeout(60)
 def test_a_session_killed_at_tradovate_is_off_redis_within_one_probe_period(
-    served_tradovate: FakeTradovate,
     redis_server: RedisServer,
     tmp_path: Path,
     processes: Spawned,
     start_daemon: StartDaemon,
 ) -> None:
-    fake = served_tradovate
+    """A token refused on /account/list more than a minute (here: a tenth of one, on a tenth
+    of Tradovate's time) after it was issued is checked with one renewal; refused too, it is
+    a closed session and its keys go within one probe period."""
+    fake = FakeTradovate(token_lifetime_s=480).start()
     probe_s = 2.0
     env = daemon_env(fake, redis_server.url, ORCA_TOKEN_PROBE_INTERVAL=str(int(probe_s)))
     daemon = start_daemon(env)
     client = redis_server.client()
     names = all_names(fake)
     wait_for(lambda: all_live(client, names, fake), what="every key live")
+    fresh_s = 60 * fake.time_scale
+    live_at = time.monotonic()
+    wait_for(lambda: time.monotonic() - live_at > fresh_s, what="tokens older than fresh ones")
     victim = fake.users["APEX_272045"]
     victim_names = [victim.name, *victim.accounts]
     dead = client.get(f"token:{victim.name}")

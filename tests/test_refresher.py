@@ -155,15 +155,48 @@ def test_account_list_fault_still_writes_the_login_token(world: World) -> None:
     assert world.fake.seen.sessions_opened["APEX_1"] == 1
 
 
-def test_token_refused_on_account_list_is_never_written(world: World) -> None:
-    world.fake.inject(ACCOUNTS_PATH, "http_401")
+def test_an_older_token_refused_on_account_list_and_on_renewal_is_deleted(world: World) -> None:
+    """A minute after its login, a token the account list refuses is tried with one renewal:
+    refused too, the session is closed, its keys go and the next attempt logs in."""
+    world.refresher.refresh("APEX_1")
+    world.clock.advance(120)
+    world.fake.close_sessions("APEX_1")
+    world.refresher.states["APEX_1"].accounts_fetched_at = None  # the check is due
     assert world.refresher.refresh("APEX_1").outcome == "refused"
     assert world.token("APEX_1") is None
     assert world.redis.keys("mdtoken:*") == []
+    assert world.fake.seen.renewals["APEX_1"] == 0  # refused: nothing renewed
     assert world.refresher.refresh("APEX_1").outcome == "login"
     token = world.token("APEX_1")
     assert token is not None
     assert world.fake.is_live(token)
+
+
+def test_a_fresh_token_refused_on_account_list_is_kept_and_renewed(world: World) -> None:
+    """401 on /account/list for a token a login returned a moment ago is a permission problem
+    (the API key's scope, a changed device id): no new session, the token stays, the list is
+    asked again on the rejected ladder."""
+    world.fake.inject(ACCOUNTS_PATH, "http_401")
+    with capture_logs() as logs:
+        attempt = world.refresher.refresh("APEX_1")
+    assert attempt.outcome == "login"
+    token = world.token("APEX_1")
+    assert token is not None
+    assert world.fake.is_live(token)
+    assert world.token("APEX_1-ACC1") is None  # its accounts are not known
+    denied = next(e for e in logs if e["event"] == "accounts.denied")
+    assert (denied["outcome"], denied["accounts_asked_again_in"]) == ("accounts_denied", 900)
+    state = world.refresher.states["APEX_1"]
+    assert any("API key scope or device id" in note for note in state.notes)
+    assert world.count("APEX_1", "accounts_denied") == 1
+    world.clock.advance(600)
+    assert world.refresher.refresh("APEX_1").outcome == "kept"
+    assert ACCOUNTS_PATH not in [path for path, _ in world.fake.seen.requests[2:]]
+    world.clock.advance(400)  # the ladder's 15 minutes are over: asked again, allowed now
+    world.refresher.refresh("APEX_1")
+    assert world.token("APEX_1-ACC1") == world.token("APEX_1")
+    assert not any("API key scope" in note for note in state.notes)
+    assert world.fake.seen.sessions_opened["APEX_1"] == 1
 
 
 def test_captcha_parks_the_login(world: World) -> None:
@@ -200,15 +233,20 @@ def test_penalty_ticket_waits_then_resends_the_identical_body(world: World) -> N
     assert resend == {**first, "p-ticket": resend["p-ticket"]}
 
 
-def test_rate_limit_backs_off_an_hour_for_every_login(world: World) -> None:
+def test_rate_limit_parks_that_user_for_an_hour_only(world: World) -> None:
+    """429 is Tradovate's per-user limit: that login waits the hour, no other login does."""
     world.fake.inject(LOGIN_PATH, "http_429")
     attempt = world.refresher.refresh("APEX_1")
     assert attempt.outcome == "rate_limited"
     assert attempt.delay_s == 3_600
-    other = world.refresher.refresh("APEX_2")
-    assert other.outcome == "deferred"
-    assert other.delay_s == pytest.approx(3_600)
-    assert LOGIN_PATH not in [path for path, _ in world.fake.seen.requests[1:]]
+    assert world.refresher.refresh("APEX_2").outcome == "login"
+    world.clock.advance(1_800)
+    parked = world.refresher.refresh("APEX_1", force=True, operator=True)
+    assert (parked.outcome, parked.reason) == ("parked", "rate_limited")
+    assert parked.until == pytest.approx(world.clock.now + 1_800)
+    assert [path for path, _ in world.fake.seen.requests].count(LOGIN_PATH) == 2
+    world.clock.advance(1_800)
+    assert world.refresher.refresh("APEX_1").outcome == "login"
 
 
 def test_a_rejected_password_backs_off_15_30_60_minutes_within_its_share(world: World) -> None:
@@ -390,6 +428,7 @@ def test_a_reader_s_401_is_checked_before_anything_is_spent(world: World) -> Non
     world.refresher.refresh("APEX_1")
     assert world.refresher.refresh("APEX_1", verify=True).outcome == "kept"  # alive: nothing spent
     assert world.fake.seen.renewals["APEX_1"] == 0
+    world.clock.advance(120)  # older than a minute: a refusal is checked with one renewal
     world.fake.close_sessions("APEX_1")
     assert world.refresher.refresh("APEX_1", verify=True).outcome == "refused"
     assert world.token("APEX_1") is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import re
 from urllib.parse import urlsplit
@@ -28,6 +29,12 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+    def digest(self, salt: str) -> str:
+        """A slow, salted digest (PBKDF2, 200,000 rounds), to tell whether a value changed
+        without keeping anything a guess could be checked against cheaply."""
+        derived = hashlib.pbkdf2_hmac("sha256", self._value.encode(), salt.encode(), 200_000)
+        return derived[:8].hex()
 
 
 def embedded_password(dsn: str) -> str:

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import redis
 
 from daemon.config import Settings
-from daemon.constants import ASSUMED_TOKEN_LIFETIME_S
+from daemon.constants import ASSUMED_TOKEN_LIFETIME_S, BUDGET_WINDOW_S, FRESH_TOKEN_S
 from daemon.metrics import Metrics
+from daemon.refresh.accounts import AccountsCheck
 from daemon.refresh.capacity import Capacity
 from daemon.refresh.keeper import RedisKeeper
 from daemon.refresh.names import AccountNames
@@ -21,6 +22,7 @@ from daemon.refresh.policy import Policy, interval_fits
 from daemon.refresh.progress import LoginProgress
 from daemon.refresh.refresher import Refresher
 from daemon.refresh.reporter import Reporter
+from daemon.refresh.signin import SignIn
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
@@ -90,17 +92,27 @@ def build_refreshing(
         may_act=may_act,
         fence=fence,
     )
+    reporter = Reporter(metrics, keeper, instance=instance, clock=clock, alerts=alerts, audit=audit)
+    accounts = AccountsCheck(
+        tradovate,
+        names,
+        policy,
+        reporter,
+        captcha_park_s=settings.captcha_park_s,
+        fresh_token_s=FRESH_TOKEN_S * window_s / BUDGET_WINDOW_S,
+    )
     refresher = Refresher(
         states,
         tradovate,
         policy=policy,
-        pacer=AuthPacer(settings.auth_rate_limit, clock=clock),
+        sign_in=SignIn(
+            tradovate, AuthPacer(settings.auth_rate_limit, clock=clock), budget, reporter, clock
+        ),
         budget=budget,
         names=names,
+        accounts=accounts,
         keeper=keeper,
-        reporter=Reporter(
-            metrics, keeper, instance=instance, clock=clock, alerts=alerts, audit=audit
-        ),
+        reporter=reporter,
         redis_health=redis_health or RedisHealth(settings.redis.target(), metrics),
         captcha_park_s=settings.captcha_park_s,
         clock=clock,

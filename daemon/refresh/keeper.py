@@ -4,6 +4,7 @@ restoring keys that went missing. Tradovate is never asked here."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
@@ -27,7 +28,7 @@ from daemon.store.tokens import (
     token_key,
     write_login_tokens,
 )
-from daemon.token_format import iso, parse_expiration_time, token_problem
+from daemon.token_format import iso, jwt_expiry, parse_expiration_time, token_problem
 from daemon.tradovate import TokenGrant
 
 log = structlog.get_logger("daemon.refresh")
@@ -79,12 +80,14 @@ class RedisKeeper:
             if expiry is None or expiry <= now:
                 continue
             issued_at = recorded.issued_at_s()
+            usable_md = md_token if token_problem(md_token) is None else None
             state.grant = TokenGrant(
                 access_token=token,
                 expires_at=expiry,
                 issued_at=issued_at if issued_at is not None else now,
                 source=Outcome.ADOPTED,
-                md_access_token=md_token if token_problem(md_token) is None else None,
+                md_access_token=usable_md,
+                md_expires_at=None if usable_md is None else jwt_expiry(usable_md) or expiry,
             )
             # Renewed when due, as if this instance had issued it (a restart or a takeover must
             # not spend renewals in a burst); with no record of its issue, renewed at once. The
@@ -103,15 +106,30 @@ class RedisKeeper:
 
     @staticmethod
     def _restore_backoff(state: LoginProgress, recorded: LoginStatus | None, now: float) -> None:
-        """A rejected password's back-off outlives the process: under Restart=on-failure a
-        crash loop must not retry it at every start."""
-        if recorded is None or recorded.last_outcome is not Outcome.REJECTED:
+        """A rejected password's back-off, a park and a Closed user outlive the process: under
+        Restart=on-failure a crash loop must not retry them at every start. Closed holds only
+        while the password is the one it was closed with (a changed configuration tries)."""
+        if recorded is None or recorded.last_outcome is None:
             return
+        outcome, restored = recorded.last_outcome, False
+        parked_until = parse_expiration_time(recorded.parked_until)
+        if parked_until is not None and parked_until > now and recorded.park_reason is not None:
+            state.parked_until, state.park_reason = parked_until, recorded.park_reason
+            restored = True
         due = parse_expiration_time(recorded.next_attempt_at)
-        if due is not None and due > now and state.not_before <= now:
-            state.not_before, state.failures = due, recorded.failures
-            state.last_outcome, state.last_error = recorded.last_outcome, recorded.last_error
-            log.info("login.backoff_restored", login=state.name, until=recorded.next_attempt_at)
+        if outcome is Outcome.CLOSED and recorded.credential == _credential(state):
+            state.not_before, restored = math.inf, True
+        elif outcome.held_back and due is not None and due > now and state.not_before <= now:
+            state.not_before, restored = due, True
+        if restored:
+            state.failures = recorded.failures
+            state.last_outcome, state.last_error = outcome, recorded.last_error
+            log.info(
+                "login.backoff_restored",
+                login=state.name,
+                outcome=outcome,
+                until=recorded.parked_until or recorded.next_attempt_at,
+            )
 
     def write(self, state: LoginProgress, *, success: Outcome | None = None) -> int:
         """Write the login's held token under every name, with its status, in one round trip.
@@ -126,6 +144,7 @@ class RedisKeeper:
             lifetime_s=grant.lifetime_s,
             md_access_token=grant.md_access_token,
             accounts=self._names.owned(state)[1:],
+            md_expires_at=grant.md_expires_at,
         )
         now = self._clock()
         status = self.status(state, now)
@@ -182,6 +201,9 @@ class RedisKeeper:
             next_attempt_at=iso(state.next_attempt_at),
             updated_at=iso(now),
             instance=self._instance,
+            parked_until=iso(state.parked_until) if state.parked_until > now else None,
+            park_reason=state.park_reason if state.parked_until > now else None,
+            credential=_credential(state) if state.last_outcome is Outcome.CLOSED else None,
         )
 
     def drop_dead_token(self, state: LoginProgress, reason: str) -> None:
@@ -273,3 +295,8 @@ class RedisKeeper:
             hint="another program writes token keys: switch it off (README, Coming from the "
             "seed's scripts)",
         )
+
+
+def _credential(state: LoginProgress) -> str | None:
+    password = state.login.password
+    return None if password is None else password.digest(f"orca-token-daemon:{state.name}")

@@ -7,6 +7,7 @@ address's budget fits it); log in again only when renewal is refused or the toke
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from redis.backoff import EqualJitterBackoff
 from daemon.constants import (
     CREDENTIALS_REJECTED_RETRY_S,
     DEFAULT_TOKEN_PROBE_INTERVAL_S,
+    LOCKED_PARK_S,
+    LOCKOUT_S,
     RATE_LIMITED_BACKOFF_S,
     REJECTED_BACKOFF_S,
     RENEW_BEFORE_EXPIRY_FRACTION,
@@ -70,6 +73,8 @@ class Attempt:
 
     outcome: Outcome
     delay_s: float
+    until: float | None = None  # a wait nobody may shorten ends then (a park, a stop)
+    reason: Outcome | None = None  # ... and why
 
     @property
     def ok(self) -> bool:
@@ -124,8 +129,31 @@ class Policy:
         """Time to list the accounts with the held token again: that call has no address
         budget and is refused once Tradovate closed the session (a third login elsewhere, a
         password change), so a dead token leaves Redis within one check period."""
+        if progress.accounts_paused_until > now:
+            return False
         fetched = progress.accounts_fetched_at
         return fetched is None or now - fetched >= self.account_check_interval_s
+
+    @staticmethod
+    def accounts_pause_s(denials: int) -> float:
+        """How long /account/list is not asked after its `denials`-th refusal of a live token:
+        the rejected-password ladder, 15 minutes to 4 hours."""
+        return float(REJECTED_BACKOFF_S[min(max(denials, 1), len(REJECTED_BACKOFF_S)) - 1])
+
+    @staticmethod
+    def park_s(outcome: Outcome, *, captcha_park_s: float, logging_in: bool) -> float | None:
+        """A wait no retry and no operator may shorten, or None: a captcha's park, a 429's
+        hour (that user only), TemporaryLocked's hour, and a 423's hour when it answered a
+        login (on a renewal the login itself is not the one being locked)."""
+        if outcome is Outcome.CAPTCHA:
+            return captcha_park_s
+        if outcome is Outcome.RATE_LIMITED:
+            return RATE_LIMITED_BACKOFF_S
+        if outcome is Outcome.LOCKED:
+            return LOCKED_PARK_S
+        if outcome is Outcome.LOCKOUT and logging_in:
+            return LOCKOUT_S
+        return None
 
     def delay_after_success(self, progress: LoginProgress, now: float) -> float:
         """Until renewal or the next account check is due, whichever comes first."""
@@ -140,8 +168,9 @@ class Policy:
         captcha_park_s: float,
         session_unused: bool = False,
     ) -> float:
-        """Exponential backoff with jitter, but a wrong password waits 5 minutes (Tradovate locks
-        logins that hammer one), a captcha its park, and a 429 an hour. A login that succeeded
+        """Exponential backoff with jitter, but a wrong password (and what else needs a person:
+        Unconfirmed, a 400, a 404) climbs the rejected ladder, Closed waits for an operator
+        (infinity), a captcha its park, and a 429 an hour. A login that succeeded
         but gave a token that cannot be used (`session_unused`: a session was opened for
         nothing, perhaps because this clock is off) waits like a wrong password: every retry
         would open another session, and a third logs the trader out."""
@@ -153,7 +182,11 @@ class Policy:
             return captcha_park_s
         if outcome is Outcome.RATE_LIMITED:
             return RATE_LIMITED_BACKOFF_S
-        if outcome is Outcome.REJECTED:
+        if outcome is Outcome.CLOSED:
+            return math.inf
+        if outcome is Outcome.LOCKED:
+            return LOCKED_PARK_S
+        if outcome.held_back:
             # 15 min, 30, 60, 2 h, 4 h: one wrong password never spends the failures the
             # other logins of the address may need (Tradovate allows 5 an hour for all).
             return float(REJECTED_BACKOFF_S[min(failures, len(REJECTED_BACKOFF_S)) - 1])

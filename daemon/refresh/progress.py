@@ -25,13 +25,21 @@ class LoginProgress:
     last_error: str | None = None
     last_success_at: float | None = None
     next_attempt_at: float | None = None
+    # A wait nobody may shorten, an operator neither: a captcha, TemporaryLocked, a 423, a 429.
     parked_until: float = 0.0
+    park_reason: Outcome | None = None
     p_ticket: str | None = None
     auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
     notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
     written_names: tuple[str, ...] = ()  # the names its last write covered
     session_unused: bool = False  # a login was sent and nothing usable came of it yet
-    not_before: float = 0.0  # a rejected password's back-off, kept across restarts
+    # The rejected-password ladder (a wrong password, Closed (forever), Unconfirmed, 400, 404),
+    # kept across restarts; an operator's `tokens refresh NAME` may try once at once.
+    not_before: float = 0.0
+    accounts_paused_until: float = 0.0  # /account/list is not asked (denied, captcha)
+    accounts_denials: int = 0
+    unmoved_renewals: int = 0  # renewals in a row whose expirationTime did not move
+    lapsed_for_budget: bool = False  # a `wait` login whose token ran out for want of renewals
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -54,3 +62,16 @@ class LoginProgress:
             return False
         self.notes = (*self.notes, note)
         return True
+
+    def drop_notes(self, prefix: str) -> bool:
+        """Drop the notes starting with `prefix`; True when there was one."""
+        kept = tuple(note for note in self.notes if not note.startswith(prefix))
+        dropped, self.notes = kept != self.notes, kept
+        return dropped
+
+
+class AuthDeferred(Exception):
+    """Not yet: a pacing slot, a budget slot or a penalty's wait is due in `wait_s`."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s

@@ -6,35 +6,52 @@ appointment. Its collaborators are built by `refresh.build`.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 
 import redis
 
-from daemon.constants import BUDGET_WINDOW_S, LOGIN_FAILURE_SHARE
+from daemon.constants import (
+    BUDGET_WINDOW_S,
+    LOCKOUT_S,
+    PARK_RECHECK_S,
+)
 from daemon.outcomes import Outcome
+from daemon.refresh.accounts import AccountsCheck, room_to_log_in
+from daemon.refresh.capacity import assumed_lifetime_s
 from daemon.refresh.keeper import RedisKeeper
 from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import Action, Attempt, Policy, earlier_due, next_action
-from daemon.refresh.progress import LoginProgress
+from daemon.refresh.policy import (
+    Action,
+    Attempt,
+    Policy,
+    earlier_due,
+    next_action,
+)
+from daemon.refresh.progress import AuthDeferred, LoginProgress
 from daemon.refresh.reporter import Reporter
+from daemon.refresh.signin import SignIn
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.fence import LeaseLost
 from daemon.store.health import RedisHealth
 from daemon.store.tokens import InvalidTokenError
 from daemon.tradovate import (
-    AuthPacer,
+    AccountsDenied,
     CaptchaRequired,
+    LockoutWarning,
     PenaltyTicket,
-    RateLimited,
+    Stopped,
     TokenGrant,
     TokenRefused,
     TradovateClient,
     TradovateError,
-    TradovateUnavailable,
 )
 
 NOT_OWNER_RETRY_S = 1.0
+LAPSED_WAITING = "token lapsed for want of renewals: logs in when the budget has room"
+ROOM_RECHECKS_PER_WINDOW = 12  # a lapsed `wait` login looks for room every 5 minutes
 LIFETIME_UNKNOWN = "lifetime unknown, renewing"
 LIFETIME_UNKNOWN_RETRY_S = 1.0
 BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot (real hour)
@@ -44,11 +61,6 @@ class _MayNotAct(Exception):
     """The lease ran out (or a stop began) during an attempt: no session is opened."""
 
 
-class _AuthDeferred(Exception):
-    def __init__(self, wait_s: float) -> None:
-        self.wait_s = wait_s
-
-
 class Refresher:
     def __init__(
         self,
@@ -56,9 +68,10 @@ class Refresher:
         tradovate: TradovateClient,
         *,
         policy: Policy,
-        pacer: AuthPacer,
+        sign_in: SignIn,
         budget: AddressBudget,
         names: AccountNames,
+        accounts: AccountsCheck,
         keeper: RedisKeeper,
         reporter: Reporter,
         redis_health: RedisHealth,
@@ -66,14 +79,14 @@ class Refresher:
         clock: Callable[[], float] = time.time,
         may_act: Callable[[str], bool] = lambda login: True,
     ) -> None:
-        """`may_act(login)` says whether this instance may call Tradovate and write for the
-        login now (it holds the login's lease, certainly, and is not stopping)."""
+        """`may_act(login)`: this instance holds the login's lease, certainly, and no stop began."""
         self.states = states
         self.tradovate = tradovate
         self.policy = policy
-        self.pacer = pacer
+        self.sign_in = sign_in
         self.budget = budget
         self.names = names
+        self.accounts = accounts
         self.keeper = keeper
         self.reporter = reporter
         self.redis_health = redis_health
@@ -81,26 +94,29 @@ class Refresher:
         self.clock = clock
         self.may_act = may_act
 
-    def login_of(self, name: str) -> str | None:
-        return self.names.login_of(name)
-
-    def refresh(self, name: str, *, force: bool = False, verify: bool = False) -> Attempt:
+    def refresh(
+        self, name: str, *, force: bool = False, verify: bool = False, operator: bool = False
+    ) -> Attempt:
         """One attempt for one login. Never raises for anything Tradovate or Redis does.
         `force` renews now; `verify` (a reader saw a 401) checks the held token with Tradovate
-        first and spends a renewal or a login only when it is refused."""
+        first and spends a renewal or a login only when it is refused; `operator` (`tokens
+        refresh NAME`) tries a login held back by the rejected ladder (or Closed) once at once,
+        but never shortens a park (captcha, TemporaryLocked, 423, 429)."""
         state = self.states[name]
         with state.lock:
             if verify:
                 state.accounts_fetched_at = None
+            if operator and state.not_before > self.clock():
+                state.not_before = 0.0  # the budget still bounds it: failed logins are counted
             started = time.perf_counter()
             attempt = self._attempt(state, force=force)
             self.reporter.attempted(name, attempt, time.perf_counter() - started)
-            state.next_attempt_at = self.clock() + attempt.delay_s
+            forever = attempt.until == math.inf  # Closed: until an operator acts
+            state.next_attempt_at = None if forever else self.clock() + attempt.delay_s
             return attempt
 
     def forget_tokens(self, names: list[str]) -> None:
-        """Drop the held tokens of these logins when their leases went elsewhere: their owner
-        now holds them, and if a lease comes back the token is adopted afresh."""
+        """Their leases went elsewhere: the new owner holds the tokens (adopted if they return)."""
         for name in names:
             state = self.states[name]
             with state.lock:
@@ -112,31 +128,36 @@ class Refresher:
         now = self.clock()
         action = next_action(state, now, force=force)
         if action is Action.WAIT_PARKED:
-            return Attempt(Outcome.PARKED, max(state.parked_until, state.not_before) - now)
+            until = max(state.parked_until, state.not_before)
+            reason = state.park_reason if state.parked_until > now else state.last_outcome
+            return Attempt(Outcome.PARKED, min(until - now, PARK_RECHECK_S), until, reason)
         if not self.may_act(state.name):
             return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
+        if action is Action.LOGIN and not self._room_to_log_in(state, now):
+            state.last_error = LAPSED_WAITING
+            self.keeper.write_status(state)
+            wait_s = self.budget.window_s / ROOM_RECHECKS_PER_WINDOW
+            return Attempt(Outcome.DEFERRED, wait_s, now + wait_s, Outcome.DEFERRED)
         try:
             source = self._ensure_token(state, action, now)
             self._ensure_accounts_and_write(state, source)
-        except _AuthDeferred as deferred:
+        except AuthDeferred as deferred:
             self.reporter.waiting("auth.deferred", state.name, deferred.wait_s)
             return Attempt(Outcome.DEFERRED, deferred.wait_s)
         except PenaltyTicket as penalty:
             state.p_ticket = penalty.ticket
             self.reporter.penalty(state.name, penalty.wait_s)
             return Attempt(Outcome.PENALTY, max(penalty.wait_s, 1.0))
-        except (LeaseLost, _MayNotAct) as error:
+        except (LeaseLost, _MayNotAct, Stopped) as error:
             self.reporter.not_written(state.name, str(error))
             return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
         except redis.RedisError as error:
             self.redis_health.failed(error)
             return self._failed(state, error, Outcome.REDIS)
         except TradovateError as error:
-            if isinstance(error, CaptchaRequired):
-                state.parked_until = now + self.captcha_park_s
-            elif isinstance(error, RateLimited):
-                self.pacer.block()
-            return self._failed(state, error, error.outcome)
+            if isinstance(error, LockoutWarning):  # the whole group's logins: Tradovate's hour
+                self.budget.block(LOGIN_FAILURE, LOCKOUT_S, now)
+            return self._failed(state, error, error.outcome, logging_in=action is Action.LOGIN)
         except InvalidTokenError as error:
             return self._failed(state, error, Outcome.INVALID_TOKEN)
         self.redis_health.succeeded()
@@ -147,43 +168,13 @@ class Refresher:
             return Outcome.KEPT
         if action is Action.RENEW and self._renew(state, now):
             return Outcome.RENEW
-        if state.auth_slot_at is None:
-            state.auth_slot_at = now + self.pacer.reserve()
-        if state.auth_slot_at > now:
-            raise _AuthDeferred(state.auth_slot_at - now)
-        # Only failed logins count against the address; a slot is taken before sending (the
-        # outcome is unknown) and given back when the login succeeds.
-        spend = self.budget.try_spend(
-            LOGIN_FAILURE, now, who=state.name, share=LOGIN_FAILURE_SHARE, pending=True
-        )
-        if not spend.ok:
-            self.reporter.waiting("budget.login_deferred", state.name, spend.wait_s)
-            raise _AuthDeferred(max(spend.wait_s, 1.0))
-        state.auth_slot_at = None
-        ticket, state.p_ticket = state.p_ticket, None
-        # From here a session may be open: if what comes back cannot be used, the next login
-        # waits as long as after a rejected password (no churn of sessions).
-        state.session_unused = True
-        counted = True
-        try:
-            grant = self.tradovate.login(state.login, p_ticket=ticket)
-            counted = False
-        except PenaltyTicket as penalty:
-            self.budget.block(LOGIN_FAILURE, penalty.wait_s, now)
-            raise
-        except TradovateUnavailable:
-            # A timeout, a reset or a 5xx is no failed login of Tradovate's counting: an outage
-            # must not stall every login of the address for an hour.
-            counted = False
-            raise
-        finally:
-            self.budget.settle(LOGIN_FAILURE, spend, self.clock(), counted=counted)
+        grant = self.sign_in.send(state, now)
         self._hold(state, grant)
         return Outcome.LOGIN
 
     def _renew(self, state: LoginProgress, now: float) -> bool:
         """Renew within the address's budget. False: log in instead (the token was refused, or
-        the budget is spent and this login is marked `relogin`). Raises _AuthDeferred to wait
+        the budget is spent and this login is marked `relogin`). Raises AuthDeferred to wait
         for a slot, or for the token's expiry when none frees in time (`wait`)."""
         grant = state.grant
         assert grant is not None
@@ -193,25 +184,43 @@ class Refresher:
                 self.reporter.waiting("budget.relogin", state.name, spend.wait_s)
                 return False
             self.reporter.budget_short(state, now, spend.wait_s, self.budget.group)
+            state.lapsed_for_budget = now + spend.wait_s >= grant.expires_at
             # When a slot frees, the login whose token dies first asks first: each waiting
             # login is staggered by how many due ones expire before it.
             stagger_s = BUDGET_STAGGER_S * self.budget.window_s / BUDGET_WINDOW_S
             wait_s = spend.wait_s + stagger_s * earlier_due(self.states.values(), state, now)
-            raise _AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
+            raise AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
         try:
-            self._hold(state, self.tradovate.renew(grant.access_token))
-            return True
+            renewed = self.tradovate.renew(grant.access_token)
         except TokenRefused as refused:
             self.keeper.drop_dead_token(state, str(refused))
         except PenaltyTicket as penalty:
             self.budget.block(RENEW, penalty.wait_s, now)  # for every login of the address
             self.reporter.penalty(state.name, penalty.wait_s, endpoint="renew")
-            raise _AuthDeferred(max(penalty.wait_s, 1.0)) from None
+            raise AuthDeferred(max(penalty.wait_s, 1.0)) from None
+        except CaptchaRequired:
+            # Every renewal would meet it: the group renews nothing, logins follow the rule.
+            self.budget.block(RENEW, self.captcha_park_s, now)
+            self.reporter.renewal_captcha(state.name, self.captcha_park_s, self.budget.group)
+            return self._renew(state, now)
+        else:
+            if renewed.expires_at > grant.expires_at or state.unmoved_renewals == 0:
+                moved = renewed.expires_at > grant.expires_at
+                state.unmoved_renewals = 0 if moved else 1
+                self._hold(state, renewed)
+                return True
+            # The second renewal in a row that does not move the expiry: refused.
+            state.unmoved_renewals = 0
+            self.keeper.drop_dead_token(state, "renewals do not move expirationTime")
         if not self.may_act(state.name):  # the renewal took a while: still the owner?
             raise _MayNotAct("the lease is no longer certainly held")
         return False
 
     def _hold(self, state: LoginProgress, grant: TokenGrant) -> None:
+        previous, state.lapsed_for_budget = state.grant, False
+        if grant.md_access_token is None:
+            grant = _with_md_token(grant, previous)
+        self.reporter.password_news(state, grant)
         state.grant = grant
         # A lifetime nobody said is learnt from the first renewal, as soon as the budget allows.
         state.renew_at = self.policy.renew_at(grant) if grant.lifetime_known else self.clock()
@@ -226,25 +235,46 @@ class Refresher:
         if not state.grant.lifetime_known:  # no key is written with a guessed lifetime
             state.last_outcome, state.last_error = source, LIFETIME_UNKNOWN
             self.keeper.write_status(state)
-            raise _AuthDeferred(LIFETIME_UNKNOWN_RETRY_S)
+            raise AuthDeferred(LIFETIME_UNKNOWN_RETRY_S)
         new_token = source is not Outcome.KEPT
-        accounts_error: TradovateError | None = None
-        if new_token or self.policy.account_check_due(state, now):
+        accounts_error = None
+        if self.accounts.due(state, now, new_token=new_token):
             try:
-                accounts = self.tradovate.list_accounts(state.grant.access_token)
-            except TokenRefused as refused:
-                self.keeper.drop_dead_token(state, str(refused))
-                raise
-            except TradovateError as error:
-                accounts_error = error
-            else:
-                state.accounts = self.names.sane(state, [a.name for a in accounts])
-                state.accounts_fetched_at = now
+                accounts_error = self.accounts.check(state, now)
+            except AccountsDenied as denied:
+                return self._decide_denied(state, denied, now)
         self.keeper.write(state, success=source)
         if new_token:
             self.reporter.new_token(state, self.names.owned(state))
         if accounts_error is not None:
             raise accounts_error
+
+    def _decide_denied(self, state: LoginProgress, denied: AccountsDenied, now: float) -> None:
+        """A token older than a minute refused on /account/list: one renewal (inside the
+        budget) decides. Refused, the session was closed: its keys go, the next attempt logs in.
+        Accepted, the list is asked again with the fresh token, where a refusal is a
+        permission problem. No room to renew: the keys stay, the list is asked at the next
+        check."""
+        if self._renew(state, now):
+            self._ensure_accounts_and_write(state, Outcome.RENEW)
+        elif state.grant is None:  # refused: the keys are gone, the next attempt logs in
+            raise TokenRefused(f"{denied}; the renewal that checked the token was refused")
+        else:  # a `relogin` login with no renewal to spend: the keys stay until the next check
+            self.keeper.write(state, success=Outcome.KEPT)
+
+    def _room_to_log_in(self, state: LoginProgress, now: float) -> bool:
+        window_s = self.budget.window_s
+        lifetime = state.grant.lifetime_s if state.grant else assumed_lifetime_s(window_s)
+        room = room_to_log_in(
+            state,
+            holding=sum(1 for other in self.states.values() if other.holds_valid_token(now)),
+            period_s=self.policy.renewal_period_s(lifetime),
+            window_s=window_s,
+            usable=self.budget.usable(RENEW),
+            used=self.budget.used(RENEW, now),
+        )
+        state.lapsed_for_budget = not room
+        return room
 
     def _succeeded(self, state: LoginProgress, source: Outcome) -> Attempt:
         now = self.clock()
@@ -256,7 +286,10 @@ class Refresher:
         self.reporter.succeeded(state, source, after_failures, delay)
         return Attempt(source, delay)
 
-    def _failed(self, state: LoginProgress, error: Exception, outcome: Outcome) -> Attempt:
+    def _failed(
+        self, state: LoginProgress, error: Exception, outcome: Outcome, *, logging_in: bool = False
+    ) -> Attempt:
+        now = self.clock()
         state.failures += 1
         delay = self.policy.delay_after_failure(
             outcome,
@@ -264,9 +297,28 @@ class Refresher:
             captcha_park_s=self.captcha_park_s,
             session_unused=state.session_unused,
         )
+        park_s = self.policy.park_s(
+            outcome, captcha_park_s=self.captcha_park_s, logging_in=logging_in
+        )
+        if park_s is not None:  # nobody shortens it; kept in the status across restarts
+            delay = park_s
+            state.parked_until, state.park_reason = now + park_s, outcome
+        elif outcome.held_back:  # kept in the status: a restart does not retry sooner
+            state.not_before = now + delay
         state.last_outcome, state.last_error = outcome, str(error)
-        state.next_attempt_at = self.clock() + delay
-        if outcome is Outcome.REJECTED:  # kept in the status: a restart does not retry sooner
-            state.not_before = state.next_attempt_at
+        state.next_attempt_at = None if math.isinf(delay) else now + delay
         self.reporter.failed(state, error, outcome, delay)
-        return Attempt(outcome, delay)
+        until = state.parked_until if park_s is not None else state.not_before
+        return Attempt(outcome, min(delay, PARK_RECHECK_S), until if until > now else None)
+
+
+def _with_md_token(grant: TokenGrant, previous: TokenGrant | None) -> TokenGrant:
+    """A renewal without `mdAccessToken`: the md token held serves on while its own expiry
+    outlasts the new access token (so `mdtoken:*` never goes missing before the next renewal);
+    else the access token itself, as Tradovate's market-data tutorial does."""
+    md, md_expires_at = grant.access_token, grant.expires_at
+    if previous is not None and previous.md_access_token not in (None, previous.access_token):
+        held_until = previous.md_expires_at or previous.expires_at
+        if held_until >= grant.expires_at:
+            md, md_expires_at = previous.md_access_token, held_until
+    return replace(grant, md_access_token=md, md_expires_at=md_expires_at)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
+from daemon.constants import PASSWORD_WARNING_S
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
 from daemon.refresh.keeper import RedisKeeper
@@ -18,6 +19,7 @@ from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.tokens import fingerprint
 from daemon.token_format import iso
+from daemon.tradovate import TokenGrant
 
 log = structlog.get_logger("daemon.refresh")
 
@@ -41,6 +43,7 @@ class Reporter:
         self._clock = clock
         self._alerted: set[str] = set()  # a "failing" alert went out; the recovery gets one too
         self._budget_warned_for: dict[str, str] = {}  # the token `budget.short` was said for
+        self._password_said: dict[str, tuple[float | None, str | None]] = {}
 
     def attempted(self, name: str, attempt: Attempt, seconds: float) -> None:
         if attempt.outcome.counted:
@@ -104,15 +107,15 @@ class Reporter:
         valid_for = int(grant.expires_at - self._clock()) if grant is not None else None
         if state.name not in self._alerted and self.alerts is not None:
             self._alerted.add(state.name)
+            next_attempt = (
+                "only after an operator acts"
+                if delay_s == float("inf")
+                else (f"in {delay_s:.0f} s")
+            )
             self.alerts.send(
                 f"⚠️ {state.name}: token refresh failing ({outcome}: {error}); "
-                f"next attempt in {delay_s:.0f} s; current token valid for "
-                f"{'no' if valid_for is None else valid_for} s"
-                + (
-                    " — parked: a person must log in on Tradovate"
-                    if outcome is Outcome.CAPTCHA
-                    else ""
-                )
+                f"next attempt {next_attempt}; current token valid for "
+                f"{'no' if valid_for is None else valid_for} s" + _ALERT_HINTS.get(outcome, "")
             )
         log.log(
             logging.ERROR if outcome.needs_a_human else logging.WARNING,
@@ -121,7 +124,7 @@ class Reporter:
             outcome=outcome,
             error=str(error),
             attempt=state.failures,
-            next_attempt_in=round(delay_s, 1),
+            next_attempt_in=None if delay_s == float("inf") else round(delay_s, 1),
             token_valid_for=valid_for,
         )
         self._keeper.write_status(state)  # tells operators and `status` a login is failing
@@ -157,11 +160,102 @@ class Reporter:
         else:
             log.info(event, login=login, wait_s=round(wait_s))
 
+    def accounts_denied(
+        self, state: LoginProgress, error: Exception, why: Outcome, pause_s: float
+    ) -> None:
+        """A live token that may not list its accounts: the token is kept and renewed; said
+        as an error (a person must fix the API key's scope or the device id), alerted once."""
+        self.metrics.refresh_total.labels(login=state.name, outcome=why).inc()
+        log.error(
+            "accounts.denied",
+            login=state.name,
+            outcome=why,
+            error=str(error),
+            accounts_asked_again_in=round(pause_s),
+            hint="the token is kept and renewed; check the API key's scope (accounts) and "
+            "that the device id has not changed",
+        )
+        if self.alerts is not None and state.accounts_denials == 1:
+            self.alerts.send(
+                f"⚠️ {state.name}: Tradovate refuses the account list of a live token "
+                f"({why}: {error}): API key scope or device id. The token is kept; its accounts' "
+                "keys are not refreshed until the list is allowed."
+            )
+
+    def accounts_allowed(self, login: str) -> None:
+        log.info("accounts.allowed", login=login)
+
+    def renewal_captcha(self, login: str, park_s: float, group: str) -> None:
+        log.error(
+            "budget.renew_captcha",
+            login=login,
+            park_s=park_s,
+            group=group,
+            hint="Tradovate asks for a captcha on renewals: the group renews nothing for the "
+            "park; logins follow when_budget_short",
+        )
+        if self.alerts is not None:
+            self.alerts.send(
+                f"⛔ {login}: Tradovate answered a renewal with a captcha; budget group {group} "
+                f"renews nothing for {park_s:.0f} s. A person may need to log in on Tradovate."
+            )
+
+    def password_news(self, state: LoginProgress, grant: TokenGrant) -> None:
+        """A password expiring within a week, or a `hibpHint`: said once per change, kept in
+        the status, alerted, and the expiry exported."""
+        if grant.password_expires_at is not None:
+            self.metrics.password_expiry.labels(login=state.name).set(grant.password_expires_at)
+        now = self._clock()
+        expiring = (
+            grant.password_expires_at is not None
+            and grant.password_expires_at - now <= PASSWORD_WARNING_S
+        )
+        news = (grant.password_expires_at if expiring else None, grant.hibp_hint or None)
+        state.drop_notes(str(Outcome.PASSWORD_EXPIRING))
+        if news == (None, None):
+            self._password_said.pop(state.name, None)
+            return
+        expires_at, hint = news
+        note = f"{Outcome.PASSWORD_EXPIRING}: " + "; ".join(
+            part
+            for part in (
+                f"expires at {iso(expires_at)}" if expires_at is not None else "",
+                f"Tradovate's hint {hint}" if hint else "",
+            )
+            if part
+        )
+        state.add_note(note)
+        if self._password_said.get(state.name) == news:
+            return
+        self._password_said[state.name] = news
+        log.warning(
+            "login.password_expiring",
+            login=state.name,
+            password_expires_at=iso(expires_at),
+            hibp_hint=hint,
+            hint="change the password at Tradovate and in the daemon's configuration",
+        )
+        if self.alerts is not None:
+            self.alerts.send(f"🔑 {state.name}: {note}. Change it at Tradovate and here.")
+
     def penalty(self, login: str, wait_s: float, endpoint: str | None = None) -> None:
         log.warning("tradovate.penalty", login=login, wait_s=wait_s, **_endpoint(endpoint))
 
     def not_written(self, login: str, reason: str) -> None:
         log.warning("token.not_written", login=login, reason=reason)
+
+
+_ALERT_HINTS = {
+    Outcome.CAPTCHA: " — parked: a person must log in on Tradovate",
+    Outcome.LOCKED: " — Tradovate locked the user for a while; no login is tried for an hour",
+    Outcome.CLOSED: " — the user is closed at Tradovate; `orca-tokens tokens refresh NAME` "
+    "after fixing it",
+    Outcome.UNCONFIRMED: " — the user must finish signing up (confirm the e-mail) at Tradovate",
+    Outcome.LOCKOUT: " — HTTP 423: no login of the budget group is sent for an hour",
+    Outcome.RATE_LIMITED: " — HTTP 429: this user waits an hour",
+    Outcome.BAD_REQUEST: " — HTTP 400: a person must check what is sent (settings, version)",
+    Outcome.NOT_FOUND: " — HTTP 404: check TRADOVATE_BASE_URL / TRADOVATE_TV_BASE_URL",
+}
 
 
 def _endpoint(endpoint: str | None) -> dict[str, str]:

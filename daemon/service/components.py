@@ -90,6 +90,7 @@ def build_components(
     audit = AuditRecorder(settings.audit_dsn.reveal()) if settings.audit_dsn else None
     tradovate = tradovate or TradovateClient(settings.tradovate, metrics=metrics)
     stopping = threading.Event()
+    tradovate.stop_on(stopping)  # no Tradovate request starts after a stop signal
 
     def may_act(login: str) -> bool:
         """May this instance call Tradovate or write tokens for `login` now: it holds the

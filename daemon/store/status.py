@@ -47,6 +47,9 @@ class LoginStatus:
     notes: tuple[str, ...] = ()  # e.g. an account skipped because another login writes it
     when_budget_short: str | None = None  # wait | relogin (the accounts file's choice)
     route: str | None = None  # api | tradingview: how it logs in
+    parked_until: str | None = None  # a wait nobody shortens (captcha, locked, lockout, 429)
+    park_reason: Outcome | None = None
+    credential: str | None = None  # Closed: a slow digest of the password it was closed with
 
     def to_json(self) -> str:
         value = asdict(self)
@@ -79,6 +82,9 @@ class LoginStatus:
             notes=_names(value.get("notes")),
             when_budget_short=_text(value.get("when_budget_short")),
             route=_text(value.get("route")),
+            parked_until=_text(value.get("parked_until")),
+            park_reason=_enum(Outcome, value.get("park_reason")),
+            credential=_text(value.get("credential")),
         )
 
     def expiry_of(self, token: str) -> float | None:

@@ -170,6 +170,7 @@ class TokenSet:
     lifetime_s: float
     md_access_token: str | None = None
     accounts: tuple[str, ...] = ()
+    md_expires_at: float | None = None  # the md token's own expiry (its JWT `exp`, or ours)
 
     def __repr__(self) -> str:
         return (
@@ -204,15 +205,24 @@ def write_login_tokens(
     redis errors propagate.
     """
     ttl = _checked_ttl(tokens.access_token, tokens.expires_at, tokens.lifetime_s, now, max_ttl_s)
-    md_ttl = 0
+    # mdtoken: the md token while its own life allows a key, else the access token itself.
+    md_token, md_ttl = tokens.access_token, ttl
     if tokens.md_access_token is not None:
-        md_expiry = min(tokens.expires_at, jwt_expiry(tokens.md_access_token) or math.inf)
-        md_ttl = _checked_ttl(tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s)
+        md_expiry = min(
+            tokens.md_expires_at or tokens.expires_at,
+            jwt_expiry(tokens.md_access_token) or math.inf,
+        )
+        try:
+            md_ttl = _checked_ttl(
+                tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s
+            )
+            md_token = tokens.md_access_token
+        except InvalidTokenError:
+            md_token, md_ttl = tokens.access_token, ttl
     items: list[tuple[str, str, int]] = []
     for name in tokens.names:
         items.append((token_key(name), tokens.access_token, ttl))
-        if tokens.md_access_token is not None:
-            items.append((md_token_key(name), tokens.md_access_token, md_ttl))
+        items.append((md_token_key(name), md_token, md_ttl))
     if status is not None:
         items.append(status_item(status, max_ttl_s))
     fenced_set(client, fence, items)

@@ -9,12 +9,12 @@ back off an hour; each accesstokenrequest opens a session (a user keeps only two
 from __future__ import annotations
 
 import json as json_module
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -26,16 +26,26 @@ from daemon.constants import ASSUMED_TOKEN_LIFETIME_S, TRADOVATE_CONNECT_TIMEOUT
 from daemon.logs import fingerprint, scrub
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
-from daemon.token_format import token_expiry, token_problem
+from daemon.token_format import (
+    parse_expiration_time,
+    token_expiry,
+    token_problem,
+)
 from daemon.tradovate import tradingview
 from daemon.tradovate.errors import (
+    STATUS_ERRORS,
+    AccountsDenied,
     CaptchaRequired,
     CredentialsRejected,
     InvalidResponse,
     PenaltyTicket,
-    RateLimited,
+    Stopped,
     TokenRefused,
+    TradovateError,
     TradovateUnavailable,
+    UserClosed,
+    UserLocked,
+    UserUnconfirmed,
     penalty_wait,
 )
 
@@ -59,6 +69,11 @@ class TokenGrant:
     source: Outcome  # LOGIN, RENEW or ADOPTED
     md_access_token: str | None = None
     user_id: int | None = None
+    # When the md token dies: its own JWT `exp`, else (opaque) the access token it came with.
+    md_expires_at: float | None = None
+    password_expires_at: float | None = None  # the answer's passwordExpirationTime
+    hibp_hint: str | None = None  # e.g. EmailAndPasswordCompromised
+    user_status: str | None = None  # the answer's userStatus, when it is not Active
     # False: Tradovate said nothing of its expiry (a TradingView login with neither `expiration`
     # nor a JWT `exp`). `expires_at` is then a guess to schedule by: renew at once to learn it,
     # and never write its keys with the guess.
@@ -77,25 +92,33 @@ class TokenGrant:
 
 @dataclass(frozen=True)
 class Account:
-    id: int
+    id: int | None  # optional in Tradovate's schema: the name is what the keys are written under
     name: str
     active: bool
 
 
-def machine_id() -> str:
-    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            value = Path(path).read_text(encoding="ascii").strip()
-        except OSError:
-            continue
-        if value:
-            return value
-    return uuid.getnode().to_bytes(6, "big").hex()
-
-
 def device_id_for(login: str, configured: str | None) -> str:
-    """TRADOVATE_DEVICE_ID when set, else a UUID stable for this machine and this login."""
-    return configured or str(uuid.uuid5(_DEVICE_NAMESPACE, f"{machine_id()}:{login}"))
+    """TRADOVATE_DEVICE_ID when set, else a UUID5 of the login name alone: the same for every
+    instance, restart, container and machine (Tradovate's live answers 401 when it changes)."""
+    return configured or str(uuid.uuid5(_DEVICE_NAMESPACE, login))
+
+
+def _user_status_error(data: dict[str, Any], endpoint: str) -> TradovateError | None:
+    """What a login answer's `userStatus` means when it stops the login."""
+    status = data.get("userStatus")
+    said = f"{endpoint}: userStatus {status}" + (
+        f" ({_error_text(data)})" if data.get("errorText") else ""
+    )
+    if status == "TemporaryLocked":
+        return UserLocked(f"{said}: Tradovate locked the user for a while; no login is tried")
+    if status == "Closed":
+        return UserClosed(f"{said}: the user is closed at Tradovate; a person must act")
+    if status in _UNCONFIRMED and (data.get("errorText") or not data.get("accessToken")):
+        return UserUnconfirmed(f"{said}: the user must finish signing up at Tradovate")
+    return None
+
+
+_UNCONFIRMED: Final = ("UnconfirmedEmail", "Initiated")
 
 
 class TradovateClient:
@@ -113,6 +136,8 @@ class TradovateClient:
         self._metrics = metrics
         self._clock = clock
         self.clock_offset_s: float | None = None  # this clock minus Tradovate's, last seen
+        # Set by a stop: no request starts after it (`stop_on`).
+        self._stopping = threading.Event()
         self._http = http or httpx.Client(
             timeout=httpx.Timeout(
                 settings.timeout_s, connect=min(settings.timeout_s, TRADOVATE_CONNECT_TIMEOUT_S)
@@ -131,6 +156,11 @@ class TradovateClient:
 
     def close(self) -> None:
         self._http.close()
+
+    def stop_on(self, stopping: threading.Event) -> None:
+        """No request starts once `stopping` is set. One already sent is read to its end (or
+        its deadline): a login's answer is a session Tradovate has opened, never thrown away."""
+        self._stopping = stopping
 
     def login_body(self, login: Login, p_ticket: str | None = None) -> dict[str, Any]:
         if login.password is None or self._settings.sec is None:
@@ -160,6 +190,9 @@ class TradovateClient:
             raise CaptchaRequired(f"{LOGIN_ENDPOINT}: Tradovate asks for a captcha")
         if data.get("p-ticket"):
             raise PenaltyTicket(str(data["p-ticket"]), penalty_wait(data))
+        stopped = _user_status_error(data, LOGIN_ENDPOINT)
+        if stopped is not None:
+            raise stopped
         if data.get("errorText"):
             raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {_error_text(data)}")
         return self._grant(data, LOGIN_ENDPOINT, source=Outcome.LOGIN)
@@ -178,14 +211,20 @@ class TradovateClient:
         # (SPEC's Redis keys), as Tradovate's own market-data tutorial does.
         if expires_at is None:
             guess = now + ASSUMED_TOKEN_LIFETIME_S
-            return TokenGrant(token, guess, now, Outcome.LOGIN, token, lifetime_known=False)
-        return TokenGrant(token, expires_at, now, Outcome.LOGIN, md_access_token=token)
+            return TokenGrant(
+                token, guess, now, Outcome.LOGIN, token, md_expires_at=guess, lifetime_known=False
+            )
+        return TokenGrant(
+            token, expires_at, now, Outcome.LOGIN, md_access_token=token, md_expires_at=expires_at
+        )
 
     def renew(self, access_token: str) -> TokenGrant:
         """GET renewaccesstoken: a fresh token in the same session."""
         data = self._call("GET", RENEW_ENDPOINT, token=access_token)
         if not isinstance(data, dict):
             raise InvalidResponse(f"{RENEW_ENDPOINT}: answer is not a JSON object")
+        if data.get("p-captcha"):
+            raise CaptchaRequired(f"{RENEW_ENDPOINT}: Tradovate asks for a captcha")
         if data.get("p-ticket"):  # past the address's renewal budget
             raise PenaltyTicket(str(data["p-ticket"]), penalty_wait(data))
         if data.get("errorText"):
@@ -193,18 +232,31 @@ class TradovateClient:
         return self._grant(data, RENEW_ENDPOINT, source=Outcome.RENEW)
 
     def list_accounts(self, access_token: str) -> list[Account]:
+        """The login's accounts that may trade: one that is not `active`, or is `closed` or
+        `archived`, is left out (SPEC: it gets no token key)."""
         data = self._call("GET", ACCOUNTS_ENDPOINT, token=access_token)
+        if isinstance(data, dict) and data.get("p-captcha"):
+            raise CaptchaRequired(f"{ACCOUNTS_ENDPOINT}: Tradovate asks for a captcha")
         if isinstance(data, dict) and data.get("errorText"):
-            raise TokenRefused(f"{ACCOUNTS_ENDPOINT}: {_error_text(data)}")
+            raise AccountsDenied(f"{ACCOUNTS_ENDPOINT}: {_error_text(data)}")
         if not isinstance(data, list):
             raise InvalidResponse(f"{ACCOUNTS_ENDPOINT}: answer is not a JSON list")
         accounts = []
         for item in data:
             name = item.get("name") if isinstance(item, dict) else None
-            account_id = item.get("id") if isinstance(item, dict) else None
-            if not isinstance(name, str) or not name or not isinstance(account_id, int):
-                raise InvalidResponse(f"{ACCOUNTS_ENDPOINT}: an account lacks a name or id")
-            accounts.append(Account(id=account_id, name=name, active=bool(item.get("active"))))
+            if not isinstance(name, str) or not name:
+                raise InvalidResponse(f"{ACCOUNTS_ENDPOINT}: an account lacks a name")
+            assert isinstance(item, dict)
+            account_id = item.get("id")
+            usable = (
+                item.get("active") is True and not item.get("closed") and not item.get("archived")
+            )
+            if usable:
+                accounts.append(
+                    Account(
+                        id=account_id if type(account_id) is int else None, name=name, active=True
+                    )
+                )
         return accounts
 
     def _call(
@@ -223,6 +275,8 @@ class TradovateClient:
         the body, refused while it streams in."""
         headers = {"Authorization": f"Bearer {token}"} if token else None
         deadline = time.monotonic() + self._settings.timeout_s
+        if self._stopping.is_set():
+            raise Stopped(f"{endpoint}: not sent, stopping")
         try:
             with self._http.stream(
                 method,
@@ -242,11 +296,14 @@ class TradovateClient:
         status = response.status_code
         self._count(endpoint, str(status))
         self._note_clock(response)
-        if status == 429:
-            raise RateLimited(f"{endpoint}: HTTP 429 Too Many Requests")
+        if status in STATUS_ERRORS:
+            kind, meaning = STATUS_ERRORS[status]
+            raise kind(f"{endpoint}: HTTP {status} ({meaning})")
         if status in (401, 403):
             if endpoint in (LOGIN_ENDPOINT, tradingview.AUTHORIZE_ENDPOINT):
                 raise CredentialsRejected(f"{endpoint}: HTTP {status}")
+            if endpoint == ACCOUNTS_ENDPOINT:
+                raise AccountsDenied(f"{endpoint}: HTTP {status}")
             raise TokenRefused(f"{endpoint}: HTTP {status}")
         if status != 200:
             raise TradovateUnavailable(f"{endpoint}: HTTP {status}")
@@ -296,14 +353,21 @@ class TradovateClient:
         md_problem = token_problem(md_token) if md_token is not None else None
         if md_problem is not None:
             log.warning("token.md_token_unusable", endpoint=endpoint, problem=md_problem)
+        usable_md = md_token if isinstance(md_token, str) and not md_problem else None
         user_id = data.get("userId")
+        user_status = data.get("userStatus")
+        hibp = data.get("hibpHint")
         return TokenGrant(
             access_token=access_token,
             expires_at=expires_at,
             issued_at=now,
             source=source,
-            md_access_token=md_token if isinstance(md_token, str) and not md_problem else None,
+            md_access_token=usable_md,
+            md_expires_at=None if usable_md is None else token_expiry(usable_md) or expires_at,
             user_id=user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
+            password_expires_at=parse_expiration_time(data.get("passwordExpirationTime")),
+            hibp_hint=scrub(hibp)[:_ERROR_TEXT_MAX_CHARS] if isinstance(hibp, str) else None,
+            user_status=user_status if user_status in _UNCONFIRMED else None,
         )
 
     def _skew(self) -> str:

@@ -3,7 +3,7 @@ no message carries a password, `sec` or token."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from daemon.outcomes import Outcome
 
@@ -16,6 +16,12 @@ class TradovateError(Exception):
 
 class TradovateUnavailable(TradovateError):
     """Timeouts, connection faults, HTTP 5xx and other statuses: transient."""
+
+
+class Stopped(TradovateUnavailable):
+    """A stop began: no request starts, and an answer still streaming in is dropped."""
+
+    outcome = Outcome.NOT_OWNER
 
 
 class InvalidResponse(TradovateError):
@@ -37,9 +43,56 @@ class TokenRefused(TradovateError):
 
 
 class RateLimited(TradovateError):
-    """HTTP 429: every auth request of this address waits an hour."""
+    """HTTP 429: Tradovate's per-user limit. That user (only) waits an hour."""
 
     outcome = Outcome.RATE_LIMITED
+
+
+class UserLocked(TradovateError):
+    """userStatus TemporaryLocked: every further failed login may prolong the lock."""
+
+    outcome = Outcome.LOCKED
+
+
+class UserClosed(TradovateError):
+    """userStatus Closed: no retry helps until a person acts."""
+
+    outcome = Outcome.CLOSED
+
+
+class UserUnconfirmed(TradovateError):
+    """userStatus UnconfirmedEmail or Initiated, and no token: the user must finish signing up."""
+
+    outcome = Outcome.UNCONFIRMED
+
+
+class LockoutWarning(TradovateError):
+    """HTTP 423, "you are about to be locked out": no login of the group for an hour."""
+
+    outcome = Outcome.LOCKOUT
+
+
+class AccountsDenied(TradovateError):
+    """401, 403 or `errorText` on /account/list: a dead session, or a live token that may not
+    list accounts (the API key's scope, a changed device id). The refresher tells them apart."""
+
+    outcome = Outcome.ACCOUNTS_DENIED
+
+
+class BadRequest(TradovateError):
+    """HTTP 400: what is sent is malformed; a person must look."""
+
+    outcome = Outcome.BAD_REQUEST
+
+
+class NotFound(TradovateError):
+    """HTTP 404: a wrong base URL or route; a person must look."""
+
+    outcome = Outcome.NOT_FOUND
+
+
+# Tradovate documents 15 s tickets; a zero or missing `p-time` never means "at once".
+ZERO_PENALTY_WAIT_S = 15.0
 
 
 class PenaltyTicket(TradovateError):
@@ -60,8 +113,19 @@ class CaptchaRequired(TradovateError):
 
 
 def penalty_wait(data: dict[str, Any]) -> float:
-    """`p-time` in seconds, bounded: garbage reads as 0, a day at the most."""
+    """`p-time` in seconds, bounded: zero, missing or garbage reads as Tradovate's 15 s, a day
+    at the most."""
     wait_s = data.get("p-time", 0)
-    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s >= 0:
-        return 0.0
+    if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or not wait_s > 0:
+        return ZERO_PENALTY_WAIT_S
     return float(min(wait_s, 86_400))
+
+
+# HTTP statuses with a meaning of their own (partner docs, "Error Handling"); 401 and 403 depend
+# on the endpoint and are the client's to name.
+STATUS_ERRORS: Final[dict[int, tuple[type[TradovateError], str]]] = {
+    400: (BadRequest, "malformed request"),
+    404: (NotFound, "unknown endpoint"),
+    423: (LockoutWarning, "about to be locked out: no login for an hour"),
+    429: (RateLimited, "the user's request limit: an hour's wait"),
+}

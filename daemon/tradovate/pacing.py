@@ -7,33 +7,28 @@ import threading
 import time
 from collections.abc import Callable
 
-from daemon.constants import AUTH_RATE_WINDOW_S, RATE_LIMITED_BACKOFF_S
+from daemon.constants import AUTH_RATE_WINDOW_S
 
 
 class AuthPacer:
     """Paces accesstokenrequest calls of all logins together under `limit` per minute.
 
     `reserve()` hands out start times in order, so callers queue fairly instead of racing when a
-    slot frees. After a 429 every reservation waits out the hour.
+    slot frees. A 429 is Tradovate's per-user limit: it parks that login, not this pacer.
     """
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._limit = limit
         self._clock = clock
         self._starts: collections.deque[float] = collections.deque(maxlen=limit)
-        self._blocked_until = 0.0
         self._lock = threading.Lock()
 
     def reserve(self) -> float:
         """Seconds to wait before sending; the slot is held for the caller from now on."""
         with self._lock:
             now = self._clock()
-            start = max(now, self._blocked_until)
+            start = now
             if len(self._starts) == self._limit:
                 start = max(start, self._starts[0] + AUTH_RATE_WINDOW_S)
             self._starts.append(start)
             return start - now
-
-    def block(self, seconds: float = RATE_LIMITED_BACKOFF_S) -> None:
-        with self._lock:
-            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
