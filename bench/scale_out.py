@@ -52,7 +52,7 @@ class Desk:
             self.redis_url,
             sec=self.fake.sec,
             budget_window_s=self.fake.budget_window_s,
-            TRADOVATE_LOCAL_ADDRESS=f"127.0.0.{address}",
+            TRADOVATE_LOCAL_ADDRESS=f"127.0.{address}.1",  # one /24 each: own budgets
             ORCA_BUDGET_GROUP=f"address-{address}",
             # Tradovate's 10 logins a minute would make the first start take 12 minutes;
             # it is lifted on both sides, the hourly budgets are not.

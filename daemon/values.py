@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from typing import Any
@@ -26,3 +27,14 @@ def json_object(raw: object) -> dict[str, Any] | None:
     """The JSON object of `raw`, or None when it holds anything else."""
     value = json_or_none(raw)
     return value if isinstance(value, dict) else None
+
+
+def subnet_of(address: str) -> str | None:
+    """The /24 (IPv4) or /64 (IPv6) an address is in: what Tradovate keys budgets and penalty
+    tickets to. None for what is not an address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))

@@ -111,7 +111,7 @@ def test_20_logins_say_the_shortfall_keep_relogin_ones_and_alert_for_wait_ones()
     assert short, "the wait logins were not said to be short"
     assert all(e["login"] not in relogin for e in short)
     assert alerts
-    assert all("renewal budget is spent" in a for a in alerts)
+    assert all("renewals are spent" in a for a in alerts)
     relogged = [e for e in logs if e["event"] == "budget.relogin"]
     assert relogged
     assert {e["login"] for e in relogged} <= set(relogin)
@@ -172,13 +172,13 @@ def test_a_desk_larger_than_one_address_says_so_at_start_and_in_status(
         assert said["level"] == "warning"
         assert said["short"] is True
         assert said["renew_needed"] > said["renew_usable"] == 14
-        assert "another address" in said["hint"]
+        assert "another /24 subnet" in said["hint"]
         run = cli({"REDIS_URL": redis_server.url, "ORCA_ACCOUNTS": env["ORCA_ACCOUNTS"]})
         _, out, _ = wait_for(
             lambda: (r := run("status")) and "renewals: needed" in r[1] and r, what="status"
         )
         assert "may spend 14" in out
-        assert "add an instance on another address" in out
+        assert "add an instance on another /24 subnet" in out
 
 
 def test_when_renewals_run_short_the_earliest_expiry_asks_first() -> None:

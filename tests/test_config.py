@@ -365,3 +365,50 @@ def test_when_budget_short_is_read_from_the_accounts_file(tmp_path: Path) -> Non
     )
     with pytest.raises(ConfigError, match="when_budget_short must be one of wait, relogin"):
         load_settings(env)
+
+
+def test_what_tradovate_would_refuse_for_length_stops_the_start() -> None:
+    """AccessTokenRequest takes 64 characters a field and 8,192 of `sec`: more is named at
+    start (lengths only, never the value), every one at once."""
+    long_name = "APEX_" + "9" * 60
+    env = {
+        **BASE,
+        "ORCA_ACCOUNTS": f"APEX_1,{long_name}",
+        f"TRADOVATE_PASSWORD_{long_name}": "pw",
+        "TRADOVATE_PASSWORD_APEX_1": "p" * 65,
+        "TRADOVATE_APP_ID": "a" * 65,
+        "TRADOVATE_APP_VERSION": "1" * 65,
+        "TRADOVATE_DEVICE_ID": "d" * 65,
+        "TRADOVATE_SEC": "s" * 8_193,
+    }
+    found = problems(env)
+    assert "TRADOVATE_APP_ID: 65 characters, Tradovate takes 64 at most" in found
+    assert "TRADOVATE_APP_VERSION: 65 characters, Tradovate takes 64 at most" in found
+    assert "TRADOVATE_DEVICE_ID: 65 characters, Tradovate takes 64 at most" in found
+    assert "TRADOVATE_SEC: 8193 characters, Tradovate takes 8192 at most" in found
+    assert "login APEX_1: its password is over 64 characters" in found
+    assert any(p.endswith("the name is over 64 characters") for p in found)
+    assert not any("ppp" in p or "sss" in p for p in found)
+    ok = {**env, "ORCA_ACCOUNTS": "APEX_1", "TRADOVATE_PASSWORD_APEX_1": "p" * 64}
+    for name in ("TRADOVATE_APP_ID", "TRADOVATE_APP_VERSION", "TRADOVATE_DEVICE_ID"):
+        ok[name] = ok[name][:64]
+    ok["TRADOVATE_SEC"] = "s" * 8_192
+    assert load_settings(ok).tradovate.device_id == "d" * 64
+
+
+@pytest.mark.e2e
+def test_an_over_long_setting_exits_78(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**BASE, "TRADOVATE_APP_ID": "a" * 65, "PATH": "/usr/bin:/bin"}
+    ran = subprocess.run(
+        [sys.executable, "-m", "daemon", "run", "--once"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert ran.returncode == 78
+    assert "TRADOVATE_APP_ID: 65 characters" in ran.stderr + ran.stdout

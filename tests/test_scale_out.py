@@ -47,7 +47,7 @@ def test_three_instances_share_24_logins_and_lose_one_at_no_cost(
             env = daemon_env(
                 fake,
                 redis_server.url,
-                TRADOVATE_LOCAL_ADDRESS=f"127.0.0.{address}",
+                TRADOVATE_LOCAL_ADDRESS=f"127.0.{address}.1",  # one /24 each: own budgets
                 ORCA_BUDGET_GROUP=f"address-{address}",
                 ORCA_AUTH_RATE_LIMIT="1000",
             )

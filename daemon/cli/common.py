@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Mapping
@@ -61,6 +63,41 @@ def stop_on_signals() -> threading.Event:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     return stop
+
+
+INTERRUPT_GRACE_S = 1.5  # after SIGTERM/SIGINT, a one-off verb's work gets this long to end
+
+
+def run_interruptible(work: Callable[[], int], *, on_stop: Callable[[], None]) -> int:
+    """Run a one-off verb's `work` (`run --once`, `tokens refresh`) so that SIGTERM or SIGINT
+    ends the process within two seconds whatever Tradovate is doing: `on_stop` asks the work to
+    stop (no new request starts), and what is still waiting for an answer after the grace is
+    abandoned (exit 1; leases it held lapse within their TTL)."""
+    stop = stop_on_signals()
+    outcome: list[int] = []
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(work())
+        except BaseException as error:  # re-raised on the main thread below
+            failure.append(error)
+
+    worker = threading.Thread(target=target, name="one-off", daemon=True)
+    worker.start()
+    while worker.is_alive() and not stop.wait(0.1):
+        pass
+    if stop.is_set():
+        on_stop()
+        worker.join(INTERRUPT_GRACE_S)
+        if worker.is_alive():
+            log.warning("cli.interrupted", hint="stopped before Tradovate answered; run it again")
+            logging.shutdown()
+            os._exit(EX_FAILED)
+    worker.join()
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else EX_FAILED
 
 
 def known_logins(settings: Settings, client: redis.Redis) -> list[str]:

@@ -25,6 +25,8 @@ from daemon.registry import SETTINGS, Setting, setting, unknown_variables
 from daemon.store.budget import usable_of
 from daemon.store.client import build_client, disconnect
 from daemon.store.health import diagnose
+from daemon.store.heartbeat import Heartbeat, live_instances
+from daemon.values import subnet_of
 
 CLOCK_SKEW_WARN_S = 2.0
 TRADOVATE_PROBE_TIMEOUT_S = 5.0
@@ -138,9 +140,9 @@ def _capacity(settings: Settings) -> Finding:
         return Finding(
             "warning",
             "budget",
-            f"{words}: short, one address keeps about {capacity.keeps_alive} alive by renewal; "
+            f"{words}: short, one /24 subnet keeps about {capacity.keeps_alive} alive by renewal; "
             "run another "
-            "instance on another address with its own ORCA_BUDGET_GROUP, or mark API-only "
+            "instance on another /24 subnet with its own ORCA_BUDGET_GROUP, or mark API-only "
             'logins when_budget_short = "relogin"',
         )
     return Finding("ok", "budget", words)
@@ -173,6 +175,7 @@ def _redis(settings: Settings) -> list[Finding]:
     try:
         client.ping()
         seconds, micros = client.time()
+        beats = live_instances(client)
     except redis.RedisError as error:
         diagnosis = diagnose(error)
         return [
@@ -187,7 +190,30 @@ def _redis(settings: Settings) -> list[Finding]:
     found = [Finding("ok", "redis", f"{target} answers")]
     skew = time.time() - (seconds + micros / 1e6)
     found.append(_skew("redis", skew, "Redis TIME"))
-    return found
+    return found + _shared_subnets(settings, beats)
+
+
+def _shared_subnets(settings: Settings, beats: list[Heartbeat]) -> list[Finding]:
+    """Tradovate counts budgets per /24: two groups whose instances (TRADOVATE_LOCAL_ADDRESS,
+    this one's included) share a /24 spend one budget, and each believes it has its own."""
+    groups: dict[str, set[str]] = {}
+    addressed = [(beat.address, beat.group) for beat in beats]
+    addressed.append((settings.tradovate.local_address, settings.budget_group))
+    for address, group in addressed:
+        subnet = subnet_of(address) if address else None
+        if subnet is not None:
+            groups.setdefault(subnet, set()).add(group)
+    return [
+        Finding(
+            "problem",
+            "budget",
+            f"budget groups {', '.join(sorted(names))} have instances on one /24 ({subnet}): "
+            "Tradovate counts budgets per /24, so they share one; give them one ORCA_BUDGET_GROUP "
+            "or move one to another /24",
+        )
+        for subnet, names in sorted(groups.items())
+        if len(names) > 1
+    ]
 
 
 def _tradovate(settings: Settings) -> list[Finding]:

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Mapping
 
-from daemon.cli.common import command_settings
+from daemon.cli.common import command_settings, run_interruptible
 from daemon.config import LOGIN_ROUTES, ConfigError
 
 
@@ -15,9 +15,9 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from daemon.service.daemon import Daemon
 
     daemon = Daemon(command_settings(env, credentials=True))
-    daemon.install_signal_handlers()
     if args.once:
-        return daemon.run_once()
+        return run_interruptible(daemon.run_once, on_stop=daemon.request_stop)
+    daemon.install_signal_handlers()
     code = daemon.run()
     if daemon.abandoned_jobs:
         # Pool threads still stuck in a refresh would hold the interpreter open past the budget.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -15,11 +16,15 @@ from daemon.cli.common import (
     command_client,
     command_settings,
     print_json,
+    run_interruptible,
 )
 from daemon.store import tokens
 from daemon.store.heartbeat import live_instances
 from daemon.store.requests import await_answer, push_request
 from daemon.views.check import render_token_list
+
+if TYPE_CHECKING:
+    from daemon.service.daemon import Daemon
 
 REFRESH_ANSWER_WAIT_S = 30.0
 SUCCESSFUL_OUTCOMES = ("login", "renew", "kept")
@@ -68,7 +73,18 @@ def cmd_tokens_delete(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Ask the running daemons (each login's owner) through Redis; refresh here when none runs."""
+    """Ask the running daemons (each login's owner) through Redis; refresh here when none runs.
+    SIGTERM or SIGINT ends it within two seconds, whatever Tradovate is doing."""
+    here: list[Daemon] = []
+
+    def stop() -> None:
+        for daemon in here:
+            daemon.request_stop()
+
+    return run_interruptible(lambda: _tokens_refresh(args, env, here), on_stop=stop)
+
+
+def _tokens_refresh(args: argparse.Namespace, env: Mapping[str, str], here: list[Daemon]) -> int:
     settings, client = command_client(env)
     names = [login.name for login in settings.logins]
     # After a 401 a program names the account it traded on; the daemon finds its login.
@@ -77,9 +93,11 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     daemons = [beat.instance for beat in live_instances(client) if not beat.standby]
     if daemons:
         asked = names if args.name is None else [args.name]
-        outcomes = _ask_daemons(client, daemons, asked, verify=args.after_401)
+        outcomes = _ask_daemons(
+            client, daemons, asked, verify=args.after_401, operator=args.name is not None
+        )
     else:
-        outcomes = _refresh_here(env, args.name, verify=args.after_401)
+        outcomes = _refresh_here(env, args.name, verify=args.after_401, here=here)
     for name, outcome in outcomes.items():
         mark = "✅" if outcome in SUCCESSFUL_OUTCOMES else "❌"
         print(f"{mark} {name}: {outcome}")
@@ -87,10 +105,13 @@ def cmd_tokens_refresh(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def _ask_daemons(
-    client: redis.Redis, daemons: list[str], logins: list[str], *, verify: bool
+    client: redis.Redis, daemons: list[str], logins: list[str], *, verify: bool, operator: bool
 ) -> dict[str, str]:
-    """One request per login, answered by its owner, all waited for together."""
-    requests = {login: push_request(client, login, verify=verify) for login in logins}
+    """One request per login, answered by its owner, all waited for together. `operator`: a
+    login named by hand may be tried at once though the rejected ladder holds it."""
+    requests = {
+        login: push_request(client, login, verify=verify, operator=operator) for login in logins
+    }
     what = "check (after a 401)" if verify else "refresh"
     print(f"asked the running daemons ({', '.join(daemons)}) to {what} {', '.join(logins)}")
     outcomes: dict[str, str] = {}
@@ -105,18 +126,23 @@ def _ask_daemons(
     return outcomes
 
 
-def _refresh_here(env: Mapping[str, str], login: str | None, *, verify: bool) -> dict[str, str]:
+def _refresh_here(
+    env: Mapping[str, str], login: str | None, *, verify: bool, here: list[Daemon]
+) -> dict[str, str]:
     from daemon.service.daemon import Daemon, LoginsHeld
 
     print("no daemon is running: refreshing here")
     daemon = Daemon(command_settings(env, credentials=True))
+    here.append(daemon)
     try:
         if login is not None:
             resolved = daemon.login_of(login)
             if resolved is None:
                 raise CommandFailed(f"{login} is neither a configured login nor its account")
             login = resolved
-        attempts = daemon.refresh_once(None if login is None else [login], verify=verify)
+        attempts = daemon.refresh_once(
+            None if login is None else [login], verify=verify, operator=login is not None
+        )
     except LoginsHeld as running:
         raise CommandFailed(str(running)) from None
-    return {name: attempt.outcome for name, attempt in attempts.items()}
+    return {name: attempt.described() for name, attempt in attempts.items()}

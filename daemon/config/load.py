@@ -63,9 +63,46 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         budget_group=_budget_group(reader),
         budget_window_s=reader.integer("ORCA_BUDGET_WINDOW", low=1, high=86_400),
     )
+    _check_lengths(reader, settings)
     if reader.problems:
         raise ConfigError(reader.problems)
     return replace(settings, credential_files=tuple(reader.files_read))
+
+
+# AccessTokenRequest's limits (SPEC, "Tradovate's documented answers"): Tradovate refuses more.
+FIELD_MAX_CHARS = 64
+SEC_MAX_CHARS = 8_192
+
+
+def _check_lengths(reader: EnvReader, settings: Settings) -> None:
+    """What Tradovate would refuse, named at start (lengths only, never a value)."""
+    tradovate = settings.tradovate
+    fields = {
+        "TRADOVATE_APP_ID": tradovate.app_id,
+        "TRADOVATE_APP_VERSION": tradovate.app_version,
+        "TRADOVATE_DEVICE_ID": tradovate.device_id or "",
+        "TRADOVATE_CID": str(tradovate.cid),
+    }
+    for name, value in fields.items():
+        if len(value) > FIELD_MAX_CHARS:
+            reader.problem(
+                name, f"{len(value)} characters, Tradovate takes {FIELD_MAX_CHARS} at most"
+            )
+    sec = tradovate.sec.reveal() if tradovate.sec is not None else ""
+    if len(sec) > SEC_MAX_CHARS:
+        reader.problem(
+            "TRADOVATE_SEC", f"{len(sec)} characters, Tradovate takes {SEC_MAX_CHARS} at most"
+        )
+    for login in settings.logins:
+        if len(login.name) > FIELD_MAX_CHARS:
+            reader.problem(
+                f"login {login.name[:20]}...", f"the name is over {FIELD_MAX_CHARS} characters"
+            )
+        password = login.password.reveal() if login.password is not None else ""
+        if len(password) > FIELD_MAX_CHARS:
+            reader.problem(
+                f"login {login.name}", f"its password is over {FIELD_MAX_CHARS} characters"
+            )
 
 
 def load_redis_settings(env: Mapping[str, str]) -> RedisSettings:

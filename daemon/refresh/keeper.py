@@ -166,8 +166,26 @@ class RedisKeeper:
             status=status,
             fence=self._fence(state.name),
         )
-        state.written_names = tokens.names
+        self._drop_left_names(state, tokens.names)
+        state.written_names, state.written_token = tokens.names, grant.access_token
         return ttl
+
+    def _drop_left_names(self, state: LoginProgress, names: tuple[str, ...]) -> None:
+        """An account the list no longer gives (inactive, closed, archived, gone) loses the
+        keys this login wrote for it; a key another writer holds now is left alone."""
+        left = [name for name in state.written_names if name not in names]
+        if not left or state.grant is None:
+            return
+        ours = {state.grant.access_token, state.written_token}
+        keys = read_token_keys(self.redis, left, with_ttl=False)
+        stale = [key.name for key in keys if key.token is not None and key.token in ours]
+        fenced_delete(
+            self.redis,
+            self._fence(state.name),
+            [key for name in stale for key in (token_key(name), md_token_key(name))],
+        )
+        if stale:
+            log.info("token.names_dropped", login=state.name, names=stale)
 
     def write_status(self, state: LoginProgress) -> None:
         """The login's status alone (a failure); best effort, Redis may be the fault."""

@@ -31,6 +31,7 @@ from daemon.constants import (
 from daemon.outcomes import Outcome
 from daemon.refresh.progress import LoginProgress
 from daemon.store.tokens import key_margin_s
+from daemon.token_format import iso
 from daemon.tradovate import TokenGrant
 
 RENEW_SLACK_S = 2.0  # a renewal lands at least this long before its key would expire
@@ -83,6 +84,15 @@ class Attempt:
     @property
     def deferred(self) -> bool:
         return self.outcome.deferred
+
+    def described(self) -> str:
+        """The outcome word, and for a wait nobody shortens, why and until when (`tokens
+        refresh NAME`'s answer): `parked (locked) until 2026-12-02T03:00:00+00:00`."""
+        if self.until is None or self.outcome.ok:
+            return str(self.outcome)
+        why = f" ({self.reason})" if self.reason is not None and self.reason != self.outcome else ""
+        when = "an operator acts" if math.isinf(self.until) else iso(self.until)
+        return f"{self.outcome}{why} until {when}"
 
 
 class Policy:

@@ -32,6 +32,7 @@ class LoginProgress:
     auth_slot_at: float | None = None  # a start time reserved with the AuthPacer
     notes: tuple[str, ...] = ()  # said once in the log, kept in the status (skipped names)
     written_names: tuple[str, ...] = ()  # the names its last write covered
+    written_token: str | None = None  # ... with this token
     session_unused: bool = False  # a login was sent and nothing usable came of it yet
     # The rejected-password ladder (a wrong password, Closed (forever), Unconfirmed, 400, 404),
     # kept across restarts; an operator's `tokens refresh NAME` may try once at once.

@@ -144,13 +144,14 @@ class Reporter:
             expires_at=iso(grant.expires_at),
             slot_in_s=round(wait_s),
             group=group,
-            hint="renewals this address may spend run out: add an instance on another address",
+            hint="renewals this /24 may spend run out: add an instance on another /24 subnet",
         )
         if self.alerts is not None:
             self.alerts.send(
-                f"⏳ {state.name}: the address's renewal budget is spent; its token expires at "
-                f"{iso(grant.expires_at)}, before a renewal slot frees. It will log in again "
-                "after it lapses (when_budget_short = wait). Add an instance on another address."
+                f"⏳ {state.name}: the budget group's renewals are spent; its token expires at "
+                f"{iso(grant.expires_at)}, before a renewal slot frees. It logs in again only "
+                "when the budget has room (when_budget_short = wait). Add an instance on "
+                "another /24 subnet."
             )
 
     def waiting(self, event: str, login: str, wait_s: float) -> None:

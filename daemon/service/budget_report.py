@@ -14,8 +14,8 @@ log = structlog.get_logger("daemon.service")
 
 BUDGET_REPORT_INTERVAL_S = 15.0
 CAPACITY_HINT = (
-    "this address may renew fewer tokens an hour than the logins need: run another instance "
-    "on another address with its own ORCA_BUDGET_GROUP (README, Scale out), or mark API-only "
+    "this /24 subnet may renew fewer tokens an hour than the logins need: run another instance "
+    "on another /24 subnet with its own ORCA_BUDGET_GROUP (README, Scale out), or mark API-only "
     'logins when_budget_short = "relogin"'
 )
 

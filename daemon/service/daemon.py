@@ -100,9 +100,9 @@ class Daemon:
         return self.once.run()
 
     def refresh_once(
-        self, names: list[str] | None = None, *, verify: bool = False
+        self, names: list[str] | None = None, *, verify: bool = False, operator: bool = False
     ) -> dict[str, Attempt]:
-        return self.once.refresh(names, verify=verify)
+        return self.once.refresh(names, verify=verify, operator=operator)
 
     # -- lifecycle -------------------------------------------------------------------------
 

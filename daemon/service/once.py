@@ -57,7 +57,7 @@ class OnePass:
         return 1 if failed else 0
 
     def refresh(
-        self, names: list[str] | None = None, *, verify: bool = False
+        self, names: list[str] | None = None, *, verify: bool = False, operator: bool = False
     ) -> dict[str, Attempt]:
         """Adopt what Redis holds, then refresh every login (or those named) once; queued
         alerts and history are delivered before it returns. Raises RedisError, before any
@@ -77,7 +77,7 @@ class OnePass:
         try:
             self._c.keeper.adopt(names)
             with ThreadPoolExecutor(max_workers=self._c.settings.refresh_concurrency) as pool:
-                settled = pool.map(lambda name: self._until_settled(name, verify), names)
+                settled = pool.map(lambda name: self._until_settled(name, verify, operator), names)
                 attempts = dict(zip(names, settled, strict=True))
         finally:
             keeping.set()
@@ -93,11 +93,11 @@ class OnePass:
             except redis.RedisError as error:
                 self._c.redis_health.failed(error)
 
-    def _until_settled(self, name: str, verify: bool = False) -> Attempt:
+    def _until_settled(self, name: str, verify: bool = False, operator: bool = False) -> Attempt:
         """Wait out auth pacing and penalty tickets, but not an address budget that frees
         only in an hour: a one-off pass then reports the login as not refreshed."""
         refresher = self._c.refresher
-        attempt = refresher.refresh(name, force=not verify, verify=verify)
+        attempt = refresher.refresh(name, force=not verify, verify=verify, operator=operator)
         while (
             attempt.deferred
             and attempt.delay_s <= ONCE_LONGEST_WAIT_S

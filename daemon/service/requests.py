@@ -58,10 +58,13 @@ class RequestBroker:
             outcomes = {}
             for name in self._c.owned() if login is None else [login]:
                 attempt = self._c.refresher.refresh(
-                    name, force=not request.verify, verify=request.verify
+                    name,
+                    force=not request.verify,
+                    verify=request.verify,
+                    operator=request.operator,
                 )
                 self._jobs.reschedule(name, attempt.delay_s)
-                outcomes[name] = attempt.outcome
+                outcomes[name] = attempt.described()
         log.info(
             "refresh_request.done", request=request.id, probe=request.verify, outcomes=outcomes
         )

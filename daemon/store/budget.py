@@ -2,8 +2,9 @@
 
 Tradovate counts some endpoints per client address over a rolling hour and answers a penalty
 ticket past the limit: `renewaccesstoken` 15 (every request), `accesstokenrequest` 5 (failed
-requests only). Instances cannot see their public address (NAT), so ORCA_BUDGET_GROUP names the
-budget they share: one group per address. Spending lives in Redis (a sorted set of spend times
+requests only), keyed to the caller's /24 subnet. Instances cannot see their public address (NAT),
+so ORCA_BUDGET_GROUP names the budget they share: one group per public /24. Spending lives in
+Redis (a sorted set of spend times
 per endpoint, checked and added in one Lua step), so neither a second instance nor a crash loop
 under Restart=on-failure can overspend it; a penalty ticket blocks the endpoint for the whole
 group, as Tradovate does.
@@ -161,7 +162,7 @@ class AddressBudget:
 
 
 def read_capacities(client: redis.Redis) -> list[dict[str, Any]]:
-    """Every group's published capacity (one per address)."""
+    """Every group's published capacity (one per /24 subnet)."""
     found = []
     for chunk in scan_batches(client, f"{BUDGET_KEY_PREFIX}*:capacity"):
         found += [v for v in map(json_object, get_many(client, chunk)) if v is not None]

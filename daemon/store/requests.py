@@ -36,9 +36,11 @@ class RefreshRequest:
     id: str
     login: str | None
     verify: bool = False  # "probe" on the wire: older libraries in trading programs write it
+    operator: bool = False  # `tokens refresh NAME`: may try a login the rejected ladder holds
 
     def to_json(self) -> str:
-        return json.dumps({"id": self.id, "login": self.login, "probe": self.verify})
+        fields = {"id": self.id, "login": self.login, "probe": self.verify}
+        return json.dumps({**fields, "operator": True} if self.operator else fields)
 
     @classmethod
     def parse(cls, raw: object) -> RefreshRequest | None:
@@ -47,13 +49,18 @@ class RefreshRequest:
             return None
         login = value.get("login")
         return cls(
-            value["id"], login if isinstance(login, str) else None, value.get("probe") is True
+            value["id"],
+            login if isinstance(login, str) else None,
+            value.get("probe") is True,
+            value.get("operator") is True and isinstance(login, str),
         )
 
 
-def push_request(client: redis.Redis, login: str | None, *, verify: bool = False) -> str:
+def push_request(
+    client: redis.Redis, login: str | None, *, verify: bool = False, operator: bool = False
+) -> str:
     """Queue a request for the running daemons; returns its id (its answer lands under it)."""
-    request = RefreshRequest(secrets.token_hex(8), login, verify)
+    request = RefreshRequest(secrets.token_hex(8), login, verify, operator and not verify)
     _push(client, REFRESH_REQUESTS_KEY, request)
     return request.id
 

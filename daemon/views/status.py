@@ -96,7 +96,7 @@ def _capacity_words(capacity: dict[str, Any]) -> str:
     if capacity.get("short"):
         words += (
             f": SHORT, it keeps about {capacity.get('keeps_alive')} logins alive by renewal; "
-            "add an instance on another address"
+            "add an instance on another /24 subnet"
         )
     return words
 

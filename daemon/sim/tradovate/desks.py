@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 REFERENCE_DESK = {"APEX_266668": 4, "APEX_272045": 5, "APEX_136189": 3, "APEX_265995": 1}
 
@@ -13,6 +14,12 @@ class FakeUser:
     password: str
     accounts: list[str]
     user_id: int = 0
+    # userStatus: Active, Closed, Initiated, TemporaryLocked, UnconfirmedEmail (SPEC's schema)
+    status: str = "Active"
+    password_expires_at: float | None = None  # passwordExpirationTime, epoch seconds
+    hibp_hint: str | None = None  # e.g. EmailAndPasswordCompromised
+    accounts_denied: bool = False  # /account/list answers 401 to its live tokens (key scope)
+    account_flags: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> overrides
 
 
 def reference_desk(password_prefix: str = "demo-") -> list[FakeUser]:

@@ -20,8 +20,22 @@ RECOVERABLE_FAULTS = (
     "reset",
     "hang",
 )
-# Every kind of answer a fault can replace a real one with.
-FAULT_KINDS = (*RECOVERABLE_FAULTS, "http_429", "http_401", "error_text", "penalty", "captcha")
+# Every kind of answer a fault can replace a real one with (partner docs, "Error Handling":
+# 400 malformed, 401/403 permissions, 404 unknown endpoint, 423 about to be locked out, 429 the
+# user's limit with an empty body).
+FAULT_KINDS = (
+    *RECOVERABLE_FAULTS,
+    "http_400",
+    "http_401",
+    "http_403",
+    "http_404",
+    "http_423",
+    "http_429",
+    "error_text",
+    "penalty",
+    "captcha",
+    "drip",
+)
 
 
 @dataclass
@@ -29,7 +43,7 @@ class Fault:
     kind: str
     count: int = 1
     p_time_s: float = 1.0  # penalty
-    hang_s: float = 30.0  # hang
+    hang_s: float = 30.0  # hang; drip: seconds between two bytes
     user: str | None = None  # only requests of this login; None: anyone's
 
 
@@ -44,13 +58,25 @@ class Reset:
     """Drop the connection without an answer."""
 
 
+@dataclass(frozen=True)
+class Drip:
+    """Send this JSON body one byte every `every_s` (an overall deadline must end it)."""
+
+    body: bytes
+    every_s: float
+
+
 def fault_answer(fault: Fault) -> tuple[int, Any]:
     expired_claims = b64({"exp": 1_000_000_000})
     answers: dict[str, tuple[int, Any]] = {
         "http_500": (500, {"errorText": "Internal Server Error"}),
         "http_503": (503, b"<html><body>Service Unavailable</body></html>"),
-        "http_429": (429, {"errorText": "Too Many Requests"}),
+        "http_400": (400, {"errorText": "Bad Request"}),
         "http_401": (401, {"errorText": "Access is denied"}),
+        "http_403": (403, {"errorText": "Forbidden"}),
+        "http_404": (404, b""),
+        "http_423": (423, {"errorText": "You are about to be locked out"}),
+        "http_429": (429, b""),  # Tradovate's 429 has an empty body
         "html": (200, b"<html><body>Maintenance</body></html>"),
         "not_json": (200, b"{not json"),
         "no_token": (200, {"userStatus": "Active"}),
@@ -61,5 +87,6 @@ def fault_answer(fault: Fault) -> tuple[int, Any]:
         "captcha": (200, {"p-ticket": "captcha-ticket", "p-time": 0, "p-captcha": True}),
         "reset": (0, Reset()),
         "hang": (0, Hang(fault.hang_s)),
+        "drip": (200, Drip(b'{"errorText": "' + b"." * 200 + b'"}', fault.hang_s)),
     }
     return answers[fault.kind]

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from daemon.sim.tradovate.faults import Hang, Reset
+from daemon.sim.tradovate.faults import Drip, Hang, Reset
 
 if TYPE_CHECKING:
     from daemon.sim.tradovate.simulator import FakeTradovate
@@ -57,6 +57,9 @@ def handler_class(fake: FakeTradovate) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
                 return
+            if isinstance(answer, Drip):
+                self._drip(status, answer)
+                return
             if isinstance(answer, bytes):
                 payload, content_type = answer, "text/html"
             else:
@@ -69,6 +72,19 @@ def handler_class(fake: FakeTradovate) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(payload)
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True  # the client gave up waiting: what it should do
+
+        def _drip(self, status: int, answer: Drip) -> None:
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                for byte in answer.body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(answer.every_s)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True
 
         def do_GET(self) -> None:
             self._serve("GET")

@@ -11,12 +11,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-from daemon.sim.tradovate import tradingview
+from daemon.sim.tradovate import answers, tradingview
 from daemon.sim.tradovate.desks import FakeUser, reference_desk
 from daemon.sim.tradovate.faults import FAULT_KINDS, Fault, fault_answer
 from daemon.sim.tradovate.http import QuietHTTPServer, handler_class
@@ -57,6 +56,9 @@ class Observations:
     failed_login_times: list[float] = field(default_factory=list)
     authorizations: collections.Counter[str] = field(default_factory=collections.Counter)
     authorize_headers: list[dict[str, str]] = field(default_factory=list)  # as sent
+    device_ids: collections.Counter[tuple[str, str]] = field(  # (name, deviceId) of each login
+        default_factory=collections.Counter
+    )
 
 
 class FakeTradovate:
@@ -72,6 +74,7 @@ class FakeTradovate:
         opaque_tokens: bool = False,
         address_budgets: bool = True,
         tv_expiration: bool = True,
+        renew_md_tokens: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.users = {u.name: u for u in (users if users is not None else reference_desk())}
@@ -87,7 +90,10 @@ class FakeTradovate:
         # penalty ticket past them), on the same time-scale as the tokens' life.
         self.address_budgets = address_budgets
         self.tv_expiration = tv_expiration  # False: /authorize says nothing of the lifetime
-        # Spends per client address: instances bound to 127.0.0.x each have budgets of their own.
+        # The published renewal schema has no mdAccessToken: renewals carry one only if asked.
+        self.renew_md_tokens = renew_md_tokens
+        # Spends per /24 of the client address, as Tradovate counts: all of 127.0.0.x is one
+        # budget; instances bound to 127.0.1.1, 127.0.2.1, ... each have one of their own.
         self._renewals: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque
         )
@@ -206,21 +212,10 @@ class FakeTradovate:
         session = self._sessions.get(claims.get("sid", -1))
         return session if session is not None and session.open else None
 
-    def _grant(self, session: _Session) -> dict[str, Any]:
+    def _grant(self, session: _Session, *, with_md: bool = True) -> dict[str, Any]:
         token, expires_at = self._issue(session, "access")
-        md_token, _ = self._issue(session, "md")
-        user = self.users[session.user]
-        return {
-            "accessToken": token,
-            "mdAccessToken": md_token,
-            "expirationTime": datetime.fromtimestamp(expires_at, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
-            "userId": user.user_id,
-            "userStatus": "Active",
-            "name": user.name,
-            "hasLive": False,
-        }
+        md_token = self._issue(session, "md")[0] if with_md else None
+        return answers.access_token_response(self.users[session.user], token, expires_at, md_token)
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -230,7 +225,7 @@ class FakeTradovate:
             address,
             name=str(body.get("name")),
             key_ok=body.get("sec") == self.sec,
-            failure=lambda text: {"errorText": text},
+            failure=lambda text: answers.login_failure(self.users.get(str(body.get("name"))), text),
             success=self._grant,
         )
 
@@ -275,15 +270,19 @@ class FakeTradovate:
             self.penalty_resends_ok += 1
         if ticket is None:
             penalty = self._over_budget(
-                self._failed_logins[address], LOGIN_FAILURE_BUDGET, LOGIN_PATH
+                self._failed_logins[answers.subnet(address)], LOGIN_FAILURE_BUDGET, LOGIN_PATH
             )
             if penalty is not None:
                 self._tickets[penalty["p-ticket"]] = {"body": body, "due": now + penalty["p-time"]}
                 return 200, penalty
         user = self.users.get(name)
-        if user is None or body.get("password") != user.password or not key_ok:
-            self._failed_logins[address].append(now)  # only failed requests count
+        right = user is not None and body.get("password") == user.password and key_ok
+        stopped = answers.STOPPING_STATUSES.get(user.status) if right and user else None
+        if user is None or not right or stopped is not None:
+            self._failed_logins[answers.subnet(address)].append(now)  # only failures count
             self.seen.failed_login_times.append(now)
+            if stopped is not None:
+                return 200, failure(stopped)
             return 200, failure(
                 "Incorrect username or password. "
                 "Please try again, noting that passwords are case-sensitive."
@@ -319,8 +318,9 @@ class FakeTradovate:
         return {"p-ticket": secrets.token_hex(8), "p-time": PENALTY_S * self.time_scale}
 
     def _renew(self, token: str, address: str) -> tuple[int, Any]:
-        penalty = self._over_budget(self._renewals[address], RENEW_BUDGET, RENEW_PATH)
-        self._renewals[address].append(self.clock())  # every request counts, answered or not
+        spent = self._renewals[answers.subnet(address)]
+        penalty = self._over_budget(spent, RENEW_BUDGET, RENEW_PATH)
+        spent.append(self.clock())  # every request counts, answered or not
         if penalty is not None:
             return 200, penalty
         claims = self._verify(token)
@@ -329,7 +329,7 @@ class FakeTradovate:
             return 401, {"errorText": "Access is denied"}
         self.seen.renewals[session.user] += 1
         self.seen.renewal_times.append(self.clock())
-        return 200, self._grant(session)
+        return 200, self._grant(session, with_md=self.renew_md_tokens)
 
     def _accounts(self, token: str) -> tuple[int, Any]:
         claims = self._verify(token)
@@ -337,10 +337,9 @@ class FakeTradovate:
         if claims is None or session is None:
             return 401, {"errorText": "Access is denied"}
         user = self.users[session.user]
-        return 200, [
-            {"id": user.user_id * 100 + n, "name": name, "userId": user.user_id, "active": True}
-            for n, name in enumerate(user.accounts, start=1)
-        ]
+        if user.accounts_denied:  # live: a key whose scope denies accounts, a changed device
+            return 401, {"errorText": "Access is denied"}
+        return 200, answers.account_items(user)
 
     def _take_fault(self, path: str, user: str | None) -> Fault | None:
         queue = self._faults.get(path)
@@ -366,6 +365,7 @@ class FakeTradovate:
     ) -> tuple[int, Any]:
         if path == LOGIN_PATH and isinstance(body, dict):
             self.seen.login_bodies.append(body)
+            self.seen.device_ids[(str(body.get("name")), str(body.get("deviceId")))] += 1
             user: str | None = str(body.get("name"))
         elif path == AUTHORIZE_PATH and isinstance(body, dict):
             user = str(body.get("login"))
@@ -373,9 +373,11 @@ class FakeTradovate:
             claims = self._verify(token) if token else None
             user = str(claims.get("sub")) if claims else None
         fault = self._take_fault(path, user)
-        if fault is not None and fault.kind == "penalty" and isinstance(body, dict):
+        if fault is not None and fault.kind == "penalty":
             ticket = secrets.token_hex(8)
-            self._tickets[ticket] = {"body": body, "due": self.clock() + fault.p_time_s}
+            resend = body if isinstance(body, dict) else {}
+            self._tickets[ticket] = {"body": resend, "due": self.clock() + fault.p_time_s}
+            self.seen.penalties[path] += 1
             return 200, {"p-ticket": ticket, "p-time": fault.p_time_s}
         if fault is not None:
             return fault_answer(fault)
