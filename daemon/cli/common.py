@@ -73,7 +73,18 @@ def run_interruptible(work: Callable[[], int], *, on_stop: Callable[[], None]) -
     ends the process within two seconds whatever Tradovate is doing: `on_stop` asks the work to
     stop (no new request starts), and what is still waiting for an answer after the grace is
     abandoned (exit 1; leases it held lapse within their TTL)."""
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()
+    try:
+        return _interruptible(work, stop, on_stop)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _interruptible(
+    work: Callable[[], int], stop: threading.Event, on_stop: Callable[[], None]
+) -> int:
     outcome: list[int] = []
     failure: list[BaseException] = []
 

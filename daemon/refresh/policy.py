@@ -68,6 +68,16 @@ def earlier_due(others: Iterable[LoginProgress], progress: LoginProgress, now: f
     )
 
 
+def renewal_verdict(progress: LoginProgress, renewed: TokenGrant) -> tuple[bool, int]:
+    """Whether to hold a renewal, and how many in a row have not moved the expiry: one whose
+    expirationTime did not move is retried once; the second in a row is taken as refused
+    (else it would be retried in a loop)."""
+    assert progress.grant is not None
+    moved = renewed.expires_at > progress.grant.expires_at
+    accepted = moved or progress.unmoved_renewals == 0
+    return accepted, 0 if moved or not accepted else 1
+
+
 @dataclass(frozen=True)
 class Attempt:
     """What one refresh attempt did, and when the next one is due."""

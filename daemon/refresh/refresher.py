@@ -7,6 +7,7 @@ appointment. Its collaborators are built by `refresh.build`.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -29,6 +30,7 @@ from daemon.refresh.policy import (
     Policy,
     earlier_due,
     next_action,
+    renewal_verdict,
 )
 from daemon.refresh.progress import AuthDeferred, LoginProgress
 from daemon.refresh.reporter import Reporter
@@ -93,6 +95,7 @@ class Refresher:
         self.captcha_park_s = captcha_park_s
         self.clock = clock
         self.may_act = may_act
+        self._renewing = threading.Lock()
 
     def refresh(
         self, name: str, *, force: bool = False, verify: bool = False, operator: bool = False
@@ -173,6 +176,10 @@ class Refresher:
         return Outcome.LOGIN
 
     def _renew(self, state: LoginProgress, now: float) -> bool:
+        with self._renewing:  # one at a time: a captcha or a ticket is seen before the next
+            return self._renew_one(state, now)
+
+    def _renew_one(self, state: LoginProgress, now: float) -> bool:
         """Renew within the address's budget. False: log in instead (the token was refused, or
         the budget is spent and this login is marked `relogin`). Raises AuthDeferred to wait
         for a slot, or for the token's expiry when none frees in time (`wait`)."""
@@ -185,8 +192,7 @@ class Refresher:
                 return False
             self.reporter.budget_short(state, now, spend.wait_s, self.budget.group)
             state.lapsed_for_budget = now + spend.wait_s >= grant.expires_at
-            # When a slot frees, the login whose token dies first asks first: each waiting
-            # login is staggered by how many due ones expire before it.
+            # When a slot frees, the login whose token dies first asks first (staggered).
             stagger_s = BUDGET_STAGGER_S * self.budget.window_s / BUDGET_WINDOW_S
             wait_s = spend.wait_s + stagger_s * earlier_due(self.states.values(), state, now)
             raise AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
@@ -202,15 +208,12 @@ class Refresher:
             # Every renewal would meet it: the group renews nothing, logins follow the rule.
             self.budget.block(RENEW, self.captcha_park_s, now)
             self.reporter.renewal_captcha(state.name, self.captcha_park_s, self.budget.group)
-            return self._renew(state, now)
+            return self._renew_one(state, now)
         else:
-            if renewed.expires_at > grant.expires_at or state.unmoved_renewals == 0:
-                moved = renewed.expires_at > grant.expires_at
-                state.unmoved_renewals = 0 if moved else 1
+            accepted, state.unmoved_renewals = renewal_verdict(state, renewed)
+            if accepted:
                 self._hold(state, renewed)
                 return True
-            # The second renewal in a row that does not move the expiry: refused.
-            state.unmoved_renewals = 0
             self.keeper.drop_dead_token(state, "renewals do not move expirationTime")
         if not self.may_act(state.name):  # the renewal took a while: still the owner?
             raise _MayNotAct("the lease is no longer certainly held")
@@ -226,10 +229,8 @@ class Refresher:
         state.renew_at = self.policy.renew_at(grant) if grant.lifetime_known else self.clock()
 
     def _ensure_accounts_and_write(self, state: LoginProgress, source: Outcome) -> None:
-        """List accounts with every new token and every check period, then write every key. A
-        token refused on the account list is dead: its keys are deleted at once and it is never
-        written again; any other account-list fault still writes the token under the names
-        already known."""
+        """List accounts with every new token and check period (`refresh.accounts`), then write
+        every key: under the names already known when the list could not be had."""
         assert state.grant is not None
         now = self.clock()
         if not state.grant.lifetime_known:  # no key is written with a guessed lifetime
