@@ -63,7 +63,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRADOVATE_APP_VERSION", "1.0", "API app version"),
     Setting("TRADOVATE_CID", None, "API key id (required when a login uses `api`)"),
     Setting("TRADOVATE_SEC", None, "API key secret (required when a login uses `api`)", secret=True),
-    Setting("TRADOVATE_DEVICE_ID", None, "default: a UUID stable for this machine and login; set it in containers"),
+    Setting("TRADOVATE_DEVICE_ID", None, "default: a UUID5 of each login's name, the same on every machine, container and restart; set it only to pin one id for all logins"),
     Setting("TRADOVATE_LOCAL_ADDRESS", None, "source address for calls to Tradovate, on hosts with several (give each its own ORCA_BUDGET_GROUP)"),
     Setting("TRADOVATE_PASSWORD_<NAME>", None, "password of a login listed in `ORCA_ACCOUNTS` (NAME upper-cased, non-alphanumerics as `_`)", secret=True),
     Setting("ORCA_ENV_FILE", ".env", "the env file read before the environment (the environment wins)"),
