@@ -174,7 +174,13 @@ def test_no_tradovate_request_starts_after_a_stop_signal(
         wait_for(
             lambda: any(path == ACCOUNTS_PATH for _, path in list(fake.seen.arrivals)),
             timeout=20,
-            what="an account list in flight",
+            what="the first account list",
+        )
+        arrived = len(fake.seen.arrivals)
+        wait_for(  # a login just sent: its account list would follow after the signal
+            lambda: any(path == LOGIN_PATH for _, path in list(fake.seen.arrivals)[arrived:]),
+            timeout=20,
+            what="a login in flight",
         )
         signalled = time.monotonic()
         daemon.signal(signal.SIGTERM)
@@ -247,3 +253,24 @@ def test_a_tradingview_login_meets_423_and_429_on_authorize_like_the_api(
         wait_for(named, timeout=20, what="APEX_1 rate limited, APEX_2 valid")
         authorize = [status for path, status in fake.seen.requests if path == AUTHORIZE_PATH]
         assert sorted(authorize) == [200, 429]  # one each: APEX_1 waits its hour alone
+
+
+def test_a_wait_login_never_logs_in_again_while_the_budget_cannot_renew_it(
+    redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """Defect: 20 logins, short tokens, Tradovate's real 15 renewals per rolling hour: the
+    `wait` logins whose renewals did not fit opened 2-3 new sessions each once their tokens
+    lapsed. Now they stay out (parked, said) until the budget has room for their renewals."""
+    with FakeTradovate(numbered_desk(20, 1), token_lifetime_s=24, budget_window_s=3_600) as fake:
+        env = daemon_env(fake, redis_server.url, ORCA_AUTH_RATE_LIMIT="1000")
+        daemon = start_daemon(env)
+        client = redis_server.client()
+        names = list(fake.users)
+        wait_for(lambda: all_live(client, names, fake), timeout=20, what="every token live")
+        first_round_ends = time.monotonic() + 2 * 24
+        wait_for(lambda: time.monotonic() > first_round_ends, timeout=60, what="two lifetimes")
+        assert sum(fake.seen.penalties.values()) == 0
+        assert sum(fake.seen.renewals.values()) <= 14  # Tradovate's 15 less the reserve
+        assert daemon.event("budget.short")["hint"].endswith("another /24 subnet")
+        again = {name: n for name, n in fake.seen.sessions_opened.items() if n > 1}
+        assert again == {}

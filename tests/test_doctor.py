@@ -119,3 +119,33 @@ def test_doctor_says_each_logins_route_and_what_it_needs(
     assert f"{served_tradovate.tv_base_url}/authorize" in said["APEX_266668"]
     assert said["APEX_272045"].startswith("APEX_272045 logs in by api: accesstokenrequest")
     assert "TRADOVATE_SEC" in said["APEX_272045"]
+
+
+def test_two_budget_groups_on_one_24_are_named_a_problem(
+    cli: Callable[[dict[str, str]], Run],
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+) -> None:
+    """Tradovate counts budgets per /24: an instance of group `b` on 127.0.3.9 and this one of
+    group `a` on 127.0.3.1 spend one budget, though each believes it has its own."""
+    import time
+
+    from daemon.store.heartbeat import Heartbeat, write_heartbeat
+
+    now = time.time()
+    other = Heartbeat("other:1:ab", 1, None, now, 4, group="b", address="127.0.3.9")
+    write_heartbeat(redis_server.client(), other)
+    env = daemon_env(
+        served_tradovate,
+        redis_server.url,
+        ORCA_BUDGET_GROUP="a",
+        TRADOVATE_LOCAL_ADDRESS="127.0.3.1",
+    )
+    code, report = doctor(cli, env)
+    assert code == 1
+    found = [f for f in report["findings"] if f["topic"] == "budget" and f["level"] == "problem"]
+    assert found, report["findings"]
+    assert "127.0.3.0/24" in found[0]["text"]
+    env["TRADOVATE_LOCAL_ADDRESS"] = "127.0.4.1"  # another /24: a budget of its own
+    code, report = doctor(cli, env)
+    assert not [f for f in report["findings"] if f["level"] == "problem"], report["findings"]

@@ -51,7 +51,7 @@ class LoginProgress:
         return self.grant is not None and self.grant.expires_at > now
 
     def state(self, now: float) -> LoginState:
-        if self.parked_until > now:
+        if self.parked_until > now or (self.lapsed_for_budget and not self.holds_valid_token(now)):
             return LoginState.PARKED
         if self.failures:
             return LoginState.FAILING

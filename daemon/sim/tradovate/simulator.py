@@ -75,6 +75,7 @@ class FakeTradovate:
         address_budgets: bool = True,
         tv_expiration: bool = True,
         renew_md_tokens: bool = False,
+        budget_window_s: float | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.users = {u.name: u for u in (users if users is not None else reference_desk())}
@@ -92,8 +93,8 @@ class FakeTradovate:
         self.tv_expiration = tv_expiration  # False: /authorize says nothing of the lifetime
         # The published renewal schema has no mdAccessToken: renewals carry one only if asked.
         self.renew_md_tokens = renew_md_tokens
-        # Spends per /24 of the client address, as Tradovate counts: all of 127.0.0.x is one
-        # budget; instances bound to 127.0.1.1, 127.0.2.1, ... each have one of their own.
+        self._budget_window_s = budget_window_s  # None: Tradovate's hour on the tokens' scale
+        # Spends per /24 of the client address: 127.0.0.x is one budget, 127.0.1.1 another.
         self._renewals: dict[str, collections.deque[float]] = collections.defaultdict(
             collections.deque
         )
@@ -305,7 +306,7 @@ class FakeTradovate:
 
     @property
     def budget_window_s(self) -> float:
-        return BUDGET_WINDOW_S * self.time_scale
+        return self._budget_window_s or BUDGET_WINDOW_S * self.time_scale
 
     def _over_budget(self, spent: collections.deque[float], limit: int, path: str) -> Any:
         """A penalty ticket when `spent` already holds `limit` in the rolling window."""
