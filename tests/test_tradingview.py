@@ -243,13 +243,16 @@ def test_a_mixed_accounts_file_serves_both_routes_and_status_names_them(
             found = status_json(run)
             rows = {row["login"]: row for row in found["logins"]}
             good = [n for n in names if n != names[2]]
-            if all(rows[n]["token"] == "valid" for n in good) and rows[names[2]]["last_error"]:
+            # Statuses and tokens are read apart: a token may be seen before its status.
+            recorded = all(rows[n]["route"] for n in names)
+            valid = all(rows[n]["token"] == "valid" for n in good)
+            if recorded and valid and rows[names[2]]["last_error"]:
                 return found
             return None
 
         found = wait_for(settled, timeout=30, what="three valid logins and one rejected")
     rows = {row["login"]: row for row in found["logins"]}
-    assert {n: rows[n]["route"] for n in names} == routes
+    assert {n: rows[n]["route"] for n in names} == routes, found
     assert found["code"] == 1
     assert "Incorrect username or password" in rows[names[2]]["last_error"]
     assert served.seen.authorizations[names[0]] == 1
