@@ -248,3 +248,13 @@ def test_a_renewal_that_does_not_move_the_expiry_is_refused_after_one_retry(worl
     refused = next(e for e in logs if e["event"] == "token.refused")
     assert refused["reason"] == "renewals do not move expirationTime"
     assert again.outcome == "login"  # the held session is given up, a new one opened
+
+
+def test_a_short_penalty_never_shortens_a_423s_hour(world: World) -> None:
+    world.fake.inject(LOGIN_PATH, "http_423")
+    assert world.refresher.refresh("APEX_1").outcome == "lockout"
+    world.fake.inject(LOGIN_PATH, "penalty", p_time_s=15)
+    world.refresher.budget.block("login_failure", 15, world.clock.now)  # a ticket's 15 s
+    world.clock.advance(60)
+    assert world.refresher.refresh("APEX_2").outcome == "deferred"
+    assert logins_sent(world, "APEX_2") == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from daemon.outcomes import Outcome
 from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import Policy, RenewalCapacity
+from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress
 from daemon.refresh.reporter import Reporter
 from daemon.tradovate import (
@@ -82,14 +82,3 @@ class AccountsCheck:
         state.drop_notes(ACCOUNTS_NOTE)
         state.add_note(f"{ACCOUNTS_NOTE} ({why}: {error}), asked again in {pause_s:.0f} s")
         self._reporter.accounts_denied(state, error, why, pause_s)
-
-
-def room_to_log_in(
-    state: LoginProgress, *, holding: int, period_s: float, window_s: float, usable: int, used: int
-) -> bool:
-    """Pure: whether a `wait` login whose token ran out for want of renewals may log in again:
-    only when a renewal slot is free now and the renewals of the `holding` logins, and its own,
-    fit the budget; else it would open a session only to lapse again, or push another out."""
-    if not state.lapsed_for_budget or state.login.when_budget_short != "wait":
-        return True
-    return used < usable and not RenewalCapacity(holding + 1, period_s, window_s, usable).short

@@ -22,6 +22,7 @@ from daemon.refresh.policy import Policy, interval_fits
 from daemon.refresh.progress import LoginProgress
 from daemon.refresh.refresher import Refresher
 from daemon.refresh.reporter import Reporter
+from daemon.refresh.room import LoginRoom
 from daemon.refresh.signin import SignIn
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
@@ -111,6 +112,7 @@ def build_refreshing(
         budget=budget,
         names=names,
         accounts=accounts,
+        room=LoginRoom(states, policy, budget),
         keeper=keeper,
         reporter=reporter,
         redis_health=redis_health or RedisHealth(settings.redis.target(), metrics),

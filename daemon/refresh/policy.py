@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -262,3 +262,24 @@ def renew_before_expiry_s(lifetime_s: float) -> float:
         RENEW_BEFORE_EXPIRY_S,
         max(lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION, key_margin_s(lifetime_s) + RENEW_SLACK_S),
     )
+
+
+def room_to_log_in(
+    state: LoginProgress,
+    *,
+    holding: int,
+    period_s: float,
+    window_s: float,
+    usable: int,
+    used: Callable[[], int],
+) -> bool:
+    """Whether a `wait` login whose token ran out for want of renewals may log in again: only
+    when a renewal slot is free now and the renewals of the `holding` logins, and its own, fit
+    the budget with one renewal to spare (at the margin the newcomer would push a kept login
+    out: renewals go to the earliest expiry); else it would open a session only to lapse
+    again. `used` is asked last: it is a Redis round trip."""
+    if not state.lapsed_for_budget or state.login.when_budget_short != "wait":
+        return True
+    spare = max(1, usable - 1)
+    fits = not RenewalCapacity(holding + 1, period_s, window_s, spare).short
+    return fits and used() < usable

@@ -57,6 +57,12 @@ class LoginProgress:
             return LoginState.FAILING
         return LoginState.OK if self.holds_valid_token(now) else LoginState.PENDING
 
+    def wait_ends(self, now: float) -> tuple[float, Outcome | None]:
+        """When the wait before the next attempt ends, and why: a park's reason, or the
+        outcome that set the rejected ladder's back-off."""
+        reason = self.park_reason if self.parked_until > now else self.last_outcome
+        return max(self.parked_until, self.not_before), reason
+
     def add_note(self, note: str) -> bool:
         """Add a note to the login's status; True the first time (warn once, not per write)."""
         if note in self.notes:

@@ -20,8 +20,7 @@ from daemon.constants import (
     PARK_RECHECK_S,
 )
 from daemon.outcomes import Outcome
-from daemon.refresh.accounts import AccountsCheck, room_to_log_in
-from daemon.refresh.capacity import assumed_lifetime_s
+from daemon.refresh.accounts import AccountsCheck
 from daemon.refresh.keeper import RedisKeeper
 from daemon.refresh.names import AccountNames
 from daemon.refresh.policy import (
@@ -34,6 +33,7 @@ from daemon.refresh.policy import (
 )
 from daemon.refresh.progress import AuthDeferred, LoginProgress
 from daemon.refresh.reporter import Reporter
+from daemon.refresh.room import LoginRoom
 from daemon.refresh.signin import SignIn
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.fence import LeaseLost
@@ -53,7 +53,7 @@ from daemon.tradovate import (
 
 NOT_OWNER_RETRY_S = 1.0
 LAPSED_WAITING = "token lapsed for want of renewals: logs in when the budget has room"
-ROOM_RECHECKS_PER_WINDOW = 12  # a lapsed `wait` login looks for room every 5 minutes
+ROOM_RECHECKS_PER_WINDOW = 4  # a lapsed `wait` login looks for room every 15 minutes
 LIFETIME_UNKNOWN = "lifetime unknown, renewing"
 LIFETIME_UNKNOWN_RETRY_S = 1.0
 BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot (real hour)
@@ -74,6 +74,7 @@ class Refresher:
         budget: AddressBudget,
         names: AccountNames,
         accounts: AccountsCheck,
+        room: LoginRoom,
         keeper: RedisKeeper,
         reporter: Reporter,
         redis_health: RedisHealth,
@@ -89,6 +90,7 @@ class Refresher:
         self.budget = budget
         self.names = names
         self.accounts = accounts
+        self.room = room
         self.keeper = keeper
         self.reporter = reporter
         self.redis_health = redis_health
@@ -96,6 +98,7 @@ class Refresher:
         self.clock = clock
         self.may_act = may_act
         self._renewing = threading.Lock()
+        self._renewals_stopped_until = 0.0
 
     def refresh(
         self, name: str, *, force: bool = False, verify: bool = False, operator: bool = False
@@ -131,14 +134,14 @@ class Refresher:
         now = self.clock()
         action = next_action(state, now, force=force)
         if action is Action.WAIT_PARKED:
-            until = max(state.parked_until, state.not_before)
-            reason = state.park_reason if state.parked_until > now else state.last_outcome
+            until, reason = state.wait_ends(now)
             return Attempt(Outcome.PARKED, min(until - now, PARK_RECHECK_S), until, reason)
         if not self.may_act(state.name):
             return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
-        if action is Action.LOGIN and not self._room_to_log_in(state, now):
-            state.last_error = LAPSED_WAITING
-            self.keeper.write_status(state)
+        if action is Action.LOGIN and not self.room.admit(state, now):
+            if state.last_error != LAPSED_WAITING:  # said once, not at every look for room
+                state.last_error = LAPSED_WAITING
+                self.keeper.write_status(state)
             wait_s = self.budget.window_s / ROOM_RECHECKS_PER_WINDOW
             return Attempt(Outcome.DEFERRED, wait_s, now + wait_s, Outcome.DEFERRED)
         try:
@@ -176,10 +179,6 @@ class Refresher:
         return Outcome.LOGIN
 
     def _renew(self, state: LoginProgress, now: float) -> bool:
-        with self._renewing:  # one at a time: a captcha or a ticket is seen before the next
-            return self._renew_one(state, now)
-
-    def _renew_one(self, state: LoginProgress, now: float) -> bool:
         """Renew within the address's budget. False: log in instead (the token was refused, or
         the budget is spent and this login is marked `relogin`). Raises AuthDeferred to wait
         for a slot, or for the token's expiry when none frees in time (`wait`)."""
@@ -197,18 +196,23 @@ class Refresher:
             wait_s = spend.wait_s + stagger_s * earlier_due(self.states.values(), state, now)
             raise AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
         try:
-            renewed = self.tradovate.renew(grant.access_token)
+            with self._renewing:  # sent one at a time: a captcha or a ticket stops the next
+                if self._renewals_stopped_until > self.clock():
+                    raise AuthDeferred(self._renewals_stopped_until - self.clock())
+                renewed = self.tradovate.renew(grant.access_token)
         except TokenRefused as refused:
             self.keeper.drop_dead_token(state, str(refused))
         except PenaltyTicket as penalty:
+            self._renewals_stopped_until = self.clock() + penalty.wait_s
             self.budget.block(RENEW, penalty.wait_s, now)  # for every login of the address
             self.reporter.penalty(state.name, penalty.wait_s, endpoint="renew")
             raise AuthDeferred(max(penalty.wait_s, 1.0)) from None
         except CaptchaRequired:
             # Every renewal would meet it: the group renews nothing, logins follow the rule.
+            self._renewals_stopped_until = self.clock() + self.captcha_park_s
             self.budget.block(RENEW, self.captcha_park_s, now)
             self.reporter.renewal_captcha(state.name, self.captcha_park_s, self.budget.group)
-            return self._renew_one(state, now)
+            return self._renew(state, now)
         else:
             accepted, state.unmoved_renewals = renewal_verdict(state, renewed)
             if accepted:
@@ -221,6 +225,7 @@ class Refresher:
 
     def _hold(self, state: LoginProgress, grant: TokenGrant) -> None:
         previous, state.lapsed_for_budget = state.grant, False
+        self.room.settled(state.name)
         if grant.md_access_token is None:
             grant = _with_md_token(grant, previous)
         self.reporter.password_news(state, grant)
@@ -263,20 +268,6 @@ class Refresher:
         else:  # a `relogin` login with no renewal to spend: the keys stay until the next check
             self.keeper.write(state, success=Outcome.KEPT)
 
-    def _room_to_log_in(self, state: LoginProgress, now: float) -> bool:
-        window_s = self.budget.window_s
-        lifetime = state.grant.lifetime_s if state.grant else assumed_lifetime_s(window_s)
-        room = room_to_log_in(
-            state,
-            holding=sum(1 for other in self.states.values() if other.holds_valid_token(now)),
-            period_s=self.policy.renewal_period_s(lifetime),
-            window_s=window_s,
-            usable=self.budget.usable(RENEW),
-            used=self.budget.used(RENEW, now),
-        )
-        state.lapsed_for_budget = not room
-        return room
-
     def _succeeded(self, state: LoginProgress, source: Outcome) -> Attempt:
         now = self.clock()
         after_failures = state.failures
@@ -291,6 +282,7 @@ class Refresher:
         self, state: LoginProgress, error: Exception, outcome: Outcome, *, logging_in: bool = False
     ) -> Attempt:
         now = self.clock()
+        self.room.settled(state.name)
         state.failures += 1
         delay = self.policy.delay_after_failure(
             outcome,

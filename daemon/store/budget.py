@@ -75,6 +75,14 @@ end
 return 1
 """
 
+# KEYS[1] block; ARGV: until (epoch s), ttl (s). A block only ever grows: a 15 s ticket never
+# shortens a 423's hour or a captcha's park.
+_BLOCK = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+return 1
+"""
+
 
 RESERVE = 1  # kept off each of Tradovate's limits: clocks of instances differ a little
 
@@ -109,6 +117,7 @@ class AddressBudget:
         self.window_s = window_s
         self._spend = client.register_script(_SPEND)
         self._settle = client.register_script(_SETTLE)
+        self._block = client.register_script(_BLOCK)
 
     def usable(self, endpoint: str) -> int:
         return usable_of(self.limits[endpoint])
@@ -149,9 +158,10 @@ class AddressBudget:
         )
 
     def block(self, endpoint: str, seconds: float, now: float) -> None:
-        """A penalty ticket: nobody in the group calls this endpoint for `seconds`."""
+        """A penalty ticket (a 423, a captcha): nobody in the group calls this endpoint for
+        `seconds`, or longer when a block already runs."""
         key = f"{self._key(endpoint)}:blocked"
-        self._client.set(key, repr(now + seconds), ex=math.ceil(seconds + self.window_s))
+        self._block(keys=[key], args=[repr(now + seconds), math.ceil(seconds + self.window_s)])
 
     def used(self, endpoint: str, now: float) -> int:
         return int(self._client.zcount(self._key(endpoint), now - self.window_s, "+inf"))
