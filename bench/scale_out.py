@@ -159,19 +159,19 @@ def bench_capacity(server: RedisServer, report: Callable[..., None], workdir: Pa
         ok = ok and run["penalties"] == 0 and run["kept"] >= 0.9 * expected
         ok = ok and run["first_valid_s"] >= 0
         rows.append(
-            f"{addresses:>2} address(es): {run['kept']:.0f} of {LOGINS} kept alive "
-            f"({run['kept'] / addresses:.1f} per address; what the budgets allow: {expected}), "
+            f"{addresses:>2} /24 subnet(s): {run['kept']:.0f} of {LOGINS} kept alive "
+            f"({run['kept'] / addresses:.1f} per /24; what the budgets allow: {expected}), "
             f"penalty tickets {run['penalties']:.0f}, every login valid "
             f"{run['first_valid_s']:.1f} s after start, {run['sessions']:.0f} sessions opened"
         )
     report(
-        f"6. scale out: {LOGINS} logins, budgets enforced per address, tokens live "
+        f"6. scale out: {LOGINS} logins, budgets enforced per /24 subnet, tokens live "
         f"{CAPACITY_TOKEN_S:.0f} s (the hour is {CAPACITY_TOKEN_S * 3600 / 4800:.0f} s), "
         f"{CAPACITY_LIFETIMES:g} lifetimes",
         "\n    ".join(rows),
-        "15 logins per address: 14 renewals an hour (a reserve of 1 under Tradovate's 15), "
-        "each token renewed about every 65 minutes; a login beyond that lapses and logs in "
-        "again (when_budget_short = wait)",
+        "15 logins per /24: 14 renewals an hour (a reserve of 1 under Tradovate's 15), "
+        "each token renewed about every 65 minutes; a login beyond that lapses and stays out "
+        f"while the budget cannot renew it (when_budget_short = wait): {LOGINS} sessions at best",
         "0 penalty tickets; at least 90% of what the budgets allow kept alive",
         ok,
     )
