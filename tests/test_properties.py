@@ -50,6 +50,11 @@ tradovate_like = st.fixed_dictionaries(
         "p-time": st.one_of(st.integers(), st.floats(allow_nan=False), st.text(max_size=5)),
         "p-captcha": st.booleans(),
         "userId": json_values,
+        "userStatus": st.sampled_from(
+            ["Active", "Closed", "Initiated", "TemporaryLocked", "UnconfirmedEmail", "?"]
+        ),
+        "passwordExpirationTime": st.one_of(st.text(max_size=30), st.integers(), st.floats()),
+        "hibpHint": json_values,
     },
 )
 bodies = st.one_of(
@@ -57,7 +62,10 @@ bodies = st.one_of(
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=60),
 )
-answers = st.tuples(st.sampled_from([200, 200, 200, 401, 429, 500, 503]), bodies)
+# Tradovate's documented statuses too (partner docs, "Error Handling").
+answers = st.tuples(
+    st.sampled_from([200, 200, 200, 400, 401, 403, 404, 423, 429, 500, 503]), bodies
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
