@@ -314,3 +314,17 @@ def build_world(fake: FakeTradovate, clock: FakeClock, **env: str) -> World:
         settings, client, store, metrics=metrics, instance="test", clock=clock, rng=random.Random(1)
     ).refresher
     return World(clock, fake, store, metrics, refresher)
+
+
+@contextmanager
+def two_login_world(lifetime_s: float = 4_800.0) -> Iterator[World]:
+    """APEX_1 (2 accounts) and APEX_2 (3) at a simulator on a hand-moved clock, answered
+    through respx: the `world` fixture of the refresher's tests."""
+    clock = FakeClock()
+    fake = FakeTradovate(
+        [user("APEX_1", accounts=2), user("APEX_2", accounts=3)],
+        token_lifetime_s=lifetime_s,
+        clock=clock,
+    )
+    with tradovate_routes(fake):
+        yield build_world(fake, clock)

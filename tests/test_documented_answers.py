@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 from structlog.testing import capture_logs
 
-from daemon.sim.tradovate import ACCOUNTS_PATH, LOGIN_PATH, RENEW_PATH, FakeTradovate
+from daemon.sim.tradovate import ACCOUNTS_PATH, LOGIN_PATH, RENEW_PATH
 from daemon.store.status import read_statuses
 from daemon.token_format import jwt_expiry
 from daemon.tradovate import device_id_for
-from tests.helpers import FakeClock, World, build_world, tradovate_routes, user
+from tests.helpers import World, build_world, two_login_world
 
 LIFETIME_S = 4_800.0
 HOUR_S = 3_600.0
@@ -23,14 +23,8 @@ HOUR_S = 3_600.0
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    clock = FakeClock()
-    fake = FakeTradovate(
-        [user("APEX_1", accounts=2), user("APEX_2", accounts=3)],
-        token_lifetime_s=LIFETIME_S,
-        clock=clock,
-    )
-    with tradovate_routes(fake):
-        yield build_world(fake, clock)
+    with two_login_world(LIFETIME_S) as built:
+        yield built
 
 
 def logins_sent(world: World, name: str) -> int:

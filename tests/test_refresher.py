@@ -25,6 +25,7 @@ from tests.helpers import (
     build_world,
     make_jwt,
     tradovate_routes,
+    two_login_world,
     user,
 )
 
@@ -33,14 +34,8 @@ LIFETIME_S = 4_800.0
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    clock = FakeClock()
-    fake = FakeTradovate(
-        [user("APEX_1", accounts=2), user("APEX_2", accounts=3)],
-        token_lifetime_s=LIFETIME_S,
-        clock=clock,
-    )
-    with tradovate_routes(fake):
-        yield build_world(fake, clock)
+    with two_login_world(LIFETIME_S) as built:
+        yield built
 
 
 def test_first_refresh_logs_in_and_writes_every_key(world: World) -> None:
