@@ -252,3 +252,18 @@ def test_a_short_penalty_never_shortens_a_423s_hour(world: World) -> None:
     world.clock.advance(60)
     assert world.refresher.refresh("APEX_2").outcome == "deferred"
     assert logins_sent(world, "APEX_2") == 0
+
+
+def test_a_token_for_an_unconfirmed_user_is_used_and_the_status_shown(world: World) -> None:
+    """userStatus Initiated with a token: the token serves, the status says what is unfinished."""
+    from daemon.sim.tradovate import answers
+
+    world.fake.users["APEX_1"].status = "Initiated"
+    stops = answers.STOPPING_STATUSES.pop("Initiated")
+    try:
+        with capture_logs() as logs:
+            assert world.refresher.refresh("APEX_1").outcome == "login"
+    finally:
+        answers.STOPPING_STATUSES["Initiated"] = stops
+    assert "unconfirmed: userStatus Initiated" in world.refresher.states["APEX_1"].notes
+    assert [e["user_status"] for e in logs if e["event"] == "login.unconfirmed"] == ["Initiated"]

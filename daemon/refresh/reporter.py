@@ -203,7 +203,12 @@ class Reporter:
 
     def password_news(self, state: LoginProgress, grant: TokenGrant) -> None:
         """A password expiring within a week, or a `hibpHint`: said once per change, kept in
-        the status, alerted, and the expiry exported."""
+        the status, alerted, and the expiry exported; an unconfirmed user noted likewise."""
+        unconfirmed = f"{Outcome.UNCONFIRMED}: userStatus {grant.user_status}"
+        if grant.user_status is None:  # Active again, or never said
+            state.drop_notes(str(Outcome.UNCONFIRMED))
+        elif state.add_note(unconfirmed):  # a token, but the sign-up is not finished
+            log.warning("login.unconfirmed", login=state.name, user_status=grant.user_status)
         if grant.password_expires_at is not None:
             self.metrics.password_expiry.labels(login=state.name).set(grant.password_expires_at)
         now = self._clock()
