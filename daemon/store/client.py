@@ -74,6 +74,10 @@ def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
     options: dict[str, Any] = {
         "max_connections": 2 if lease else settings.max_connections,
         "decode_responses": True,
+        # Redis is shared: a value that is not UTF-8 (any program may SET one) is read with
+        # U+FFFD in place of the bad bytes, which no token and no JSON state accepts, instead of
+        # raising UnicodeDecodeError out of a loop that catches RedisError.
+        "encoding_errors": "replace",
         "socket_keepalive": True,
         "socket_connect_timeout": (
             min(settings.socket_connect_timeout_s, LEASE_IO_TIMEOUT_S)

@@ -1,0 +1,39 @@
+"""What another program writes to the shared Redis cannot stop the daemon (issue 21, first
+step): a value that is not UTF-8 in a login's token key, or JSON nested past the parser's depth
+in its status, is a foreign value. The daemon restores its own key and every CLI verb answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+
+from daemon.sim.environment import wait_for
+from daemon.sim.observe import all_live, all_names
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate
+from tests.helpers import Run, StartDaemon, daemon_env
+
+
+def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
+    served_tradovate: FakeTradovate,
+    redis_server: RedisServer,
+    start_daemon: StartDaemon,
+    cli: Callable[[dict[str, str]], Run],
+) -> None:
+    fake = served_tradovate
+    env = daemon_env(fake, redis_server.url)
+    daemon = start_daemon(env)
+    client = redis_server.client(encoding_errors="replace")  # the test reads the foreign value too
+    names = all_names(fake)
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    raw = redis.Redis(**redis_server.client_options())
+    raw.set("token:APEX_266668", b"\xff\xfe\x80not-utf-8")
+    raw.set("orca:status:APEX_272045", b"[" * 5_000)
+    run = cli(env)
+    for verb in (("status", "--json"), ("check",), ("tokens", "list"), ("health",)):
+        code, out, err = run(*verb)
+        assert "Traceback" not in out + err, (verb, err)
+        assert code in (0, 1), (verb, code, err)
+    wait_for(lambda: all_live(client, names, fake), timeout=15, what="the daemon's own keys back")
+    assert daemon.process.poll() is None
