@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import fakeredis
 import redis
 
 from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
+from daemon.store.budget import RENEW, AddressBudget
 from tests.helpers import Run, StartDaemon, daemon_env
 
 
@@ -37,3 +39,18 @@ def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
         assert code in (0, 1), (verb, code, err)
     wait_for(lambda: all_live(client, names, fake), timeout=15, what="the daemon's own keys back")
     assert daemon.process.poll() is None
+
+
+def test_a_forged_penalty_block_is_trusted_only_as_far_as_tradovate_documents() -> None:
+    """`orca:budget:{group}:renew:blocked` set by another program: `abc` is no block (not
+    "Redis is down"), `1e300` or now + 10^6 blocks no longer than the longest documented wait."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    budget = AddressBudget(client, "g", {RENEW: 15}, window_s=3_600, longest_block_s=3_600)
+    key = "orca:budget:{g}:renew:blocked"
+    client.set(key, "abc")
+    assert budget.try_spend(RENEW, 1_000.0, who="A").ok
+    for forged in ("1e300", repr(1_000.0 + 10**6)):
+        client.set(key, forged)
+        spend = budget.try_spend(RENEW, 1_000.0, who="A")
+        assert not spend.ok
+        assert spend.wait_s == 3_600

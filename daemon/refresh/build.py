@@ -12,7 +12,12 @@ from dataclasses import dataclass
 import redis
 
 from daemon.config import Settings
-from daemon.constants import ASSUMED_TOKEN_LIFETIME_S, BUDGET_WINDOW_S, FRESH_TOKEN_S
+from daemon.constants import (
+    ASSUMED_TOKEN_LIFETIME_S,
+    BUDGET_WINDOW_S,
+    FRESH_TOKEN_S,
+    LOCKOUT_S,
+)
 from daemon.metrics import Metrics
 from daemon.refresh.accounts import AccountsCheck
 from daemon.refresh.capacity import Capacity
@@ -67,6 +72,7 @@ def build_refreshing(
             LOGIN_FAILURE: settings.login_failure_budget_per_hour,
         },
         window_s=window_s,
+        longest_block_s=max(LOCKOUT_S, settings.captcha_park_s),
     )
     policy = Policy(
         settings.refresh_interval_s,

@@ -28,13 +28,16 @@ RENEW = "renew"
 LOGIN_FAILURE = "login_failure"
 
 # KEYS[1] spends, KEYS[2] block, KEYS[3] pending (taken, outcome not yet known).
-# ARGV: now, window, usable, member, who_prefix, share, pending (1: hold it as pending).
+# ARGV: now, window, usable, member, who_prefix, share, pending (1: hold it as pending),
+# longest block (s): a block that is not a number, or lasts longer than any Tradovate documents
+# (another program's SET), is read as none or as that longest.
 # Returns {1, 0} when taken, {0, wait_ms} when not: the budget is full (wait until the oldest
 # spend leaves the window, or a second while others' calls are still pending), the login's
 # share is spent, or a penalty ticket blocks the endpoint.
 _SPEND = """
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
+local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+blocked_until = math.min(blocked_until, now + tonumber(ARGV[8]))
 if blocked_until > now then return {0, math.ceil((blocked_until - now) * 1000)} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60)
@@ -110,8 +113,12 @@ class AddressBudget:
         limits: dict[str, int],
         *,
         window_s: float,
+        longest_block_s: float = 3_600.0,
     ) -> None:
+        """`longest_block_s`: the longest wait Tradovate documents (a 423's hour, a captcha
+        park); a block read from Redis is never trusted beyond it."""
         self._client = client
+        self.longest_block_s = longest_block_s
         self.group = group
         self.limits = limits
         self.window_s = window_s
@@ -145,6 +152,7 @@ class AddressBudget:
                 f"{who}|",
                 share,
                 "1" if pending else "0",
+                repr(self.longest_block_s),
             ],
         )
         return Spend(bool(ok), max(0.0, float(wait_ms) / 1000), member)
