@@ -267,3 +267,20 @@ def test_a_token_for_an_unconfirmed_user_is_used_and_the_status_shown(world: Wor
         answers.STOPPING_STATUSES["Initiated"] = stops
     assert "unconfirmed: userStatus Initiated" in world.refresher.states["APEX_1"].notes
     assert [e["user_status"] for e in logs if e["event"] == "login.unconfirmed"] == ["Initiated"]
+
+
+def test_a_forged_status_parks_no_longer_than_tradovate_documents(world: World) -> None:
+    """A status is anyone's to write: a park until 2199 is restored as the longest documented
+    wait, a rejected back-off as the ladder's 4 h at most."""
+    import json
+
+    now = world.clock.now
+    forged = {"login": "APEX_1", "last_outcome": "locked", "park_reason": "locked"}
+    forged["parked_until"] = "2199-01-01T00:00:00+00:00"
+    world.redis.set("orca:status:APEX_1", json.dumps(forged))
+    rejected = {"login": "APEX_2", "last_outcome": "rejected", "failures": 1}
+    rejected["next_attempt_at"] = "2199-01-01T00:00:00+00:00"
+    world.redis.set("orca:status:APEX_2", json.dumps(rejected))
+    world.refresher.keeper.adopt()
+    assert world.refresher.states["APEX_1"].parked_until == pytest.approx(now + 3_600)
+    assert world.refresher.states["APEX_2"].not_before == pytest.approx(now + 14_400)

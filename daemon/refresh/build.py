@@ -94,6 +94,7 @@ def build_refreshing(
         names,
         policy,
         max_ttl_s=settings.token_ttl_s,
+        longest_park_s=max(LOCKOUT_S, settings.captcha_park_s),
         instance=instance,
         clock=clock,
         may_act=may_act,

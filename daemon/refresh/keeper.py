@@ -11,6 +11,7 @@ from dataclasses import replace
 import redis
 import structlog
 
+from daemon.constants import REJECTED_BACKOFF_S
 from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.names import AccountNames
 from daemon.refresh.policy import Policy
@@ -49,8 +50,10 @@ class RedisKeeper:
         clock: Callable[[], float],
         may_act: Callable[[str], bool],
         fence: Callable[[str], Fence | None],
+        longest_park_s: float = 3_600.0,
     ) -> None:
         self.redis = redis_client
+        self._longest_park_s = longest_park_s
         self._states = states
         self._names = names
         self._policy = policy
@@ -72,7 +75,7 @@ class RedisKeeper:
         adopted = 0
         for key, md_token, recorded in zip(keys, md_tokens, statuses, strict=True):
             state, token = self._states[key.name], key.token
-            self._restore_backoff(state, recorded, now)
+            self._restore_backoff(state, recorded, now, self._longest_park_s)
             if state.grant is not None or recorded is None or token is None:
                 continue
             # Only the expiry recorded with this very token counts: nothing is decoded.
@@ -105,7 +108,9 @@ class RedisKeeper:
         return adopted
 
     @staticmethod
-    def _restore_backoff(state: LoginProgress, recorded: LoginStatus | None, now: float) -> None:
+    def _restore_backoff(
+        state: LoginProgress, recorded: LoginStatus | None, now: float, longest_park_s: float
+    ) -> None:
         """A rejected password's back-off, a park and a Closed user outlive the process: under
         Restart=on-failure a crash loop must not retry them at every start. Closed holds only
         while the password is the one it was closed with (a changed configuration tries)."""
@@ -114,13 +119,15 @@ class RedisKeeper:
         outcome, restored = recorded.last_outcome, False
         parked_until = parse_expiration_time(recorded.parked_until)
         if parked_until is not None and parked_until > now and recorded.park_reason is not None:
-            state.parked_until, state.park_reason = parked_until, recorded.park_reason
+            # A status is anyone's to write: no park outlasts the longest Tradovate documents.
+            state.parked_until = min(parked_until, now + longest_park_s)
+            state.park_reason = recorded.park_reason
             restored = True
         due = parse_expiration_time(recorded.next_attempt_at)
         if outcome is Outcome.CLOSED and recorded.credential == _credential(state):
             state.not_before, restored = math.inf, True
         elif outcome.held_back and due is not None and due > now and state.not_before <= now:
-            state.not_before, restored = due, True
+            state.not_before, restored = min(due, now + REJECTED_BACKOFF_S[-1]), True
         if restored:
             state.failures = recorded.failures
             state.last_outcome, state.last_error = outcome, recorded.last_error
