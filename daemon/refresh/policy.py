@@ -204,8 +204,6 @@ class Policy:
             return RATE_LIMITED_BACKOFF_S
         if outcome is Outcome.CLOSED:
             return math.inf
-        if outcome is Outcome.LOCKED:
-            return LOCKED_PARK_S
         if outcome.held_back:
             # 15 min, 30, 60, 2 h, 4 h: one wrong password never spends the failures the
             # other logins of the address may need (Tradovate allows 5 an hour for all).
