@@ -267,7 +267,8 @@ def test_in_flight_refreshes_finish_after_sigterm(
         events = [e["event"] for e in daemon.events()]
         assert "daemon.stop_timeout" not in events
         assert events.index("daemon.stopping") < events.index("token.refreshed")
-        assert len(valid_token_keys(redis_server)) >= 2  # a login and its account, at least
+        # The login in flight is written; no account list starts after the stop (issue 20).
+        assert len(valid_token_keys(redis_server)) >= 1
 
 
 def test_a_hung_refresh_is_abandoned_within_the_stop_budget(
