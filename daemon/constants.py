@@ -16,6 +16,7 @@ HEARTBEAT_KEY_PREFIX: Final = "orca:heartbeat:"  # per-instance liveness, answer
 HEARTBEAT_TTL_S: Final = 6  # a killed instance leaves the membership within this
 INSTANCES_KEY: Final = "orca:instances"  # set of instance ids; live while their heartbeat is
 LEGACY_LEADER_KEY: Final = "orca:leader"  # protocol 1's one lease: a daemon of it is running
+LEGACY_LEADER_TTL_S: Final = 10  # ... renewed with this TTL; one without a TTL is nobody's
 LEASE_KEY_PREFIX: Final = "orca:lease:"  # {login}: the owner's fencing value, `{instance}:{random}`
 PROTOCOL_VERSION: Final = 2  # in heartbeats; 1 was the single `orca:leader` lease
 REFRESH_REQUESTS_KEY: Final = "orca:refresh:requests"  # `tokens refresh` asks any daemon here
@@ -30,6 +31,8 @@ LEASE_TTL_S: Final = 5  # the owner renews every round: five chances before it l
 LEASE_DEADLINE_MARGIN_S: Final = 1.0  # the holder stops acting this long before the TTL runs out
 LEASE_IO_TIMEOUT_S: Final = 1.0  # lease and heartbeat commands: well under the lease's TTL
 MEMBERSHIP_SETTLED_ROUNDS: Final = 3  # logins move only once the live instances stay the same
+MEMBER_IDLE_ROUNDS: Final = 10  # a member that takes none of its free logins this long is left out
+HEARTBEAT_MAX_BYTES: Final = 2_048  # a larger heartbeat is not one this protocol writes
 RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite what is missing
 
 # Token lifetime rules (SPEC "Tradovate facts").
@@ -39,6 +42,7 @@ TOKEN_TTL_MARGIN_FRACTION: Final = 0.1  # ... or a tenth of the lifetime, when t
 RENEW_BEFORE_EXPIRY_S: Final = 900  # Tradovate's advice: renew about 15 minutes before expiry
 RENEW_BEFORE_EXPIRY_FRACTION: Final = 15 / 80  # ... the same share of a shorter (simulated) life
 ASSUMED_TOKEN_LIFETIME_S: Final = 4_800  # 80 minutes, for capacity before any token is seen
+MAX_RENEW_BUDGET_PER_HOUR: Final = 10_000  # ORCA_RENEW_BUDGET_PER_HOUR's bound (a heartbeat's too)
 BUDGET_WINDOW_S: Final = 3_600  # Tradovate's rolling hour (ORCA_BUDGET_WINDOW scales it)
 REJECTED_BACKOFF_S: Final = (900, 1_800, 3_600, 7_200, 14_400)  # a wrong password: 15 min .. 4 h
 LOGIN_FAILURE_SHARE: Final = 2  # failed logins one login may spend per window, of the budget

@@ -62,6 +62,12 @@ class Metrics:
         self.leader = Gauge(
             "orca_leader", "1 while this instance refreshes tokens.", registry=self.registry
         )
+        self.logins_unrefreshed = Gauge(
+            "orca_logins_unrefreshed",
+            "Configured logins nobody refreshes, as this instance sees them: no live instance "
+            "holds their lease, or (standing by) no valid token is in Redis.",
+            registry=self.registry,
+        )
         self.logins_owned = Gauge(
             "orca_logins_owned",
             "How many logins this instance refreshes now (holds the lease of).",

@@ -4,17 +4,21 @@ in its status, is a foreign value. The daemon restores its own key and every CLI
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Callable
 
 import fakeredis
 import redis
 
+from daemon.constants import LEGACY_LEADER_KEY
 from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.budget import RENEW, AddressBudget
-from tests.helpers import Run, StartDaemon, daemon_env
+from daemon.store.lease import holders, lease_key
+from tests.helpers import Run, StartDaemon, daemon_env, http_get, metric_value
 
 
 def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
@@ -54,3 +58,61 @@ def test_a_forged_penalty_block_is_trusted_only_as_far_as_tradovate_documents() 
         spend = budget.try_spend(RENEW, 1_000.0, who="A")
         assert not spend.ok
         assert spend.wait_s == 3_600
+
+
+def test_a_forged_leader_without_a_ttl_and_a_forged_lease_stop_nothing(
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """`SET orca:leader x` (no protocol-1 daemon anywhere) and a lease of a login set to
+    another value without a TTL, both before the daemon starts: it takes every login."""
+    fake = served_tradovate
+    client = redis_server.client()
+    client.set(LEGACY_LEADER_KEY, "x")
+    client.set(lease_key("APEX_266668"), "someone-else")
+    daemon = start_daemon(daemon_env(fake, redis_server.url))
+    names = all_names(fake)
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    assert daemon.event("cluster.legacy_leader_ignored")["why"] == "no TTL"
+    assert daemon.event("lease.foreign")["key"] == lease_key("APEX_266668")
+    owner = daemon.event("daemon.starting")["instance"]
+    logins = list(fake.users)
+    assert set(holders(client, logins).values()) == {owner}
+    assert sum(fake.seen.sessions_opened.values()) == len(logins)
+
+
+def test_a_renewed_legacy_leader_keeps_it_standing_by_visibly(
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """A legacy `orca:leader` with a lease's TTL, renewed, and no protocol-1 daemon refreshing
+    anything: the new daemon stands by (never a second owner), but says so: /readyz 503 and
+    orca_logins_unrefreshed, the gauge OrcaLoginsUnrefreshed fires on."""
+    client = redis_server.client()
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(1.0):
+            client.set(LEGACY_LEADER_KEY, "old-host:1:aaaa:bbbbbbbb", px=10_000)
+
+    client.set(LEGACY_LEADER_KEY, "old-host:1:aaaa:bbbbbbbb", px=10_000)
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
+    try:
+        env = daemon_env(served_tradovate, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0")
+        daemon = start_daemon(env)
+        health = daemon.event("daemon.starting")["health"]
+        daemon.event("cluster.protocol_mismatch")
+        logins = len(served_tradovate.users)
+
+        def unrefreshed() -> tuple[float, str] | None:
+            _, metrics = http_get(f"http://{health}/metrics")
+            count = metric_value(metrics, "orca_logins_unrefreshed")
+            return (count, metrics) if count == logins else None
+
+        wait_for(unrefreshed, what="every login counted as unrefreshed")
+        status, body = http_get(f"http://{health}/readyz")
+        assert status == 503
+        assert json.loads(body)["unrefreshed"] == logins
+        assert served_tradovate.seen.received == 0  # standing by: nothing sent
+    finally:
+        stop.set()
+        renewer.join()

@@ -117,7 +117,7 @@ def test_a_daemon_of_the_old_protocol_keeps_a_new_one_standing_by_until_it_is_go
     """A rolling upgrade: while a protocol-1 daemon holds `orca:leader`, the new one takes no
     login and calls Tradovate never; once the old one is gone, the new one takes every login."""
     client = redis_server.client()
-    client.set("orca:leader", "old-host:1:aaaa:bbbbbbbb")  # the old daemon, renewing it
+    client.set("orca:leader", "old-host:1:aaaa:bbbbbbbb", px=20_000)  # the old daemon's lease
     daemon = processes.start(daemon_env(served_tradovate, redis_server.url), cwd=str(tmp_path))
     said = daemon.event("cluster.protocol_mismatch")
     assert said["reason"] == "a protocol-1 daemon holds orca:leader"

@@ -21,7 +21,11 @@ from daemon.config.model import (
 )
 from daemon.config.reader import EnvReader
 from daemon.config.secret import Secret
-from daemon.constants import TRADOVATE_BASE_URLS, TRADOVATE_TV_BASE_URLS
+from daemon.constants import (
+    MAX_RENEW_BUDGET_PER_HOUR,
+    TRADOVATE_BASE_URLS,
+    TRADOVATE_TV_BASE_URLS,
+)
 from daemon.values import SAFE_NAME
 
 
@@ -56,7 +60,9 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         log_file=reader.text("ORCA_LOG_FILE"),
         log_max_bytes=reader.integer("ORCA_LOG_MAX_BYTES", low=1_024, high=1 << 40),
         log_backups=reader.integer("ORCA_LOG_BACKUPS", low=0, high=1_000),
-        renew_budget_per_hour=reader.integer("ORCA_RENEW_BUDGET_PER_HOUR", low=1, high=10_000),
+        renew_budget_per_hour=reader.integer(
+            "ORCA_RENEW_BUDGET_PER_HOUR", low=1, high=MAX_RENEW_BUDGET_PER_HOUR
+        ),
         login_failure_budget_per_hour=reader.integer(
             "ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR", low=1, high=10_000
         ),

@@ -19,6 +19,7 @@ from daemon.service.jobs import JobRunner
 from daemon.service.ownership import Plan
 from daemon.service.requests import RequestBroker
 from daemon.store.heartbeat import Heartbeat, logins_digest, remove_heartbeat
+from daemon.store.tokens import login_tokens
 from daemon.token_format import iso
 
 log = structlog.get_logger("daemon.service")
@@ -50,6 +51,9 @@ class Membership:
             self._apply(c.ownership.round(self.heartbeat()))
             if c.ownership.standby is None:
                 self._requests.take()
+            else:
+                self._count_unrefreshed_standing_by()
+            c.metrics.logins_unrefreshed.set(c.ownership.unheld or 0)
         except redis.RedisError as error:
             c.redis_health.failed(error)
             self._repeat_redis_down()
@@ -63,6 +67,13 @@ class Membership:
         if c.redis_health.came_back.is_set():
             c.redis_health.came_back.clear()
             self.reconcile()  # Redis may have come back empty: restore at once
+
+    def _count_unrefreshed_standing_by(self) -> None:
+        """Standing by, the logins are someone else's to refresh: those without a valid token
+        in Redis are nobody's (`/readyz` 503, OrcaLoginsUnrefreshed)."""
+        c = self._c
+        found = login_tokens(c.lease_client, c.ownership.logins, c.clock())
+        c.ownership.unheld = sum(1 for _, word in found.values() if not word.usable)
 
     def reconcile(self) -> None:
         if not self._c.owned():
@@ -117,7 +128,11 @@ class Membership:
             refresher.forget_tokens(released)
             log.info("logins.released", instance=c.instance, logins=released, owned=len(c.owned()))
         if plan.taken:
-            self._c.keeper.adopt(plan.taken)
+            try:
+                self._c.keeper.adopt(plan.taken)
+            except BaseException:  # nothing half done: the leases go back, taken at a later round
+                c.ownership.leases.release(plan.taken)
+                raise
             self._jobs.add_logins(plan.taken, self._refresh, c.settings.refresh_interval_s)
             log.info("logins.taken", instance=c.instance, logins=plan.taken, owned=len(c.owned()))
             self._budget.report()  # an owner publishes the address's capacity at once

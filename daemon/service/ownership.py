@@ -31,6 +31,7 @@ import structlog
 
 from daemon.constants import LEGACY_LEADER_KEY, MEMBERSHIP_SETTLED_ROUNDS, PROTOCOL_VERSION
 from daemon.refresh.assignment import Member, assign
+from daemon.service.lease_check import LeaseCheck
 from daemon.store.heartbeat import Heartbeat, live_instances, write_heartbeat
 from daemon.store.lease import LoginLeases
 
@@ -85,6 +86,8 @@ class Ownership:
         self.leases = LoginLeases(client, instance, monotonic=monotonic)
         self.standby: str | None = None  # why it stands by
         self.settled = False  # it has decided once which logins are its own
+        self.unheld: int | None = None  # logins nobody refreshes (None: not yet known)
+        self._check = LeaseCheck(client, monotonic)
         self._client = client
         self._view: tuple[tuple[str, float, int], ...] | None = None
         self._settled_rounds = 0
@@ -97,7 +100,9 @@ class Ownership:
         write_heartbeat(self._client, me)
         lost = self.leases.renew()
         beats = live_instances(self._client)
-        legacy = bool(self._client.exists(LEGACY_LEADER_KEY))
+        live = {b.instance for b in beats} | {me.instance}
+        self._check.forget_members(live)
+        legacy = self._check.legacy_leader()
         first, self._first_round = self._first_round, False
         reason = standby_reason(me, beats, legacy)
         if reason != self.standby:
@@ -107,9 +112,15 @@ class Ownership:
                 log.info("cluster.sharing", instance=self.instance, protocol=PROTOCOL_VERSION)
             self.standby = reason
         if reason:
-            self._view, self._settled_rounds = None, 0
+            self._view, self._settled_rounds, self.unheld = None, 0, None
             return Plan(lost=lost, to_release=self.leases.held())
-        sharing = [b for b in beats if b.protocol == me.protocol and not b.standby]
+        sharing = [
+            b
+            for b in beats
+            if b.protocol == me.protocol
+            and not b.standby
+            and b.instance not in self._check.idle_members
+        ]
         differing = {b.instance for b in sharing if b.logins_digest != me.logins_digest}
         if differing - self._differing_said:
             log.warning(
@@ -132,9 +143,15 @@ class Ownership:
         if self._settled_rounds < MEMBERSHIP_SETTLED_ROUNDS and not (first and alone):
             return Plan(lost=lost)
         self.settled = True
-        mine = {
-            login for login, owner in assign(self.logins, members).items() if owner == me.instance
-        }
+        assignment = assign(self.logins, members)
+        mine = {login for login, owner in assignment.items() if owner == me.instance}
         held = set(self.leases.held())
-        taken = self.leases.take(sorted(mine - held))
-        return Plan(taken=taken, lost=lost, to_release=sorted(held - mine))
+        wanted = sorted(mine - held)
+        taken = self.leases.take(wanted)
+        blocked = [login for login in wanted if login not in taken]
+        if blocked:
+            taken += self.leases.take_back(self._check.foreign_leases(blocked, live))
+        holding = (held & mine) | set(taken)
+        others = [login for login in self.logins if login not in holding]
+        self.unheld = self._check.unheld(others, assignment, me.instance, live) if others else 0
+        return Plan(taken=sorted(taken), lost=lost, to_release=sorted(held - mine))

@@ -29,8 +29,9 @@ class Readiness:
 
     def readyz(self) -> tuple[bool, dict[str, Any]]:
         """Ready when Redis answers, this instance knows which logins are its own (or stands
-        by), and every one it owns has a valid token in Redis (judged by the expiry recorded
-        with it) or is deliberately parked."""
+        by while the logins have valid tokens: someone refreshes them), and every one it owns
+        has a valid token in Redis (judged by the expiry recorded with it) or is deliberately
+        parked."""
         c = self._c
         now = c.clock()
         names = sorted(c.owned())
@@ -43,7 +44,9 @@ class Readiness:
                 c.redis_health.failed(error)
                 redis_up = False
         ownership = c.ownership
-        ready = bool(redis_up) and (ownership.settled or ownership.standby is not None)
+        standing_by = ownership.standby is not None
+        unrefreshed = ownership.unheld if standing_by else None
+        ready = bool(redis_up) and (ownership.settled or (standing_by and unrefreshed == 0))
         logins = {}
         for name in names:
             token, token_word = found.get(name, (None, TokenState.UNKNOWN))
@@ -62,5 +65,6 @@ class Readiness:
             "redis": c.redis_health.describe(),
             "leader": bool(names),
             "standby": ownership.standby,
+            **({"unrefreshed": unrefreshed} if standing_by else {}),
             "logins": logins,
         }

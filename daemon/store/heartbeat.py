@@ -15,7 +15,13 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-from daemon.constants import HEARTBEAT_KEY_PREFIX, HEARTBEAT_TTL_S, INSTANCES_KEY
+from daemon.constants import (
+    HEARTBEAT_KEY_PREFIX,
+    HEARTBEAT_MAX_BYTES,
+    HEARTBEAT_TTL_S,
+    INSTANCES_KEY,
+    MAX_RENEW_BUDGET_PER_HOUR,
+)
 from daemon.store.client import get_many, pipeline
 from daemon.values import json_object
 
@@ -48,13 +54,17 @@ class Heartbeat:
 
     @classmethod
     def parse(cls, raw: object) -> Heartbeat | None:
+        """A heartbeat as this protocol writes it, or None: larger than any, not an object, or
+        with a weight no configuration gives (a forged one would pull every login to itself)."""
+        if isinstance(raw, str | bytes) and len(raw) > HEARTBEAT_MAX_BYTES:
+            return None
         try:
             value = json_object(raw)
             if value is None:
                 return None
             started_at, address = value.get("started_at"), value.get("address")
             owned = value.get("owned")
-            return cls(
+            beat = cls(
                 instance=str(value["instance"]),
                 pid=int(value["pid"]),
                 started_at=started_at if isinstance(started_at, str) else None,
@@ -76,6 +86,16 @@ class Heartbeat:
             )
         except (ValueError, KeyError, TypeError, OverflowError):
             return None
+        return beat if beat._plausible() else None
+
+    def _plausible(self) -> bool:
+        return (
+            self.logins >= 0
+            and 0 <= self.owned <= self.logins
+            and 0 <= self.renew_usable <= MAX_RENEW_BUDGET_PER_HOUR
+            and 0 <= self.keeps_alive <= 1_000_000
+            and len(self.instance) <= 200
+        )
 
 
 def logins_digest(logins: Iterable[str]) -> str:

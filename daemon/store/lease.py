@@ -34,6 +34,23 @@ if value == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
 if value then return 0 end
 return -1
 """
+# A lease no live instance holds (see `daemon.service.lease_check`) is replaced by this holding,
+# only while it still looks as it did when judged: the same first bytes and still no TTL, a TTL
+# no lease of this protocol has, or (ARGV[3] = 1) a holder seen without a heartbeat for longer
+# than a lease lives.
+_TAKE_BACK = """
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -2 then return 0 end
+local head = redis.pcall('GETRANGE', KEYS[1], 0, 127)
+if type(head) ~= 'string' then head = '' end
+if head ~= ARGV[1] then return 0 end
+if ttl == -1 or ttl > tonumber(ARGV[2]) or ARGV[3] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -55,6 +72,38 @@ def lease_key(login: str) -> str:
 def holder_of(value: object) -> str | None:
     """The instance id in a lease's value (`{instance}:{random}`)."""
     return value.rsplit(":", 1)[0] if isinstance(value, str) and ":" in value else None
+
+
+@dataclass(frozen=True)
+class LeaseSeen:
+    """A lease as Redis holds it: its first bytes ("" for none, or a value of another type)
+    and its PTTL (-2 gone, -1 no TTL)."""
+
+    head: str
+    ttl_ms: int
+
+    @property
+    def holder(self) -> str | None:
+        return holder_of(self.head) if self.ttl_ms != -2 else None
+
+
+def seen(client: redis.Redis, logins: list[str]) -> dict[str, LeaseSeen]:
+    """Each lease's first bytes and TTL, in one round trip (a forged value may be of any size
+    or type: only its first bytes are read)."""
+    if not logins:
+        return {}
+    pipe = pipeline(client, transaction=False)
+    for login in logins:
+        pipe.getrange(lease_key(login), 0, 127)
+        pipe.pttl(lease_key(login))
+    values = read_all(pipe)
+    return {
+        login: LeaseSeen(
+            head if isinstance(head, str) else "",
+            ttl if isinstance(ttl, int) else -2,
+        )
+        for login, head, ttl in zip(logins, values[::2], values[1::2], strict=True)
+    }
 
 
 def holders(client: redis.Redis, logins: list[str]) -> dict[str, str | None]:
@@ -118,6 +167,31 @@ class LoginLeases:
                 self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
         if taken:
             log.info("lease.acquired", instance=self.instance, logins=taken)
+        return taken
+
+    def take_back(self, forged: dict[str, tuple[LeaseSeen, bool]]) -> list[str]:
+        """Replace leases judged foreign ({login: (as seen, its holder is no live instance)}),
+        each only while it still looks as seen; the logins taken."""
+        wanted = {n: v for n, v in forged.items() if n not in self._fences}
+        if not wanted:
+            return []
+        fences = {login: f"{self.instance}:{secrets.token_hex(4)}" for login in wanted}
+        sent_at = self._monotonic()
+        ttl_ms = int(self.ttl_s * 1000)
+        results = self._each(
+            _TAKE_BACK,
+            [
+                (lease_key(n), [lease.head, ttl_ms, int(orphan), fences[n]])
+                for n, (lease, orphan) in wanted.items()
+            ],
+        )
+        taken = [login for login, ok in zip(wanted, results, strict=True) if ok == 1]
+        with self._mutex:
+            for login in taken:
+                self._fences[login] = fences[login]
+                self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
+        if taken:
+            log.warning("lease.taken_back", instance=self.instance, logins=taken)
         return taken
 
     def renew(self) -> list[str]:
