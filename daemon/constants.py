@@ -23,6 +23,8 @@ REFRESH_REQUESTS_KEY: Final = "orca:refresh:requests"  # `tokens refresh` asks a
 REFRESH_INSTANCE_REQUESTS_KEY_PREFIX: Final = "orca:refresh:requests:"  # {instance}: forwarded
 REFRESH_RESULT_KEY_PREFIX: Final = "orca:refresh:result:"  # ... and reads its answer here
 REFRESH_REQUEST_TTL_S: Final = 60
+REQUEST_COOLDOWN_S: Final = 30.0  # a login's forced refreshes by request: one per this at most
+PROBE_COOLDOWN_S: Final = 5.0  # ... and one check of a reader's 401 reports per this
 BUDGET_KEY_PREFIX: Final = "orca:budget:"  # {group}:{endpoint}: spends in the rolling window
 
 # Sharing the logins, and Redis loss.

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 
 import fakeredis
+import pytest
 import redis
 
 from daemon.constants import LEGACY_LEADER_KEY
@@ -18,6 +20,8 @@ from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.budget import RENEW, AddressBudget
 from daemon.store.lease import holders, lease_key
+from daemon.store.requests import push_request
+from daemon.store.tokens import report_unauthorized
 from tests.helpers import Run, StartDaemon, daemon_env, http_get, metric_value
 
 
@@ -116,3 +120,43 @@ def test_a_renewed_legacy_leader_keeps_it_standing_by_visibly(
     finally:
         stop.set()
         renewer.join()
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.mark.timeout(90)
+def test_a_flood_of_requests_for_one_login_costs_it_two_renewals_and_the_others_nothing(
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """200 refresh requests and 100 401 reports for one login over 30 s, a 50 MB request, and
+    values that are no request: every login stays valid, the flooded one spends at most 2
+    renewals and no login, the others none, and the daemon stays under 150 MB."""
+    fake = served_tradovate
+    client = redis_server.client()
+    daemon = start_daemon(daemon_env(fake, redis_server.url))
+    names = all_names(fake)
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    victim = "APEX_266668"
+    sessions_before = dict(fake.seen.sessions_opened)
+    client.rpush("orca:refresh:requests", "x" * 50 * 1024 * 1024)
+    client.rpush("orca:refresh:requests", "[" * 400, '{"id": "a", "login": "*"}', "{}")
+    started = time.monotonic()
+    for n in range(300):
+        if n % 3 == 2:
+            report_unauthorized(victim, client=client)
+        else:
+            push_request(client, victim if n % 2 else "APEX_266668-ACC1")
+        time.sleep(max(0.0, started + n * 0.1 - time.monotonic()))
+    wait_for(lambda: client.llen("orca:refresh:requests") == 0, what="every request taken")
+    wait_for(lambda: all_live(client, names, fake), what="every key live after the flood")
+    assert fake.seen.renewals[victim] <= 2
+    assert dict(fake.seen.sessions_opened) == sessions_before
+    assert sum(n for user, n in fake.seen.renewals.items() if user != victim) == 0
+    assert _rss_mib(daemon.process.pid) < 150
+    invalid = daemon.event("refresh_request.invalid")
+    assert invalid["what"] == f"{50 * 1024 * 1024} bytes"
+    assert daemon.process.poll() is None

@@ -12,6 +12,7 @@ it is refused.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -26,9 +27,29 @@ from daemon.constants import (
     REFRESH_RESULT_KEY_PREFIX,
 )
 from daemon.store.client import pipeline
-from daemon.values import json_object
+from daemon.values import SAFE_NAME, json_object
 
 ANSWER_POLL_S = 0.2
+REQUEST_MAX_BYTES = 512  # a request this protocol writes is under 150 bytes
+_REQUEST_ID = re.compile(r"^[0-9a-f]{16}$")
+
+# Pop up to ARGV[1] requests; one longer than ARGV[2] bytes comes back as its length only (a
+# 100 MB value never reaches the daemon), and a list key of another type is dropped (-1).
+_POP = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local value = redis.pcall('LPOP', KEYS[1])
+  if type(value) == 'table' and value.err then
+    redis.call('DEL', KEYS[1])
+    out[#out + 1] = -1
+    break
+  end
+  if not value then break end
+  if string.len(value) > tonumber(ARGV[2]) then out[#out + 1] = string.len(value)
+  else out[#out + 1] = value end
+end
+return out
+"""
 
 
 @dataclass(frozen=True)
@@ -44,10 +65,16 @@ class RefreshRequest:
 
     @classmethod
     def parse(cls, raw: object) -> RefreshRequest | None:
+        """A request as `push_request` writes it, or None (too large, not JSON, an id or a
+        login name that could not be one)."""
+        if not isinstance(raw, str | bytes) or len(raw) > REQUEST_MAX_BYTES:
+            return None
         value = json_object(raw)
-        if value is None or not isinstance(value.get("id"), str):
+        if value is None or not _REQUEST_ID.match(str(value.get("id"))):
             return None
         login = value.get("login")
+        if login is not None and not (isinstance(login, str) and SAFE_NAME.match(login)):
+            return None
         return cls(
             value["id"],
             login if isinstance(login, str) else None,
@@ -77,15 +104,21 @@ def _push(client: redis.Redis, key: str, request: RefreshRequest) -> None:
     pipe.execute()
 
 
-def take_requests(client: redis.Redis, instance: str, most: int) -> Iterator[RefreshRequest | None]:
-    """Pop up to `most` requests, those passed on to `instance` first (None for one that
-    cannot be read)."""
+def take_requests(client: redis.Redis, instance: str, most: int) -> Iterator[RefreshRequest | str]:
+    """Pop up to `most` requests from each list, those passed on to `instance` first, one round
+    trip a list; what cannot be a request comes as a line saying what it was."""
     for key in (f"{REFRESH_INSTANCE_REQUESTS_KEY_PREFIX}{instance}", REFRESH_REQUESTS_KEY):
-        for _ in range(most):
-            raw = client.lpop(key)
-            if raw is None:
-                break
-            yield RefreshRequest.parse(raw)
+        for raw in _pop(client, key, most):
+            if isinstance(raw, int):
+                yield f"{key} is not a list: dropped" if raw < 0 else f"{raw} bytes"
+                continue
+            request = RefreshRequest.parse(raw)
+            yield request if request is not None else f"{len(raw)} bytes, not a request"
+
+
+def _pop(client: redis.Redis, key: str, most: int) -> list[str | int]:
+    popped = client.eval(_POP, 1, key, most, REQUEST_MAX_BYTES)
+    return list(popped) if isinstance(popped, list) else []
 
 
 def answer(client: redis.Redis, request_id: str, outcomes: dict[str, str]) -> None:
