@@ -128,6 +128,35 @@ def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> Non
     wait_for(lambda: seen, what="a price through the stream")
     follower.join(5)
     assert price.latest("MESZ5", client=client) == {"Last": 1.0, "Timestamp": 5}
-    with pytest.raises(redis.exceptions.NoPermissionError):
-        client.set("orca:leader", "usurper")  # a command it has, on a key that is not its own
-    assert [entry["reason"] for entry in denials(redis_server)] == ["key"]
+    request_id = tokens.report_unauthorized("APEX_1", client=client)
+    owner = redis_server.client()
+    assert request_id in str(owner.lindex("orca:refresh:requests", -1))
+    refused: list[Callable[[], object]] = [
+        lambda: client.set("orca:leader", "usurper"),
+        lambda: client.set("token:APEX_1", "forged"),  # tokens are read-only to it
+        lambda: client.unlink("token:APEX_1"),
+        lambda: tokens.delete_token("APEX_1", client=client),  # an operator's call
+        lambda: client.set("orca:status:APEX_1", "{}"),
+        lambda: client.get("orca:lease:APEX_1"),
+        lambda: client.lpop("orca:refresh:requests"),  # it asks; only daemons take
+    ]
+    for call in refused:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            call()
+    assert owner.get("token:APEX_1") is not None
+    assert sum(entry["count"] for entry in denials(redis_server)) == len(refused)
+
+
+def test_operators_may_delete_a_token_and_ask_for_a_refresh(redis_server: RedisServer) -> None:
+    seed(redis_server)
+    env = create_user(redis_server, "orca-operator")
+    client = redis.Redis(
+        host="127.0.0.1",
+        port=redis_server.port,
+        username=env["REDIS_USERNAME"],
+        password=env["REDIS_PASSWORD"],
+        decode_responses=True,
+    )
+    assert tokens.delete_token("APEX_1", client=client)
+    assert tokens.report_unauthorized("APEX_2", client=client)
+    assert denials(redis_server) == []
