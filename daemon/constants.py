@@ -93,5 +93,6 @@ AUDIT_QUEUE_SIZE: Final = 10_000  # token history batches waiting for PostgreSQL
 
 # Lifecycle.
 MAIN_LOOP_TICK_S: Final = 1.0
+CLOCK_STEP_S: Final = 2.0  # the system clock moving this far from the monotonic one is a step
 SHUTDOWN_TIMEOUT_S: Final = 7.0  # under systemd's and the 10 s stop budget
 DEFAULT_REFRESH_CONCURRENCY: Final = 16

@@ -88,7 +88,7 @@ def build_components(
     redis_health = RedisHealth(settings.redis.target(), metrics)
     alerts = Alerter(settings.alert_webhook_url.reveal()) if settings.alert_webhook_url else None
     audit = AuditRecorder(settings.audit_dsn.reveal()) if settings.audit_dsn else None
-    tradovate = tradovate or TradovateClient(settings.tradovate, metrics=metrics)
+    tradovate = tradovate or TradovateClient(settings.tradovate, metrics=metrics, clock=clock)
     stopping = threading.Event()
     tradovate.stop_on(stopping)  # no Tradovate request starts after a stop signal
 

@@ -19,6 +19,7 @@ from typing import Any
 import redis
 import structlog
 
+from daemon.clock import SteadyClock
 from daemon.config import Settings
 from daemon.constants import (
     MAIN_LOOP_TICK_S,
@@ -56,9 +57,12 @@ class Daemon:
         tradovate: TradovateClient | None = None,
         metrics: Metrics | None = None,
         notifier: Notifier | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`clock`: the daemon's epoch seconds; by default a SteadyClock, which a step of the
+        system clock does not move (the main loop notices the step and moves the scheduler)."""
+        self._clock = clock = clock if clock is not None else SteadyClock()
         self.components = c = build_components(
             settings,
             redis_client=redis_client,
@@ -151,6 +155,8 @@ class Daemon:
         next_ping = 0.0
         stopping = self.components.stopping
         while not stopping.wait(MAIN_LOOP_TICK_S if interval is None else min(interval, 1.0)):
+            if isinstance(self._clock, SteadyClock) and (step_s := self._clock.step()):
+                self.jobs.shift(step_s)
             if interval is not None and time.monotonic() >= next_ping and self.jobs.alive():
                 notifier.notify("WATCHDOG=1")
                 next_ping = time.monotonic() + interval

@@ -101,6 +101,16 @@ class JobRunner:
                 _job_id(name), next_run_time=datetime.now(UTC) + timedelta(seconds=delay_s)
             )
 
+    def shift(self, step_s: float) -> None:
+        """The system clock stepped by `step_s`: every next run moves with it, so each keeps
+        the delay it was given (a step back would hold them all for its length, a step forward
+        would run them all at once)."""
+        for job in self.scheduler.get_jobs():
+            if job.next_run_time is not None:
+                with contextlib.suppress(JobLookupError):
+                    job.modify(next_run_time=job.next_run_time + timedelta(seconds=step_s))
+        self.scheduler.wakeup()
+
     def start(self) -> None:
         self.scheduler.start()
 
