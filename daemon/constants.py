@@ -59,6 +59,9 @@ DEFAULT_CAPTCHA_PARK_S: Final = 3_600
 RATE_LIMITED_BACKOFF_S: Final = 3_600.0  # a 429: that user waits an hour
 LOCKED_PARK_S: Final = 3_600.0  # userStatus TemporaryLocked: at least an hour, no login tried
 LOCKOUT_S: Final = 3_600.0  # HTTP 423: the group sends no login for an hour
+# A renewal block read from Redis is trusted this long at most: a ticket's p-time is seconds; a
+# captcha's park stops renewals on the instance that met it (a forged hour would lapse tokens).
+SHARED_RENEW_BLOCK_S: Final = 300.0
 PARK_RECHECK_S: Final = 3_600.0  # a login parked for good (Closed) looks again this often
 FRESH_TOKEN_S: Final = 60.0  # an /account/list refusal this soon after a token is a permission
 PASSWORD_WARNING_S: Final = 7 * 86_400  # a password expiring within a week is warned about

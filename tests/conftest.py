@@ -18,6 +18,7 @@ from daemon.logs import forget_secrets
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.client import close_redis_client
+from daemon.store.foreign import forget_reports
 from tests.helpers import (
     REDIS_PASSWORD,
     DaemonProcess,
@@ -53,13 +54,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _reset_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test starts with no shared pool, no registered secrets and default logging."""
+    """Each test starts with no shared pool, no registered secrets, no foreign value said and
+    default logging."""
     for name in list(os.environ):
         if name.startswith(("ORCA_", "REDIS_", "TRADOVATE_")) or name in ("NOTIFY_SOCKET",):
             monkeypatch.delenv(name)
     yield
     close_redis_client()
     forget_secrets()
+    forget_reports()
     structlog.reset_defaults()
     root = logging.getLogger()
     for handler in root.handlers[:]:

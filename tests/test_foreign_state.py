@@ -159,6 +159,7 @@ def test_a_heartbeat_of_no_instance_is_left_out_once_it_takes_nothing(
         (beat("x", renew_usable=10**9).to_json(), "a weight no configuration gives"),
         (beat("x", owned=99, logins=12).to_json(), "owns more than it knows"),
         (beat("x", renew_usable=-1).to_json(), "a negative weight"),
+        (beat("x").to_json().replace('"at": 0.0', '"at": NaN'), "a time that is no number"),
     ],
 )
 def test_a_heartbeat_no_instance_writes_is_no_member(

@@ -13,7 +13,7 @@ import fakeredis
 import pytest
 import redis
 
-from daemon.constants import LEGACY_LEADER_KEY
+from daemon.constants import LEGACY_LEADER_KEY, SHARED_RENEW_BLOCK_S
 from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
@@ -22,7 +22,14 @@ from daemon.store.budget import RENEW, AddressBudget
 from daemon.store.lease import holders, lease_key
 from daemon.store.requests import push_request
 from daemon.store.tokens import report_unauthorized
-from tests.helpers import Run, StartDaemon, daemon_env, http_get, metric_value
+from tests.helpers import (
+    Run,
+    StartDaemon,
+    daemon_env,
+    http_get,
+    metric_value,
+    two_login_world,
+)
 
 
 def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
@@ -51,17 +58,44 @@ def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
 
 def test_a_forged_penalty_block_is_trusted_only_as_far_as_tradovate_documents() -> None:
     """`orca:budget:{group}:renew:blocked` set by another program: `abc` is no block (not
-    "Redis is down"), `1e300` or now + 10^6 blocks no longer than the longest documented wait."""
+    "Redis is down"), `1e300` or now + 10^6 blocks no longer than the endpoint's cap."""
     client = fakeredis.FakeRedis(decode_responses=True)
-    budget = AddressBudget(client, "g", {RENEW: 15}, window_s=3_600, longest_block_s=3_600)
+    budget = AddressBudget(
+        client, "g", {RENEW: 15}, window_s=3_600, longest_block_s={RENEW: SHARED_RENEW_BLOCK_S}
+    )
     key = "orca:budget:{g}:renew:blocked"
     client.set(key, "abc")
     assert budget.try_spend(RENEW, 1_000.0, who="A").ok
-    for forged in ("1e300", repr(1_000.0 + 10**6)):
+    for forged in ("1e300", repr(1_000.0 + 10**6), "inf"):
         client.set(key, forged)
         spend = budget.try_spend(RENEW, 1_000.0, who="A")
         assert not spend.ok
-        assert spend.wait_s == 3_600
+        assert spend.wait_s == SHARED_RENEW_BLOCK_S
+
+
+def test_a_forged_renewal_block_lapses_no_token() -> None:
+    """Six simulated hours of 80-minute tokens; another program sets the group's renewal block
+    to now + 10^6 at 1 h, to 1e300 at 3 h, each just before a renewal is due: a renewal block
+    from Redis holds renewals 5 minutes at most, so every token stays live and no login opens
+    a second session. (One that rewrites it every minute holds renewals for as long as it
+    does; OrcaTokenExpiringWithoutRefresh fires.)"""
+    with two_login_world() as world:
+        names = list(world.fake.users)
+        key = f"orca:budget:{{{world.refresher.budget.group}}}:renew:blocked"
+        due = dict.fromkeys(names, world.clock())
+        dead = 0
+        for minute in range(6 * 60):
+            if minute in (60, 180):
+                forged = "1e300" if minute == 180 else repr(world.clock() + 10**6)
+                world.redis.set(key, forged)
+            for name, at in due.items():
+                if world.clock() >= at:
+                    due[name] = world.clock() + world.refresher.refresh(name).delay_s
+            dead += sum(1 for n in names if not world.fake.is_live(world.token(n) or ""))
+            world.clock.advance(60)
+        assert dead == 0
+        assert dict(world.fake.seen.sessions_opened) == dict.fromkeys(names, 1)
+        assert min(world.fake.seen.renewals[n] for n in names) >= 4
 
 
 def test_a_forged_leader_without_a_ttl_and_a_forged_lease_stop_nothing(
@@ -160,3 +194,34 @@ def test_a_flood_of_requests_for_one_login_costs_it_two_renewals_and_the_others_
     invalid = daemon.event("refresh_request.invalid")
     assert invalid["what"] == f"{50 * 1024 * 1024} bytes"
     assert daemon.process.poll() is None
+
+
+def test_keys_of_another_type_where_the_daemon_keeps_its_own_stop_nothing(
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """Another program's HSET or RPUSH on the daemon's own keys (the membership set, a
+    budget's spends and block, a login's lease, status and token key): each is said once and
+    replaced; every login is written, renewed and answered as before."""
+    fake = served_tradovate
+    client = redis_server.client()
+    group = "{default}"
+    client.hset("orca:instances", "x", "1")
+    client.set(f"orca:budget:{group}:renew:pending", "not a sorted set")
+    client.rpush(f"orca:budget:{group}:renew:blocked", "a list")
+    client.zadd(f"orca:budget:{group}:renew", {"forged|ahead": 10**12})  # dated centuries ahead
+    client.rpush(lease_key("APEX_272045"), "a", "list")
+    client.hset("orca:status:APEX_136189", "state", "ok")
+    client.hset("token:APEX_265995", "token", "x")
+    daemon = start_daemon(daemon_env(fake, redis_server.url))
+    names = all_names(fake)
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    said = {e["key"] for e in daemon.events() if e["event"] == "redis.foreign_value"}
+    assert {"orca:instances", "orca:status:APEX_136189"} <= said
+    assert client.type("orca:instances") == "set"
+    assert daemon.event("lease.foreign")["key"] == lease_key("APEX_272045")
+    assert daemon.process.poll() is None
+    # Renewals spend the budget as before (a forced one for each login).
+    assert push_request(client, None)
+    wait_for(lambda: sum(fake.seen.renewals.values()) >= 4, what="a renewal for each login")
+    assert client.type(f"orca:budget:{group}:renew:pending") in ("zset", "none")
+    assert client.zscore(f"orca:budget:{group}:renew", "forged|ahead") is None

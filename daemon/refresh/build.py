@@ -17,6 +17,7 @@ from daemon.constants import (
     BUDGET_WINDOW_S,
     FRESH_TOKEN_S,
     LOCKOUT_S,
+    SHARED_RENEW_BLOCK_S,
 )
 from daemon.metrics import Metrics
 from daemon.refresh.accounts import AccountsCheck
@@ -72,7 +73,10 @@ def build_refreshing(
             LOGIN_FAILURE: settings.login_failure_budget_per_hour,
         },
         window_s=window_s,
-        longest_block_s=max(LOCKOUT_S, settings.captcha_park_s),
+        longest_block_s={
+            RENEW: SHARED_RENEW_BLOCK_S,
+            LOGIN_FAILURE: max(LOCKOUT_S, settings.captcha_park_s),
+        },
     )
     policy = Policy(
         settings.refresh_interval_s,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,20 +28,41 @@ from daemon.values import json_object
 RENEW = "renew"
 LOGIN_FAILURE = "login_failure"
 
+# Every key a script touches is the daemon's own: one of another type (another program's SET
+# or HSET) is deleted, not an error that would fail every spend.
+_OWN = """
+local function own(key, kind)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= kind then redis.call('DEL', key) end
+end
+"""
+
 # KEYS[1] spends, KEYS[2] block, KEYS[3] pending (taken, outcome not yet known).
 # ARGV: now, window, usable, member, who_prefix, share, pending (1: hold it as pending),
-# longest block (s): a block that is not a number, or lasts longer than any Tradovate documents
-# (another program's SET), is read as none or as that longest.
+# longest block (s): a block that is not a number is none; one that ends later than that from
+# now (another program's SET) is rewritten to end then, so it runs out like any other. A spend
+# dated more than a minute ahead (no clock is that far off) would hold the window full: dropped.
 # Returns {1, 0} when taken, {0, wait_ms} when not: the budget is full (wait until the oldest
 # spend leaves the window, or a second while others' calls are still pending), the login's
 # share is spent, or a penalty ticket blocks the endpoint.
-_SPEND = """
+_SPEND = (
+    _OWN
+    + """
+own(KEYS[1], 'zset') own(KEYS[2], 'string') own(KEYS[3], 'zset')
 local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local longest = tonumber(ARGV[8])
 local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-blocked_until = math.min(blocked_until, now + tonumber(ARGV[8]))
+if blocked_until ~= blocked_until then blocked_until = 0 end
+if blocked_until > now + longest then
+  blocked_until = now + longest
+  local ttl = math.ceil(longest + window)
+  redis.call('SET', KEYS[2], string.format('%.3f', blocked_until), 'EX', ttl)
+end
 if blocked_until > now then return {0, math.ceil((blocked_until - now) * 1000)} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (now + 60), '+inf')
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '(' .. (now + 60), '+inf')
 local spends = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
 local pending = redis.call('ZRANGE', KEYS[3], 0, -1)
 local mine, oldest_mine = 0, nil
@@ -70,21 +92,30 @@ else
 end
 return {1, 0}
 """
-_SETTLE = """
+)
+_SETTLE = (
+    _OWN
+    + """
+own(KEYS[1], 'zset') own(KEYS[2], 'zset')
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 1 and ARGV[3] == '1' then
   redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), ARGV[1])
   redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4]) * 1000))
 end
 return 1
 """
+)
 
 # KEYS[1] block; ARGV: until (epoch s), ttl (s). A block only ever grows: a 15 s ticket never
 # shortens a 423's hour or a captcha's park.
-_BLOCK = """
+_BLOCK = (
+    _OWN
+    + """
+own(KEYS[1], 'string')
 local current = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tonumber(ARGV[1]) > current then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 return 1
 """
+)
 
 
 RESERVE = 1  # kept off each of Tradovate's limits: clocks of instances differ a little
@@ -113,12 +144,12 @@ class AddressBudget:
         limits: dict[str, int],
         *,
         window_s: float,
-        longest_block_s: float = 3_600.0,
+        longest_block_s: Mapping[str, float] | None = None,
     ) -> None:
-        """`longest_block_s`: the longest wait Tradovate documents (a 423's hour, a captcha
-        park); a block read from Redis is never trusted beyond it."""
+        """`longest_block_s` per endpoint: a block read from Redis (anyone's to write) is
+        never trusted beyond it (3,600 s where not given)."""
         self._client = client
-        self.longest_block_s = longest_block_s
+        self.longest_block_s = dict(longest_block_s or {})
         self.group = group
         self.limits = limits
         self.window_s = window_s
@@ -152,7 +183,7 @@ class AddressBudget:
                 f"{who}|",
                 share,
                 "1" if pending else "0",
-                repr(self.longest_block_s),
+                repr(self.longest_block_s.get(endpoint, 3_600.0)),
             ],
         )
         return Spend(bool(ok), max(0.0, float(wait_ms) / 1000), member)

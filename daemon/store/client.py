@@ -28,6 +28,7 @@ from daemon.constants import (
     REDIS_RETRY_BUDGET_S,
     REDIS_SOCKET_TIMEOUT_S,
 )
+from daemon.store.foreign import report_foreign
 
 log = structlog.get_logger("daemon.redis")
 T = TypeVar("T")
@@ -202,7 +203,7 @@ def read_all(pipe: redis.client.Pipeline) -> list[Any]:
     values = pipe.execute(raise_on_error=False)
     for args, value in zip(commands, values, strict=False):
         if isinstance(value, redis.ResponseError) and len(args) > 1:
-            log.warning("redis.foreign_value", key=str(args[1])[:200], error=str(value)[:200])
+            report_foreign(str(args[1]), str(value))
     return [None if isinstance(value, redis.ResponseError) else value for value in values]
 
 

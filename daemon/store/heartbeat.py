@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -23,6 +24,7 @@ from daemon.constants import (
     MAX_RENEW_BUDGET_PER_HOUR,
 )
 from daemon.store.client import get_many, pipeline
+from daemon.store.foreign import report_foreign
 from daemon.values import json_object
 
 LEGACY_PROTOCOL = 1
@@ -90,7 +92,8 @@ class Heartbeat:
 
     def _plausible(self) -> bool:
         return (
-            self.logins >= 0
+            math.isfinite(self.at)
+            and self.logins >= 0
             and 0 <= self.owned <= self.logins
             and 0 <= self.renew_usable <= MAX_RENEW_BUDGET_PER_HOUR
             and 0 <= self.keeps_alive <= 1_000_000
@@ -110,7 +113,19 @@ def write_heartbeat(client: redis.Redis, beat: Heartbeat) -> None:
     pipe = pipeline(client, transaction=False)
     pipe.set(heartbeat_key(beat.instance), beat.to_json(), ex=HEARTBEAT_TTL_S)
     pipe.sadd(INSTANCES_KEY, beat.instance)
-    pipe.execute()
+    for result in pipe.execute(raise_on_error=False):
+        if isinstance(result, redis.ResponseError):
+            _replace_foreign_set(client, result)
+            client.sadd(INSTANCES_KEY, beat.instance)
+
+
+def _replace_foreign_set(client: redis.Redis, error: redis.ResponseError) -> None:
+    """`orca:instances` of another type (another program's SET) is the daemon's to replace;
+    any other refusal (NOPERM) is raised."""
+    if not str(error).startswith("WRONGTYPE"):
+        raise error
+    report_foreign(INSTANCES_KEY, "not a set (replaced)")
+    client.delete(INSTANCES_KEY)
 
 
 def remove_heartbeat(client: redis.Redis, instance: str) -> None:
@@ -123,8 +138,16 @@ def remove_heartbeat(client: redis.Redis, instance: str) -> None:
 def live_instances(client: redis.Redis) -> list[Heartbeat]:
     """Every instance whose heartbeat has not expired, those refreshing first (two round
     trips, whatever else Redis holds); the set's members whose heartbeat expired are pruned."""
-    members = sorted(str(m) for m in client.smembers(INSTANCES_KEY))
-    beats = [Heartbeat.parse(raw) for raw in get_many(client, [heartbeat_key(m) for m in members])]
+    try:
+        members = sorted(str(m) for m in client.smembers(INSTANCES_KEY))
+    except redis.ResponseError as error:
+        _replace_foreign_set(client, error)
+        return []
+    raws = get_many(client, [heartbeat_key(m) for m in members])
+    beats = [Heartbeat.parse(raw) for raw in raws]
+    for member, raw, beat in zip(members, raws, beats, strict=True):
+        if beat is None and raw is not None:
+            report_foreign(heartbeat_key(member), "not a heartbeat this protocol writes", raw)
     dead = [member for member, beat in zip(members, beats, strict=True) if beat is None]
     if dead:
         client.srem(INSTANCES_KEY, *dead)

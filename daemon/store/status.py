@@ -17,6 +17,7 @@ from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
 from daemon.store.client import get_many, read_all, scan_batches
 from daemon.store.fence import fenced_set
+from daemon.store.foreign import report_foreign
 from daemon.store.lease import Fence
 from daemon.token_format import parse_expiration_time
 from daemon.values import json_object
@@ -114,7 +115,15 @@ def read_statuses(client: redis.Redis, logins: list[str]) -> list[LoginStatus | 
     pipe = client.pipeline(transaction=False)
     for login in logins:
         pipe.get(status_key(login))
-    return [LoginStatus.parse(raw) for raw in read_all(pipe)] if logins else []
+    if not logins:
+        return []
+    found = []
+    for login, raw in zip(logins, read_all(pipe), strict=True):
+        status = LoginStatus.parse(raw)
+        if status is None and raw is not None:
+            report_foreign(status_key(login), "not a login status (replaced with the next)", raw)
+        found.append(status)
+    return found
 
 
 def scan_statuses(client: redis.Redis) -> Iterator[LoginStatus]:

@@ -1,0 +1,33 @@
+"""Values another program wrote where the daemon keeps its own (a key of another type, bytes
+that are no JSON state, a heartbeat no instance writes): said once per key and kind, with what
+it was, the key and a fingerprint of the value, never the value itself. What the daemon owns it
+then replaces; what it does not, it ignores."""
+
+from __future__ import annotations
+
+import hashlib
+
+import structlog
+
+log = structlog.get_logger("daemon.store")
+
+_MOST_REMEMBERED = 10_000  # a flood of distinct keys is said again rather than held forever
+_said: set[tuple[str, str]] = set()
+
+
+def report_foreign(key: str, what: str, raw: object = None) -> None:
+    if (key, what) in _said:
+        return
+    if len(_said) >= _MOST_REMEMBERED:
+        _said.clear()
+    _said.add((key, what))
+    fields: dict[str, object] = {}
+    if isinstance(raw, str | bytes):
+        data = raw.encode(errors="replace") if isinstance(raw, str) else raw
+        fields = {"fingerprint": hashlib.sha256(data).hexdigest()[:8], "bytes": len(data)}
+    log.warning("redis.foreign_value", key=key[:200], what=what[:200], **fields)
+
+
+def forget_reports() -> None:
+    """Say every foreign value again (tests; nothing in the daemon needs it)."""
+    _said.clear()
