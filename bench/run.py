@@ -168,7 +168,7 @@ def bench_refresh(server: RedisServer) -> None:
         f"({sequential / wall:.1f}x slower)",
         "within 1.5x of ideal; 3 round trips per login (a failed-login slot taken and settled "
         "in the address budget, one fenced write) and a fixed few per pass (the logins' "
-        "leases, the adoption pass, loading two scripts)",
+        "leases, the adoption pass, loading the budget's scripts)",
         wall <= 1.5 * ideal and trips / LOGINS < 3.1,
     )
 

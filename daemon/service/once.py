@@ -76,6 +76,7 @@ class OnePass:
         keeper.start()
         try:
             self._c.keeper.adopt(names)
+            refresher.budget.load_scripts()
             with ThreadPoolExecutor(max_workers=self._c.settings.refresh_concurrency) as pool:
                 settled = pool.map(lambda name: self._until_settled(name, verify, operator), names)
                 attempts = dict(zip(names, settled, strict=True))

@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from daemon.constants import BUDGET_KEY_PREFIX
-from daemon.store.client import get_many, scan_batches
+from daemon.store.client import get_many, is_cluster, scan_batches
 from daemon.values import json_object
 
 RENEW = "renew"
@@ -156,6 +156,16 @@ class AddressBudget:
         self._spend = client.register_script(_SPEND)
         self._settle = client.register_script(_SETTLE)
         self._block = client.register_script(_BLOCK)
+
+    def load_scripts(self) -> None:
+        """Load the scripts in one round trip before many threads call them at once: each would
+        otherwise meet NOSCRIPT and load them again (a Cluster loads them on first use)."""
+        if is_cluster(self._client):
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for script in (self._spend, self._settle, self._block):
+            pipe.script_load(script.script)
+        pipe.execute()
 
     def usable(self, endpoint: str) -> int:
         return usable_of(self.limits[endpoint])
