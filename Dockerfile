@@ -2,7 +2,10 @@
 # /run/secrets (Docker/compose/Kubernetes secrets), read through the *_FILE variables, which are
 # relative to CREDENTIALS_DIRECTORY=/run/secrets. See deploy/compose.yaml and README.
 
-FROM python:3.11.11-slim-bookworm AS build
+# BASE: the registry image users pull; `make image` passes a local Debian 12 base with the same
+# Python layout where no registry is reachable (buildah, no Docker engine).
+ARG BASE=python:3.11.11-slim-bookworm
+FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -15,7 +18,7 @@ COPY pyproject.toml README.md ./
 COPY daemon ./daemon
 RUN /opt/orca/bin/pip install --no-cache-dir --no-deps .
 
-FROM python:3.11.11-slim-bookworm
+FROM ${BASE}
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin orca
 COPY --from=build /opt/orca /opt/orca
 ENV PATH=/opt/orca/bin:$PATH \

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench chaos redis-server debian-python promtool alerts lock clean
+.PHONY: demo test lint typecheck unit bench chaos redis-server debian-python builder image promtool alerts lock clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (PYTHON=$(PYTHON))")'
@@ -25,6 +25,17 @@ debian-python:
 	@test -x /usr/bin/python3 && /usr/bin/python3 -c "import ensurepip, venv" 2>/dev/null || { \
 		echo "Debian's python3-venv not found: installing it with apt-get"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv; }
+
+# buildah builds and runs the container image without a Docker engine; mmdebstrap makes its base
+# where the registry image cannot be pulled.
+builder:
+	@command -v buildah >/dev/null 2>&1 && command -v mmdebstrap >/dev/null 2>&1 || { \
+		echo "buildah or mmdebstrap not found: installing them with apt-get"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq buildah mmdebstrap; }
+
+# The image, localhost/orca-token-daemon:<version> and :latest (tools/image.py says how).
+image: builder
+	python3 tools/image.py
 
 # The demo installs only what running needs, plus the demo extra (no linters, no test tools).
 DEMO_STAMP := $(VENV)/.installed-demo
@@ -66,7 +77,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not e2e" -n 2
 
 # Everything: lint, types, and every test, end-to-end ones (processes, real servers) included.
-test: lint typecheck $(STAMP) redis-server debian-python promtool $(TS_DEPS)
+test: lint typecheck $(STAMP) redis-server debian-python builder promtool $(TS_DEPS)
 	$(BIN)/pytest -n 6 --dist worksteal  # most tests wait on processes, not CPU
 
 # The runtime dependencies, pinned with hashes: what the Dockerfile and the VM recipe install.

@@ -120,13 +120,19 @@ def test_the_unit_configuration_runs_the_daemon(
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
     text = DOCKERFILE.read_text().replace("\\\n", " ")
     stages: list[list[tuple[str, str]]] = []
+    args: dict[str, str] = {}  # ARG lines before the first FROM: the base's default
     for line in text.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         instruction, _, rest = line.partition(" ")
+        if instruction == "ARG" and not stages:
+            name, _, default = rest.strip().partition("=")
+            args[name] = default
+            continue
         if instruction == "FROM":
             stages.append([])
+            rest = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest)
         stages[-1].append((instruction, rest.strip()))
     return stages
 

@@ -65,7 +65,7 @@ class JobRunner:
         for job_id, (job, interval_s) in jobs.items():
             self.scheduler.add_job(
                 self._counted(job),
-                IntervalTrigger(seconds=interval_s),
+                IntervalTrigger(seconds=interval_s, timezone=UTC),
                 id=job_id,
                 executor=HOUSEKEEPING,
                 next_run_time=datetime.now(UTC),
@@ -79,7 +79,7 @@ class JobRunner:
         for name in names:
             self.scheduler.add_job(
                 self._counted(self._login_job),
-                IntervalTrigger(seconds=backstop_s),
+                IntervalTrigger(seconds=backstop_s, timezone=UTC),
                 args=[name, refresh],
                 id=_job_id(name),
                 next_run_time=datetime.now(UTC),

@@ -1,0 +1,187 @@
+"""The container image, built by `make image`'s script and run for real with buildah (chroot
+isolation, the host's loopback): against the simulator and a TLS Redis with a password, with
+secrets as files under /run/secrets the way deploy/compose.yaml passes them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from daemon.sim.environment import wait_for
+from daemon.sim.observe import all_live, all_names
+from daemon.sim.redis_server import RedisServer, free_port
+from daemon.sim.tradovate import DEMO_SEC, FakeTradovate
+from tests.helpers import REDIS_PASSWORD
+
+ROOT = Path(__file__).parent.parent
+IMAGE = "localhost/orca-token-daemon:latest"
+IMAGE_UID = 10001  # the Dockerfile's USER
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def require_buildah() -> None:
+    if shutil.which("buildah"):
+        return
+    message = "buildah is not installed (make test installs it with apt-get)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{message}: the image must be built under CI=true")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def image() -> str:
+    """`make image` (tools/image.py): built once, or found up to date."""
+    require_buildah()
+    started = time.monotonic()
+    built = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "image.py")],
+        capture_output=True, text=True, timeout=540, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr[-3_000:]
+    print(built.stdout, f"(make image: {time.monotonic() - started:.1f} s)")
+    return IMAGE
+
+
+def compose_environment() -> dict[str, str]:
+    """The daemon's environment in deploy/compose.yaml: the *_FILE names of its secrets."""
+    service = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
+    return {k: str(v) for k, v in service["orca-token-daemon"]["environment"].items()}
+
+
+class Container:
+    """`buildah from` the image; `run` a command in it on the host's network."""
+
+    def __init__(self, image: str, secrets: Path, env: dict[str, str]) -> None:
+        made = subprocess.run(
+            ["buildah", "from", "--quiet", image], capture_output=True, text=True, check=True
+        )
+        self.name = made.stdout.strip()
+        self._argv = ["buildah", "run", "--isolation", "chroot", "--network", "host"]
+        self._argv += ["-v", f"{secrets}:/run/secrets:ro"]
+        for name, value in env.items():
+            self._argv += ["-e", f"{name}={value}"]
+        self._argv.append(self.name)
+
+    def start(self, *command: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [*self._argv, "--", *command],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run(self, *command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self._argv, "--", *command], capture_output=True, text=True, timeout=60, check=False
+        )
+
+    def remove(self) -> None:
+        subprocess.run(["buildah", "rm", self.name], capture_output=True, check=False)
+
+
+@pytest.fixture
+def containers(image: str) -> Iterator[list[Container]]:
+    made: list[Container] = []
+    yield made
+    for container in made:
+        container.remove()
+
+
+def secret_files(folder: Path, fake: FakeTradovate, tls_ca: Path) -> Path:
+    """What compose's secrets give the container: one file each, readable by the image's user."""
+    secrets = folder / "secrets"
+    secrets.mkdir()
+    files = {
+        "redis_password": REDIS_PASSWORD,
+        "tradovate_sec": DEMO_SEC,
+        "ca.crt": tls_ca.read_text(),
+    }
+    files.update({user.name.lower(): user.password for user in fake.users.values()})
+    for name, value in files.items():
+        path = secrets / name
+        path.write_text(value)
+        os.chown(path, IMAGE_UID, 0)
+        path.chmod(0o400)
+    secrets.chmod(0o755)
+    return secrets
+
+
+def test_the_image_runs_the_daemon_as_its_user_with_file_secrets_and_a_stable_device_id(
+    containers: list[Container],
+    served_tradovate: FakeTradovate,
+    redis_tls_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    fake, redis_server = served_tradovate, redis_tls_server
+    health_port = free_port()
+    env = {
+        **compose_environment(),
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(redis_server.port),
+        "REDIS_SSL_CA_CERTS": "/run/secrets/ca.crt",
+        "TRADOVATE_BASE_URL": fake.base_url,
+        "TRADOVATE_APP_ID": "orca-sim",
+        "TRADOVATE_CID": "7",
+        "ORCA_HEALTH_ADDR": f"127.0.0.1:{health_port}",
+    }
+    assert "TRADOVATE_DEVICE_ID" not in env
+    secrets = secret_files(tmp_path, fake, redis_server.tls.ca_cert if redis_server.tls else Path())
+    inspect = subprocess.run(
+        ["buildah", "inspect", "--type", "image", IMAGE], capture_output=True, text=True, check=True
+    )
+    config = json.loads(inspect.stdout)["Docker"]["config"]
+    assert config["Healthcheck"]["Test"] == ["CMD", "orca-tokens", "health"]
+    assert config["User"] == str(IMAGE_UID)
+    lean = Container(IMAGE, secrets, env)
+    containers.append(lean)
+    found = lean.run(
+        "sh", "-c", "command -v gcc cc make; cd /opt/orca/lib/python3*/site-packages && "
+        "ls -d tests bench tools conftest.py daemon/tests 2>/dev/null; ls /src 2>/dev/null",
+    )  # fmt: skip
+    assert found.stdout == "", found.stdout  # no compiler; none of tests/, bench/, tools/
+    client = redis_server.client()
+    names = all_names(fake)
+    for _ in range(2):  # two containers made one after the other
+        running, checker = Container(IMAGE, secrets, env), Container(IMAGE, secrets, env)
+        containers += [running, checker]
+        daemon = running.start("orca-tokens", "run")
+        pid = 0
+        try:
+            wait_for(lambda: all_live(client, names, fake), timeout=60, what="every token live")
+            health = checker.run("orca-tokens", "health")  # the HEALTHCHECK command
+            assert health.returncode == 0, health.stdout + health.stderr
+            beat = json.loads(next(iter(client.mget(client.keys("orca:heartbeat:*")))) or "{}")
+            pid = int(beat["pid"])  # chroot isolation shares the host's process ids
+            with open(f"/proc/{pid}/status") as status:
+                uid = next(line for line in status if line.startswith("Uid:")).split()[1]
+            assert int(uid) == IMAGE_UID
+        finally:
+            # What `docker stop` does: SIGTERM to the container's process (buildah run would
+            # SIGKILL it when signalled itself).
+            if pid:
+                os.kill(pid, signal.SIGTERM)
+            else:
+                daemon.kill()
+            out, _ = daemon.communicate(timeout=30)
+            print(out[-4_000:])  # shown when the test fails
+        assert daemon.returncode == 0, out[-3_000:]
+        events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        assert "daemon.stopped" in [e.get("event") for e in events]
+        assert REDIS_PASSWORD not in out
+        client.flushall()  # the second container logs in afresh
+    assert all(fake.seen.sessions_opened[name] == 2 for name in fake.users)
+    devices: dict[str, set[str]] = {}
+    for name, device in fake.seen.device_ids:
+        devices.setdefault(name, set()).add(device)
+    assert sorted(devices) == sorted(fake.users)
+    assert all(len(seen) == 1 for seen in devices.values()), devices  # one per login, both times
