@@ -328,3 +328,11 @@ def two_login_world(lifetime_s: float = 4_800.0) -> Iterator[World]:
     )
     with tradovate_routes(fake):
         yield build_world(fake, clock)
+
+
+def readme_block(after: str) -> list[str]:
+    """The lines of README's first ```sh block after the text `after` (comments left out)."""
+    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    start = text.index("```sh\n", text.index(after)) + len("```sh\n")
+    block = text[start : text.index("```", start)]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -15,13 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from daemon.sim.environment import wait_for
-from daemon.sim.observe import all_live, all_names
+from daemon.sim.observe import all_live
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import DEMO_SEC, FakeTradovate
-from tests.helpers import REDIS_PASSWORD
+from tests.helpers import REDIS_PASSWORD, readme_block
 
 ROOT = Path(__file__).parent.parent
 IMAGE = "localhost/orca-token-daemon:latest"
@@ -52,10 +52,27 @@ def image() -> str:
     return IMAGE
 
 
-def compose_environment() -> dict[str, str]:
-    """The daemon's environment in deploy/compose.yaml: the *_FILE names of its secrets."""
-    service = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())["services"]
-    return {k: str(v) for k, v in service["orca-token-daemon"]["environment"].items()}
+def readme_run() -> tuple[list[str], dict[str, str], str]:
+    """README's buildah recipe ("Without a Docker engine"): its `buildah run` flags, the
+    environment it passes, and the folder of secret files it mounts at /run/secrets."""
+    lines = readme_block("**Without a Docker engine**")
+    command = shlex.split(" ".join(lines).replace("\\ ", " "))
+    run = command[command.index("run", command.index("buildah")) :]
+    flags, env, secrets = [], {}, ""
+    words = iter(run[1:])
+    for word in words:
+        if word == "--":
+            break
+        if word == "-e":
+            name, _, value = next(words).partition("=")
+            env[name] = value
+        elif word == "-v":
+            secrets = next(words).split(":")[0]
+        elif word.startswith("-"):
+            flags += [word, next(words)]
+    assert list(words) == ["orca-tokens", "run"]
+    assert "make image" in lines
+    return flags, env, secrets
 
 
 class Container:
@@ -98,9 +115,10 @@ def containers(image: str) -> Iterator[list[Container]]:
 
 
 def secret_files(folder: Path, fake: FakeTradovate, tls_ca: Path) -> Path:
-    """What compose's secrets give the container: one file each, readable by the image's user."""
-    secrets = folder / "secrets"
-    secrets.mkdir()
+    """README's secret files ($PWD/deploy/secrets, the compose recipe's names), readable by the
+    image's user."""
+    secrets = folder / "deploy" / "secrets"
+    secrets.mkdir(parents=True)
     files = {
         "redis_password": REDIS_PASSWORD,
         "tradovate_sec": DEMO_SEC,
@@ -124,9 +142,10 @@ def test_the_image_runs_the_daemon_as_its_user_with_file_secrets_and_a_stable_de
 ) -> None:
     fake, redis_server = served_tradovate, redis_tls_server
     health_port = free_port()
-    env = {
-        **compose_environment(),
-        "REDIS_HOST": "127.0.0.1",
+    _, readme_env, mounted = readme_run()
+    assert mounted == "$PWD/deploy/secrets"
+    env = {  # README's, but for this machine's Redis port and CA, and the simulator
+        **readme_env,
         "REDIS_PORT": str(redis_server.port),
         "REDIS_SSL_CA_CERTS": "/run/secrets/ca.crt",
         "TRADOVATE_BASE_URL": fake.base_url,
@@ -150,7 +169,8 @@ def test_the_image_runs_the_daemon_as_its_user_with_file_secrets_and_a_stable_de
     )  # fmt: skip
     assert found.stdout == "", found.stdout  # no compiler; none of tests/, bench/, tools/
     client = redis_server.client()
-    names = all_names(fake)
+    login = env["ORCA_ACCOUNTS"]
+    names = [login, *fake.users[login].accounts]
     for _ in range(2):  # two containers made one after the other
         running, checker = Container(IMAGE, secrets, env), Container(IMAGE, secrets, env)
         containers += [running, checker]
@@ -179,9 +199,9 @@ def test_the_image_runs_the_daemon_as_its_user_with_file_secrets_and_a_stable_de
         assert "daemon.stopped" in [e.get("event") for e in events]
         assert REDIS_PASSWORD not in out
         client.flushall()  # the second container logs in afresh
-    assert all(fake.seen.sessions_opened[name] == 2 for name in fake.users)
+    assert dict(fake.seen.sessions_opened) == {login: 2}
     devices: dict[str, set[str]] = {}
     for name, device in fake.seen.device_ids:
         devices.setdefault(name, set()).add(device)
-    assert sorted(devices) == sorted(fake.users)
+    assert sorted(devices) == [login]
     assert all(len(seen) == 1 for seen in devices.values()), devices  # one per login, both times

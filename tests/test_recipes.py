@@ -21,17 +21,10 @@ from pathlib import Path
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import REDIS_PASSWORD, DaemonProcess, Spawned
+from tests.helpers import REDIS_PASSWORD, DaemonProcess, Spawned, readme_block
 
 ROOT = Path(__file__).parent.parent
 VENV = Path(sys.executable).parent.parent
-
-
-def readme_block(after: str) -> list[str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("```sh\n", text.index(after)) + len("```sh\n")
-    block = text[start : text.index("```", start)]
-    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
 def rooted(command: str, root: Path) -> str:
