@@ -136,6 +136,7 @@ def main() -> int:
             check=True,
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
+        buildah("rmi", "--prune", check=False)  # the layers of earlier builds, now untagged
         print(f"{tag}: built (inputs {key})")
     total, below = size_bytes(tag), size_bytes(base_reference)
     print(
