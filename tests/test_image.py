@@ -205,3 +205,45 @@ def test_the_image_runs_the_daemon_as_its_user_with_file_secrets_and_a_stable_de
         devices.setdefault(name, set()).add(device)
     assert sorted(devices) == [login]
     assert all(len(seen) == 1 for seen in devices.values()), devices  # one per login, both times
+
+
+def test_the_image_logs_in_on_the_tradingview_route_with_names_and_passwords_alone(
+    containers: list[Container],
+    served_tradovate: FakeTradovate,
+    redis_tls_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """The desk's own route: README's recipe with `TRADOVATE_LOGIN=tradingview` and no API key
+    (its `TRADOVATE_SEC_FILE` left out): the container writes the login's tokens."""
+    fake, redis_server = served_tradovate, redis_tls_server
+    _, readme_env, _ = readme_run()
+    env = {k: v for k, v in readme_env.items() if k != "TRADOVATE_SEC_FILE"}
+    env.update(
+        TRADOVATE_LOGIN="tradingview",
+        TRADOVATE_BASE_URL=fake.base_url,  # accounts and renewals: Tradovate's REST API
+        TRADOVATE_TV_BASE_URL=fake.base_url.removesuffix("/v1"),
+        REDIS_PORT=str(redis_server.port),
+        REDIS_SSL_CA_CERTS="/run/secrets/ca.crt",
+        ORCA_HEALTH_ADDR=f"127.0.0.1:{free_port()}",
+    )
+    secrets = secret_files(tmp_path, fake, redis_server.tls.ca_cert if redis_server.tls else Path())
+    (secrets / "tradovate_sec").unlink()
+    running = Container(IMAGE, secrets, env)
+    containers.append(running)
+    login = env["ORCA_ACCOUNTS"]
+    names = [login, *fake.users[login].accounts]
+    client = redis_server.client()
+    daemon = running.start("orca-tokens", "run")
+    try:
+        wait_for(lambda: all_live(client, names, fake), timeout=60, what="every token live")
+        pid = int(
+            json.loads(next(iter(client.mget(client.keys("orca:heartbeat:*")))) or "{}")["pid"]
+        )
+        os.kill(pid, signal.SIGTERM)
+        out, _ = daemon.communicate(timeout=30)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            print(daemon.communicate(timeout=30)[0][-4_000:])  # shown when the test fails
+    assert daemon.returncode == 0, out[-3_000:]
+    assert all("sec" not in body for body in fake.seen.login_bodies)  # no API key was sent
