@@ -98,16 +98,21 @@ def test_operators_can_run_every_read_verb(
     assert denials(redis_server) == []
 
 
-def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> None:
-    seed(redis_server)
-    env = create_user(redis_server, "orca-trader")
-    client = redis.Redis(
+def user_client(server: RedisServer, name: str) -> redis.Redis:
+    """A client logged in as the ACL user `name`, created with the file's rules."""
+    env = create_user(server, name)
+    return redis.Redis(
         host="127.0.0.1",
-        port=redis_server.port,
+        port=server.port,
         username=env["REDIS_USERNAME"],
         password=env["REDIS_PASSWORD"],
         decode_responses=True,
     )
+
+
+def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> None:
+    seed(redis_server)
+    client = user_client(redis_server, "orca-trader")
     assert tokens.get_token("APEX_1", client=client) is not None
     assert tokens.token_ttl("APEX_1", client=client) > 0
     assert len(list(tokens.iter_tokens(client=client))) == 3
@@ -149,14 +154,7 @@ def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> Non
 
 def test_operators_may_delete_a_token_and_ask_for_a_refresh(redis_server: RedisServer) -> None:
     seed(redis_server)
-    env = create_user(redis_server, "orca-operator")
-    client = redis.Redis(
-        host="127.0.0.1",
-        port=redis_server.port,
-        username=env["REDIS_USERNAME"],
-        password=env["REDIS_PASSWORD"],
-        decode_responses=True,
-    )
+    client = user_client(redis_server, "orca-operator")
     assert tokens.delete_token("APEX_1", client=client)
     assert tokens.report_unauthorized("APEX_2", client=client)
     assert denials(redis_server) == []

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import DEMO_SEC, FakeTradovate
-from tests.helpers import REDIS_PASSWORD, readme_block
+from tests.helpers import REDIS_PASSWORD, readme_block, require_tool
 
 ROOT = Path(__file__).parent.parent
 IMAGE = "localhost/orca-token-daemon:latest"
@@ -29,19 +28,10 @@ IMAGE_UID = 10001  # the Dockerfile's USER
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-def require_buildah() -> None:
-    if shutil.which("buildah"):
-        return
-    message = "buildah is not installed (make test installs it with apt-get)"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{message}: the image must be built under CI=true")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def image() -> str:
     """`make image` (tools/image.py): built once, or found up to date."""
-    require_buildah()
+    require_tool("buildah")  # make test installs it with apt-get; under CI=true it fails
     started = time.monotonic()
     built = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "image.py")],

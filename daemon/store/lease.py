@@ -161,10 +161,7 @@ class LoginLeases:
         for login, fence in fences.items():
             pipe.set(lease_key(login), fence, nx=True, px=int(self.ttl_s * 1000))
         taken = [login for login, ok in zip(wanted, read_all(pipe), strict=True) if ok is True]
-        with self._mutex:
-            for login in taken:
-                self._fences[login] = fences[login]
-                self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
+        self._hold(taken, fences, sent_at)
         if taken:
             log.info("lease.acquired", instance=self.instance, logins=taken)
         return taken
@@ -186,13 +183,18 @@ class LoginLeases:
             ],
         )
         taken = [login for login, ok in zip(wanted, results, strict=True) if ok == 1]
+        self._hold(taken, fences, sent_at)
+        if taken:
+            log.warning("lease.taken_back", instance=self.instance, logins=taken)
+        return taken
+
+    def _hold(self, taken: list[str], fences: dict[str, str], sent_at: float) -> None:
+        """Leases just taken: held with the fence sent, until the TTL less a margin from when
+        the command was sent."""
         with self._mutex:
             for login in taken:
                 self._fences[login] = fences[login]
                 self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
-        if taken:
-            log.warning("lease.taken_back", instance=self.instance, logins=taken)
-        return taken
 
     def renew(self) -> list[str]:
         """Renew every lease held, in one round trip; a lease Redis lost (a restart, a FLUSHALL)
