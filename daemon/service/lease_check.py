@@ -14,7 +14,6 @@ Each foreign value is said once, with its key and a fingerprint, never its conte
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Mapping
 
 import redis
@@ -26,13 +25,10 @@ from daemon.constants import (
     LEGACY_LEADER_TTL_S,
     MEMBER_IDLE_ROUNDS,
 )
+from daemon.logs import fingerprint
 from daemon.store.lease import LeaseSeen, lease_key, seen
 
 log = structlog.get_logger("daemon.ownership")
-
-
-def _fingerprint(head: str) -> str:
-    return hashlib.sha256(head.encode(errors="replace")).hexdigest()[:8]
 
 
 class LeaseCheck:
@@ -136,5 +132,5 @@ class LeaseCheck:
         if (event, key) in self._said:
             return
         self._said.add((event, key))
-        fields = {"fingerprint": _fingerprint(head)} if head is not None else {}
+        fields = {"fingerprint": fingerprint(head)} if head is not None else {}
         log.warning(event, key=key, why=why, **fields, **({"hint": hint} if hint else {}))

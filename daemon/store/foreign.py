@@ -5,9 +5,9 @@ then replaces; what it does not, it ignores."""
 
 from __future__ import annotations
 
-import hashlib
-
 import structlog
+
+from daemon.logs import fingerprint
 
 log = structlog.get_logger("daemon.store")
 
@@ -23,8 +23,8 @@ def report_foreign(key: str, what: str, raw: object = None) -> None:
     _said.add((key, what))
     fields: dict[str, object] = {}
     if isinstance(raw, str | bytes):
-        data = raw.encode(errors="replace") if isinstance(raw, str) else raw
-        fields = {"fingerprint": hashlib.sha256(data).hexdigest()[:8], "bytes": len(data)}
+        text = raw if isinstance(raw, str) else raw.decode(errors="replace")
+        fields = {"fingerprint": fingerprint(text), "bytes": len(text.encode())}
     log.warning("redis.foreign_value", key=key[:200], what=what[:200], **fields)
 
 

@@ -45,7 +45,6 @@ local head = redis.pcall('GETRANGE', KEYS[1], 0, 127)
 if type(head) ~= 'string' then head = '' end
 if head ~= ARGV[1] then return 0 end
 if ttl == -1 or ttl > tonumber(ARGV[2]) or ARGV[3] == '1' then
-  redis.call('DEL', KEYS[1])
   redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
   return 1
 end
