@@ -55,8 +55,15 @@ class Metrics:
         )
         self.tradovate_budget = Gauge(
             "orca_tradovate_budget",
-            "Tradovate's per-address budgets in the rolling window: limit, used, needed.",
+            "Tradovate's budgets of the group (its /24) in the rolling window: limit, used, "
+            "needed, and the logins renewals keep alive at the current lead and at the floor.",
             ["endpoint", "kind"],
+            registry=self.registry,
+        )
+        self.renew_lead = Gauge(
+            "orca_renew_lead_seconds",
+            "How long before expiry the group's tokens are renewed now (15 minutes, later down "
+            "to ORCA_RENEW_LEAD_FLOOR while renewals are short).",
             registry=self.registry,
         )
         self.leader = Gauge(

@@ -96,7 +96,7 @@ class TokenState(StrEnum):
     """What a token key holds, as a reader sees it (`check`, `tokens list`, `/readyz`, `health`)."""
 
     VALID = "valid"
-    EXPIRING = "expiring"  # valid, but within 15 minutes of its expiry
+    EXPIRING = "expiring"  # valid, but closer to its expiry than the renewal lead (15 min)
     MISSING = "missing"
     INVALID = "invalid"  # not a token, expired, or of no known expiry
     UNKNOWN = "unknown"  # Redis did not answer

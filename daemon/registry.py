@@ -15,6 +15,7 @@ from daemon.constants import (
     DEFAULT_REFRESH_CONCURRENCY,
     DEFAULT_TOKEN_PROBE_INTERVAL_S,
     DEFAULT_TOKEN_TTL_S,
+    RENEW_LEAD_FLOOR_S,
     TRADOVATE_TIMEOUT_S,
 )
 
@@ -76,7 +77,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ORCA_REFRESH_CONCURRENCY", DEFAULT_REFRESH_CONCURRENCY, "refreshes running at once"),
     Setting("ORCA_RENEW_BUDGET_PER_HOUR", 15, "renewaccesstoken calls Tradovate allows per client address in a rolling hour (every request counts)"),
     Setting("ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR", 5, "failed accesstokenrequest calls Tradovate allows per client address in a rolling hour"),
-    Setting("ORCA_BUDGET_GROUP", "default", "instances in one group share those budgets through Redis: one group per public address"),
+    Setting("ORCA_RENEW_LEAD_FLOOR", RENEW_LEAD_FLOOR_S, "while the renewals a budget group needs exceed its budget, renewals move later, down to this many seconds before expiry (jitter included), 120-900"),
+    Setting("ORCA_BUDGET_GROUP", "default", "instances in one group share those budgets through Redis: one group per public /24 subnet (Tradovate counts per /24)"),
     Setting("ORCA_BUDGET_WINDOW", 3_600, "the budgets' rolling window, seconds (shorter only against the simulator, with its time-scale)"),
     Setting("ORCA_CAPTCHA_PARK", DEFAULT_CAPTCHA_PARK_S, "seconds a login waits after Tradovate asks for a captcha"),
     Setting("ORCA_TRADOVATE_TIMEOUT", TRADOVATE_TIMEOUT_S, "seconds any one Tradovate request may take"),

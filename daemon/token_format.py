@@ -18,6 +18,8 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
+from daemon.constants import BUDGET_WINDOW_S
+
 MAX_TOKEN_CHARS = 8_192
 # Timestamps outside these are not expiries but garbage (or an attack on the parser).
 EARLIEST_TIMESTAMP_S = 946_684_800.0  # 2000-01-01
@@ -111,3 +113,8 @@ def token_expiry(token: object, expiration_time: object = None) -> float | None:
         t for t in (parse_expiration_time(expiration_time), jwt_expiry(token)) if t is not None
     ]
     return min(found) if found else None
+
+
+def tradovate_minutes(seconds: float, window_s: float) -> str:
+    """Seconds on the budget window's time-scale (ORCA_BUDGET_WINDOW), in Tradovate's minutes."""
+    return f"{seconds * BUDGET_WINDOW_S / window_s / 60:.1f} min"

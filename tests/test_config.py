@@ -339,12 +339,22 @@ def test_missing_env_file_is_a_problem(tmp_path: Path) -> None:
         ("REDIS_SOCKET_CONNECT_TIMEOUT", "1e400"),
         ("ORCA_AUTH_RATE_LIMIT", "-1"),
         ("ORCA_TOKEN_PROBE_INTERVAL", "99999999"),
+        ("ORCA_RENEW_LEAD_FLOOR", "119"),
+        ("ORCA_RENEW_LEAD_FLOOR", "901"),
     ],
 )
 def test_every_numeric_setting_is_bounded(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({**BASE, name: value})
     assert any(problem.startswith(f"{name}: ") for problem in caught.value.problems)
+
+
+def test_the_renewal_lead_floor_is_five_minutes_and_says_its_bounds() -> None:
+    assert load_settings(BASE).renew_lead_floor_s == 300
+    assert load_settings({**BASE, "ORCA_RENEW_LEAD_FLOOR": "120"}).renew_lead_floor_s == 120
+    assert problems({**BASE, "ORCA_RENEW_LEAD_FLOOR": "60"}) == [
+        "ORCA_RENEW_LEAD_FLOOR: 60 is out of range (must be between 120 and 900)"
+    ]
 
 
 def test_when_budget_short_is_read_from_the_accounts_file(tmp_path: Path) -> None:

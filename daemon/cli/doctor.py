@@ -19,13 +19,15 @@ from daemon.config import (
     load_settings,
     loose_credential_files,
 )
-from daemon.constants import ASSUMED_TOKEN_LIFETIME_S
-from daemon.refresh.policy import RenewalCapacity, renew_before_expiry_s
+from daemon.refresh.policy import Policy
+from daemon.refresh.progress import LoginProgress
+from daemon.refresh.schedule import assumed_lifetime_s, plan_renewals
 from daemon.registry import SETTINGS, Setting, setting, unknown_variables
 from daemon.store.budget import usable_of
 from daemon.store.client import build_client, disconnect
 from daemon.store.health import diagnose
 from daemon.store.heartbeat import Heartbeat, live_instances
+from daemon.token_format import tradovate_minutes
 from daemon.values import subnet_of
 
 CLOCK_SKEW_WARN_S = 2.0
@@ -123,29 +125,45 @@ def _routes(settings: Settings) -> list[Finding]:
 
 
 def _capacity(settings: Settings) -> Finding:
-    """Renewals the logins need (80-minute tokens, renewed 15 minutes before expiry) against
-    what one address may spend: Tradovate's limit less the reserve."""
-    lifetime = ASSUMED_TOKEN_LIFETIME_S
-    capacity = RenewalCapacity(
-        len(settings.logins),
-        lifetime - renew_before_expiry_s(lifetime),
-        settings.budget_window_s,
-        usable_of(settings.renew_budget_per_hour),
+    """Renewals the logins need (80-minute tokens) against what one group (one /24) may spend,
+    Tradovate's limit less the reserve: at the advice's 15 minutes, else at the later lead
+    that fits, down to the floor, and which logins are beyond that."""
+    window_s = settings.budget_window_s
+    usable = usable_of(settings.renew_budget_per_hour)
+    policy = Policy(
+        settings.refresh_interval_s, window_s=window_s, lead_floor_s=settings.renew_lead_floor_s
+    )
+    plan = plan_renewals(
+        [LoginProgress(login) for login in settings.logins],
+        0.0,
+        lifetime_s=assumed_lifetime_s(window_s),
+        window_s=window_s,
+        usable=usable,
+        share=1.0,
+        policy=policy,
     )
     words = (
-        f"{capacity.logins} logins need about {capacity.needed:.1f} renewals per "
-        f"{settings.budget_window_s} s; group {settings.budget_group} may spend {capacity.usable}"
+        f"{len(settings.logins)} logins need about {plan.needed:.1f} renewals per "
+        f"{window_s} s; group {settings.budget_group} may spend {usable}, renewing "
+        f"{tradovate_minutes(plan.lead_s, window_s)} before expiry"
     )
-    if capacity.short:
-        return Finding(
-            "warning",
-            "budget",
-            f"{words}: short, one /24 subnet keeps about {capacity.keeps_alive} alive by renewal; "
-            "run another "
-            "instance on another /24 subnet with its own ORCA_BUDGET_GROUP, or mark API-only "
-            'logins when_budget_short = "relogin"',
-        )
-    return Finding("ok", "budget", words)
+    if not plan.short:
+        return Finding("ok", "budget", words)
+    beyond = (
+        f"; beyond it: {', '.join(plan.beyond)} (relogin ones log in again, wait ones lapse)"
+        if plan.beyond
+        else ""
+    )
+    return Finding(
+        "warning" if plan.beyond else "ok",
+        "budget",
+        f"{words}: short at the advice's 15 minutes, so renewals move later; one /24 "
+        f"subnet keeps about {plan.keeps_alive} alive by renewal, "
+        f"{plan.keeps_alive_at_floor} at the floor of "
+        f"{tradovate_minutes(plan.floor_s, window_s)}{beyond}; run another instance on another /24 "
+        "subnet with its own ORCA_BUDGET_GROUP, or mark API-only logins when_budget_short = "
+        '"relogin"',
+    )
 
 
 def _safety(settings: Settings) -> list[Finding]:

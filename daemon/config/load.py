@@ -23,6 +23,8 @@ from daemon.config.reader import EnvReader
 from daemon.config.secret import Secret
 from daemon.constants import (
     MAX_RENEW_BUDGET_PER_HOUR,
+    RENEW_BEFORE_EXPIRY_S,
+    RENEW_LEAD_FLOOR_MIN_S,
     TRADOVATE_BASE_URLS,
     TRADOVATE_TV_BASE_URLS,
 )
@@ -65,6 +67,9 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         ),
         login_failure_budget_per_hour=reader.integer(
             "ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR", low=1, high=10_000
+        ),
+        renew_lead_floor_s=reader.integer(
+            "ORCA_RENEW_LEAD_FLOOR", low=RENEW_LEAD_FLOOR_MIN_S, high=RENEW_BEFORE_EXPIRY_S
         ),
         budget_group=_budget_group(reader),
         budget_window_s=reader.integer("ORCA_BUDGET_WINDOW", low=1, high=86_400),

@@ -120,6 +120,7 @@ class Settings:
     log_backups: int = registered("ORCA_LOG_BACKUPS")
     renew_budget_per_hour: int = registered("ORCA_RENEW_BUDGET_PER_HOUR")
     login_failure_budget_per_hour: int = registered("ORCA_LOGIN_FAILURE_BUDGET_PER_HOUR")
+    renew_lead_floor_s: int = registered("ORCA_RENEW_LEAD_FLOOR")
     budget_group: str = registered("ORCA_BUDGET_GROUP")
     budget_window_s: int = registered("ORCA_BUDGET_WINDOW")
     credential_files: tuple[str, ...] = ()  # the secret files read, for checks of their modes

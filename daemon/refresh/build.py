@@ -28,7 +28,7 @@ from daemon.refresh.policy import Policy, interval_fits
 from daemon.refresh.progress import LoginProgress
 from daemon.refresh.refresher import Refresher
 from daemon.refresh.reporter import Reporter
-from daemon.refresh.room import LoginRoom
+from daemon.refresh.schedule import RenewalSchedule
 from daemon.refresh.signin import SignIn
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
@@ -62,8 +62,10 @@ def build_refreshing(
     audit: AuditRecorder | None = None,
     may_act: Callable[[str], bool] = lambda login: True,
     fence: Callable[[str], Fence | None] = lambda login: None,
+    group_owned: Callable[[], int] | None = None,
 ) -> Refreshing:
-    """`fence(login)` is the lease every write of the login is checked against in Redis."""
+    """`fence(login)` is the lease every write of the login is checked against in Redis;
+    `group_owned()` how many logins the instances of this budget group own (None: alone)."""
     window_s = settings.budget_window_s
     budget = AddressBudget(
         redis_client,
@@ -89,8 +91,13 @@ def build_refreshing(
             window_s,
             budget.usable(RENEW),
         ),
+        window_s=window_s,
+        lead_floor_s=settings.renew_lead_floor_s,
     )
     states = {login.name: LoginProgress(login) for login in settings.logins}
+    schedule = RenewalSchedule(
+        states, policy, budget.usable(RENEW), window_s, owns=may_act, group_owned=group_owned
+    )
     names = AccountNames(states)
     keeper = RedisKeeper(
         redis_client,
@@ -123,7 +130,7 @@ def build_refreshing(
         budget=budget,
         names=names,
         accounts=accounts,
-        room=LoginRoom(states, policy, budget),
+        schedule=schedule,
         keeper=keeper,
         reporter=reporter,
         redis_health=redis_health or RedisHealth(settings.redis.target(), metrics),
@@ -131,4 +138,4 @@ def build_refreshing(
         clock=clock,
         may_act=may_act,
     )
-    return Refreshing(refresher, keeper, Capacity(budget, policy, states, window_s))
+    return Refreshing(refresher, keeper, Capacity(budget, schedule, policy))

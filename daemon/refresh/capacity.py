@@ -3,19 +3,12 @@ for the daemon's `budget.capacity`, `status` (through Redis) and the heartbeat's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from daemon.constants import ASSUMED_TOKEN_LIFETIME_S, BUDGET_WINDOW_S
-from daemon.refresh.policy import Policy, RenewalCapacity
-from daemon.refresh.progress import LoginProgress
+from daemon.refresh.policy import Policy, keeps_alive
+from daemon.refresh.schedule import RenewalSchedule, assumed_lifetime_s
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
-
-
-def assumed_lifetime_s(window_s: float) -> float:
-    """80 minutes of Tradovate's hour, on the budget window's time-scale."""
-    return ASSUMED_TOKEN_LIFETIME_S * window_s / BUDGET_WINDOW_S
 
 
 @dataclass(frozen=True)
@@ -31,56 +24,50 @@ class CapacityReport:
     login_failure_limit: int
     login_failure_used: int
     short: bool
-    keeps_alive: int
+    keeps_alive: int  # logins the group's budget keeps alive at the current lead ...
+    keeps_alive_at_floor: int  # ... and at ORCA_RENEW_LEAD_FLOOR
+    renew_lead_s: float  # how long before expiry the group renews now
+    renew_lead_floor_s: float
+    beyond: list[str]  # this instance's logins the budget does not keep alive
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Capacity:
-    def __init__(
-        self,
-        budget: AddressBudget,
-        policy: Policy,
-        states: Mapping[str, LoginProgress],
-        window_s: int,
-    ) -> None:
+    def __init__(self, budget: AddressBudget, schedule: RenewalSchedule, policy: Policy) -> None:
         self._budget = budget
+        self._schedule = schedule
         self._policy = policy
-        self._states = states
-        self._window_s = window_s
 
-    def report(self, now: float, logins: int | None = None) -> CapacityReport:
-        """Renewals `logins` (all configured) need in one budget window against what the
-        address may spend (Tradovate's limit less a reserve), from the tokens held (80 minutes
-        before any)."""
-        lifetimes = [s.grant.lifetime_s for s in self._states.values() if s.grant is not None]
+    def report(self, now: float) -> CapacityReport:
+        """The renewals this instance's logins need in one budget window at the group's lead,
+        against what the group may spend (Tradovate's limit less a reserve)."""
         budget = self._budget
-        capacity = RenewalCapacity(
-            len(self._states) if logins is None else logins,
-            self._policy.renewal_period_s(
-                min(lifetimes, default=assumed_lifetime_s(self._window_s))
-            ),
-            self._window_s,
-            budget.usable(RENEW),
-        )
+        plan = self._schedule.plan(now)
         return CapacityReport(
             group=budget.group,
-            window_s=self._window_s,
+            window_s=int(budget.window_s),
             renew_limit=budget.limits[RENEW],
-            renew_usable=capacity.usable,
-            renew_needed=round(capacity.needed, 1),
+            renew_usable=budget.usable(RENEW),
+            renew_needed=round(plan.needed, 1),
             renew_used=budget.used(RENEW, now),
             login_failure_limit=budget.limits[LOGIN_FAILURE],
             login_failure_used=budget.used(LOGIN_FAILURE, now),
-            short=capacity.short,
-            keeps_alive=capacity.keeps_alive,
+            short=plan.short,
+            keeps_alive=plan.keeps_alive,
+            keeps_alive_at_floor=plan.keeps_alive_at_floor,
+            renew_lead_s=round(plan.lead_s, 1),
+            renew_lead_floor_s=round(plan.floor_s, 1),
+            beyond=list(plan.beyond),
         )
 
     def configured(self) -> tuple[int, int]:
-        """The renewals an hour this address may spend and the logins they keep alive, from
-        configuration alone (tokens assumed to live 80 minutes of a one-hour window): what other
-        instances weigh this one by when they share the logins."""
+        """The renewals an hour this group may spend and the logins they keep alive at the
+        floor, from configuration alone (tokens assumed to live 80 minutes of a one-hour
+        window): what other instances weigh this one by when they share the logins, computed
+        once so that logins do not move when the lead does."""
         usable = self._budget.usable(RENEW)
-        period_s = self._policy.renewal_period_s(assumed_lifetime_s(self._window_s))
-        return usable, RenewalCapacity(0, period_s, self._window_s, usable).keeps_alive
+        lifetime = assumed_lifetime_s(self._budget.window_s)
+        floor = self._policy.lead_floor_s(lifetime)
+        return usable, keeps_alive(usable, lifetime - floor, self._budget.window_s)

@@ -95,7 +95,8 @@ class RedisKeeper:
             # Renewed when due, as if this instance had issued it (a restart or a takeover must
             # not spend renewals in a burst); with no record of its issue, renewed at once. The
             # first attempt lists the accounts, which confirms the token is still alive.
-            state.renew_at = self._policy.renew_at(state.grant) if issued_at is not None else now
+            advised = self._policy.renew_at(state.grant) if issued_at is not None else now
+            state.renew_at = state.advised_renew_at = advised
             state.accounts = recorded.accounts
             adopted += 1
             log.info(
@@ -152,6 +153,7 @@ class RedisKeeper:
             md_access_token=grant.md_access_token,
             accounts=self._names.owned(state)[1:],
             md_expires_at=grant.md_expires_at,
+            window_s=self._policy.window_s,
         )
         now = self._clock()
         status = self.status(state, now)

@@ -15,7 +15,10 @@ from enum import Enum
 
 from redis.backoff import EqualJitterBackoff
 
+from daemon.config import Login
 from daemon.constants import (
+    BUDGET_STAGGER_S,
+    BUDGET_WINDOW_S,
     CREDENTIALS_REJECTED_RETRY_S,
     DEFAULT_TOKEN_PROBE_INTERVAL_S,
     LOCKED_PARK_S,
@@ -25,6 +28,7 @@ from daemon.constants import (
     RENEW_BEFORE_EXPIRY_FRACTION,
     RENEW_BEFORE_EXPIRY_S,
     RENEW_JITTER_LIFETIME_FRACTION,
+    RENEW_LEAD_FLOOR_S,
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
 )
@@ -115,9 +119,14 @@ class Policy:
         *,
         account_check_interval_s: float = DEFAULT_TOKEN_PROBE_INTERVAL_S,
         interval_fits: bool = True,
+        window_s: float = BUDGET_WINDOW_S,
+        lead_floor_s: float = RENEW_LEAD_FLOOR_S,
     ) -> None:
         """`interval_fits`: renewing every login at `refresh_interval_s` fits the budget
-        (`interval_fits` below)."""
+        (`interval_fits` below). `window_s`: the budget window, the time-scale of the margins;
+        `lead_floor_s`: ORCA_RENEW_LEAD_FLOOR, in Tradovate's time."""
+        self.window_s = window_s
+        self._lead_floor_s = lead_floor_s
         self.refresh_interval_s = refresh_interval_s
         self.account_check_interval_s = account_check_interval_s
         self.interval_fits = interval_fits
@@ -129,7 +138,7 @@ class Policy:
         life), jittered so that logins spread over the hour. ORCA_REFRESH_INTERVAL is a target,
         honoured (sooner) only while the address's renewal budget allows it for every login."""
         lifetime = max(grant.lifetime_s, 1.0)
-        before = renew_before_expiry_s(lifetime)
+        before = self.renew_before_expiry_s(lifetime)
         jitter = lifetime * self._rng.uniform(
             -RENEW_JITTER_LIFETIME_FRACTION, RENEW_JITTER_LIFETIME_FRACTION
         )
@@ -142,8 +151,34 @@ class Policy:
         """How often one login is renewed: its life less the advice's margin, or sooner when
         ORCA_REFRESH_INTERVAL asks and fits."""
         return renewal_period_s(
-            lifetime_s, self.refresh_interval_s, interval_fits=self.interval_fits
+            lifetime_s,
+            self.refresh_interval_s,
+            interval_fits=self.interval_fits,
+            window_s=self.window_s,
         )
+
+    def renew_before_expiry_s(self, lifetime_s: float) -> float:
+        return renew_before_expiry_s(lifetime_s, self.window_s)
+
+    def lead_floor_s(self, lifetime_s: float) -> float:
+        """ORCA_RENEW_LEAD_FLOOR on the budget window's time-scale, but never so late that
+        the renewal could land after the token's key has expired."""
+        scale = self.window_s / BUDGET_WINDOW_S
+        return max(self._lead_floor_s * scale, _latest_lead_s(lifetime_s, self.window_s))
+
+    def relogin_instead(self, login: Login, grant: TokenGrant, slot_at: float) -> bool:
+        """A `relogin` login logs in again rather than wait for a renewal slot that frees only
+        later than the floor before its token expires (or never: beyond the budget)."""
+        floor_at = grant.expires_at - self.lead_floor_s(grant.lifetime_s)
+        return login.when_budget_short == "relogin" and slot_at >= floor_at
+
+    @property
+    def stagger_s(self) -> float:
+        """Between renewals that wait for the same freed slot, on the window's time-scale."""
+        return BUDGET_STAGGER_S * self.window_s / BUDGET_WINDOW_S
+
+    def key_margin_s(self, lifetime_s: float) -> float:
+        return key_margin_s(lifetime_s, self.window_s)
 
     def account_check_due(self, progress: LoginProgress, now: float) -> bool:
         """Time to list the accounts with the held token again: that call has no address
@@ -181,19 +216,17 @@ class Policy:
         return max(min(progress.renew_at, check_due) - now, 1.0)
 
     def delay_after_failure(
-        self,
-        outcome: Outcome,
-        failures: int,
-        *,
-        captcha_park_s: float,
-        session_unused: bool = False,
+        self, outcome: Outcome, progress: LoginProgress, now: float, *, captcha_park_s: float
     ) -> float:
-        """Exponential backoff with jitter, but a wrong password (and what else needs a person:
-        Unconfirmed, a 400, a 404) climbs the rejected ladder, Closed waits for an operator
-        (infinity), a captcha its park, and a 429 an hour. A login that succeeded
-        but gave a token that cannot be used (`session_unused`: a session was opened for
-        nothing, perhaps because this clock is off) waits like a wrong password: every retry
-        would open another session, and a third logs the trader out."""
+        """Exponential backoff with jitter (while a token is held, at most halfway to its key's
+        expiry: a renewal at the floor that failed is tried again in time), but a wrong
+        password (and what else needs a person: Unconfirmed, a 400, a 404) climbs the rejected
+        ladder, Closed waits for an operator (infinity), a captcha its park, and a 429 an hour.
+        A login that succeeded but gave a token that cannot be used (`session_unused`: a
+        session was opened for nothing, perhaps because this clock is off) waits like a wrong
+        password: every retry would open another session, and a third logs the trader out."""
+        failures, held = progress.failures, progress.grant
+        session_unused = progress.session_unused
         backoff = self._backoff.compute(failures)
         unusable = outcome in (Outcome.INVALID_RESPONSE, Outcome.INVALID_TOKEN)
         if session_unused and unusable:
@@ -208,6 +241,9 @@ class Policy:
             # 15 min, 30, 60, 2 h, 4 h: one wrong password never spends the failures the
             # other logins of the address may need (Tradovate allows 5 an hour for all).
             return float(REJECTED_BACKOFF_S[min(failures, len(REJECTED_BACKOFF_S)) - 1])
+        if held is not None and held.expires_at > now:
+            key_left_s = held.expires_at - self.key_margin_s(held.lifetime_s) - now
+            return min(float(backoff), max(1.0, key_left_s / 2))
         return float(backoff)
 
 
@@ -220,7 +256,7 @@ class RenewalCapacity:
     logins: int
     period_s: float
     window_s: float
-    usable: int
+    usable: float
 
     @property
     def needed(self) -> float:
@@ -228,12 +264,17 @@ class RenewalCapacity:
 
     @property
     def short(self) -> bool:
-        return self.needed > self.usable
+        return self.needed > self.usable + 1e-9
 
     @property
     def keeps_alive(self) -> int:
         """How many logins the address keeps alive by renewal alone."""
-        return int(self.usable * self.period_s / self.window_s)
+        return keeps_alive(self.usable, self.period_s, self.window_s)
+
+
+def keeps_alive(usable: float, period_s: float, window_s: float) -> int:
+    """How many logins `usable` renewals a window keep alive, each renewed every `period_s`."""
+    return int(usable * max(period_s, 0.0) / window_s + 1e-9)
 
 
 def interval_fits(
@@ -245,39 +286,39 @@ def interval_fits(
     return not RenewalCapacity(logins, period_s, window_s, usable).short
 
 
-def renewal_period_s(lifetime_s: float, refresh_interval_s: float, *, interval_fits: bool) -> float:
+def renewal_period_s(
+    lifetime_s: float,
+    refresh_interval_s: float,
+    *,
+    interval_fits: bool,
+    window_s: float = BUDGET_WINDOW_S,
+) -> float:
     """How often one login is renewed: its life less the advice's margin, or sooner at
     ORCA_REFRESH_INTERVAL when that fits the budget."""
-    period = lifetime_s - renew_before_expiry_s(lifetime_s)
+    period = lifetime_s - renew_before_expiry_s(lifetime_s, window_s)
     return min(period, refresh_interval_s) if interval_fits else period
 
 
-def renew_before_expiry_s(lifetime_s: float) -> float:
-    """15 minutes (the same share of a shorter simulated life), but never so little that the
-    renewal could land after the token's key has expired (its TTL ends a margin before the
-    token does) plus a scheduler's slack."""
-    return min(
-        RENEW_BEFORE_EXPIRY_S,
-        max(lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION, key_margin_s(lifetime_s) + RENEW_SLACK_S),
-    )
+def renew_before_expiry_s(lifetime_s: float, window_s: float = BUDGET_WINDOW_S) -> float:
+    """15 minutes (the same share of a shorter simulated life), but never later than
+    `_latest_lead_s`."""
+    scaled = RENEW_BEFORE_EXPIRY_S * window_s / BUDGET_WINDOW_S
+    advice = min(scaled, lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION)
+    return max(advice, _latest_lead_s(lifetime_s, window_s))
 
 
-def room_to_log_in(
-    state: LoginProgress,
-    *,
-    holding: int,
-    period_s: float,
-    window_s: float,
-    usable: int,
-    used: Callable[[], int],
-) -> bool:
+def _latest_lead_s(lifetime_s: float, window_s: float) -> float:
+    """A renewal lands before the token's key expires (its TTL ends a margin before the token
+    does, on the window's time-scale), with a scheduler's slack: wall time, which does not
+    shrink with the window."""
+    return key_margin_s(lifetime_s, window_s) + RENEW_SLACK_S
+
+
+def room_to_log_in(state: LoginProgress, used: Callable[[], int], usable: int) -> bool:
     """Whether a `wait` login whose token ran out for want of renewals may log in again: only
-    when a renewal slot is free now and the renewals of the `holding` logins, and its own, fit
-    the budget with one renewal to spare (at the margin the newcomer would push a kept login
-    out: renewals go to the earliest expiry); else it would open a session only to lapse
-    again. `used` is asked last: it is a Redis round trip."""
+    when the schedule keeps it (it is not beyond what the budget keeps alive) and a renewal
+    slot is free now; else it would open a session only to lapse again. `used` is asked last:
+    it is a Redis round trip."""
     if not state.lapsed_for_budget or state.login.when_budget_short != "wait":
         return True
-    spare = max(1, usable - 1)
-    fits = not RenewalCapacity(holding + 1, period_s, window_s, spare).short
-    return fits and used() < usable
+    return not state.beyond_budget and used() < usable

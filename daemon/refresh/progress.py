@@ -17,7 +17,8 @@ class LoginProgress:
 
     login: Login
     grant: TokenGrant | None = None
-    renew_at: float = 0.0
+    renew_at: float = 0.0  # when to renew: the schedule's (`daemon.refresh.schedule`) ...
+    advised_renew_at: float = 0.0  # ... from Tradovate's advice, jittered, while renewals fit
     accounts: tuple[str, ...] = ()
     accounts_fetched_at: float | None = None
     failures: int = 0
@@ -41,6 +42,7 @@ class LoginProgress:
     accounts_denials: int = 0
     unmoved_renewals: int = 0  # renewals in a row whose expirationTime did not move
     lapsed_for_budget: bool = False  # a `wait` login whose token ran out for want of renewals
+    beyond_budget: bool = False  # the schedule does not renew it: the group's budget is short
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property

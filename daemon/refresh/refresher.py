@@ -15,7 +15,6 @@ from dataclasses import replace
 import redis
 
 from daemon.constants import (
-    BUDGET_WINDOW_S,
     LOCKOUT_S,
     PARK_RECHECK_S,
 )
@@ -30,12 +29,13 @@ from daemon.refresh.policy import (
     earlier_due,
     next_action,
     renewal_verdict,
+    room_to_log_in,
 )
 from daemon.refresh.progress import AuthDeferred, LoginProgress
 from daemon.refresh.reporter import Reporter
-from daemon.refresh.room import LoginRoom
+from daemon.refresh.schedule import RenewalSchedule
 from daemon.refresh.signin import SignIn
-from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
+from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget, Spend
 from daemon.store.fence import LeaseLost
 from daemon.store.health import RedisHealth
 from daemon.store.tokens import InvalidTokenError
@@ -56,7 +56,6 @@ LAPSED_WAITING = "token lapsed for want of renewals: logs in when the budget has
 ROOM_RECHECKS_PER_WINDOW = 4  # a lapsed `wait` login looks for room every 15 minutes
 LIFETIME_UNKNOWN = "lifetime unknown, renewing"
 LIFETIME_UNKNOWN_RETRY_S = 1.0
-BUDGET_STAGGER_S = 2.0  # between logins waiting for the same freed renewal slot (real hour)
 
 
 class _MayNotAct(Exception):
@@ -74,7 +73,7 @@ class Refresher:
         budget: AddressBudget,
         names: AccountNames,
         accounts: AccountsCheck,
-        room: LoginRoom,
+        schedule: RenewalSchedule,
         keeper: RedisKeeper,
         reporter: Reporter,
         redis_health: RedisHealth,
@@ -90,7 +89,7 @@ class Refresher:
         self.budget = budget
         self.names = names
         self.accounts = accounts
-        self.room = room
+        self.schedule = schedule
         self.keeper = keeper
         self.reporter = reporter
         self.redis_health = redis_health
@@ -132,13 +131,14 @@ class Refresher:
 
     def _attempt(self, state: LoginProgress, *, force: bool) -> Attempt:
         now = self.clock()
+        self.schedule.apply(now)
         action = next_action(state, now, force=force)
         if action is Action.WAIT_PARKED:
             until, reason = state.wait_ends(now)
             return Attempt(Outcome.PARKED, min(until - now, PARK_RECHECK_S), until, reason)
         if not self.may_act(state.name):
             return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
-        if action is Action.LOGIN and not self.room.admit(state, now):
+        if action is Action.LOGIN and not self._room_to_log_in(state, now):
             if state.last_error != LAPSED_WAITING:  # said once, not at every look for room
                 state.last_error = LAPSED_WAITING
                 self.keeper.write_status(state)
@@ -169,6 +169,11 @@ class Refresher:
         self.redis_health.succeeded()
         return self._succeeded(state, source)
 
+    def _room_to_log_in(self, state: LoginProgress, now: float) -> bool:
+        used, usable = (lambda: self.budget.used(RENEW, now)), self.budget.usable(RENEW)
+        state.lapsed_for_budget = not room_to_log_in(state, used, usable)
+        return not state.lapsed_for_budget
+
     def _ensure_token(self, state: LoginProgress, action: Action, now: float) -> Outcome:
         if action is Action.KEEP:
             return Outcome.KEPT
@@ -179,21 +184,24 @@ class Refresher:
         return Outcome.LOGIN
 
     def _renew(self, state: LoginProgress, now: float) -> bool:
-        """Renew within the address's budget. False: log in instead (the token was refused, or
-        the budget is spent and this login is marked `relogin`). Raises AuthDeferred to wait
-        for a slot, or for the token's expiry when none frees in time (`wait`)."""
+        """Renew within the group's budget. False: log in instead (the token was refused, or no
+        renewal frees for it in time and it is `relogin`). AuthDeferred: wait (`wait`)."""
         grant = state.grant
         assert grant is not None
-        spend = self.budget.try_spend(RENEW, now, who=state.name)
+        never = Spend(ok=False, wait_s=grant.expires_at - now, member="")  # beyond the budget
+        spend = never if state.beyond_budget else self.budget.try_spend(RENEW, now, who=state.name)
         if not spend.ok:
-            if state.login.when_budget_short == "relogin":
+            in_time = now + spend.wait_s < grant.expires_at - self.policy.lead_floor_s(
+                grant.lifetime_s
+            )
+            if state.login.when_budget_short == "relogin" and not in_time:
                 self.reporter.waiting("budget.relogin", state.name, spend.wait_s)
                 return False
             self.reporter.budget_short(state, now, spend.wait_s, self.budget.group)
             state.lapsed_for_budget = now + spend.wait_s >= grant.expires_at
             # When a slot frees, the login whose token dies first asks first (staggered).
-            stagger_s = BUDGET_STAGGER_S * self.budget.window_s / BUDGET_WINDOW_S
-            wait_s = spend.wait_s + stagger_s * earlier_due(self.states.values(), state, now)
+            stagger_s = self.policy.stagger_s * earlier_due(self.states.values(), state, now)
+            wait_s = spend.wait_s + stagger_s
             raise AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
         try:
             with self._renewing:  # sent one at a time: a captcha or a ticket stops the next
@@ -225,13 +233,13 @@ class Refresher:
 
     def _hold(self, state: LoginProgress, grant: TokenGrant) -> None:
         previous, state.lapsed_for_budget = state.grant, False
-        self.room.settled(state.name)
         if grant.md_access_token is None:
             grant = _with_md_token(grant, previous)
         self.reporter.password_news(state, grant)
         state.grant = grant
         # A lifetime nobody said is learnt from the first renewal, as soon as the budget allows.
-        state.renew_at = self.policy.renew_at(grant) if grant.lifetime_known else self.clock()
+        advised = self.policy.renew_at(grant) if grant.lifetime_known else self.clock()
+        state.renew_at = state.advised_renew_at = advised
 
     def _ensure_accounts_and_write(self, state: LoginProgress, source: Outcome) -> None:
         """List accounts with every new token and check period (`refresh.accounts`), then write
@@ -274,6 +282,7 @@ class Refresher:
         state.session_unused = False
         state.failures, state.last_error, state.last_outcome = 0, None, source
         state.last_success_at = now
+        self.schedule.apply(now)  # a new token moves its renewal into the group's schedule
         delay = self.policy.delay_after_success(state, now)
         self.reporter.succeeded(state, source, after_failures, delay)
         return Attempt(source, delay)
@@ -282,13 +291,9 @@ class Refresher:
         self, state: LoginProgress, error: Exception, outcome: Outcome, *, logging_in: bool = False
     ) -> Attempt:
         now = self.clock()
-        self.room.settled(state.name)
         state.failures += 1
         delay = self.policy.delay_after_failure(
-            outcome,
-            state.failures,
-            captcha_park_s=self.captcha_park_s,
-            session_unused=state.session_unused,
+            outcome, state, now, captcha_park_s=self.captcha_park_s
         )
         park_s = self.policy.park_s(
             outcome, captcha_park_s=self.captcha_park_s, logging_in=logging_in

@@ -30,7 +30,7 @@ class BudgetReporter:
         c = self._c
         owned = len(c.owned())
         try:
-            capacity = c.capacity.report(c.clock(), owned)
+            capacity = c.capacity.report(c.clock())
         except redis.RedisError as error:
             c.redis_health.failed(error)
             return
@@ -38,6 +38,11 @@ class BudgetReporter:
         gauge.labels(endpoint="renew", kind="limit").set(capacity.renew_limit)
         gauge.labels(endpoint="renew", kind="used").set(capacity.renew_used)
         gauge.labels(endpoint="renew", kind="needed").set(capacity.renew_needed)
+        gauge.labels(endpoint="renew", kind="keeps_alive").set(capacity.keeps_alive)
+        gauge.labels(endpoint="renew", kind="keeps_alive_at_floor").set(
+            capacity.keeps_alive_at_floor
+        )
+        c.metrics.renew_lead.set(capacity.renew_lead_s)
         gauge.labels(endpoint="login_failure", kind="limit").set(capacity.login_failure_limit)
         gauge.labels(endpoint="login_failure", kind="used").set(capacity.login_failure_used)
         gauge.labels(endpoint="login_failure", kind="needed").set(0)

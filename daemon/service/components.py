@@ -109,6 +109,7 @@ def build_components(
         audit=audit,
         may_act=may_act,
         fence=ownership.leases.fence,
+        group_owned=lambda: ownership.group_logins,
     )
     return Components(
         settings=settings,

@@ -87,6 +87,7 @@ class Ownership:
         self.standby: str | None = None  # why it stands by
         self.settled = False  # it has decided once which logins are its own
         self.unheld: int | None = None  # logins nobody refreshes (None: not yet known)
+        self.group_logins = 0  # assigned to the instances of its budget group (0: not yet known)
         self._check = LeaseCheck(client, monotonic)
         self._client = client
         self._view: tuple[tuple[str, float, int], ...] | None = None
@@ -144,6 +145,8 @@ class Ownership:
             return Plan(lost=lost)
         self.settled = True
         assignment = assign(self.logins, members)
+        group = {b.instance for b in sharing if b.group == me.group}
+        self.group_logins = sum(1 for owner in assignment.values() if owner in group)
         mine = {login for login, owner in assignment.items() if owner == me.instance}
         held = set(self.leases.held())
         wanted = sorted(mine - held)

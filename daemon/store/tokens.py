@@ -15,9 +15,11 @@ from dataclasses import dataclass
 import redis
 
 from daemon.constants import (
+    BUDGET_WINDOW_S,
     MD_TOKEN_KEY_PREFIX,
     TOKEN_KEY_PREFIX,
     TOKEN_TTL_MARGIN_FRACTION,
+    TOKEN_TTL_MARGIN_MIN_S,
     TOKEN_TTL_MARGIN_S,
 )
 from daemon.logs import fingerprint
@@ -149,14 +151,23 @@ def scan_token_keys(
         yield read_token_keys(client, [str(key)[len(TOKEN_KEY_PREFIX) :] for key in chunk])
 
 
-def key_margin_s(lifetime_s: float) -> float:
-    """How long before its token dies a key expires: 60 s, or a tenth of a shorter life."""
-    return min(TOKEN_TTL_MARGIN_S, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)
+def key_margin_s(lifetime_s: float, window_s: float = BUDGET_WINDOW_S) -> float:
+    """How long before its token dies a key expires: 60 s on the budget window's time-scale
+    (never under a second: readers' clocks and round trips do not shrink with it), or a tenth
+    of a shorter life."""
+    scaled = max(TOKEN_TTL_MARGIN_S * window_s / BUDGET_WINDOW_S, TOKEN_TTL_MARGIN_MIN_S)
+    return min(scaled, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)
 
 
-def key_ttl_s(expires_at: float, lifetime_s: float, now: float, max_ttl_s: int) -> int:
-    """min(ORCA_TOKEN_TTL, time left - margin); margin 60 s or a tenth of the lifetime."""
-    margin = key_margin_s(lifetime_s)
+def key_ttl_s(
+    expires_at: float,
+    lifetime_s: float,
+    now: float,
+    max_ttl_s: int,
+    window_s: float = BUDGET_WINDOW_S,
+) -> int:
+    """min(ORCA_TOKEN_TTL, time left - margin) (`key_margin_s`)."""
+    margin = key_margin_s(lifetime_s, window_s)
     return int(min(max_ttl_s, expires_at - now - margin))
 
 
@@ -171,6 +182,7 @@ class TokenSet:
     md_access_token: str | None = None
     accounts: tuple[str, ...] = ()
     md_expires_at: float | None = None  # the md token's own expiry (its JWT `exp`, or ours)
+    window_s: float = BUDGET_WINDOW_S  # the key margin's time-scale (ORCA_BUDGET_WINDOW)
 
     def __repr__(self) -> str:
         return (
@@ -204,7 +216,7 @@ def write_login_tokens(
     expired token or one with too little life left for a key, LeaseLost when fenced out;
     redis errors propagate.
     """
-    ttl = _checked_ttl(tokens.access_token, tokens.expires_at, tokens.lifetime_s, now, max_ttl_s)
+    ttl = _checked_ttl(tokens, tokens.access_token, tokens.expires_at, now, max_ttl_s)
     # mdtoken: the md token while its own life allows a key, else the access token itself.
     md_token, md_ttl = tokens.access_token, ttl
     if tokens.md_access_token is not None:
@@ -213,9 +225,7 @@ def write_login_tokens(
             jwt_expiry(tokens.md_access_token) or math.inf,
         )
         try:
-            md_ttl = _checked_ttl(
-                tokens.md_access_token, md_expiry, tokens.lifetime_s, now, max_ttl_s
-            )
+            md_ttl = _checked_ttl(tokens, tokens.md_access_token, md_expiry, now, max_ttl_s)
             md_token = tokens.md_access_token
         except InvalidTokenError:
             md_token, md_ttl = tokens.access_token, ttl
@@ -230,14 +240,14 @@ def write_login_tokens(
 
 
 def _checked_ttl(
-    token: str, expires_at: float, lifetime_s: float, now: float, max_ttl_s: int
+    tokens: TokenSet, token: str, expires_at: float, now: float, max_ttl_s: int
 ) -> int:
     problem = token_problem(token)
     if problem is not None:
         raise InvalidTokenError(f"not a token: {problem}")
     if expires_at <= now:
         raise InvalidTokenError(f"token {fingerprint(token)} has expired")
-    ttl = key_ttl_s(expires_at, lifetime_s, now, max_ttl_s)
+    ttl = key_ttl_s(expires_at, tokens.lifetime_s, now, max_ttl_s, tokens.window_s)
     if ttl < 1:
         raise InvalidTokenError(f"token {fingerprint(token)} has too little life left for a key")
     return ttl

@@ -11,6 +11,7 @@ import redis
 
 from daemon.constants import HFT_KEY_PREFIX, PRICE_KEY_PREFIX
 from daemon.outcomes import TokenState
+from daemon.store.budget import read_capacities
 from daemon.store.client import key_count, scan_batches
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import (
@@ -108,7 +109,7 @@ def check_report(
         client.ping()
     except redis.RedisError as error:
         return {"ok": False, "redis": {"connected": False, "target": target, "error": str(error)}}
-    rows = token_rows(client, logins, now=now)
+    rows = token_rows(client, logins, now=now, expiring_within_s=renewal_lead_s(client))
     known = {row.name for row in rows}
     rows += [
         TokenRow(t.name, t.login or "", t.ttl_s, t.state, t.fingerprint)
@@ -125,6 +126,18 @@ def check_report(
         "prices": _sampled_keys(client, PRICE_KEY_PREFIX + "*"),
         "total_keys": key_count(client),
     }
+
+
+def renewal_lead_s(client: redis.Redis) -> float:
+    """How long before expiry tokens are renewed now, as the daemons publish it (the earliest
+    of their groups'): a token closer to its expiry than that is `expiring`. 15 minutes when
+    no daemon says; later while renewals are short (down to ORCA_RENEW_LEAD_FLOOR)."""
+    leads = [
+        float(lead)
+        for capacity in read_capacities(client)
+        if isinstance(lead := capacity.get("renew_lead_s"), int | float) and lead > 0
+    ]
+    return min(leads, default=EXPIRING_SOON_S)
 
 
 def render_check(report: dict[str, Any]) -> str:

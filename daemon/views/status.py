@@ -19,6 +19,7 @@ from daemon.store.heartbeat import Heartbeat, live_instances
 from daemon.store.lease import holders
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import login_tokens
+from daemon.token_format import tradovate_minutes
 from daemon.views.table import table
 
 EXIT_ALL_VALID = 0
@@ -93,11 +94,19 @@ def _capacity_words(capacity: dict[str, Any]) -> str:
         f"address group {capacity.get('group')} may spend {capacity.get('renew_usable')} "
         f"(used {capacity.get('renew_used')})"
     )
+    lead, floor = capacity.get("renew_lead_s"), capacity.get("renew_lead_floor_s")
+    window = capacity.get("window_s")
+    if isinstance(lead, int | float) and isinstance(window, int | float) and window > 0:
+        words += f", renewing {tradovate_minutes(lead, window)} before expiry"
     if capacity.get("short"):
-        words += (
-            f": SHORT, it keeps about {capacity.get('keeps_alive')} logins alive by renewal; "
-            "add an instance on another /24 subnet"
-        )
+        words += f": SHORT, it keeps about {capacity.get('keeps_alive')} logins alive by renewal"
+        if isinstance(floor, int | float) and isinstance(window, int | float) and window > 0:
+            at_floor = capacity.get("keeps_alive_at_floor")
+            words += f" ({at_floor} at the floor of {tradovate_minutes(floor, window)})"
+        beyond = capacity.get("beyond")
+        if isinstance(beyond, list) and beyond:
+            words += f"; beyond it: {', '.join(map(str, beyond))}"
+        words += "; add an instance on another /24 subnet"
     return words
 
 

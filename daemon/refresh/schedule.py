@@ -1,0 +1,156 @@
+"""When each login is renewed, for the group's budget: Tradovate's advice (about 15 minutes
+before expiry, jittered) while the group's renewals fit it; when they do not, one later lead for
+the group, just enough to fit, down to ORCA_RENEW_LEAD_FLOOR, with the renewals paced a window's
+share apart (earliest expiry first) so that tokens issued together never ask at once. What the
+floor cannot keep alive is a stable set, `relogin` logins first, then the last in configuration
+order: they are not renewed (a `relogin` one logs in again at its advised time, a `wait` one is
+said to lapse), so a renewal never goes to them at the cost of a kept login.
+
+Pure: the refresher asks for a plan before each attempt and applies its renewal times.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from daemon.constants import ASSUMED_TOKEN_LIFETIME_S, BUDGET_WINDOW_S
+from daemon.refresh.policy import Policy, RenewalCapacity, keeps_alive
+from daemon.refresh.progress import LoginProgress
+
+
+def assumed_lifetime_s(window_s: float) -> float:
+    """80 minutes of Tradovate's hour, on the budget window's time-scale."""
+    return ASSUMED_TOKEN_LIFETIME_S * window_s / BUDGET_WINDOW_S
+
+
+@dataclass(frozen=True)
+class RenewalPlan:
+    lead_s: float  # how long before expiry the group renews (the advice while it fits)
+    floor_s: float  # the latest lead, on the budget window's time-scale
+    short: bool  # the advice's lead does not fit the budget
+    keeps_alive: int  # logins the group's budget keeps alive at `lead_s` ...
+    keeps_alive_at_floor: int  # ... and at `floor_s`
+    needed: float  # renewals a window all of this instance's logins would need at `lead_s`
+    beyond: tuple[str, ...] = ()  # this instance's logins beyond what the budget keeps alive
+    renew_at: Mapping[str, float] = field(default_factory=dict)
+
+
+def plan_renewals(
+    logins: Sequence[LoginProgress],
+    now: float,
+    *,
+    lifetime_s: float,
+    window_s: float,
+    usable: int,
+    share: float,
+    policy: Policy,
+) -> RenewalPlan:
+    """`logins`: those this instance owns, in configuration order; `usable`: the group's
+    renewals a window; `share`: this instance's part of the group's logins (its part of the
+    budget)."""
+    advice_s = policy.renew_before_expiry_s(lifetime_s)
+    floor_s = min(policy.lead_floor_s(lifetime_s), advice_s)
+    mine = usable * share
+    hopeful = [state for state in logins if _may_hold_a_token(state, now)]
+    at_advice = RenewalCapacity(len(hopeful), lifetime_s - advice_s, window_s, mine)
+    at_floor = keeps_alive(usable, lifetime_s - floor_s, window_s)
+    if not at_advice.short:
+        return RenewalPlan(
+            lead_s=advice_s,
+            floor_s=floor_s,
+            short=False,
+            keeps_alive=keeps_alive(usable, lifetime_s - advice_s, window_s),
+            keeps_alive_at_floor=at_floor,
+            needed=at_advice.needed,
+            renew_at={s.name: s.advised_renew_at for s in logins if s.grant is not None},
+        )
+    order = {state.name: n for n, state in enumerate(logins)}
+    ranked = sorted(hopeful, key=lambda s: (s.login.when_budget_short == "relogin", order[s.name]))
+    # A window's share apart, and a stagger: the spend a window ago has surely left it.
+    pace_s = window_s / max(mine, 1e-9) + policy.stagger_s
+    kept_count = min(len(ranked), int((lifetime_s - floor_s) / pace_s))
+    kept, beyond = ranked[:kept_count], ranked[kept_count:]
+    lead_s = min(advice_s, max(floor_s, lifetime_s - kept_count * pace_s))
+    renew_at = {s.name: s.advised_renew_at for s in beyond if s.grant is not None}
+    # Backwards from the latest expiry: each renewal a pace before the next one, never later
+    # than the lead. Logins without a token yet will hold one that lives from now on.
+    held = sorted(
+        (s.grant.expires_at, s.name) for s in kept if s.grant and s.grant.expires_at > now
+    )
+    slots: list[tuple[float, str | None]] = [*held]
+    slots += [(now + lifetime_s, None)] * (len(kept) - len(held))
+    following = math.inf
+    for expires_at, name in reversed(slots):
+        following = min(expires_at - lead_s, following - pace_s)
+        if name is not None:
+            renew_at[name] = following
+    return RenewalPlan(
+        lead_s=lead_s,
+        floor_s=floor_s,
+        short=True,
+        keeps_alive=keeps_alive(usable, lifetime_s - lead_s, window_s),
+        keeps_alive_at_floor=at_floor,
+        needed=len(ranked) * window_s / max(lifetime_s - lead_s, 1.0),
+        beyond=tuple(s.name for s in sorted(beyond, key=lambda s: order[s.name])),
+        renew_at=renew_at,
+    )
+
+
+def _may_hold_a_token(state: LoginProgress, now: float) -> bool:
+    """Holds one, or may log in for one: not waiting on a park or the rejected ladder."""
+    return state.holds_valid_token(now) or not (state.parked_until > now or state.not_before > now)
+
+
+class RenewalSchedule:
+    """The plan for the logins this instance owns, from their progress and the group's load."""
+
+    def __init__(
+        self,
+        states: Mapping[str, LoginProgress],
+        policy: Policy,
+        usable: int,
+        window_s: float,
+        *,
+        owns: Callable[[str], bool] = lambda login: True,
+        group_owned: Callable[[], int] | None = None,
+    ) -> None:
+        """`group_owned()`: how many logins the instances of this budget group own together
+        (their heartbeats), None: this instance alone."""
+        self._states = states
+        self._policy = policy
+        self._usable = usable
+        self._window_s = window_s
+        self._owns = owns
+        self._group_owned = group_owned
+
+    def lifetime_s(self) -> float:
+        """The shortest life of the tokens held (80 minutes before any)."""
+        lives = [s.grant.lifetime_s for s in self._states.values() if s.grant is not None]
+        return min(lives, default=assumed_lifetime_s(self._window_s))
+
+    def plan(self, now: float) -> RenewalPlan:
+        owned = [s for s in self._states.values() if self._owns(s.name)]
+        group = self._group_owned() if self._group_owned is not None else 0
+        share = len(owned) / max(group, len(owned), 1)
+        return plan_renewals(
+            owned,
+            now,
+            lifetime_s=self.lifetime_s(),
+            window_s=self._window_s,
+            usable=self._usable,
+            share=share if owned else 1.0,
+            policy=self._policy,
+        )
+
+    def apply(self, now: float) -> RenewalPlan:
+        """The plan, with each owned login's renewal time, and whether it is beyond the budget,
+        set from it."""
+        plan = self.plan(now)
+        for name, at in plan.renew_at.items():
+            self._states[name].renew_at = at
+        beyond = set(plan.beyond)
+        for state in self._states.values():
+            state.beyond_budget = state.name in beyond
+        return plan

@@ -1,0 +1,122 @@
+"""The group's renewal schedule (`daemon.refresh.schedule`): pure, on an injected clock."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from daemon.config import Login, Secret
+from daemon.outcomes import Outcome
+from daemon.refresh.policy import Policy
+from daemon.refresh.progress import LoginProgress
+from daemon.refresh.schedule import RenewalPlan, RenewalSchedule, plan_renewals
+from daemon.tradovate import TokenGrant
+
+NOW = 1_800_000_000.0
+LIFE_S = 4_800.0
+HOUR_S = 3_600.0
+
+
+def logins(count: int, *, relogin: int = 0, held_at: float | None = NOW) -> list[LoginProgress]:
+    """`count` logins in configuration order, the first `relogin` of them `relogin`, each
+    holding a token issued `held_at` (None: none yet)."""
+    found = []
+    for n in range(count):
+        state = LoginProgress(Login(f"L{n:02}", Secret("pw"), "relogin" if n < relogin else "wait"))
+        if held_at is not None:
+            state.grant = TokenGrant(f"t{n}", held_at + LIFE_S + n, held_at + n, Outcome.LOGIN)
+            state.advised_renew_at = held_at + LIFE_S + n - 900
+        found.append(state)
+    return found
+
+
+def plan(states: list[LoginProgress], *, usable: int = 14, floor_s: float = 300) -> RenewalPlan:
+    policy = Policy(3_600, random.Random(1), lead_floor_s=floor_s)
+    return plan_renewals(
+        states, NOW, lifetime_s=LIFE_S, window_s=HOUR_S, usable=usable, share=1.0, policy=policy
+    )
+
+
+def test_while_renewals_fit_the_advice_is_kept() -> None:
+    states = logins(15)
+    found = plan(states)
+    assert not found.short
+    assert found.lead_s == 900
+    assert found.beyond == ()
+    assert found.renew_at == {s.name: s.advised_renew_at for s in states}
+    assert (found.keeps_alive, found.keeps_alive_at_floor) == (15, 17)
+
+
+def test_20_logins_move_later_just_enough_for_17_and_the_last_3_are_beyond() -> None:
+    states = logins(20)
+    found = plan(states)
+    assert found.short
+    assert found.beyond == ("L17", "L18", "L19")
+    assert 300 <= found.lead_s < 900
+    assert (found.keeps_alive, found.keeps_alive_at_floor) == (17, 17)
+    kept = sorted(found.renew_at[s.name] for s in states[:17])
+    gaps = [later - earlier for earlier, later in itertools.pairwise(kept)]
+    assert min(gaps) >= HOUR_S / 14  # paced: never more than 14 in any hour
+    for state in states[:17]:
+        assert state.grant is not None
+        assert found.renew_at[state.name] <= state.grant.expires_at - found.lead_s
+        assert found.renew_at[state.name] >= NOW  # tokens issued together: spread from now on
+
+
+def test_16_logins_need_a_lead_between_the_floor_and_the_advice_and_none_is_beyond() -> None:
+    found = plan(logins(16))
+    assert found.short
+    assert found.beyond == ()
+    assert 300 < found.lead_s < 900
+    assert found.keeps_alive >= 16
+
+
+def test_relogin_logins_are_beyond_first_then_the_last_in_configuration_order() -> None:
+    assert plan(logins(20, relogin=2)).beyond == ("L00", "L01", "L19")
+    assert plan(logins(20, relogin=5)).beyond == ("L02", "L03", "L04")
+
+
+def test_a_parked_login_leaves_its_place_to_another() -> None:
+    states = logins(18)
+    states[0].grant = None
+    states[0].parked_until = NOW + 3_600  # TemporaryLocked: it cannot hold a token for an hour
+    assert plan(states).beyond == ()
+    states[0].parked_until = 0
+    assert plan(states).beyond == ("L17",)
+
+
+def test_below_the_floor_nothing_more_is_kept() -> None:
+    assert plan(logins(40)).keeps_alive == 17
+    assert len(plan(logins(40)).beyond) == 23
+    assert plan(logins(40), floor_s=900).keeps_alive == 15  # a floor at the advice: as before
+
+
+def test_logins_without_a_token_yet_are_given_the_last_places() -> None:
+    states = logins(20, held_at=None)
+    states[0].grant = TokenGrant("t0", NOW + LIFE_S, NOW, Outcome.LOGIN)
+    found = plan(states)
+    assert found.renew_at["L00"] == pytest.approx(
+        NOW + LIFE_S - found.lead_s - 16 * (HOUR_S / 14 + 2), abs=1
+    )
+
+
+def test_an_instance_plans_its_share_of_the_groups_budget() -> None:
+    """Two instances of one group, 10 logins each of 20: each keeps its half of 17."""
+    states = logins(10)
+    found = RenewalSchedule(
+        {s.name: s for s in states}, Policy(3_600), 14, HOUR_S, group_owned=lambda: 20
+    ).apply(NOW)
+    assert found.beyond == ("L08", "L09")
+    assert [s.beyond_budget for s in states] == [False] * 8 + [True] * 2
+    assert all(s.renew_at == found.renew_at[s.name] for s in states[:8])
+
+
+def test_the_floor_scales_with_the_budget_window_and_stays_before_the_key_expires() -> None:
+    policy = Policy(3_600, window_s=60, lead_floor_s=300)
+    assert policy.lead_floor_s(80) == pytest.approx(5)
+    assert policy.key_margin_s(80) == pytest.approx(1)
+    assert policy.renew_before_expiry_s(80) == pytest.approx(15)
+    tight = Policy(3_600, window_s=60, lead_floor_s=120)
+    assert tight.lead_floor_s(80) == pytest.approx(3)  # key margin 1 s, and 2 s of slack
