@@ -55,47 +55,49 @@ def plan_renewals(
     mine = usable * share
     hopeful = [state for state in logins if _may_hold_a_token(state, now)]
     at_advice = RenewalCapacity(len(hopeful), lifetime_s - advice_s, window_s, mine)
-    at_floor = keeps_alive(usable, lifetime_s - floor_s, window_s)
-    if not at_advice.short:
-        return RenewalPlan(
-            lead_s=advice_s,
-            floor_s=floor_s,
-            short=False,
-            keeps_alive=keeps_alive(usable, lifetime_s - advice_s, window_s),
-            keeps_alive_at_floor=at_floor,
-            needed=at_advice.needed,
-            renew_at={s.name: s.advised_renew_at for s in logins if s.grant is not None},
-        )
     order = {state.name: n for n, state in enumerate(logins)}
-    ranked = sorted(hopeful, key=lambda s: (s.login.when_budget_short == "relogin", order[s.name]))
-    # A window's share apart, and a stagger: the spend a window ago has surely left it.
-    pace_s = window_s / max(mine, 1e-9) + policy.stagger_s
-    kept_count = min(len(ranked), int((lifetime_s - floor_s) / pace_s))
-    kept, beyond = ranked[:kept_count], ranked[kept_count:]
-    lead_s = min(advice_s, max(floor_s, lifetime_s - kept_count * pace_s))
-    renew_at = {s.name: s.advised_renew_at for s in beyond if s.grant is not None}
-    # Backwards from the latest expiry: each renewal a pace before the next one, never later
-    # than the lead. Logins without a token yet will hold one that lives from now on.
+    beyond: list[LoginProgress] = []
+    if at_advice.short:
+        ranked = sorted(
+            hopeful, key=lambda s: (s.login.when_budget_short == "relogin", order[s.name])
+        )
+        # A window's share apart, and a stagger: the spend a window ago has surely left it.
+        pace_s = window_s / max(mine, 1e-9) + policy.stagger_s
+        kept_count = min(len(ranked), int((lifetime_s - floor_s) / pace_s))
+        kept, beyond = ranked[:kept_count], ranked[kept_count:]
+        lead_s = min(advice_s, max(floor_s, lifetime_s - kept_count * pace_s))
+        renew_at = _paced(kept, now, lifetime_s, lead_s, pace_s)
+    else:
+        lead_s, renew_at = advice_s, {}
+    renew_at |= {s.name: s.advised_renew_at for s in logins if s.grant and s.name not in renew_at}
+    return RenewalPlan(
+        lead_s=lead_s,
+        floor_s=floor_s,
+        short=at_advice.short,
+        keeps_alive=keeps_alive(usable, lifetime_s - lead_s, window_s),
+        keeps_alive_at_floor=keeps_alive(usable, lifetime_s - floor_s, window_s),
+        needed=len(hopeful) * window_s / max(lifetime_s - lead_s, 1.0),
+        beyond=tuple(s.name for s in sorted(beyond, key=lambda s: order[s.name])),
+        renew_at=renew_at,
+    )
+
+
+def _paced(
+    kept: Sequence[LoginProgress], now: float, lifetime_s: float, lead_s: float, pace_s: float
+) -> dict[str, float]:
+    """Backwards from the latest expiry: each renewal a pace before the next one, never later
+    than the lead. Logins without a token yet will hold one that lives from now on."""
     held = sorted(
         (s.grant.expires_at, s.name) for s in kept if s.grant and s.grant.expires_at > now
     )
     slots: list[tuple[float, str | None]] = [*held]
     slots += [(now + lifetime_s, None)] * (len(kept) - len(held))
-    following = math.inf
+    renew_at, following = {}, math.inf
     for expires_at, name in reversed(slots):
         following = min(expires_at - lead_s, following - pace_s)
         if name is not None:
             renew_at[name] = following
-    return RenewalPlan(
-        lead_s=lead_s,
-        floor_s=floor_s,
-        short=True,
-        keeps_alive=keeps_alive(usable, lifetime_s - lead_s, window_s),
-        keeps_alive_at_floor=at_floor,
-        needed=len(ranked) * window_s / max(lifetime_s - lead_s, 1.0),
-        beyond=tuple(s.name for s in sorted(beyond, key=lambda s: order[s.name])),
-        renew_at=renew_at,
-    )
+    return renew_at
 
 
 def _may_hold_a_token(state: LoginProgress, now: float) -> bool:
