@@ -55,7 +55,7 @@ def test_status_says_each_groups_lead_and_the_logins_beyond_it() -> None:
     assert "beyond it: LOGIN_0017, LOGIN_0018, LOGIN_0019" in text
 
 
-def test_check_marks_expiring_only_past_the_published_lead() -> None:
+def test_check_and_status_mark_expiring_only_past_the_published_lead() -> None:
     client = fakeredis.FakeRedis(decode_responses=True)
     now = time.time()
     token = make_jwt(now + 400, sub="APEX_1")
@@ -68,7 +68,9 @@ def test_check_marks_expiring_only_past_the_published_lead() -> None:
 
     def state() -> str:
         report = check_report(client, ["APEX_1"], target="fake", now=now)
-        return str(report["tokens"][0]["state"])
+        in_status = status_report(client, ["APEX_1"], now=now).logins[0].token
+        assert str(in_status) == report["tokens"][0]["state"]
+        return str(in_status)
 
     assert state() == "expiring"  # 400 s left: past the advice's 15 minutes
     budget = AddressBudget(client, "g", {"renew": 15, "login_failure": 5}, window_s=3_600)

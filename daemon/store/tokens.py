@@ -291,12 +291,16 @@ def delete_token(name: str, *, client: redis.Redis | None = None) -> bool:
 
 
 def login_tokens(
-    client: redis.Redis, logins: list[str], now: float
+    client: redis.Redis,
+    logins: list[str],
+    now: float,
+    *,
+    expiring_within_s: float = EXPIRING_SOON_S,
 ) -> dict[str, tuple[str | None, TokenState]]:
     """Each login's own token key and what it is worth, judged by its status."""
     statuses = read_statuses(client, logins)
     return {
-        key.name: (key.token, judged(key.token, status, now))
+        key.name: (key.token, judged(key.token, status, now, expiring_within_s=expiring_within_s))
         for key, status in zip(
             read_token_keys(client, logins, with_ttl=False), statuses, strict=True
         )

@@ -20,6 +20,7 @@ from daemon.store.lease import holders
 from daemon.store.status import LoginStatus, read_statuses
 from daemon.store.tokens import login_tokens
 from daemon.token_format import tradovate_minutes
+from daemon.views.check import renewal_lead_s
 from daemon.views.table import table
 
 EXIT_ALL_VALID = 0
@@ -122,7 +123,7 @@ def status_report(
     now = time.time() if now is None else now
     names = list(logins)
     statuses = read_statuses(client, names)
-    found = login_tokens(client, names, now)
+    found = login_tokens(client, names, now, expiring_within_s=renewal_lead_s(client))
     instances = live_instances(client)
     owners = holders(client, names)
     beats = {beat.instance: beat for beat in instances}
