@@ -147,16 +147,6 @@ class Policy:
             due = min(due, grant.issued_at + self.refresh_interval_s)
         return due
 
-    def renewal_period_s(self, lifetime_s: float) -> float:
-        """How often one login is renewed: its life less the advice's margin, or sooner when
-        ORCA_REFRESH_INTERVAL asks and fits."""
-        return renewal_period_s(
-            lifetime_s,
-            self.refresh_interval_s,
-            interval_fits=self.interval_fits,
-            window_s=self.window_s,
-        )
-
     def renew_before_expiry_s(self, lifetime_s: float) -> float:
         return renew_before_expiry_s(lifetime_s, self.window_s)
 
