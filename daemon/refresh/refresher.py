@@ -191,10 +191,7 @@ class Refresher:
         never = Spend(ok=False, wait_s=grant.expires_at - now, member="")  # beyond the budget
         spend = never if state.beyond_budget else self.budget.try_spend(RENEW, now, who=state.name)
         if not spend.ok:
-            in_time = now + spend.wait_s < grant.expires_at - self.policy.lead_floor_s(
-                grant.lifetime_s
-            )
-            if state.login.when_budget_short == "relogin" and not in_time:
+            if self.policy.relogin_instead(state.login, grant, now + spend.wait_s):
                 self.reporter.waiting("budget.relogin", state.name, spend.wait_s)
                 return False
             self.reporter.budget_short(state, now, spend.wait_s, self.budget.group)
