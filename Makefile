@@ -5,13 +5,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck unit bench chaos redis-server debian-python builder image promtool alerts lock clean
+.PHONY: demo test soak lint typecheck unit bench chaos redis-server debian-python builder image promtool alerts lock upgrade clean
 
-$(STAMP): pyproject.toml
+# The venv holds exactly what the locks pin, hash-checked: the runtime from requirements.lock (what
+# the image and the VM recipe ship), the tools from requirements-dev.lock. A changed lock or
+# pyproject.toml rebuilds it from nothing, so no package outlives its pin.
+LOCKS := requirements.lock requirements-dev.lock
+$(STAMP): pyproject.toml $(LOCKS)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (PYTHON=$(PYTHON))")'
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes $(addprefix -r ,$(LOCKS))
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $@
 
 # Integration tests start their own redis-server instances; CI must not silently skip them.
@@ -37,16 +42,7 @@ builder:
 image: builder
 	python3 tools/image.py
 
-# The demo installs only what running needs, plus the demo extra (no linters, no test tools).
-DEMO_STAMP := $(VENV)/.installed-demo
-$(DEMO_STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (PYTHON=$(PYTHON))")'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet '.[demo]'
-	@touch $@
-
-demo: $(DEMO_STAMP)
+demo: $(STAMP)
 	$(BIN)/orca-tokens demo
 
 lint: $(STAMP)
@@ -74,19 +70,32 @@ alerts: promtool
 
 # The fast loop: in-process tests on fakeredis, respx and injected clocks (no `e2e` mark).
 unit: $(STAMP)
-	$(BIN)/pytest -m "not e2e" -n 2
+	$(BIN)/pytest -m "not e2e and not soak" -n 2
 
 # Everything: lint, types, and every test, end-to-end ones (processes, real servers) included.
 test: lint typecheck $(STAMP) redis-server debian-python builder promtool $(TS_DEPS)
-	$(BIN)/pytest -n 6 --dist worksteal  # most tests wait on processes, not CPU
+	$(BIN)/pytest -m "not soak" -n 6 --dist worksteal  # most tests wait on processes, not CPU
 
-# The runtime dependencies, pinned with hashes: what the Dockerfile and the VM recipe install.
-# One universal resolution for CPython 3.11.0 and newer (dependencies behind markers, such as
-# redis's async-timeout below 3.11.3, are in it); tests/test_lock.py fails when it no longer
-# matches pyproject.toml; `make lock` renews it.
+# The real-time runs longer than a minute (under 20 minutes in all); `.ci/run` runs it after test.
+soak: $(STAMP) redis-server
+	$(BIN)/pytest -m soak -n 4 --dist worksteal
+
+# Two locks, each one universal resolution with hashes for CPython 3.11.0 and newer (pins behind
+# markers, such as redis's async-timeout below 3.11.3, are in them): requirements.lock, the runtime
+# and the audit extra (what the Dockerfile and the VM recipe install); requirements-dev.lock, the
+# tools, the demo and pip and setuptools themselves, resolved within the first so the two agree.
+# tests/test_lock.py fails when either no longer matches pyproject.toml. `make lock` keeps every
+# pin that still fits; `make upgrade` moves every pin to the newest release, then runs the suite.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--no-emit-index-url
 lock: $(STAMP)
-	$(BIN)/uv pip compile --quiet --universal --python-version 3.11 --extra audit \
-		--generate-hashes --no-emit-index-url --output-file requirements.lock pyproject.toml
+	$(UV_COMPILE) $(UPGRADE) --extra audit --output-file requirements.lock pyproject.toml
+	$(UV_COMPILE) $(UPGRADE) --extra audit --extra dev --extra demo --constraint requirements.lock \
+		--output-file requirements-dev.lock pyproject.toml tools/bootstrap.in
+
+upgrade:
+	$(MAKE) lock UPGRADE=--upgrade
+	$(MAKE) test
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis *.egg-info

@@ -35,6 +35,7 @@ from tests.helpers import (
 E2E_FIXTURES = frozenset(
     {
         "redis_server",
+        "own_redis_server",
         "redis_tls_server",
         "redis_cluster",
         "served_tradovate",
@@ -70,9 +71,40 @@ def _reset_global_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     logging.captureWarnings(False)  # configure_logging turns it on; pytest swaps showwarning
 
 
+@pytest.fixture(scope="session")
+def _shared_redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[RedisServer, dict[str, str]]]:
+    require_redis_server()
+    with (
+        RedisServer(workdir=tmp_path_factory.mktemp("shared-redis")) as server,
+        server.client() as admin,
+    ):
+        yield server, admin.config_get("*")
+
+
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A plain redis-server of this test's own, on a free loopback port."""
+def redis_server(
+    _shared_redis_server: tuple[RedisServer, dict[str, str]],
+) -> Iterator[RedisServer]:
+    """A plain redis-server on a free loopback port, shared by the tests of one worker (one at a
+    time) and emptied before each: its clients, keys and scripts. A test that stops, pauses,
+    reconfigures or restarts Redis takes `own_redis_server` instead; one that did so here fails."""
+    server, configuration = _shared_redis_server
+    with server.client() as admin:
+        admin.client_kill_filter(_type="normal", skipme=True)
+        admin.client_kill_filter(_type="pubsub", skipme=True)
+        admin.flushall()
+        admin.script_flush()
+    yield server
+    with server.client(socket_timeout=2) as admin:
+        assert admin.config_get("*") == configuration, "reconfigured: take own_redis_server"
+        assert admin.acl_users() == ["default"], "ACL users added: take own_redis_server"
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A plain redis-server of this test's own, for a test that stops or reconfigures it."""
     require_redis_server()
     with RedisServer(workdir=tmp_path) as server:
         yield server

@@ -45,11 +45,11 @@ def denials(server: RedisServer) -> list[dict[str, Any]]:
 
 
 def test_the_daemon_runs_green_with_exactly_its_acl(
-    redis_server: RedisServer, served_tradovate: FakeTradovate, tmp_path: Path
+    own_redis_server: RedisServer, served_tradovate: FakeTradovate, tmp_path: Path
 ) -> None:
-    env = {**daemon_env(served_tradovate), **create_user(redis_server, "orca-daemon")}
+    env = {**daemon_env(served_tradovate), **create_user(own_redis_server, "orca-daemon")}
     env.pop("REDIS_URL")
-    admin = redis_server.client()
+    admin = own_redis_server.client()
     daemon = DaemonProcess(env, cwd=str(tmp_path))
     try:
         names = all_names(served_tradovate)
@@ -61,14 +61,14 @@ def test_the_daemon_runs_green_with_exactly_its_acl(
         assert daemon.wait(timeout=10) == 0
     finally:
         daemon.stop()
-    assert denials(redis_server) == []
+    assert denials(own_redis_server) == []
     assert not [e for e in daemon.events() if e["level"] in ("warning", "error")]
 
 
 def test_a_verb_that_needs_more_fails_with_a_clear_message(
-    redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
+    own_redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
 ) -> None:
-    run = cli(create_user(redis_server, "orca-daemon"))
+    run = cli(create_user(own_redis_server, "orca-daemon"))
     code, out, err = run("info")
     assert code == 1
     assert out == ""
@@ -78,10 +78,10 @@ def test_a_verb_that_needs_more_fails_with_a_clear_message(
 
 
 def test_operators_can_run_every_read_verb(
-    redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
+    own_redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
 ) -> None:
-    seed(redis_server)
-    run = cli({**create_user(redis_server, "orca-operator"), "ORCA_ACCOUNTS": "APEX_1"})
+    seed(own_redis_server)
+    run = cli({**create_user(own_redis_server, "orca-operator"), "ORCA_ACCOUNTS": "APEX_1"})
     for argv in (
         ("check",),
         ("tokens", "list"),
@@ -95,7 +95,7 @@ def test_operators_can_run_every_read_verb(
     ):
         code, _, err = run(*argv)
         assert code == 0, (argv, err)
-    assert denials(redis_server) == []
+    assert denials(own_redis_server) == []
 
 
 def user_client(server: RedisServer, name: str) -> redis.Redis:
@@ -110,9 +110,9 @@ def user_client(server: RedisServer, name: str) -> redis.Redis:
     )
 
 
-def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> None:
-    seed(redis_server)
-    client = user_client(redis_server, "orca-trader")
+def test_trading_programs_can_use_every_module(own_redis_server: RedisServer) -> None:
+    seed(own_redis_server)
+    client = user_client(own_redis_server, "orca-trader")
     assert tokens.get_token("APEX_1", client=client) is not None
     assert tokens.token_ttl("APEX_1", client=client) > 0
     assert len(list(tokens.iter_tokens(client=client))) == 3
@@ -134,7 +134,7 @@ def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> Non
     follower.join(5)
     assert price.latest("MESZ5", client=client) == {"Last": 1.0, "Timestamp": 5}
     request_id = tokens.report_unauthorized("APEX_1", client=client)
-    owner = redis_server.client()
+    owner = own_redis_server.client()
     assert request_id in str(owner.lindex("orca:refresh:requests", -1))
     refused: list[Callable[[], object]] = [
         lambda: client.set("orca:leader", "usurper"),
@@ -149,12 +149,12 @@ def test_trading_programs_can_use_every_module(redis_server: RedisServer) -> Non
         with pytest.raises(redis.exceptions.NoPermissionError):
             call()
     assert owner.get("token:APEX_1") is not None
-    assert sum(entry["count"] for entry in denials(redis_server)) == len(refused)
+    assert sum(entry["count"] for entry in denials(own_redis_server)) == len(refused)
 
 
-def test_operators_may_delete_a_token_and_ask_for_a_refresh(redis_server: RedisServer) -> None:
-    seed(redis_server)
-    client = user_client(redis_server, "orca-operator")
+def test_operators_may_delete_a_token_and_ask_for_a_refresh(own_redis_server: RedisServer) -> None:
+    seed(own_redis_server)
+    client = user_client(own_redis_server, "orca-operator")
     assert tokens.delete_token("APEX_1", client=client)
     assert tokens.report_unauthorized("APEX_2", client=client)
-    assert denials(redis_server) == []
+    assert denials(own_redis_server) == []

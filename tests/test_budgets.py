@@ -246,6 +246,7 @@ def test_with_more_logins_than_renewals_the_same_ones_stay_alive() -> None:
     assert sum(fake.seen.penalties.values()) == 0
 
 
+@pytest.mark.soak
 @pytest.mark.timeout(480)
 def test_20_logins_on_one_group_keep_17_alive_for_6_hours_of_the_time_scaled_simulator(
     redis_server: RedisServer, start_daemon: StartDaemon

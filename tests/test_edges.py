@@ -56,13 +56,13 @@ def test_no_login_starts_after_sigterm(
 
 @pytest.mark.timeout(60)
 def test_stop_within_the_budget_while_redis_is_sigstopped(
-    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
+    served_tradovate: FakeTradovate, own_redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
-    daemon = start_daemon(daemon_env(served_tradovate, redis_server.url))
-    client = redis_server.client()
+    daemon = start_daemon(daemon_env(served_tradovate, own_redis_server.url))
+    client = own_redis_server.client()
     wait_for(lambda: all_live(client, all_names(served_tradovate), served_tradovate))
-    assert redis_server.process is not None
-    redis_server.process.send_signal(signal.SIGSTOP)
+    assert own_redis_server.process is not None
+    own_redis_server.process.send_signal(signal.SIGSTOP)
     try:
         daemon.event("redis.down", timeout=15)  # a hung Redis is noticed, with why
         signalled_at = time.monotonic()
@@ -70,7 +70,7 @@ def test_stop_within_the_budget_while_redis_is_sigstopped(
         assert daemon.wait(timeout=STOP_BUDGET_S + 5) == 0
         assert time.monotonic() - signalled_at < STOP_BUDGET_S
     finally:
-        redis_server.process.send_signal(signal.SIGCONT)
+        own_redis_server.process.send_signal(signal.SIGCONT)
     down = daemon.event("redis.down")
     assert (down["reason"], down["hint"].startswith("no answer in time")) == ("timeout", True)
 
@@ -138,13 +138,13 @@ def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
 
 @pytest.mark.timeout(60)
 def test_redis_misconfigurations_are_named_in_the_log_and_readyz(
-    redis_server: RedisServer,
+    own_redis_server: RedisServer,
     redis_tls_server: RedisServer,
     tls_files: TlsFiles,
     start_daemon: StartDaemon,
 ) -> None:
-    redis_server.client().config_set("requirepass", "the-right-Pa55")
-    plain, secure = redis_server.port, redis_tls_server.port
+    own_redis_server.client().config_set("requirepass", "the-right-Pa55")
+    plain, secure = own_redis_server.port, redis_tls_server.port
     base = {"REDIS_HOST": "127.0.0.1", "ORCA_HEALTH_ADDR": "127.0.0.1:0"}
     cases = {
         "wrong password": (

@@ -43,17 +43,17 @@ def test_a_lease_taken_by_another_is_noticed_as_lost(redis_server: RedisServer) 
 
 
 def test_the_owner_takes_its_leases_back_after_redis_restarts_empty(
-    redis_server: RedisServer,
+    own_redis_server: RedisServer,
 ) -> None:
     """It holds the tokens to restore: the next renewal re-takes every lease, with new fences
     (an old value is never handed out again)."""
-    owner = LoginLeases(redis_server.client(), "a")
+    owner = LoginLeases(own_redis_server.client(), "a")
     owner.take(LOGINS)
     before = {login: owner.fence(login) for login in LOGINS}
-    redis_server.restart()
+    own_redis_server.restart()
     assert owner.renew() == []
     assert sorted(owner.held()) == LOGINS
-    client = redis_server.client()
+    client = own_redis_server.client()
     for login in LOGINS:
         fence = owner.fence(login)
         assert fence is not None

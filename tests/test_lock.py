@@ -1,5 +1,7 @@
-"""requirements.lock (what the image and the VM recipe install) matches pyproject.toml: every
-runtime and audit dependency is pinned, with hashes, to a version its specifier admits."""
+"""The two locks match pyproject.toml and each other, and the venv the suite runs in is exactly
+what they pin. requirements.lock (what the image and the VM recipe install) pins every runtime and
+audit dependency; requirements-dev.lock pins the tools, the demo, pip and setuptools, resolved
+within the first. Each pin carries hashes and sits inside every specifier that asks for it."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import importlib.metadata
 import os
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -16,37 +19,111 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).parent.parent
+RUNTIME_LOCK = ROOT / "requirements.lock"
+DEV_LOCK = ROOT / "requirements-dev.lock"
+BOOTSTRAP = ROOT / "tools" / "bootstrap.in"
 
 
-def pins() -> dict[str, tuple[str, list[str]]]:
-    text = (ROOT / "requirements.lock").read_text(encoding="utf-8")
-    found: dict[str, tuple[str, list[str]]] = {}
-    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
-        match = re.match(r"([A-Za-z0-9_.-]+)==(\S+)", block)
+class Pin:
+    def __init__(self, version: str, hashes: list[str], marker: Marker | None) -> None:
+        self.version, self.hashes, self.marker = version, hashes, marker
+
+
+def pins(lock: Path = RUNTIME_LOCK) -> dict[str, Pin]:
+    found: dict[str, Pin] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock.read_text(encoding="utf-8")):
+        match = re.match(r"([A-Za-z0-9_.-]+)==(\S+?)(?: ; (.+?))?(?: \\)?$", block.split("\n")[0])
         if match:
             hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", block)
-            found[canonicalize_name(match.group(1))] = (match.group(2), hashes)
+            marker = Marker(match.group(3)) if match.group(3) else None
+            found[canonicalize_name(match.group(1))] = Pin(match.group(2), hashes, marker)
     return found
 
 
-def test_every_dependency_is_pinned_with_hashes_inside_its_specifier() -> None:
+def _project() -> dict[str, list[str]]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    wanted = [Requirement(r) for r in project["dependencies"]]
-    wanted += [Requirement(r) for r in project["optional-dependencies"]["audit"]]
-    locked = pins()
+    return {"": project["dependencies"], **project["optional-dependencies"]}
+
+
+def wanted(lock: Path) -> dict[str, Requirement]:
+    """What `make lock` resolves into `lock`: the runtime and the audit extra, and for the dev
+    lock every extra and the bootstrap list too."""
+    groups = _project()
+    listed = [*groups[""], *groups["audit"]]
+    if lock == DEV_LOCK:
+        listed += [r for extra, rs in groups.items() if extra not in ("", "audit") for r in rs]
+        listed += [
+            line
+            for line in BOOTSTRAP.read_text(encoding="utf-8").splitlines()
+            if line and not line.startswith("#")
+        ]
+    return {canonicalize_name(Requirement(r).name): Requirement(r) for r in listed}
+
+
+def mismatches(locked: dict[str, Pin], asked: dict[str, Requirement]) -> list[str]:
     problems = []
-    for requirement in wanted:
-        name = canonicalize_name(requirement.name)
+    for name, requirement in asked.items():
         if name not in locked:
-            problems.append(f"{name} is not in requirements.lock (run make lock)")
-            continue
-        version, hashes = locked[name]
-        if not requirement.specifier.contains(version, prereleases=True):
-            problems.append(f"{name}=={version} is outside {requirement.specifier} (make lock)")
-        if not hashes:
-            problems.append(f"{name} has no hash")
-    assert problems == []
-    assert all(hashes for _, hashes in locked.values())
+            problems.append(f"{name} is not locked (run make lock)")
+        elif not requirement.specifier.contains(locked[name].version, prereleases=True):
+            problems.append(f"{name}=={locked[name].version} is outside {requirement.specifier}")
+    return problems + [f"{name} has no hash" for name, pin in locked.items() if not pin.hashes]
+
+
+@pytest.mark.parametrize("lock", [RUNTIME_LOCK, DEV_LOCK], ids=lambda p: p.name)
+def test_every_dependency_is_pinned_with_hashes_inside_its_specifier(lock: Path) -> None:
+    """The floors in pyproject.toml are at most the locked versions, and nothing asked for is
+    missing from the lock that `make lock` writes it into."""
+    assert mismatches(pins(lock), wanted(lock)) == []
+
+
+def test_a_lock_that_no_longer_matches_pyproject_is_caught() -> None:
+    """The check above has teeth: a floor raised past the pin, and a new tool not yet locked."""
+    locked = pins(DEV_LOCK)
+    asked = {
+        **wanted(DEV_LOCK),
+        "redis": Requirement(f"redis>{locked['redis'].version}"),
+        "a-new-tool": Requirement("a-new-tool>=1"),
+    }
+    assert mismatches(locked, asked) == [
+        f"redis=={locked['redis'].version} is outside >{locked['redis'].version}",
+        "a-new-tool is not locked (run make lock)",
+    ]
+
+
+def test_the_dev_lock_is_resolved_within_the_runtime_lock() -> None:
+    """Both locks are installed together: a package in both is pinned to one version."""
+    runtime, dev = pins(RUNTIME_LOCK), pins(DEV_LOCK)
+    assert set(runtime) <= set(dev)
+    assert {n: dev[n].version for n in runtime} == {n: p.version for n, p in runtime.items()}
+
+
+def test_the_venv_holds_exactly_what_the_locks_pin() -> None:
+    """The suite runs against the versions that ship: every distribution installed beside it is
+    pinned by a lock at that version, and every pin that applies here is installed."""
+    locked = {**pins(RUNTIME_LOCK), **pins(DEV_LOCK)}
+    installed = {
+        str(canonicalize_name(d.metadata["Name"])): d.version
+        for d in importlib.metadata.distributions()
+        if d.metadata["Name"] != "orca-token-daemon"  # this checkout, installed editable
+    }
+    if sys.prefix == sys.base_prefix or Path(sys.prefix) != ROOT / ".venv":
+        message = f"not the venv make builds ({sys.prefix}): run the suite with make test"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+    unpinned = {n: v for n, v in installed.items() if n not in locked}
+    off = {
+        n: (v, locked[n].version)
+        for n, v in installed.items()
+        if n in locked and v != locked[n].version
+    }
+    missing = [
+        n
+        for n, pin in locked.items()
+        if n not in installed and (pin.marker is None or pin.marker.evaluate())
+    ]
+    assert (unpinned, off, missing) == ({}, {}, [])
 
 
 def _environment(version: str) -> dict[str, str]:
@@ -67,42 +144,27 @@ def _environment(version: str) -> dict[str, str]:
 
 
 # Debian 12's own 3.11.2 included: redis needs async-timeout below 3.11.3.
-PYTHONS = ("3.11.0", "3.11.2", "3.11.7", "3.12.0", "3.13.0")
+PYTHONS = ("3.11.0", "3.11.2", "3.11.7", "3.12.0", "3.13.0", "3.14.0")
 
 
-def markers() -> dict[str, Marker | None]:
-    text = (ROOT / "requirements.lock").read_text(encoding="utf-8")
-    found: dict[str, Marker | None] = {}
-    for line in text.splitlines():
-        match = re.match(r"([A-Za-z0-9_.-]+)==\S+(?: ; (.+?))?(?: \\)?$", line)
-        if match:
-            found[canonicalize_name(match.group(1))] = (
-                Marker(match.group(2)) if match.group(2) else None
-            )
-    return found
-
-
-def _wanted() -> dict[str, Requirement]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    listed = [*project["dependencies"], *project["optional-dependencies"]["audit"]]
-    return {canonicalize_name(Requirement(r).name): Requirement(r) for r in listed}
-
-
+@pytest.mark.parametrize("lock", [RUNTIME_LOCK, DEV_LOCK], ids=lambda p: p.name)
 @pytest.mark.parametrize("python", PYTHONS)
-def test_the_lock_pins_everything_its_pins_need_on_each_python_it_is_for(python: str) -> None:
+def test_the_lock_pins_everything_its_pins_need_on_each_python_it_is_for(
+    python: str, lock: Path
+) -> None:
     """One universal resolution: on each CPython from 3.11.0, every requirement of every pin
     that applies there (read from the pinned distributions' metadata, markers evaluated for
     that Python) is itself pinned, inside its specifier, by a line whose marker applies."""
     environment = _environment(python)
-    locked, lock_markers = pins(), markers()
+    locked = pins(lock)
     applies = {
         name
-        for name, marker in lock_markers.items()
-        if marker is None or marker.evaluate(environment)
+        for name, pin in locked.items()
+        if pin.marker is None or pin.marker.evaluate(environment)
     }
-    wanted = _wanted()
-    extras = {name: set(requirement.extras) for name, requirement in wanted.items()}
-    needs: list[tuple[str, Requirement]] = [("pyproject.toml", r) for r in wanted.values()]
+    asked = wanted(lock)
+    extras = {name: set(requirement.extras) for name, requirement in asked.items()}
+    needs: list[tuple[str, Requirement]] = [("pyproject.toml", r) for r in asked.values()]
     for name in sorted(applies):
         try:
             requires = importlib.metadata.distribution(name).requires or []
@@ -112,23 +174,23 @@ def test_the_lock_pins_everything_its_pins_need_on_each_python_it_is_for(python:
     problems = []
     for needed_by, requirement in needs:
         marker = requirement.marker
-        asked = extras.get(canonicalize_name(needed_by), set()) | {""}
+        extras_asked = extras.get(canonicalize_name(needed_by), set()) | {""}
         if marker is not None and not any(
-            marker.evaluate({**environment, "extra": extra}) for extra in asked
+            marker.evaluate({**environment, "extra": extra}) for extra in extras_asked
         ):
             continue
         name = canonicalize_name(requirement.name)
         if name not in applies:
             problems.append(f"{needed_by} needs {requirement} on {python}: not pinned for it")
-        elif not requirement.specifier.contains(locked[name][0], prereleases=True):
-            problems.append(f"{needed_by} needs {requirement}: {name}=={locked[name][0]}")
+        elif not requirement.specifier.contains(locked[name].version, prereleases=True):
+            problems.append(f"{needed_by} needs {requirement}: {name}=={locked[name].version}")
     assert problems == []
 
 
 def test_a_lock_without_the_marked_dependency_is_caught() -> None:
     """The check above has teeth: redis on 3.11.2 needs async-timeout, which the lock pins
     behind `python_full_version < '3.11.3'`."""
-    marker = markers()["async-timeout"]
+    marker = pins()["async-timeout"].marker
     assert marker is not None
     assert marker.evaluate(_environment("3.11.2"))
     assert not marker.evaluate(_environment("3.11.7"))

@@ -15,7 +15,7 @@ from tests.helpers import QUOTE
 
 def test_store_sets_for_5_seconds_and_publishes_the_same_json() -> None:
     store = fakeredis.FakeRedis(decode_responses=True)
-    listener = store.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    listener = store.pubsub(ignore_subscribe_messages=True)
     listener.subscribe("price:MNQZ5")
     price.store("MNQZ5", {**QUOTE, "Timestamp": 1}, client=store)
     assert store.ttl("price:MNQZ5:latest") == 5
@@ -72,10 +72,10 @@ def follower_factory() -> Iterator[list[Follower]]:
 
 
 def test_stream_pushes_updates_and_survives_a_redis_restart(
-    redis_server: RedisServer, follower_factory: list[Follower]
+    own_redis_server: RedisServer, follower_factory: list[Follower]
 ) -> None:
-    reader = redis_server.client(socket_timeout=2, socket_connect_timeout=1)
-    writer = redis_server.client()
+    reader = own_redis_server.client(socket_timeout=2, socket_connect_timeout=1)
+    writer = own_redis_server.client()
     follower = Follower(reader, "MNQZ5", poll_s=0.5)  # below the reader's socket timeout
     follower_factory.append(follower)
     wait_for(lambda: writer.pubsub_numsub("price:MNQZ5")[0][1] == 1, what="the subscription")
@@ -83,8 +83,8 @@ def test_stream_pushes_updates_and_survives_a_redis_restart(
         writer.publish("price:MNQZ5", json.dumps({**QUOTE, "Timestamp": n}))
     wait_for(lambda: follower.timestamps() == [1, 2, 3], what="three pushed updates")
 
-    redis_server.restart()
-    writer = redis_server.client()
+    own_redis_server.restart()
+    writer = own_redis_server.client()
     wait_for(
         lambda: writer.pubsub_numsub("price:MNQZ5")[0][1] == 1,
         timeout=15,

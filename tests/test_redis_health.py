@@ -51,7 +51,7 @@ def test_errors_are_named(error: redis.RedisError, reason: str) -> None:
     assert diagnosis.hint
 
 
-def test_real_servers_are_diagnosed(redis_server: RedisServer) -> None:
+def test_real_servers_are_diagnosed(own_redis_server: RedisServer) -> None:
     def reason(**options: object) -> str:
         client = redis.Redis(
             socket_timeout=0.5,
@@ -65,9 +65,9 @@ def test_real_servers_are_diagnosed(redis_server: RedisServer) -> None:
         return diagnose(caught.value).reason
 
     assert reason(host="127.0.0.1", port=free_port()) == "refused"
-    assert reason(host="127.0.0.1", port=redis_server.port, ssl=True) == "tls"
-    redis_server.client().config_set("requirepass", "right-Pa55")
-    assert reason(host="127.0.0.1", port=redis_server.port, password="wrong") == "auth"
+    assert reason(host="127.0.0.1", port=own_redis_server.port, ssl=True) == "tls"
+    own_redis_server.client().config_set("requirepass", "right-Pa55")
+    assert reason(host="127.0.0.1", port=own_redis_server.port, password="wrong") == "auth"
 
 
 def test_down_is_logged_once_per_change_and_counted_every_time() -> None:

@@ -44,17 +44,17 @@ def test_short_lived_tokens_are_always_valid(
 
 @pytest.mark.timeout(90)
 def test_redis_restart_is_restored_without_asking_tradovate(
-    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
+    served_tradovate: FakeTradovate, own_redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
     fake = served_tradovate
     names = all_names(fake)
-    daemon = start_daemon(daemon_env(fake, redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0"))
-    client = redis_server.client()
+    daemon = start_daemon(daemon_env(fake, own_redis_server.url, ORCA_HEALTH_ADDR="127.0.0.1:0"))
+    client = own_redis_server.client()
     wait_for(lambda: all_live(client, names, fake), what="every key live")
     health = daemon.event("daemon.starting")["health"]
     requests_before = fake.seen.received
 
-    redis_server.kill()
+    own_redis_server.kill()
     daemon.event("redis.down")
     status, body = http_get(f"http://{health}/readyz")
     assert status == 503
@@ -72,7 +72,7 @@ def test_redis_restart_is_restored_without_asking_tradovate(
     wait_for(lambda: refused_calls() >= 3, what="several probes failing while Redis is down")
     assert daemon.process.poll() is None
 
-    redis_server.start()  # empty: nothing is persisted
+    own_redis_server.start()  # empty: nothing is persisted
     restored_after = time.monotonic()
     wait_for(lambda: all_live(client, names, fake), timeout=15, what="every key restored")
     assert time.monotonic() - restored_after < 15

@@ -101,7 +101,7 @@ def stream(
     last_seen: object = None
     failures = 0
     while not stop.is_set():
-        pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             pubsub.subscribe(channel(symbol))
             if failures:
