@@ -74,7 +74,7 @@ unit: $(STAMP)
 
 # Everything: lint, types, and every test, end-to-end ones (processes, real servers) included.
 test: lint typecheck $(STAMP) redis-server debian-python builder promtool $(TS_DEPS)
-	$(BIN)/pytest -m "not soak" -n 6 --dist worksteal  # most tests wait on processes, not CPU
+	$(BIN)/pytest -m "not soak" -n 8 --dist worksteal  # most tests wait on processes, not CPU
 
 # The real-time runs longer than a minute (under 20 minutes in all); `.ci/run` runs it after test.
 soak: $(STAMP) redis-server

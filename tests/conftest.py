@@ -7,7 +7,7 @@ import datetime
 import ipaddress
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -51,6 +51,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+    items[:] = long_first_on_every_worker(items)
+
+
+def long_first_on_every_worker(items: list[pytest.Item]) -> list[pytest.Item]:
+    """`--dist worksteal` gives each worker a contiguous share of the collection and lets idle
+    ones steal from the ends of the others' shares. Each share here starts with its part of the
+    `long` tests, so they begin at once, one per worker, and the run ends on short tests."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    long = [item for item in items if item.get_closest_marker("long")]
+    rest = [item for item in items if not item.get_closest_marker("long")]
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for worker in range(workers):
+        share = left // (workers - worker)  # as worksteal sizes its first shares
+        heads = long[worker::workers]
+        ordered += heads + rest[: share - len(heads)]
+        del rest[: share - len(heads)]
+        left -= share
+    return ordered + rest
+
+
+LONGEST_TEST_S = 60.0  # `make test` stays fast: a longer real-time run belongs in `make soak`
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    too_long = report.when == "call" and report.passed and report.duration > LONGEST_TEST_S
+    if too_long and item.get_closest_marker("soak") is None:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"took {report.duration:.0f} s, over the {LONGEST_TEST_S:.0f} s a test of make test"
+            " may take: shorten it, run it on an injected clock, or mark it soak"
+        )
+    return report
 
 
 @pytest.fixture(autouse=True)

@@ -31,6 +31,7 @@ def login_requests(fake: FakeTradovate, name: str) -> int:
     return sum(1 for body in fake.seen.login_bodies if body.get("name") == name)
 
 
+@pytest.mark.long
 def test_a_login_whose_account_list_answers_401_keeps_one_session_for_an_hour(
     redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
@@ -144,6 +145,7 @@ def test_one_users_429_never_delays_anothers_login(
         assert login_requests(fake, "APEX_1") == 1
 
 
+@pytest.mark.long
 def test_mdtoken_is_valid_in_every_sample_over_renewals_without_md_tokens(
     redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
@@ -255,6 +257,7 @@ def test_a_tradingview_login_meets_423_and_429_on_authorize_like_the_api(
         assert sorted(authorize) == [200, 429]  # one each: APEX_1 waits its hour alone
 
 
+@pytest.mark.long
 def test_a_wait_login_never_logs_in_again_while_the_budget_cannot_renew_it(
     redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:

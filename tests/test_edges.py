@@ -75,6 +75,7 @@ def test_stop_within_the_budget_while_redis_is_sigstopped(
     assert (down["reason"], down["hint"].startswith("no answer in time")) == ("timeout", True)
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_a_paused_owner_resumed_writes_nothing_and_never_logs_in(
     redis_server: RedisServer, start_daemon: StartDaemon

@@ -162,6 +162,7 @@ def _rss_mib(pid: int) -> float:
     return int(line.split()[1]) / 1024
 
 
+@pytest.mark.long
 @pytest.mark.timeout(90)
 def test_a_flood_of_requests_for_one_login_costs_it_two_renewals_and_the_others_nothing(
     served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon

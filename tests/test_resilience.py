@@ -23,6 +23,7 @@ from daemon.sim.tradovate import LOGIN_PATH, FakeTradovate, numbered_desk
 from tests.helpers import StartDaemon, daemon_env, http_get, metric_value
 
 
+@pytest.mark.long
 @pytest.mark.timeout(90)
 def test_short_lived_tokens_are_always_valid(
     redis_server: RedisServer, start_daemon: StartDaemon
@@ -121,6 +122,7 @@ def test_a_failing_login_never_delays_another(
     assert failed["outcome"] == "unavailable"
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_a_killed_instances_logins_are_taken_over_without_a_new_session(
     redis_server: RedisServer, start_daemon: StartDaemon

@@ -35,6 +35,7 @@ def renewed_by(processes: list[DaemonProcess], since: dict[int, int]) -> dict[st
     return seen
 
 
+@pytest.mark.long
 @pytest.mark.timeout(180)
 def test_three_instances_share_24_logins_and_lose_one_at_no_cost(
     redis_server: RedisServer, tmp_path: Path, processes: Spawned

@@ -182,6 +182,7 @@ def test_a_wrong_password_on_the_tradingview_route_spends_a_failed_login(
     assert "Incorrect username or password" in status["last_error"]
 
 
+@pytest.mark.long
 @pytest.mark.timeout(120)
 def test_a_daemon_with_only_names_and_passwords_keeps_every_key_valid(
     redis_server: RedisServer, start_daemon: StartDaemon, tmp_path: Path
