@@ -54,7 +54,7 @@ def test_first_refresh_logs_in_and_writes_every_key(world: World) -> None:
     assert status["accounts"] == ["APEX_1-ACC1", "APEX_1-ACC2"]
     # Renewal about 15 minutes before expiry (jittered), or at ORCA_REFRESH_INTERVAL (1 h)
     # when that is sooner and the address's budget fits it for every login, as here.
-    renew_in = world.refresher.states["APEX_1"].renew_at - world.clock.now
+    renew_in = world.refresher.schedule.renew_at(world.refresher.states["APEX_1"]) - world.clock.now
     assert renew_in == pytest.approx(3_600)
     assert attempt.delay_s == pytest.approx(3_600)
     assert world.count("APEX_1", "login") == 1
@@ -223,7 +223,7 @@ def test_penalty_ticket_waits_then_resends_the_identical_body(world: World) -> N
     ].items()
     world.clock.advance(12)
     assert world.refresher.refresh("APEX_1").outcome == "login"
-    assert world.fake.penalty_resends_ok == 1
+    assert world.fake.seen.penalty_resends_ok == 1
     first, resend = world.fake.seen.login_bodies[-2:]
     assert resend == {**first, "p-ticket": resend["p-ticket"]}
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
+from typing import Any
 
 import pytest
 
 from daemon.config import Login, Secret
 from daemon.outcomes import Outcome
+from daemon.refresh import schedule as schedule_module
 from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress
 from daemon.refresh.schedule import RenewalPlan, RenewalSchedule, plan_renewals
@@ -105,12 +108,13 @@ def test_logins_without_a_token_yet_are_given_the_last_places() -> None:
 def test_an_instance_plans_its_share_of_the_groups_budget() -> None:
     """Two instances of one group, 10 logins each of 20: each keeps its half of 17."""
     states = logins(10)
-    found = RenewalSchedule(
+    schedule = RenewalSchedule(
         {s.name: s for s in states}, Policy(3_600), 14, HOUR_S, group_owned=lambda: 20
-    ).apply(NOW)
+    )
+    found = schedule.replan(NOW)
     assert found.beyond == ("L08", "L09")
-    assert [s.beyond_budget for s in states] == [False] * 8 + [True] * 2
-    assert all(s.renew_at == found.renew_at[s.name] for s in states[:8])
+    assert [schedule.beyond(s.name) for s in states] == [False] * 8 + [True] * 2
+    assert all(schedule.renew_at(s) == found.renew_at[s.name] for s in states[:8])
 
 
 def test_the_floor_scales_with_the_budget_window_and_stays_before_the_key_expires() -> None:
@@ -120,3 +124,49 @@ def test_the_floor_scales_with_the_budget_window_and_stays_before_the_key_expire
     assert policy.renew_before_expiry_s(80) == pytest.approx(15)
     tight = Policy(3_600, window_s=60, lead_floor_s=120)
     assert tight.lead_floor_s(80) == pytest.approx(3)  # key margin 1 s, and 2 s of slack
+
+
+def test_two_logins_jobs_racing_lose_no_update_of_the_groups_plan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two logins' jobs on threads, each changing only its own progress under its own lock,
+    then replanning. A's plan is made from a view taken before B's new token and held there
+    until B's job is done, or half a second. The plan left at the end is made from both
+    logins' last tokens: B's update is not lost to A's older plan."""
+    states = logins(20)  # short: every login's renewal time depends on the others' tokens
+    schedule = RenewalSchedule({s.name: s for s in states}, Policy(3_600), 14, HOUR_S)
+    a, b = states[0], states[1]
+    a_planning, b_done = threading.Event(), threading.Event()
+    plan_from = schedule_module.plan_renewals
+
+    def a_slow(logins: list[LoginProgress], now: float, **options: Any) -> RenewalPlan:
+        made = plan_from(logins, now, **options)
+        if threading.current_thread().name == "job-a":
+            a_planning.set()
+            b_done.wait(timeout=0.5)
+        return made
+
+    monkeypatch.setattr(schedule_module, "plan_renewals", a_slow)
+
+    def job_a() -> None:
+        with a.lock:
+            schedule.replan(NOW)
+
+    def job_b() -> None:
+        assert a_planning.wait(timeout=5)
+        with b.lock:
+            b.grant = TokenGrant("b-renewed", NOW + 600 + LIFE_S, NOW + 600, Outcome.RENEW)
+            b.advised_renew_at = NOW + 600 + LIFE_S - 900
+            schedule.replan(NOW + 600)
+        b_done.set()
+
+    threads = [threading.Thread(target=job_a, name="job-a"), threading.Thread(target=job_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    monkeypatch.setattr(schedule_module, "plan_renewals", plan_from)
+    settled = schedule.plan(NOW + 600)
+    assert schedule.renew_at(b) == settled.renew_at[b.name]
+    assert {s.name: schedule.renew_at(s) for s in states} == settled.renew_at

@@ -4,18 +4,16 @@ restoring keys that went missing. Tradovate is never asked here."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import redis
 import structlog
 
-from daemon.constants import REJECTED_BACKOFF_S
 from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import Policy
-from daemon.refresh.progress import LoginProgress
+from daemon.refresh.policy import Policy, restore_backoff
+from daemon.refresh.progress import LoginProgress, login_status
 from daemon.store.client import get_many
 from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.lease import Fence
@@ -29,7 +27,7 @@ from daemon.store.tokens import (
     token_key,
     write_login_tokens,
 )
-from daemon.token_format import iso, jwt_expiry, parse_expiration_time, token_problem
+from daemon.token_format import iso, jwt_expiry, token_problem
 from daemon.tradovate import TokenGrant
 
 log = structlog.get_logger("daemon.refresh")
@@ -75,7 +73,13 @@ class RedisKeeper:
         adopted = 0
         for key, md_token, recorded in zip(keys, md_tokens, statuses, strict=True):
             state, token = self._states[key.name], key.token
-            self._restore_backoff(state, recorded, now, self._longest_park_s)
+            if recorded is not None and restore_backoff(state, recorded, now, self._longest_park_s):
+                log.info(
+                    "login.backoff_restored",
+                    login=state.name,
+                    outcome=state.last_outcome,
+                    until=recorded.parked_until or recorded.next_attempt_at,
+                )
             if state.grant is not None or recorded is None or token is None:
                 continue
             # Only the expiry recorded with this very token counts: nothing is decoded.
@@ -96,7 +100,7 @@ class RedisKeeper:
             # not spend renewals in a burst); with no record of its issue, renewed at once. The
             # first attempt lists the accounts, which confirms the token is still alive.
             advised = self._policy.renew_at(state.grant) if issued_at is not None else now
-            state.renew_at = state.advised_renew_at = advised
+            state.advised_renew_at = advised
             state.accounts = recorded.accounts
             adopted += 1
             log.info(
@@ -108,41 +112,16 @@ class RedisKeeper:
             )
         return adopted
 
-    @staticmethod
-    def _restore_backoff(
-        state: LoginProgress, recorded: LoginStatus | None, now: float, longest_park_s: float
-    ) -> None:
-        """A rejected password's back-off, a park and a Closed user outlive the process: under
-        Restart=on-failure a crash loop must not retry them at every start. Closed holds only
-        while the password is the one it was closed with (a changed configuration tries)."""
-        if recorded is None or recorded.last_outcome is None:
-            return
-        outcome, restored = recorded.last_outcome, False
-        parked_until = parse_expiration_time(recorded.parked_until)
-        if parked_until is not None and parked_until > now and recorded.park_reason is not None:
-            # A status is anyone's to write: no park outlasts the longest Tradovate documents.
-            state.parked_until = min(parked_until, now + longest_park_s)
-            state.park_reason = recorded.park_reason
-            restored = True
-        due = parse_expiration_time(recorded.next_attempt_at)
-        if outcome is Outcome.CLOSED and recorded.credential == _credential(state):
-            state.not_before, restored = math.inf, True
-        elif outcome.held_back and due is not None and due > now and state.not_before <= now:
-            state.not_before, restored = min(due, now + REJECTED_BACKOFF_S[-1]), True
-        if restored:
-            state.failures = recorded.failures
-            state.last_outcome, state.last_error = outcome, recorded.last_error
-            log.info(
-                "login.backoff_restored",
-                login=state.name,
-                outcome=outcome,
-                until=recorded.parked_until or recorded.next_attempt_at,
-            )
-
-    def write(self, state: LoginProgress, *, success: Outcome | None = None) -> int:
+    def write(
+        self,
+        state: LoginProgress,
+        *,
+        success: Outcome | None = None,
+        next_attempt_at: float | None = None,
+    ) -> int:
         """Write the login's held token under every name, with its status, in one round trip.
         With `success`, the status written is that of the success (so `last_success_at` lands
-        with the token it describes). Returns the TTL."""
+        with the token it describes), next due at `next_attempt_at`. Returns the TTL."""
         grant = state.grant
         assert grant is not None
         tokens = TokenSet(
@@ -165,7 +144,7 @@ class RedisKeeper:
                 last_outcome=success,
                 last_error=None,
                 last_success_at=iso(now),
-                next_attempt_at=iso(now + self._policy.delay_after_success(state, now)),
+                next_attempt_at=None if next_attempt_at is None else iso(next_attempt_at),
             )
         ttl = write_login_tokens(
             self.redis,
@@ -209,29 +188,7 @@ class RedisKeeper:
             return
 
     def status(self, state: LoginProgress, now: float) -> LoginStatus:
-        grant = state.grant
-        return LoginStatus(
-            login=state.name,
-            state=state.state(now),
-            fingerprint=fingerprint(grant.access_token) if grant else None,
-            expires_at=iso(grant.expires_at) if grant else None,
-            issued_at=iso(grant.issued_at) if grant else None,
-            notes=state.notes,
-            when_budget_short=state.login.when_budget_short,
-            route=state.login.route,
-            source=grant.source if grant else None,
-            accounts=self._names.owned(state)[1:],
-            failures=state.failures,
-            last_outcome=state.last_outcome,
-            last_error=state.last_error,
-            last_success_at=iso(state.last_success_at),
-            next_attempt_at=iso(state.next_attempt_at),
-            updated_at=iso(now),
-            instance=self._instance,
-            parked_until=iso(state.parked_until) if state.parked_until > now else None,
-            park_reason=state.park_reason if state.parked_until > now else None,
-            credential=_credential(state) if state.last_outcome is Outcome.CLOSED else None,
-        )
+        return login_status(state, now, self._names.owned(state)[1:], self._instance)
 
     def drop_dead_token(self, state: LoginProgress, reason: str) -> None:
         """Tradovate refused the held token (its session was closed, or it was renewed away):
@@ -322,8 +279,3 @@ class RedisKeeper:
             hint="another program writes token keys: switch it off (README, Coming from the "
             "seed's scripts)",
         )
-
-
-def _credential(state: LoginProgress) -> str | None:
-    password = state.login.password
-    return None if password is None else password.digest(f"orca-token-daemon:{state.name}")

@@ -33,9 +33,10 @@ from daemon.constants import (
     RETRY_BACKOFF_CAP_S,
 )
 from daemon.outcomes import Outcome
-from daemon.refresh.progress import LoginProgress
+from daemon.refresh.progress import LoginProgress, credential
+from daemon.store.status import LoginStatus
 from daemon.store.tokens import key_margin_s
-from daemon.token_format import iso
+from daemon.token_format import iso, parse_expiration_time
 from daemon.tradovate import TokenGrant
 
 RENEW_SLACK_S = 2.0  # a renewal lands at least this long before its key would expire
@@ -48,18 +49,27 @@ class Action(Enum):
     LOGIN = "login"  # accesstokenrequest (paced)
 
 
-def next_action(progress: LoginProgress, now: float, *, force: bool = False) -> Action:
+def next_action(
+    progress: LoginProgress, now: float, *, renew_at: float, force: bool = False
+) -> Action:
+    """`renew_at`: when the group's schedule renews this login."""
     if progress.parked_until > now or progress.not_before > now:
         return Action.WAIT_PARKED
     if not progress.holds_valid_token(now):
         return Action.LOGIN
-    if force or now >= progress.renew_at:
+    if force or now >= renew_at:
         return Action.RENEW
     return Action.KEEP
 
 
-def earlier_due(others: Iterable[LoginProgress], progress: LoginProgress, now: float) -> int:
-    """How many other logins are due for renewal and expire before this one."""
+def earlier_due(
+    others: Iterable[LoginProgress],
+    progress: LoginProgress,
+    now: float,
+    renew_at: Callable[[LoginProgress], float],
+) -> int:
+    """How many other logins are due for renewal (`renew_at`, the group's schedule) and expire
+    before this one."""
     assert progress.grant is not None
     expires_at = progress.grant.expires_at
     return sum(
@@ -67,8 +77,8 @@ def earlier_due(others: Iterable[LoginProgress], progress: LoginProgress, now: f
         for other in others
         if other is not progress
         and other.grant is not None
-        and other.renew_at <= now
         and other.grant.expires_at < expires_at
+        and renew_at(other) <= now
     )
 
 
@@ -200,10 +210,11 @@ class Policy:
             return LOCKOUT_S
         return None
 
-    def delay_after_success(self, progress: LoginProgress, now: float) -> float:
-        """Until renewal or the next account check is due, whichever comes first."""
+    def delay_after_success(self, progress: LoginProgress, now: float, renew_at: float) -> float:
+        """Until renewal (`renew_at`, the group's schedule) or the next account check is due,
+        whichever comes first."""
         check_due = (progress.accounts_fetched_at or now) + self.account_check_interval_s
-        return max(min(progress.renew_at, check_due) - now, 1.0)
+        return max(min(renew_at, check_due) - now, 1.0)
 
     def delay_after_failure(
         self, outcome: Outcome, progress: LoginProgress, now: float, *, captcha_park_s: float
@@ -304,11 +315,40 @@ def _latest_lead_s(lifetime_s: float, window_s: float) -> float:
     return key_margin_s(lifetime_s, window_s) + RENEW_SLACK_S
 
 
-def room_to_log_in(state: LoginProgress, used: Callable[[], int], usable: int) -> bool:
+def room_to_log_in(
+    state: LoginProgress, beyond: bool, used: Callable[[], int], usable: int
+) -> bool:
     """Whether a `wait` login whose token ran out for want of renewals may log in again: only
-    when the schedule keeps it (it is not beyond what the budget keeps alive) and a renewal
+    when the schedule keeps it (it is not `beyond` what the budget keeps alive) and a renewal
     slot is free now; else it would open a session only to lapse again. `used` is asked last:
     it is a Redis round trip."""
     if not state.lapsed_for_budget or state.login.when_budget_short != "wait":
         return True
-    return not state.beyond_budget and used() < usable
+    return not beyond and used() < usable
+
+
+def restore_backoff(
+    state: LoginProgress, recorded: LoginStatus, now: float, longest_park_s: float
+) -> bool:
+    """A rejected password's back-off, a park and a Closed user outlive the process: under
+    Restart=on-failure a crash loop must not retry them at every start. Closed holds only
+    while the password is the one it was closed with (a changed configuration tries). True
+    when the recorded status set any of them on `state`."""
+    if recorded.last_outcome is None:
+        return False
+    outcome, restored = recorded.last_outcome, False
+    parked_until = parse_expiration_time(recorded.parked_until)
+    if parked_until is not None and parked_until > now and recorded.park_reason is not None:
+        # A status is anyone's to write: no park outlasts the longest Tradovate documents.
+        state.parked_until = min(parked_until, now + longest_park_s)
+        state.park_reason = recorded.park_reason
+        restored = True
+    due = parse_expiration_time(recorded.next_attempt_at)
+    if outcome is Outcome.CLOSED and recorded.credential == credential(state):
+        state.not_before, restored = math.inf, True
+    elif outcome.held_back and due is not None and due > now and state.not_before <= now:
+        state.not_before, restored = min(due, now + REJECTED_BACKOFF_S[-1]), True
+    if restored:
+        state.failures = recorded.failures
+        state.last_outcome, state.last_error = outcome, recorded.last_error
+    return restored

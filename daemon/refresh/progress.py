@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 
 from daemon.config import Login
 from daemon.outcomes import LoginState, Outcome
+from daemon.store.status import LoginStatus
+from daemon.store.tokens import fingerprint
+from daemon.token_format import iso
 from daemon.tradovate import TokenGrant
 
 
@@ -17,8 +20,9 @@ class LoginProgress:
 
     login: Login
     grant: TokenGrant | None = None
-    renew_at: float = 0.0  # when to renew: the schedule's (`daemon.refresh.schedule`) ...
-    advised_renew_at: float = 0.0  # ... from Tradovate's advice, jittered, while renewals fit
+    # When to renew by Tradovate's advice, jittered; the group's schedule
+    # (`daemon.refresh.schedule`) may plan it later while renewals are short.
+    advised_renew_at: float = 0.0
     accounts: tuple[str, ...] = ()
     accounts_fetched_at: float | None = None
     failures: int = 0
@@ -42,7 +46,6 @@ class LoginProgress:
     accounts_denials: int = 0
     unmoved_renewals: int = 0  # renewals in a row whose expirationTime did not move
     lapsed_for_budget: bool = False  # a `wait` login whose token ran out for want of renewals
-    beyond_budget: bool = False  # the schedule does not renew it: the group's budget is short
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
@@ -84,3 +87,39 @@ class AuthDeferred(Exception):
 
     def __init__(self, wait_s: float) -> None:
         self.wait_s = wait_s
+
+
+def login_status(
+    state: LoginProgress, now: float, accounts: tuple[str, ...], instance: str
+) -> LoginStatus:
+    """The status record `orca:status:{login}` holds for this progress."""
+    grant = state.grant
+    parked = state.parked_until > now
+    return LoginStatus(
+        login=state.name,
+        state=state.state(now),
+        fingerprint=fingerprint(grant.access_token) if grant else None,
+        expires_at=iso(grant.expires_at) if grant else None,
+        issued_at=iso(grant.issued_at) if grant else None,
+        notes=state.notes,
+        when_budget_short=state.login.when_budget_short,
+        route=state.login.route,
+        source=grant.source if grant else None,
+        accounts=accounts,
+        failures=state.failures,
+        last_outcome=state.last_outcome,
+        last_error=state.last_error,
+        last_success_at=iso(state.last_success_at),
+        next_attempt_at=iso(state.next_attempt_at),
+        updated_at=iso(now),
+        instance=instance,
+        parked_until=iso(state.parked_until) if parked else None,
+        park_reason=state.park_reason if parked else None,
+        credential=credential(state) if state.last_outcome is Outcome.CLOSED else None,
+    )
+
+
+def credential(state: LoginProgress) -> str | None:
+    """A digest telling whether the login's password changed since it was Closed."""
+    password = state.login.password
+    return None if password is None else password.digest(f"orca-token-daemon:{state.name}")

@@ -96,8 +96,7 @@ class Refresher:
         self.captcha_park_s = captcha_park_s
         self.clock = clock
         self.may_act = may_act
-        self._renewing = threading.Lock()
-        self._renewals_stopped_until = 0.0
+        self._renewing = threading.Lock()  # renewals are sent one at a time
 
     def refresh(
         self, name: str, *, force: bool = False, verify: bool = False, operator: bool = False
@@ -131,8 +130,8 @@ class Refresher:
 
     def _attempt(self, state: LoginProgress, *, force: bool) -> Attempt:
         now = self.clock()
-        self.schedule.apply(now)
-        action = next_action(state, now, force=force)
+        self.schedule.replan(now)
+        action = next_action(state, now, renew_at=self.schedule.renew_at(state), force=force)
         if action is Action.WAIT_PARKED:
             until, reason = state.wait_ends(now)
             return Attempt(Outcome.PARKED, min(until - now, PARK_RECHECK_S), until, reason)
@@ -171,7 +170,8 @@ class Refresher:
 
     def _room_to_log_in(self, state: LoginProgress, now: float) -> bool:
         used, usable = (lambda: self.budget.used(RENEW, now)), self.budget.usable(RENEW)
-        state.lapsed_for_budget = not room_to_log_in(state, used, usable)
+        beyond = self.schedule.beyond(state.name)
+        state.lapsed_for_budget = not room_to_log_in(state, beyond, used, usable)
         return not state.lapsed_for_budget
 
     def _ensure_token(self, state: LoginProgress, action: Action, now: float) -> Outcome:
@@ -189,7 +189,8 @@ class Refresher:
         grant = state.grant
         assert grant is not None
         never = Spend(ok=False, wait_s=grant.expires_at - now, member="")  # beyond the budget
-        spend = never if state.beyond_budget else self.budget.try_spend(RENEW, now, who=state.name)
+        beyond = self.schedule.beyond(state.name)
+        spend = never if beyond else self.budget.try_spend(RENEW, now, who=state.name)
         if not spend.ok:
             if self.policy.relogin_instead(state.login, grant, now + spend.wait_s):
                 self.reporter.waiting("budget.relogin", state.name, spend.wait_s)
@@ -197,24 +198,25 @@ class Refresher:
             self.reporter.budget_short(state, now, spend.wait_s, self.budget.group)
             state.lapsed_for_budget = now + spend.wait_s >= grant.expires_at
             # When a slot frees, the login whose token dies first asks first (staggered).
-            stagger_s = self.policy.stagger_s * earlier_due(self.states.values(), state, now)
+            due_first = earlier_due(self.states.values(), state, now, self.schedule.renew_at)
+            stagger_s = self.policy.stagger_s * due_first
             wait_s = spend.wait_s + stagger_s
             raise AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
         try:
             with self._renewing:  # sent one at a time: a captcha or a ticket stops the next
-                if self._renewals_stopped_until > self.clock():
-                    raise AuthDeferred(self._renewals_stopped_until - self.clock())
+                if (stopped_s := self.schedule.renewals_stopped_for(self.clock())) > 0:
+                    raise AuthDeferred(stopped_s)
                 renewed = self.tradovate.renew(grant.access_token)
         except TokenRefused as refused:
             self.keeper.drop_dead_token(state, str(refused))
         except PenaltyTicket as penalty:
-            self._renewals_stopped_until = self.clock() + penalty.wait_s
+            self.schedule.stop_renewals(self.clock() + penalty.wait_s)
             self.budget.block(RENEW, penalty.wait_s, now)  # for every login of the address
             self.reporter.penalty(state.name, penalty.wait_s, endpoint="renew")
             raise AuthDeferred(max(penalty.wait_s, 1.0)) from None
         except CaptchaRequired:
             # Every renewal would meet it: the group renews nothing, logins follow the rule.
-            self._renewals_stopped_until = self.clock() + self.captcha_park_s
+            self.schedule.stop_renewals(self.clock() + self.captcha_park_s)
             self.budget.block(RENEW, self.captcha_park_s, now)
             self.reporter.renewal_captcha(state.name, self.captcha_park_s, self.budget.group)
             return self._renew(state, now)
@@ -235,8 +237,9 @@ class Refresher:
         self.reporter.password_news(state, grant)
         state.grant = grant
         # A lifetime nobody said is learnt from the first renewal, as soon as the budget allows.
-        advised = self.policy.renew_at(grant) if grant.lifetime_known else self.clock()
-        state.renew_at = state.advised_renew_at = advised
+        now = self.clock()
+        state.advised_renew_at = self.policy.renew_at(grant) if grant.lifetime_known else now
+        self.schedule.replan(now)  # a new token moves its renewal into the group's schedule
 
     def _ensure_accounts_and_write(self, state: LoginProgress, source: Outcome) -> None:
         """List accounts with every new token and check period (`refresh.accounts`), then write
@@ -254,7 +257,7 @@ class Refresher:
                 accounts_error = self.accounts.check(state, now)
             except AccountsDenied as denied:
                 return self._decide_denied(state, denied, now)
-        self.keeper.write(state, success=source)
+        self._write_success(state, source)
         if new_token:
             self.reporter.new_token(state, self.names.owned(state))
         if accounts_error is not None:
@@ -271,16 +274,19 @@ class Refresher:
         elif state.grant is None:  # refused: the keys are gone, the next attempt logs in
             raise TokenRefused(f"{denied}; the renewal that checked the token was refused")
         else:  # a `relogin` login with no renewal to spend: the keys stay until the next check
-            self.keeper.write(state, success=Outcome.KEPT)
+            self._write_success(state, Outcome.KEPT)
+
+    def _write_success(self, state: LoginProgress, source: Outcome) -> None:
+        now = self.clock()
+        due_s = self.policy.delay_after_success(state, now, self.schedule.renew_at(state))
+        self.keeper.write(state, success=source, next_attempt_at=now + due_s)
 
     def _succeeded(self, state: LoginProgress, source: Outcome) -> Attempt:
         now = self.clock()
         after_failures = state.failures
-        state.session_unused = False
         state.failures, state.last_error, state.last_outcome = 0, None, source
-        state.last_success_at = now
-        self.schedule.apply(now)  # a new token moves its renewal into the group's schedule
-        delay = self.policy.delay_after_success(state, now)
+        state.session_unused, state.last_success_at = False, now
+        delay = self.policy.delay_after_success(state, now, self.schedule.renew_at(state))
         self.reporter.succeeded(state, source, after_failures, delay)
         return Attempt(source, delay)
 

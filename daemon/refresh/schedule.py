@@ -6,12 +6,16 @@ floor cannot keep alive is a stable set, `relogin` logins first, then the last i
 order: they are not renewed (a `relogin` one logs in again at its advised time, a `wait` one is
 said to lapse), so a renewal never goes to them at the cost of a kept login.
 
-Pure: the refresher asks for a plan before each attempt and applies its renewal times.
+`plan_renewals` is pure. `RenewalSchedule` is the one owner of the group's state as this
+instance sees it: the latest plan (when each owned login renews, which are beyond the budget) and
+the group's renewal stop (a penalty ticket or a captcha on a renewal), behind a lock of its own.
+A login's job replans under it and changes only its own progress: no job writes another's.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -106,7 +110,8 @@ def _may_hold_a_token(state: LoginProgress, now: float) -> bool:
 
 
 class RenewalSchedule:
-    """The plan for the logins this instance owns, from their progress and the group's load."""
+    """The plan for the logins this instance owns, from their progress and the group's load,
+    and the group's renewal stop: replaced and read under one lock."""
 
     def __init__(
         self,
@@ -126,6 +131,10 @@ class RenewalSchedule:
         self._window_s = window_s
         self._owns = owns
         self._group_owned = group_owned
+        self._lock = threading.Lock()
+        self._renew_at: Mapping[str, float] = {}
+        self._beyond: frozenset[str] = frozenset()
+        self._renewals_stopped_until = 0.0
 
     def lifetime_s(self) -> float:
         """The shortest life of the tokens held (80 minutes before any)."""
@@ -146,13 +155,31 @@ class RenewalSchedule:
             policy=self._policy,
         )
 
-    def apply(self, now: float) -> RenewalPlan:
-        """The plan, with each owned login's renewal time, and whether it is beyond the budget,
-        set from it."""
-        plan = self.plan(now)
-        for name, at in plan.renew_at.items():
-            self._states[name].renew_at = at
-        beyond = set(plan.beyond)
-        for state in self._states.values():
-            state.beyond_budget = state.name in beyond
-        return plan
+    def replan(self, now: float) -> RenewalPlan:
+        """A new plan from every owned login's progress, kept for `renew_at` and `beyond`.
+        Made and kept under the lock, so a plan made from an older view never replaces a newer
+        one."""
+        with self._lock:
+            plan = self.plan(now)
+            self._renew_at, self._beyond = plan.renew_at, frozenset(plan.beyond)
+            return plan
+
+    def renew_at(self, state: LoginProgress) -> float:
+        """When the login renews: the plan's time, else its own advised time."""
+        with self._lock:
+            return self._renew_at.get(state.name, state.advised_renew_at)
+
+    def beyond(self, name: str) -> bool:
+        """The plan does not renew it: the group's budget is short."""
+        with self._lock:
+            return name in self._beyond
+
+    def stop_renewals(self, until: float) -> None:
+        """A penalty ticket or a captcha on a renewal: the group renews nothing until then."""
+        with self._lock:
+            self._renewals_stopped_until = max(self._renewals_stopped_until, until)
+
+    def renewals_stopped_for(self, now: float) -> float:
+        """How long the group's renewals stay stopped from `now` (0: not stopped)."""
+        with self._lock:
+            return max(self._renewals_stopped_until - now, 0.0)

@@ -195,7 +195,9 @@ class TradovateClient:
             raise stopped
         if data.get("errorText"):
             raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {_error_text(data)}")
-        return self._grant(data, LOGIN_ENDPOINT, source=Outcome.LOGIN)
+        return grant_from(
+            data, LOGIN_ENDPOINT, source=Outcome.LOGIN, now=self._clock(), skew=self._skew
+        )
 
     def _authorize(self, login: Login, p_ticket: str | None) -> TokenGrant:
         data = self._call(
@@ -229,7 +231,9 @@ class TradovateClient:
             raise PenaltyTicket(str(data["p-ticket"]), penalty_wait(data))
         if data.get("errorText"):
             raise TokenRefused(f"{RENEW_ENDPOINT}: {_error_text(data)}")
-        return self._grant(data, RENEW_ENDPOINT, source=Outcome.RENEW)
+        return grant_from(
+            data, RENEW_ENDPOINT, source=Outcome.RENEW, now=self._clock(), skew=self._skew
+        )
 
     def list_accounts(self, access_token: str) -> list[Account]:
         """The login's accounts that may trade: one that is not `active`, or is `closed` or
@@ -338,38 +342,6 @@ class TradovateClient:
         except (TypeError, ValueError, OverflowError):
             return
 
-    def _grant(self, data: dict[str, Any], endpoint: str, *, source: Outcome) -> TokenGrant:
-        now = self._clock()
-        access_token = data.get("accessToken")
-        problem = token_problem(access_token)
-        if problem is not None or not isinstance(access_token, str):
-            raise InvalidResponse(f"{endpoint}: unusable accessToken ({problem})")
-        expires_at = token_expiry(access_token, data.get("expirationTime"))
-        if expires_at is None:
-            raise InvalidResponse(f"{endpoint}: no usable expirationTime for the token")
-        if expires_at <= now:
-            raise InvalidResponse(f"{endpoint}: the token has already expired{self._skew()}")
-        md_token = data.get("mdAccessToken")
-        md_problem = token_problem(md_token) if md_token is not None else None
-        if md_problem is not None:
-            log.warning("token.md_token_unusable", endpoint=endpoint, problem=md_problem)
-        usable_md = md_token if isinstance(md_token, str) and not md_problem else None
-        user_id = data.get("userId")
-        user_status = data.get("userStatus")
-        hibp = data.get("hibpHint")
-        return TokenGrant(
-            access_token=access_token,
-            expires_at=expires_at,
-            issued_at=now,
-            source=source,
-            md_access_token=usable_md,
-            md_expires_at=None if usable_md is None else token_expiry(usable_md) or expires_at,
-            user_id=user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
-            password_expires_at=parse_expiration_time(data.get("passwordExpirationTime")),
-            hibp_hint=scrub(hibp)[:_ERROR_TEXT_MAX_CHARS] if isinstance(hibp, str) else None,
-            user_status=user_status if user_status in _UNCONFIRMED else None,
-        )
-
     def _skew(self) -> str:
         offset = self.clock_offset_s
         if offset is None or abs(offset) <= CLOCK_SKEW_TOLERANCE_S:
@@ -383,3 +355,39 @@ class TradovateClient:
 
 def _error_text(data: dict[str, Any]) -> str:
     return scrub(str(data.get("errorText")))[:_ERROR_TEXT_MAX_CHARS]
+
+
+def grant_from(
+    data: dict[str, Any], endpoint: str, *, source: Outcome, now: float, skew: Callable[[], str]
+) -> TokenGrant:
+    """The grant a login or renewal answer carries, checked: a usable token that has not
+    expired (`skew()` names the clock's offset from Tradovate's when it has)."""
+    access_token = data.get("accessToken")
+    problem = token_problem(access_token)
+    if problem is not None or not isinstance(access_token, str):
+        raise InvalidResponse(f"{endpoint}: unusable accessToken ({problem})")
+    expires_at = token_expiry(access_token, data.get("expirationTime"))
+    if expires_at is None:
+        raise InvalidResponse(f"{endpoint}: no usable expirationTime for the token")
+    if expires_at <= now:
+        raise InvalidResponse(f"{endpoint}: the token has already expired{skew()}")
+    md_token = data.get("mdAccessToken")
+    md_problem = token_problem(md_token) if md_token is not None else None
+    if md_problem is not None:
+        log.warning("token.md_token_unusable", endpoint=endpoint, problem=md_problem)
+    usable_md = md_token if isinstance(md_token, str) and not md_problem else None
+    user_id = data.get("userId")
+    user_status = data.get("userStatus")
+    hibp = data.get("hibpHint")
+    return TokenGrant(
+        access_token=access_token,
+        expires_at=expires_at,
+        issued_at=now,
+        source=source,
+        md_access_token=usable_md,
+        md_expires_at=None if usable_md is None else token_expiry(usable_md) or expires_at,
+        user_id=user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
+        password_expires_at=parse_expiration_time(data.get("passwordExpirationTime")),
+        hibp_hint=scrub(hibp)[:_ERROR_TEXT_MAX_CHARS] if isinstance(hibp, str) else None,
+        user_status=user_status if user_status in _UNCONFIRMED else None,
+    )

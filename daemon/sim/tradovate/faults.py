@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,3 +91,30 @@ def fault_answer(fault: Fault) -> tuple[int, Any]:
         "drip": (200, Drip(b'{"errorText": "' + b"." * 200 + b'"}', fault.hang_s)),
     }
     return answers[fault.kind]
+
+
+class FaultQueue:
+    """Faults waiting per endpoint, each for `count` requests (of one user, when given)."""
+
+    def __init__(self) -> None:
+        self._faults: dict[str, collections.deque[Fault]] = collections.defaultdict(
+            collections.deque
+        )
+
+    def add(self, path: str, fault: Fault) -> None:
+        if fault.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {fault.kind!r}; one of {', '.join(FAULT_KINDS)}")
+        self._faults[path].append(fault)
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def take(self, path: str, user: str | None) -> Fault | None:
+        queue = self._faults.get(path)
+        fault = next((f for f in queue or () if f.user in (None, user)), None)
+        if queue is None or fault is None:
+            return None
+        fault.count -= 1
+        if fault.count <= 0:
+            queue.remove(fault)
+        return fault

@@ -1,64 +1,36 @@
-"""The simulator itself: users and their sessions (two at most: a third login closes the oldest),
-the three endpoints, the per-address budgets on the tokens' time-scale, injected faults, and what
-it saw (`Observations`) for the tests to judge."""
+"""The simulator itself: its users, the endpoints it answers (routed here, the logins in `signin`,
+the sessions in `sessions`, the per-address budgets on the tokens' time-scale in `limits`),
+injected faults, and what it saw (`Observations`) for the tests to judge."""
 
 from __future__ import annotations
 
-import collections
-import itertools
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
 from daemon.sim.tradovate import answers, tradingview
 from daemon.sim.tradovate.desks import FakeUser, reference_desk
-from daemon.sim.tradovate.faults import FAULT_KINDS, Fault, fault_answer
+from daemon.sim.tradovate.faults import Fault, FaultQueue, fault_answer
 from daemon.sim.tradovate.http import QuietHTTPServer, handler_class
+from daemon.sim.tradovate.limits import AddressLimits
+from daemon.sim.tradovate.observations import Observations
 from daemon.sim.tradovate.rules import (
     ACCOUNTS_PATH,
     AUTHORIZE_PATH,
     BUDGET_WINDOW_S,
     DEMO_SEC,
-    LOGIN_FAILURE_BUDGET,
     LOGIN_PATH,
     PENALTY_S,
     REAL_TOKEN_LIFETIME_S,
-    RENEW_BUDGET,
     RENEW_PATH,
     TV_ACCOUNTS_PATH,
 )
+from daemon.sim.tradovate.sessions import Session, Sessions
+from daemon.sim.tradovate.signin import SignIns
 from daemon.sim.tradovate.tokens import TokenMint
-
-
-@dataclass
-class _Session:
-    id: int
-    user: str
-    opened_at: float
-    open: bool = True
-
-
-@dataclass
-class Observations:
-    received: int = 0  # requests that arrived, answered or not yet
-    sessions_opened: collections.Counter[str] = field(default_factory=collections.Counter)
-    renewals: collections.Counter[str] = field(default_factory=collections.Counter)
-    requests: list[tuple[str, int]] = field(default_factory=list)
-    arrivals: list[tuple[float, str]] = field(default_factory=list)  # (time.monotonic(), path)
-    login_bodies: list[dict[str, Any]] = field(default_factory=list)
-    penalties: collections.Counter[str] = field(default_factory=collections.Counter)  # by path
-    renewal_times: list[float] = field(default_factory=list)  # the simulator's clock
-    failed_login_times: list[float] = field(default_factory=list)
-    authorizations: collections.Counter[str] = field(default_factory=collections.Counter)
-    authorize_headers: list[dict[str, str]] = field(default_factory=list)  # as sent
-    device_ids: collections.Counter[tuple[str, str]] = field(  # (name, deviceId) of each login
-        default_factory=collections.Counter
-    )
 
 
 class FakeTradovate:
@@ -83,35 +55,28 @@ class FakeTradovate:
             user.user_id = user.user_id or 1000 + number
         self.sec = sec
         self.token_lifetime_s = token_lifetime_s
-        self.max_sessions = max_sessions
         self.latency_s = latency_s
-        self.auth_limit_per_minute = auth_limit_per_minute
         self.opaque_tokens = opaque_tokens  # random strings, not JWTs: Tradovate promises no format
-        # Tradovate's per-address budgets (renewals 15, failed logins 5 per rolling hour, a 15 s
-        # penalty ticket past them), on the same time-scale as the tokens' life.
-        self.address_budgets = address_budgets
         self.tv_expiration = tv_expiration  # False: /authorize says nothing of the lifetime
         # The published renewal schema has no mdAccessToken: renewals carry one only if asked.
         self.renew_md_tokens = renew_md_tokens
         self._budget_window_s = budget_window_s  # None: Tradovate's hour on the tokens' scale
-        # Spends per /24 of the client address: 127.0.0.x is one budget, 127.0.1.1 another.
-        self._renewals: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
-        )
-        self._failed_logins: dict[str, collections.deque[float]] = collections.defaultdict(
-            collections.deque
+        # Tradovate's per-address budgets (renewals 15, failed logins 5 per rolling hour, a 15 s
+        # penalty ticket past them), on the same time-scale as the tokens' life, per /24 of the
+        # client address: 127.0.0.x is one budget, 127.0.1.1 another.
+        self.limits = AddressLimits(
+            window_s=lambda: self.budget_window_s,
+            penalty_s=lambda: PENALTY_S * self.time_scale,
+            budgets=address_budgets,
+            auth_per_minute=auth_limit_per_minute,
         )
         self.clock = clock
         self.seen = Observations()
-        self._mint = TokenMint(lambda: self.clock(), opaque=opaque_tokens)
-        self._sessions: dict[int, _Session] = {}
-        self._session_ids = itertools.count(1)
-        self._faults: dict[str, collections.deque[Fault]] = collections.defaultdict(
-            collections.deque
+        self._sessions = Sessions(
+            TokenMint(lambda: self.clock(), opaque=opaque_tokens), max_sessions
         )
-        self._auth_times: collections.deque[float] = collections.deque()
-        self._tickets: dict[str, dict[str, Any]] = {}
-        self.penalty_resends_ok = 0
+        self._faults = FaultQueue()
+        self._sign_ins = SignIns(self.users, self.limits, self._sessions, self.seen)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -164,10 +129,8 @@ class FakeTradovate:
         hang_s: float = 30.0,
     ) -> None:
         """The next `count` requests to `path` (of `user` only, when given) get `kind`."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {kind!r}; one of {', '.join(FAULT_KINDS)}")
         with self._lock:
-            self._faults[path].append(Fault(kind, count, p_time_s, hang_s, user))
+            self._faults.add(path, Fault(kind, count, p_time_s, hang_s, user))
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -175,45 +138,34 @@ class FakeTradovate:
 
     def open_sessions(self, user: str) -> int:
         with self._lock:
-            return sum(1 for s in self._sessions.values() if s.user == user and s.open)
+            return self._sessions.count_open(user)
 
     def close_sessions(self, user: str) -> int:
         """End every open session of `user`, as a third login elsewhere or a password change
         does: its tokens are refused from now on. Returns how many were closed."""
         with self._lock:
-            closing = [s for s in self._sessions.values() if s.user == user and s.open]
-            for session in closing:
-                session.open = False
-            return len(closing)
+            return self._sessions.close_all(user)
 
     def user_of(self, token: str) -> str | None:
         """Whose token this is (None for anything this simulator did not issue)."""
-        claims = self._verify(token)
+        claims = self._sessions.claims(token)
         return str(claims["sub"]) if claims is not None else None
 
     def expiry_of(self, token: str) -> float | None:
         """When a token this simulator issued dies (None for anything else)."""
-        claims = self._verify(token)
+        claims = self._sessions.claims(token)
         return float(claims["exp"]) if claims is not None else None
 
     def is_live(self, token: str) -> bool:
         """Would Tradovate accept this token now: genuine, unexpired, its session still open."""
-        claims = self._verify(token)
-        return claims is not None and self._live_session(claims) is not None
+        return self._sessions.live(token) is not None
 
     # -- tokens ----------------------------------------------------------------------------------
 
-    def _issue(self, session: _Session, purpose: str) -> tuple[str, float]:
-        return self._mint.issue(session.user, session.id, purpose, self.token_lifetime_s)
+    def _issue(self, session: Session, purpose: str) -> tuple[str, float]:
+        return self._sessions.issue(session, purpose, self.token_lifetime_s)
 
-    def _verify(self, token: str) -> dict[str, Any] | None:
-        return self._mint.verify(token)
-
-    def _live_session(self, claims: dict[str, Any]) -> _Session | None:
-        session = self._sessions.get(claims.get("sid", -1))
-        return session if session is not None and session.open else None
-
-    def _grant(self, session: _Session, *, with_md: bool = True) -> dict[str, Any]:
+    def _grant(self, session: Session, *, with_md: bool = True) -> dict[str, Any]:
         token, expires_at = self._issue(session, "access")
         md_token = self._issue(session, "md")[0] if with_md else None
         return answers.access_token_response(self.users[session.user], token, expires_at, md_token)
@@ -221,9 +173,10 @@ class FakeTradovate:
     # -- endpoints -------------------------------------------------------------------------------
 
     def _login(self, body: dict[str, Any], address: str) -> tuple[int, Any]:
-        return self._sign_in(
+        return self._sign_ins.answer(
             body,
             address,
+            self.clock(),
             name=str(body.get("name")),
             key_ok=body.get("sec") == self.sec,
             failure=lambda text: answers.login_failure(self.users.get(str(body.get("name"))), text),
@@ -233,9 +186,10 @@ class FakeTradovate:
     def _authorize(self, form: dict[str, Any], address: str) -> tuple[int, Any]:
         """The TradingView route: name and password only, answered `{"s": ...}`."""
         self.seen.authorizations[str(form.get("login"))] += 1
-        return self._sign_in(
+        return self._sign_ins.answer(
             form,
             address,
+            self.clock(),
             name=str(form.get("login")),
             key_ok=True,
             failure=tradingview.refused,
@@ -243,61 +197,6 @@ class FakeTradovate:
                 *self._issue(session, "access"), with_expiration=self.tv_expiration
             ),
         )
-
-    def _sign_in(
-        self,
-        body: dict[str, Any],
-        address: str,
-        *,
-        name: str,
-        key_ok: bool,
-        failure: Callable[[str], dict[str, Any]],
-        success: Callable[[_Session], dict[str, Any]],
-    ) -> tuple[int, Any]:
-        """Either route's login: pacing, penalty tickets, the failed-login budget, sessions."""
-        now = self.clock()
-        if self.auth_limit_per_minute is not None:
-            while self._auth_times and self._auth_times[0] <= now - 60:
-                self._auth_times.popleft()
-            if len(self._auth_times) >= self.auth_limit_per_minute:
-                return 429, {"errorText": "Too many requests"}
-            self._auth_times.append(now)
-        ticket = body.get("p-ticket")
-        if ticket is not None:
-            original = self._tickets.pop(str(ticket), None)
-            resent = {k: v for k, v in body.items() if k != "p-ticket"}
-            if original is None or resent != original["body"] or now < original["due"]:
-                return 200, failure("Invalid or early p-ticket")
-            self.penalty_resends_ok += 1
-        if ticket is None:
-            penalty = self._over_budget(
-                self._failed_logins[answers.subnet(address)], LOGIN_FAILURE_BUDGET, LOGIN_PATH
-            )
-            if penalty is not None:
-                self._tickets[penalty["p-ticket"]] = {"body": body, "due": now + penalty["p-time"]}
-                return 200, penalty
-        user = self.users.get(name)
-        right = user is not None and body.get("password") == user.password and key_ok
-        stopped = answers.STOPPING_STATUSES.get(user.status) if right and user else None
-        if user is None or not right or stopped is not None:
-            self._failed_logins[answers.subnet(address)].append(now)  # only failures count
-            self.seen.failed_login_times.append(now)
-            if stopped is not None:
-                return 200, failure(stopped)
-            return 200, failure(
-                "Incorrect username or password. "
-                "Please try again, noting that passwords are case-sensitive."
-            )
-        session = _Session(next(self._session_ids), user.name, now)
-        self._sessions[session.id] = session
-        self.seen.sessions_opened[user.name] += 1
-        open_sessions = sorted(
-            (s for s in self._sessions.values() if s.user == user.name and s.open),
-            key=lambda s: s.opened_at,
-        )
-        for oldest in open_sessions[: max(0, len(open_sessions) - self.max_sessions)]:
-            oldest.open = False  # Tradovate logs the trader out of their own platform here
-        return 200, success(session)
 
     @property
     def time_scale(self) -> float:
@@ -308,49 +207,26 @@ class FakeTradovate:
     def budget_window_s(self) -> float:
         return self._budget_window_s or BUDGET_WINDOW_S * self.time_scale
 
-    def _over_budget(self, spent: collections.deque[float], limit: int, path: str) -> Any:
-        """A penalty ticket when `spent` already holds `limit` in the rolling window."""
-        now = self.clock()
-        while spent and spent[0] <= now - self.budget_window_s:
-            spent.popleft()
-        if not self.address_budgets or len(spent) < limit:
-            return None
-        self.seen.penalties[path] += 1
-        return {"p-ticket": secrets.token_hex(8), "p-time": PENALTY_S * self.time_scale}
-
     def _renew(self, token: str, address: str) -> tuple[int, Any]:
-        spent = self._renewals[answers.subnet(address)]
-        penalty = self._over_budget(spent, RENEW_BUDGET, RENEW_PATH)
-        spent.append(self.clock())  # every request counts, answered or not
+        penalty = self.limits.renewal_penalty(address, self.clock())
         if penalty is not None:
+            self.seen.penalties[RENEW_PATH] += 1
             return 200, penalty
-        claims = self._verify(token)
-        session = self._live_session(claims) if claims else None
-        if claims is None or session is None:
+        session = self._sessions.live(token)
+        if session is None:
             return 401, {"errorText": "Access is denied"}
         self.seen.renewals[session.user] += 1
         self.seen.renewal_times.append(self.clock())
         return 200, self._grant(session, with_md=self.renew_md_tokens)
 
     def _accounts(self, token: str) -> tuple[int, Any]:
-        claims = self._verify(token)
-        session = self._live_session(claims) if claims else None
-        if claims is None or session is None:
+        session = self._sessions.live(token)
+        if session is None:
             return 401, {"errorText": "Access is denied"}
         user = self.users[session.user]
         if user.accounts_denied:  # live: a key whose scope denies accounts, a changed device
             return 401, {"errorText": "Access is denied"}
         return 200, answers.account_items(user)
-
-    def _take_fault(self, path: str, user: str | None) -> Fault | None:
-        queue = self._faults.get(path)
-        fault = next((f for f in queue or () if f.user in (None, user)), None)
-        if queue is None or fault is None:
-            return None
-        fault.count -= 1
-        if fault.count <= 0:
-            queue.remove(fault)
-        return fault
 
     def answer(
         self, method: str, path: str, body: Any, token: str | None, address: str = "127.0.0.1"
@@ -371,15 +247,13 @@ class FakeTradovate:
         elif path == AUTHORIZE_PATH and isinstance(body, dict):
             user = str(body.get("login"))
         else:
-            claims = self._verify(token) if token else None
+            claims = self._sessions.claims(token) if token else None
             user = str(claims.get("sub")) if claims else None
-        fault = self._take_fault(path, user)
+        fault = self._faults.take(path, user)
         if fault is not None and fault.kind == "penalty":
-            ticket = secrets.token_hex(8)
             resend = body if isinstance(body, dict) else {}
-            self._tickets[ticket] = {"body": resend, "due": self.clock() + fault.p_time_s}
             self.seen.penalties[path] += 1
-            return 200, {"p-ticket": ticket, "p-time": fault.p_time_s}
+            return 200, self.limits.ticket(resend, fault.p_time_s, self.clock())
         if fault is not None:
             return fault_answer(fault)
         if method == "POST" and path == LOGIN_PATH and isinstance(body, dict):
