@@ -30,6 +30,7 @@ from tests.helpers import (
     metric_value,
     two_login_world,
 )
+from tests.virtual_jobs import refresher_jobs
 
 
 def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
@@ -82,17 +83,20 @@ def test_a_forged_renewal_block_lapses_no_token() -> None:
     with two_login_world() as world:
         names = list(world.fake.users)
         key = f"orca:budget:{{{world.refresher.budget.group}}}:renew:blocked"
-        due = dict.fromkeys(names, world.clock())
-        dead = 0
-        for minute in range(6 * 60):
+        dead, minute = 0, 0
+
+        def each_minute() -> None:
+            nonlocal dead, minute
             if minute in (60, 180):
                 forged = "1e300" if minute == 180 else repr(world.clock() + 10**6)
                 world.redis.set(key, forged)
-            for name, at in due.items():
-                if world.clock() >= at:
-                    due[name] = world.clock() + world.refresher.refresh(name).delay_s
             dead += sum(1 for n in names if not world.fake.is_live(world.token(n) or ""))
-            world.clock.advance(60)
+            minute += 1
+
+        jobs = refresher_jobs(world.refresher, world.clock)
+        jobs.add_housekeeping({"minute": (each_minute, 60)})
+        jobs.run_for(6 * 3_600 - 1)
+        assert minute == 6 * 60
         assert dead == 0
         assert dict(world.fake.seen.sessions_opened) == dict.fromkeys(names, 1)
         assert min(world.fake.seen.renewals[n] for n in names) >= 4

@@ -13,6 +13,7 @@ import pytest
 from daemon.metrics import Metrics
 from daemon.service.daemon import Daemon
 from daemon.service.health import HealthServer
+from daemon.service.jobs import JobRunner
 from daemon.service.systemd import Notifier
 from daemon.sim.environment import wait_for
 from daemon.sim.tradovate import FakeTradovate
@@ -132,6 +133,7 @@ def test_scheduler_that_stops_ticking_is_not_healthy(fake_tradovate: FakeTradova
         monotonic=monotonic,
     )
     assert daemon.healthz()[0] is False  # not started
+    assert isinstance(daemon.jobs, JobRunner)  # APScheduler's, by default
     daemon.jobs.scheduler.start(paused=True)
     try:
         assert daemon.healthz()[0] is True
@@ -158,11 +160,13 @@ def test_every_job_is_scheduled_and_ticks(served_tradovate: FakeTradovate) -> No
         monotonic=monotonic,
     )
     monotonic.advance(31)  # stale until the first tick
+    scheduler = daemon.jobs.scheduler if isinstance(daemon.jobs, JobRunner) else None
+    assert scheduler is not None  # APScheduler's, by default
     runner = threading.Thread(target=daemon.run)
     runner.start()
     try:
-        wait_for(lambda: daemon.jobs.scheduler.get_job("refresh:APEX_266668"), what="refresh jobs")
-        jobs = daemon.jobs.scheduler.get_jobs()
+        wait_for(lambda: scheduler.get_job("refresh:APEX_266668"), what="refresh jobs")
+        jobs = scheduler.get_jobs()
         assert {"tick", "watch-redis", "reconcile"} <= {job.id for job in jobs}
         assert all(job.next_run_time is not None for job in jobs), jobs
         wait_for(lambda: daemon.healthz()[0], what="the first tick")

@@ -77,6 +77,7 @@ def build_components(
     metrics: Metrics | None = None,
     notifier: Notifier | None = None,
     clock: Callable[[], float] = time.time,
+    monotonic: Callable[[], float] = time.monotonic,
 ) -> Components:
     """Leases and the heartbeat get a client of their own unless one is given: a hung Redis
     must never hold an owner past its own deadline through a slow shared pool."""
@@ -84,7 +85,8 @@ def build_components(
     instance = new_instance_id()
     main_client = redis_client or get_redis_client(settings.redis)
     leases_client = lease_client or build_client(settings.redis, role="lease")
-    ownership = Ownership(leases_client, instance, [login.name for login in settings.logins])
+    logins = [login.name for login in settings.logins]
+    ownership = Ownership(leases_client, instance, logins, monotonic=monotonic)
     redis_health = RedisHealth(settings.redis.target(), metrics)
     alerts = Alerter(settings.alert_webhook_url.reveal()) if settings.alert_webhook_url else None
     audit = AuditRecorder(settings.audit_dsn.reveal()) if settings.audit_dsn else None

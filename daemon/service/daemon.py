@@ -32,7 +32,7 @@ from daemon.refresh.policy import Attempt
 from daemon.service.budget_report import BUDGET_REPORT_INTERVAL_S, BudgetReporter
 from daemon.service.components import build_components
 from daemon.service.health import HealthServer
-from daemon.service.jobs import JobRunner
+from daemon.service.jobs import JobRunner, Jobs
 from daemon.service.membership import Membership
 from daemon.service.once import LoginsHeld, OnePass
 from daemon.service.readiness import Readiness
@@ -59,9 +59,13 @@ class Daemon:
         notifier: Notifier | None = None,
         clock: Callable[[], float] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        jobs: Jobs | None = None,
     ) -> None:
         """`clock`: the daemon's epoch seconds; by default a SteadyClock, which a step of the
-        system clock does not move (the main loop notices the step and moves the scheduler)."""
+        system clock does not move (the main loop notices the step and moves the scheduler).
+        `monotonic`: what lease deadlines and the scheduler's liveness are judged on. `jobs`:
+        the scheduler, by default APScheduler's (`JobRunner`); tests pass one on virtual
+        time."""
         self._clock = clock = clock if clock is not None else SteadyClock()
         self.components = c = build_components(
             settings,
@@ -71,11 +75,12 @@ class Daemon:
             metrics=metrics,
             notifier=notifier,
             clock=clock,
+            monotonic=monotonic,
         )
         self.settings, self.instance, self.metrics = settings, c.instance, c.metrics
         self.redis, self.redis_health, self.refresher = c.redis, c.redis_health, c.refresher
         self.ownership = c.ownership
-        self.jobs = JobRunner(
+        self.jobs = jobs or JobRunner(
             settings.refresh_concurrency, c.stopping, c.refresher.states, monotonic=monotonic
         )
         self.requests = RequestBroker(c, self.jobs)
@@ -123,6 +128,12 @@ class Daemon:
 
     def run(self) -> int:
         """Run until stopped. Never exits because Redis or Tradovate is down."""
+        self.start()
+        self._main_loop()
+        return self._shutdown()
+
+    def start(self) -> None:
+        """The health server, the housekeeping jobs and the scheduler; then say it is ready."""
         self._start_health_server()
         log.info(
             "daemon.starting",
@@ -146,8 +157,6 @@ class Daemon:
         notifier = self.components.notifier
         notifier.notify("READY=1")
         log.info("daemon.ready", instance=self.instance, systemd=notifier.enabled)
-        self._main_loop()
-        return self._shutdown()
 
     def _main_loop(self) -> None:
         notifier = self.components.notifier

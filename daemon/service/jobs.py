@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
@@ -26,6 +26,24 @@ log = structlog.get_logger("daemon.service")
 HOUSEKEEPING = "housekeeping"
 SCHEDULER_TICK_S = 5.0
 SCHEDULER_STALE_S = 30.0  # no tick for this long: the scheduler is hung, stop pinging the watchdog
+
+
+class Jobs(Protocol):
+    """What the daemon asks of its scheduler: `JobRunner` in production (APScheduler, wall
+    time); the tests' virtual-time runner has the same methods."""
+
+    def add_housekeeping(self, jobs: dict[str, tuple[Callable[[], None], float]]) -> None: ...
+    def add_logins(
+        self, names: list[str], refresh: Callable[[str], float], backstop_s: float
+    ) -> None: ...
+    def remove_logins(self, names: list[str]) -> None: ...
+    def submit(self, job: Callable[..., None], *args: Any) -> None: ...
+    def reschedule(self, name: str, delay_s: float) -> None: ...
+    def shift(self, step_s: float) -> None: ...
+    def start(self) -> None: ...
+    def alive(self) -> bool: ...
+    def wait_idle(self, deadline: float, force: threading.Event) -> bool: ...
+    def shutdown(self) -> None: ...
 
 
 class JobRunner:

@@ -15,7 +15,7 @@ import structlog
 from daemon.constants import PROTOCOL_VERSION
 from daemon.service.budget_report import BudgetReporter
 from daemon.service.components import Components
-from daemon.service.jobs import JobRunner
+from daemon.service.jobs import Jobs
 from daemon.service.ownership import Plan
 from daemon.service.requests import RequestBroker
 from daemon.store.heartbeat import Heartbeat, logins_digest, remove_heartbeat
@@ -31,7 +31,7 @@ class Membership:
     def __init__(
         self,
         components: Components,
-        jobs: JobRunner,
+        jobs: Jobs,
         requests: RequestBroker,
         budget: BudgetReporter,
     ) -> None:

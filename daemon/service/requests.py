@@ -13,7 +13,7 @@ import structlog
 
 from daemon.outcomes import Outcome
 from daemon.service.components import Components
-from daemon.service.jobs import JobRunner
+from daemon.service.jobs import Jobs
 from daemon.service.request_gate import Admission, RequestGate
 from daemon.store.lease import holders
 from daemon.store.requests import RefreshRequest, answer, forward, take_requests
@@ -26,7 +26,7 @@ _SPENDING = (Outcome.LOGIN, Outcome.RENEW)
 
 
 class RequestBroker:
-    def __init__(self, components: Components, jobs: JobRunner) -> None:
+    def __init__(self, components: Components, jobs: Jobs) -> None:
         self._c = components
         self._jobs = jobs
         settings = components.settings
