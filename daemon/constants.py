@@ -52,6 +52,8 @@ BUDGET_WINDOW_S: Final = 3_600  # Tradovate's rolling hour (ORCA_BUDGET_WINDOW s
 BUDGET_STAGGER_S: Final = 2.0  # between renewals waiting for the same freed slot (real hour)
 REJECTED_BACKOFF_S: Final = (900, 1_800, 3_600, 7_200, 14_400)  # a wrong password: 15 min .. 4 h
 LOGIN_FAILURE_SHARE: Final = 2  # failed logins one login may spend per window, of the budget
+RENEW_SLACK_S: Final = 2.0  # a renewal lands at least this long before its key would expire ...
+RENEW_SLACK_MIN_S: Final = 2.0  # ... never under this: schedulers run late in real time
 RENEW_JITTER_LIFETIME_FRACTION: Final = 0.03  # renewals of many logins do not line up
 DEFAULT_TOKEN_PROBE_INTERVAL_S: Final = 300  # /account/list with each held token: no address budget
 

@@ -18,7 +18,7 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.constants import BUDGET_WINDOW_S
+from daemon.timescale import TimeScale
 
 MAX_TOKEN_CHARS = 8_192
 # Timestamps outside these are not expiries but garbage (or an attack on the parser).
@@ -117,4 +117,4 @@ def token_expiry(token: object, expiration_time: object = None) -> float | None:
 
 def tradovate_minutes(seconds: float, window_s: float) -> str:
     """Seconds on the budget window's time-scale (ORCA_BUDGET_WINDOW), in Tradovate's minutes."""
-    return f"{seconds * BUDGET_WINDOW_S / window_s / 60:.1f} min"
+    return f"{TimeScale(window_s).on_tradovate(seconds) / 60:.1f} min"

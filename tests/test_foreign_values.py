@@ -17,12 +17,13 @@ from daemon.constants import LEGACY_LEADER_KEY, SHARED_RENEW_BLOCK_S
 from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
-from daemon.sim.tradovate import FakeTradovate
+from daemon.sim.tradovate import FakeTradovate, numbered_desk
 from daemon.store.budget import RENEW, AddressBudget
 from daemon.store.lease import holders, lease_key
 from daemon.store.requests import push_request
 from daemon.store.tokens import report_unauthorized
 from tests.helpers import (
+    FakeClock,
     Run,
     StartDaemon,
     daemon_env,
@@ -30,7 +31,7 @@ from tests.helpers import (
     metric_value,
     two_login_world,
 )
-from tests.virtual_jobs import refresher_jobs
+from tests.virtual_jobs import refresher_jobs, virtual_desk
 
 
 def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
@@ -100,6 +101,33 @@ def test_a_forged_renewal_block_lapses_no_token() -> None:
         assert dead == 0
         assert dict(world.fake.seen.sessions_opened) == dict.fromkeys(names, 1)
         assert min(world.fake.seen.renewals[n] for n in names) >= 4
+
+
+def test_a_forged_renewal_block_is_trusted_5_minutes_of_tradovate_s_clock_on_any_scale() -> None:
+    """The same forgery on a simulator's 60 s "hour" (80-minute tokens live 80 s), through the
+    whole daemon on virtual time: the block is trusted 5 s, Tradovate's 5 minutes on that
+    scale. (It was trusted 5 real minutes: 0 renewals and 6 new sessions in 60 s.)"""
+    clock = FakeClock(1_800_000_000.0)
+    fake = FakeTradovate(numbered_desk(4, 1), token_lifetime_s=80, clock=clock)
+    names = list(fake.users)
+    with virtual_desk(fake, clock) as desk:
+        desk.jobs.run_for(10)
+        key = f"orca:budget:{{{desk.daemon.settings.budget_group}}}:renew:blocked"
+        invalid = 0
+
+        def sample() -> None:
+            nonlocal invalid
+            invalid += sum(1 for name in names if not desk.key_valid(name))
+
+        desk.jobs.add_housekeeping({"sample": (sample, 0.25)})
+        start = clock() - 10
+        for forged_at in (60.0, 180.0):  # an "hour" and three in, as above
+            desk.jobs.run_until(start + forged_at)
+            desk.redis.set(key, repr(clock() + 10**6))
+        desk.jobs.run_until(start + 6 * fake.budget_window_s)
+    assert invalid == 0
+    assert dict(fake.seen.sessions_opened) == dict.fromkeys(names, 1)
+    assert min(fake.seen.renewals[name] for name in names) >= 4
 
 
 def test_a_forged_leader_without_a_ttl_and_a_forged_lease_stop_nothing(

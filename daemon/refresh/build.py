@@ -14,7 +14,6 @@ import redis
 from daemon.config import Settings
 from daemon.constants import (
     ASSUMED_TOKEN_LIFETIME_S,
-    BUDGET_WINDOW_S,
     FRESH_TOKEN_S,
     LOCKOUT_S,
     SHARED_RENEW_BLOCK_S,
@@ -35,6 +34,7 @@ from daemon.sinks.audit import AuditRecorder
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.health import RedisHealth
 from daemon.store.lease import Fence
+from daemon.timescale import TimeScale
 from daemon.tradovate import AuthPacer, TradovateClient
 
 
@@ -67,6 +67,9 @@ def build_refreshing(
     """`fence(login)` is the lease every write of the login is checked against in Redis;
     `group_owned()` how many logins the instances of this budget group own (None: alone)."""
     window_s = settings.budget_window_s
+    scale = TimeScale(window_s)  # Tradovate's durations, on the budget window's clock
+    captcha_park_s = scale.of(settings.captcha_park_s)
+    longest_park_s = max(scale.of(LOCKOUT_S), captcha_park_s)
     budget = AddressBudget(
         redis_client,
         settings.budget_group,
@@ -76,8 +79,8 @@ def build_refreshing(
         },
         window_s=window_s,
         longest_block_s={
-            RENEW: SHARED_RENEW_BLOCK_S,
-            LOGIN_FAILURE: max(LOCKOUT_S, settings.captcha_park_s),
+            RENEW: scale.of(SHARED_RENEW_BLOCK_S),
+            LOGIN_FAILURE: longest_park_s,
         },
     )
     policy = Policy(
@@ -105,7 +108,7 @@ def build_refreshing(
         names,
         policy,
         max_ttl_s=settings.token_ttl_s,
-        longest_park_s=max(LOCKOUT_S, settings.captcha_park_s),
+        longest_park_s=longest_park_s,
         instance=instance,
         clock=clock,
         may_act=may_act,
@@ -117,8 +120,8 @@ def build_refreshing(
         names,
         policy,
         reporter,
-        captcha_park_s=settings.captcha_park_s,
-        fresh_token_s=FRESH_TOKEN_S * window_s / BUDGET_WINDOW_S,
+        captcha_park_s=captcha_park_s,
+        fresh_token_s=scale.of(FRESH_TOKEN_S),
     )
     refresher = Refresher(
         states,
@@ -134,7 +137,7 @@ def build_refreshing(
         keeper=keeper,
         reporter=reporter,
         redis_health=redis_health or RedisHealth(settings.redis.target(), metrics),
-        captcha_park_s=settings.captcha_park_s,
+        captcha_park_s=captcha_park_s,
         clock=clock,
         may_act=may_act,
     )

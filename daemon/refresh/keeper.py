@@ -12,7 +12,7 @@ import structlog
 
 from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import Policy, restore_backoff
+from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress, login_status
 from daemon.store.client import get_many
 from daemon.store.fence import LeaseLost, fenced_delete
@@ -73,7 +73,8 @@ class RedisKeeper:
         adopted = 0
         for key, md_token, recorded in zip(keys, md_tokens, statuses, strict=True):
             state, token = self._states[key.name], key.token
-            if recorded is not None and restore_backoff(state, recorded, now, self._longest_park_s):
+            restore = self._policy.restore_backoff
+            if recorded is not None and restore(state, recorded, now, self._longest_park_s):
                 log.info(
                     "login.backoff_restored",
                     login=state.name,

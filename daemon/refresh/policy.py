@@ -29,6 +29,8 @@ from daemon.constants import (
     RENEW_BEFORE_EXPIRY_S,
     RENEW_JITTER_LIFETIME_FRACTION,
     RENEW_LEAD_FLOOR_S,
+    RENEW_SLACK_MIN_S,
+    RENEW_SLACK_S,
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
 )
@@ -36,10 +38,9 @@ from daemon.outcomes import Outcome
 from daemon.refresh.progress import LoginProgress, credential
 from daemon.store.status import LoginStatus
 from daemon.store.tokens import key_margin_s
+from daemon.timescale import TimeScale
 from daemon.token_format import iso, parse_expiration_time
 from daemon.tradovate import TokenGrant
-
-RENEW_SLACK_S = 2.0  # a renewal lands at least this long before its key would expire
 
 
 class Action(Enum):
@@ -136,6 +137,7 @@ class Policy:
         (`interval_fits` below). `window_s`: the budget window, the time-scale of the margins;
         `lead_floor_s`: ORCA_RENEW_LEAD_FLOOR, in Tradovate's time."""
         self.window_s = window_s
+        self.scale = TimeScale(window_s)
         self._lead_floor_s = lead_floor_s
         self.refresh_interval_s = refresh_interval_s
         self.account_check_interval_s = account_check_interval_s
@@ -163,8 +165,7 @@ class Policy:
     def lead_floor_s(self, lifetime_s: float) -> float:
         """ORCA_RENEW_LEAD_FLOOR on the budget window's time-scale, but never so late that
         the renewal could land after the token's key has expired."""
-        scale = self.window_s / BUDGET_WINDOW_S
-        return max(self._lead_floor_s * scale, _latest_lead_s(lifetime_s, self.window_s))
+        return max(self.scale.of(self._lead_floor_s), _latest_lead_s(lifetime_s, self.window_s))
 
     def relogin_instead(self, login: Login, grant: TokenGrant, slot_at: float) -> bool:
         """A `relogin` login logs in again rather than wait for a renewal slot that frees only
@@ -175,7 +176,7 @@ class Policy:
     @property
     def stagger_s(self) -> float:
         """Between renewals that wait for the same freed slot, on the window's time-scale."""
-        return BUDGET_STAGGER_S * self.window_s / BUDGET_WINDOW_S
+        return self.scale.of(BUDGET_STAGGER_S)
 
     def key_margin_s(self, lifetime_s: float) -> float:
         return key_margin_s(lifetime_s, self.window_s)
@@ -189,26 +190,57 @@ class Policy:
         fetched = progress.accounts_fetched_at
         return fetched is None or now - fetched >= self.account_check_interval_s
 
-    @staticmethod
-    def accounts_pause_s(denials: int) -> float:
+    def accounts_pause_s(self, denials: int) -> float:
         """How long /account/list is not asked after its `denials`-th refusal of a live token:
         the rejected-password ladder, 15 minutes to 4 hours."""
-        return float(REJECTED_BACKOFF_S[min(max(denials, 1), len(REJECTED_BACKOFF_S)) - 1])
+        return self._rejected_s(denials)
 
-    @staticmethod
-    def park_s(outcome: Outcome, *, captcha_park_s: float, logging_in: bool) -> float | None:
+    def _rejected_s(self, times: int) -> float:
+        """The rejected ladder's step after `times` refusals: 15 min, 30, 60, 2 h, 4 h."""
+        return self.scale.of(REJECTED_BACKOFF_S[min(max(times, 1), len(REJECTED_BACKOFF_S)) - 1])
+
+    def park_s(self, outcome: Outcome, *, captcha_park_s: float, logging_in: bool) -> float | None:
         """A wait no retry and no operator may shorten, or None: a captcha's park, a 429's
         hour (that user only), TemporaryLocked's hour, and a 423's hour when it answered a
         login (on a renewal the login itself is not the one being locked)."""
         if outcome is Outcome.CAPTCHA:
             return captcha_park_s
         if outcome is Outcome.RATE_LIMITED:
-            return RATE_LIMITED_BACKOFF_S
+            return self.scale.of(RATE_LIMITED_BACKOFF_S)
         if outcome is Outcome.LOCKED:
-            return LOCKED_PARK_S
+            return self.scale.of(LOCKED_PARK_S)
         if outcome is Outcome.LOCKOUT and logging_in:
-            return LOCKOUT_S
+            return self.scale.of(LOCKOUT_S)
         return None
+
+    def restore_backoff(
+        self, state: LoginProgress, recorded: LoginStatus, now: float, longest_park_s: float
+    ) -> bool:
+        """A rejected password's back-off, a park and a Closed user outlive the process: under
+        Restart=on-failure a crash loop must not retry them at every start. Closed holds only
+        while the password is the one it was closed with (a changed configuration tries). True
+        when the recorded status set any of them on `state`."""
+        if recorded.last_outcome is None:
+            return False
+        outcome, restored = recorded.last_outcome, False
+        parked_until = parse_expiration_time(recorded.parked_until)
+        if parked_until is not None and parked_until > now and recorded.park_reason is not None:
+            # A status is anyone's to write: no park outlasts the longest Tradovate documents.
+            state.parked_until = min(parked_until, now + longest_park_s)
+            state.park_reason = recorded.park_reason
+            restored = True
+        due = parse_expiration_time(recorded.next_attempt_at)
+        if outcome is Outcome.CLOSED and recorded.credential == credential(state):
+            state.not_before, restored = math.inf, True
+        elif outcome.held_back and due is not None and due > now and state.not_before <= now:
+            state.not_before, restored = (
+                min(due, now + self._rejected_s(len(REJECTED_BACKOFF_S))),
+                True,
+            )
+        if restored:
+            state.failures = recorded.failures
+            state.last_outcome, state.last_error = outcome, recorded.last_error
+        return restored
 
     def delay_after_success(self, progress: LoginProgress, now: float, renew_at: float) -> float:
         """Until renewal (`renew_at`, the group's schedule) or the next account check is due,
@@ -231,17 +263,17 @@ class Policy:
         backoff = self._backoff.compute(failures)
         unusable = outcome in (Outcome.INVALID_RESPONSE, Outcome.INVALID_TOKEN)
         if session_unused and unusable:
-            return max(CREDENTIALS_REJECTED_RETRY_S, backoff)
+            return max(self.scale.of(CREDENTIALS_REJECTED_RETRY_S), backoff)
         if outcome is Outcome.CAPTCHA:
             return captcha_park_s
         if outcome is Outcome.RATE_LIMITED:
-            return RATE_LIMITED_BACKOFF_S
+            return self.scale.of(RATE_LIMITED_BACKOFF_S)
         if outcome is Outcome.CLOSED:
             return math.inf
         if outcome.held_back:
             # 15 min, 30, 60, 2 h, 4 h: one wrong password never spends the failures the
             # other logins of the address may need (Tradovate allows 5 an hour for all).
-            return float(REJECTED_BACKOFF_S[min(failures, len(REJECTED_BACKOFF_S)) - 1])
+            return self._rejected_s(failures)
         if held is not None and held.expires_at > now:
             key_left_s = held.expires_at - self.key_margin_s(held.lifetime_s) - now
             return min(float(backoff), max(1.0, key_left_s / 2))
@@ -303,16 +335,17 @@ def renewal_period_s(
 def renew_before_expiry_s(lifetime_s: float, window_s: float = BUDGET_WINDOW_S) -> float:
     """15 minutes (the same share of a shorter simulated life), but never later than
     `_latest_lead_s`."""
-    scaled = RENEW_BEFORE_EXPIRY_S * window_s / BUDGET_WINDOW_S
+    scaled = TimeScale(window_s).of(RENEW_BEFORE_EXPIRY_S)
     advice = min(scaled, lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION)
     return max(advice, _latest_lead_s(lifetime_s, window_s))
 
 
 def _latest_lead_s(lifetime_s: float, window_s: float) -> float:
     """A renewal lands before the token's key expires (its TTL ends a margin before the token
-    does, on the window's time-scale), with a scheduler's slack: wall time, which does not
-    shrink with the window."""
-    return key_margin_s(lifetime_s, window_s) + RENEW_SLACK_S
+    does, on the window's time-scale), with a scheduler's slack (time-scaled too, but never
+    under what a scheduler running late in real time needs)."""
+    slack_s = TimeScale(window_s).of(RENEW_SLACK_S, at_least_s=RENEW_SLACK_MIN_S)
+    return key_margin_s(lifetime_s, window_s) + slack_s
 
 
 def room_to_log_in(
@@ -325,30 +358,3 @@ def room_to_log_in(
     if not state.lapsed_for_budget or state.login.when_budget_short != "wait":
         return True
     return not beyond and used() < usable
-
-
-def restore_backoff(
-    state: LoginProgress, recorded: LoginStatus, now: float, longest_park_s: float
-) -> bool:
-    """A rejected password's back-off, a park and a Closed user outlive the process: under
-    Restart=on-failure a crash loop must not retry them at every start. Closed holds only
-    while the password is the one it was closed with (a changed configuration tries). True
-    when the recorded status set any of them on `state`."""
-    if recorded.last_outcome is None:
-        return False
-    outcome, restored = recorded.last_outcome, False
-    parked_until = parse_expiration_time(recorded.parked_until)
-    if parked_until is not None and parked_until > now and recorded.park_reason is not None:
-        # A status is anyone's to write: no park outlasts the longest Tradovate documents.
-        state.parked_until = min(parked_until, now + longest_park_s)
-        state.park_reason = recorded.park_reason
-        restored = True
-    due = parse_expiration_time(recorded.next_attempt_at)
-    if outcome is Outcome.CLOSED and recorded.credential == credential(state):
-        state.not_before, restored = math.inf, True
-    elif outcome.held_back and due is not None and due > now and state.not_before <= now:
-        state.not_before, restored = min(due, now + REJECTED_BACKOFF_S[-1]), True
-    if restored:
-        state.failures = recorded.failures
-        state.last_outcome, state.last_error = outcome, recorded.last_error
-    return restored

@@ -53,7 +53,7 @@ from daemon.tradovate import (
 
 NOT_OWNER_RETRY_S = 1.0
 LAPSED_WAITING = "token lapsed for want of renewals: logs in when the budget has room"
-ROOM_RECHECKS_PER_WINDOW = 4  # a lapsed `wait` login looks for room every 15 minutes
+ROOM_RECHECK_S = 900.0  # a lapsed `wait` login looks for room this often (Tradovate's clock)
 LIFETIME_UNKNOWN = "lifetime unknown, renewing"
 LIFETIME_UNKNOWN_RETRY_S = 1.0
 
@@ -141,7 +141,7 @@ class Refresher:
             if state.last_error != LAPSED_WAITING:  # said once, not at every look for room
                 state.last_error = LAPSED_WAITING
                 self.keeper.write_status(state)
-            wait_s = self.budget.window_s / ROOM_RECHECKS_PER_WINDOW
+            wait_s = self.policy.scale.of(ROOM_RECHECK_S)
             return Attempt(Outcome.DEFERRED, wait_s, now + wait_s, Outcome.DEFERRED)
         try:
             source = self._ensure_token(state, action, now)
@@ -161,7 +161,7 @@ class Refresher:
             return self._failed(state, error, Outcome.REDIS)
         except TradovateError as error:
             if isinstance(error, LockoutWarning):  # the whole group's logins: Tradovate's hour
-                self.budget.block(LOGIN_FAILURE, LOCKOUT_S, now)
+                self.budget.block(LOGIN_FAILURE, self.policy.scale.of(LOCKOUT_S), now)
             return self._failed(state, error, error.outcome, logging_in=action is Action.LOGIN)
         except InvalidTokenError as error:
             return self._failed(state, error, Outcome.INVALID_TOKEN)

@@ -19,14 +19,15 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from daemon.constants import ASSUMED_TOKEN_LIFETIME_S, BUDGET_WINDOW_S
+from daemon.constants import ASSUMED_TOKEN_LIFETIME_S
 from daemon.refresh.policy import Policy, RenewalCapacity, keeps_alive
 from daemon.refresh.progress import LoginProgress
+from daemon.timescale import TimeScale
 
 
 def assumed_lifetime_s(window_s: float) -> float:
     """80 minutes of Tradovate's hour, on the budget window's time-scale."""
-    return ASSUMED_TOKEN_LIFETIME_S * window_s / BUDGET_WINDOW_S
+    return TimeScale(window_s).of(ASSUMED_TOKEN_LIFETIME_S)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from daemon.constants import PROBE_COOLDOWN_S, REQUEST_COOLDOWN_S
+from daemon.timescale import TimeScale
 
 
 class Admission(Enum):
@@ -48,7 +49,7 @@ class RequestGate:
     ) -> None:
         self.share = max(1, share)
         self._window_s = window_s
-        self._cooldown_s = REQUEST_COOLDOWN_S * window_s / 3_600
+        self._cooldown_s = TimeScale(window_s).of(REQUEST_COOLDOWN_S)
         self._monotonic = monotonic
         self._logins: dict[str, _Login] = {}
         self._mutex = threading.Lock()

@@ -35,6 +35,7 @@ from daemon.store.status import (
     status_item,
     statuses_by_name,
 )
+from daemon.timescale import TimeScale
 from daemon.token_format import jwt_expiry, token_problem
 
 __all__ = [
@@ -155,7 +156,7 @@ def key_margin_s(lifetime_s: float, window_s: float = BUDGET_WINDOW_S) -> float:
     """How long before its token dies a key expires: 60 s on the budget window's time-scale
     (never under a second: readers' clocks and round trips do not shrink with it), or a tenth
     of a shorter life."""
-    scaled = max(TOKEN_TTL_MARGIN_S * window_s / BUDGET_WINDOW_S, TOKEN_TTL_MARGIN_MIN_S)
+    scaled = TimeScale(window_s).of(TOKEN_TTL_MARGIN_S, at_least_s=TOKEN_TTL_MARGIN_MIN_S)
     return min(scaled, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)
 
 
