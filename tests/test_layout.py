@@ -137,3 +137,37 @@ def test_daemon_and_refresher_inherit_nothing() -> None:
         tree = ast.parse((PACKAGE / path).read_text(encoding="utf-8"))
         found = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
         assert found.bases == [], f"{name} carries code through a base class"
+
+
+def test_the_reporter_reports_and_nothing_else() -> None:
+    """The settle step's last part: it imports neither the policy, the schedule nor the keeper,
+    nothing of Redis or the store, and changes no login's progress (notes included)."""
+    path = PACKAGE / "refresh" / "reporter.py"
+    imported = {module for module, _ in _imports(path)}
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    external = {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    external |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not imported & {
+        "daemon.refresh.policy",
+        "daemon.refresh.schedule",
+        "daemon.refresh.keeper",
+    }
+    assert not [module for module in imported if module.startswith("daemon.store")]
+    assert [name for name in external if name.split(".")[0] == "redis"] == []
+    changed = [
+        f"line {node.lineno}: {ast.unparse(node)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign | ast.AugAssign)
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "state"
+    ]
+    calls = [
+        f"line {node.lineno}: {ast.unparse(node.func)}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in ("add_note", "drop_notes", "write_status", "write")
+    ]
+    assert (changed, calls) == ([], [])

@@ -114,7 +114,7 @@ def build_refreshing(
         may_act=may_act,
         fence=fence,
     )
-    reporter = Reporter(metrics, keeper, instance=instance, clock=clock, alerts=alerts, audit=audit)
+    reporter = Reporter(metrics, instance=instance, clock=clock, alerts=alerts, audit=audit)
     accounts = AccountsCheck(
         tradovate,
         names,

@@ -39,7 +39,7 @@ from daemon.refresh.progress import LoginProgress, credential
 from daemon.store.status import LoginStatus
 from daemon.store.tokens import key_margin_s
 from daemon.timescale import TimeScale
-from daemon.token_format import iso, parse_expiration_time
+from daemon.token_format import parse_expiration_time
 from daemon.tradovate import TokenGrant
 
 
@@ -91,33 +91,6 @@ def renewal_verdict(progress: LoginProgress, renewed: TokenGrant) -> tuple[bool,
     moved = renewed.expires_at > progress.grant.expires_at
     accepted = moved or progress.unmoved_renewals == 0
     return accepted, 0 if moved or not accepted else 1
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """What one refresh attempt did, and when the next one is due."""
-
-    outcome: Outcome
-    delay_s: float
-    until: float | None = None  # a wait nobody may shorten ends then (a park, a stop)
-    reason: Outcome | None = None  # ... and why
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome.ok
-
-    @property
-    def deferred(self) -> bool:
-        return self.outcome.deferred
-
-    def described(self) -> str:
-        """The outcome word, and for a wait nobody shortens, why and until when (`tokens
-        refresh NAME`'s answer): `parked (locked) until 2026-12-02T03:00:00+00:00`."""
-        if self.until is None or self.outcome.ok:
-            return str(self.outcome)
-        why = f" ({self.reason})" if self.reason is not None and self.reason != self.outcome else ""
-        when = "an operator acts" if math.isinf(self.until) else iso(self.until)
-        return f"{self.outcome}{why} until {when}"
 
 
 class Policy:
@@ -247,6 +220,22 @@ class Policy:
         whichever comes first."""
         check_due = (progress.accounts_fetched_at or now) + self.account_check_interval_s
         return max(min(renew_at, check_due) - now, 1.0)
+
+    def after_failure(
+        self,
+        outcome: Outcome,
+        progress: LoginProgress,
+        now: float,
+        *,
+        captcha_park_s: float,
+        logging_in: bool,
+    ) -> tuple[float, float | None]:
+        """The wait after a failure, and the park it is (`park_s`: nobody shortens it), or
+        None."""
+        park_s = self.park_s(outcome, captcha_park_s=captcha_park_s, logging_in=logging_in)
+        if park_s is not None:
+            return park_s, park_s
+        return self.delay_after_failure(outcome, progress, now, captcha_park_s=captcha_park_s), None
 
     def delay_after_failure(
         self, outcome: Outcome, progress: LoginProgress, now: float, *, captcha_park_s: float

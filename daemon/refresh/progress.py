@@ -3,15 +3,44 @@ a refresh. The policy reads it; the refresher changes it, under the login's lock
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass, field
 
 from daemon.config import Login
+from daemon.constants import PASSWORD_WARNING_S
 from daemon.outcomes import LoginState, Outcome
 from daemon.store.status import LoginStatus
 from daemon.store.tokens import fingerprint
 from daemon.token_format import iso
 from daemon.tradovate import TokenGrant
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What one refresh attempt did, and when the next one is due."""
+
+    outcome: Outcome
+    delay_s: float
+    until: float | None = None  # a wait nobody may shorten ends then (a park, a stop)
+    reason: Outcome | None = None  # ... and why
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.ok
+
+    @property
+    def deferred(self) -> bool:
+        return self.outcome.deferred
+
+    def described(self) -> str:
+        """The outcome word, and for a wait nobody shortens, why and until when (`tokens
+        refresh NAME`'s answer): `parked (locked) until 2026-12-02T03:00:00+00:00`."""
+        if self.until is None or self.outcome.ok:
+            return str(self.outcome)
+        why = f" ({self.reason})" if self.reason is not None and self.reason != self.outcome else ""
+        when = "an operator acts" if math.isinf(self.until) else iso(self.until)
+        return f"{self.outcome}{why} until {when}"
 
 
 @dataclass
@@ -123,3 +152,32 @@ def credential(state: LoginProgress) -> str | None:
     """A digest telling whether the login's password changed since it was Closed."""
     password = state.login.password
     return None if password is None else password.digest(f"orca-token-daemon:{state.name}")
+
+
+def password_news(grant: TokenGrant, now: float) -> tuple[float | None, str | None]:
+    """What a grant says of the password: when it expires, if within a week, and Tradovate's
+    `hibpHint` (None, None: nothing to say)."""
+    expires_at = grant.password_expires_at
+    expiring = expires_at is not None and expires_at - now <= PASSWORD_WARNING_S
+    return (expires_at if expiring else None, grant.hibp_hint or None)
+
+
+def password_note(news: tuple[float | None, str | None]) -> str:
+    expires_at, hint = news
+    said = (
+        f"expires at {iso(expires_at)}" if expires_at is not None else "",
+        f"Tradovate's hint {hint}" if hint else "",
+    )
+    return f"{Outcome.PASSWORD_EXPIRING}: " + "; ".join(part for part in said if part)
+
+
+def notes_with(notes: tuple[str, ...], grant: TokenGrant, now: float) -> tuple[str, ...]:
+    """The login's notes once it holds `grant`: an unfinished sign-up (userStatus) and a
+    password expiring within a week or a `hibpHint`, each as this grant says; one that no
+    longer holds goes, the others stay."""
+    said_here = (str(Outcome.UNCONFIRMED), str(Outcome.PASSWORD_EXPIRING))
+    kept = tuple(note for note in notes if not note.startswith(said_here))
+    if grant.user_status is not None:
+        kept += (f"{Outcome.UNCONFIRMED}: userStatus {grant.user_status}",)
+    news = password_news(grant, now)
+    return kept if news == (None, None) else (*kept, password_note(news))

@@ -24,14 +24,13 @@ from daemon.refresh.keeper import RedisKeeper
 from daemon.refresh.names import AccountNames
 from daemon.refresh.policy import (
     Action,
-    Attempt,
     Policy,
     earlier_due,
     next_action,
     renewal_verdict,
     room_to_log_in,
 )
-from daemon.refresh.progress import AuthDeferred, LoginProgress
+from daemon.refresh.progress import Attempt, AuthDeferred, LoginProgress, notes_with
 from daemon.refresh.reporter import Reporter
 from daemon.refresh.schedule import RenewalSchedule
 from daemon.refresh.signin import SignIn
@@ -234,7 +233,9 @@ class Refresher:
         previous, state.lapsed_for_budget = state.grant, False
         if grant.md_access_token is None:
             grant = _with_md_token(grant, previous)
-        self.reporter.password_news(state, grant)
+        notes = notes_with(state.notes, grant, self.clock())
+        added, state.notes = [note for note in notes if note not in state.notes], notes
+        self.reporter.password_news(state.name, grant, added)
         state.grant = grant
         # A lifetime nobody said is learnt from the first renewal, as soon as the budget allows.
         now = self.clock()
@@ -295,19 +296,17 @@ class Refresher:
     ) -> Attempt:
         now = self.clock()
         state.failures += 1
-        delay = self.policy.delay_after_failure(
-            outcome, state, now, captcha_park_s=self.captcha_park_s
-        )
-        park_s = self.policy.park_s(
-            outcome, captcha_park_s=self.captcha_park_s, logging_in=logging_in
+        delay, park_s = self.policy.after_failure(
+            outcome, state, now, captcha_park_s=self.captcha_park_s, logging_in=logging_in
         )
         if park_s is not None:  # nobody shortens it; kept in the status across restarts
-            delay = park_s
             state.parked_until, state.park_reason = now + park_s, outcome
         elif outcome.held_back:  # kept in the status: a restart does not retry sooner
             state.not_before = now + delay
         state.last_outcome, state.last_error = outcome, str(error)
         state.next_attempt_at = None if math.isinf(delay) else now + delay
+        if outcome is not Outcome.REDIS:  # tells operators and `status` a login is failing
+            self.keeper.write_status(state)
         self.reporter.failed(state, error, outcome, delay)
         until = state.parked_until if park_s is not None else state.not_before
         return Attempt(outcome, min(delay, PARK_RECHECK_S), until if until > now else None)

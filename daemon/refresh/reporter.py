@@ -1,6 +1,7 @@
 """What a refresh tells the world: log lines (their level by what a person must do), metrics,
-alerts (one when a login starts failing, one when it recovers), the status of a failure, and
-each new token's history record. It reports; it decides nothing."""
+alerts (one when a login starts failing, one when it recovers) and each new token's history
+record. It reports: it decides nothing, changes no login's progress and writes nothing to Redis
+(the refresher's settle step has the keeper write first)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,12 @@ from collections.abc import Callable, Iterable
 
 import structlog
 
-from daemon.constants import PASSWORD_WARNING_S
+from daemon.logs import fingerprint
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
-from daemon.refresh.keeper import RedisKeeper
-from daemon.refresh.policy import Attempt
-from daemon.refresh.progress import LoginProgress
+from daemon.refresh.progress import Attempt, LoginProgress, password_news, password_note
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
-from daemon.store.tokens import fingerprint
 from daemon.token_format import iso
 from daemon.tradovate import TokenGrant
 
@@ -28,7 +26,6 @@ class Reporter:
     def __init__(
         self,
         metrics: Metrics,
-        keeper: RedisKeeper,
         *,
         instance: str,
         clock: Callable[[], float],
@@ -38,7 +35,6 @@ class Reporter:
         self.metrics = metrics
         self.alerts = alerts
         self.audit = audit
-        self._keeper = keeper
         self._instance = instance
         self._clock = clock
         self._alerted: set[str] = set()  # a "failing" alert went out; the recovery gets one too
@@ -127,7 +123,6 @@ class Reporter:
             next_attempt_in=None if delay_s == float("inf") else round(delay_s, 1),
             token_valid_for=valid_for,
         )
-        self._keeper.write_status(state)  # tells operators and `status` a login is failing
 
     def budget_short(self, state: LoginProgress, now: float, wait_s: float, group: str) -> None:
         """The renewal budget is spent. If no slot frees before the token dies, say so once
@@ -201,48 +196,31 @@ class Reporter:
                 f"renews nothing for {park_s:.0f} s. A person may need to log in on Tradovate."
             )
 
-    def password_news(self, state: LoginProgress, grant: TokenGrant) -> None:
-        """A password expiring within a week, or a `hibpHint`: said once per change, kept in
-        the status, alerted, and the expiry exported; an unconfirmed user noted likewise."""
-        unconfirmed = f"{Outcome.UNCONFIRMED}: userStatus {grant.user_status}"
-        if grant.user_status is None:  # Active again, or never said
-            state.drop_notes(str(Outcome.UNCONFIRMED))
-        elif state.add_note(unconfirmed):  # a token, but the sign-up is not finished
-            log.warning("login.unconfirmed", login=state.name, user_status=grant.user_status)
+    def password_news(self, login: str, grant: TokenGrant, added_notes: Iterable[str]) -> None:
+        """A password expiring within a week, or a `hibpHint`: said once per change, alerted,
+        and the expiry exported; an unconfirmed user said when its note was added."""
+        if any(note.startswith(str(Outcome.UNCONFIRMED)) for note in added_notes):
+            log.warning("login.unconfirmed", login=login, user_status=grant.user_status)
         if grant.password_expires_at is not None:
-            self.metrics.password_expiry.labels(login=state.name).set(grant.password_expires_at)
-        now = self._clock()
-        expiring = (
-            grant.password_expires_at is not None
-            and grant.password_expires_at - now <= PASSWORD_WARNING_S
-        )
-        news = (grant.password_expires_at if expiring else None, grant.hibp_hint or None)
-        state.drop_notes(str(Outcome.PASSWORD_EXPIRING))
+            self.metrics.password_expiry.labels(login=login).set(grant.password_expires_at)
+        news = password_news(grant, self._clock())
         if news == (None, None):
-            self._password_said.pop(state.name, None)
+            self._password_said.pop(login, None)
             return
+        if self._password_said.get(login) == news:
+            return
+        self._password_said[login] = news
         expires_at, hint = news
-        note = f"{Outcome.PASSWORD_EXPIRING}: " + "; ".join(
-            part
-            for part in (
-                f"expires at {iso(expires_at)}" if expires_at is not None else "",
-                f"Tradovate's hint {hint}" if hint else "",
-            )
-            if part
-        )
-        state.add_note(note)
-        if self._password_said.get(state.name) == news:
-            return
-        self._password_said[state.name] = news
+        note = password_note(news)
         log.warning(
             "login.password_expiring",
-            login=state.name,
+            login=login,
             password_expires_at=iso(expires_at),
             hibp_hint=hint,
             hint="change the password at Tradovate and in the daemon's configuration",
         )
         if self.alerts is not None:
-            self.alerts.send(f"🔑 {state.name}: {note}. Change it at Tradovate and here.")
+            self.alerts.send(f"🔑 {login}: {note}. Change it at Tradovate and here.")
 
     def penalty(self, login: str, wait_s: float, endpoint: str | None = None) -> None:
         log.warning("tradovate.penalty", login=login, wait_s=wait_s, **_endpoint(endpoint))

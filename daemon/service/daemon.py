@@ -28,7 +28,7 @@ from daemon.constants import (
     SHUTDOWN_TIMEOUT_S,
 )
 from daemon.metrics import Metrics
-from daemon.refresh.policy import Attempt
+from daemon.refresh.progress import Attempt
 from daemon.service.budget_report import BUDGET_REPORT_INTERVAL_S, BudgetReporter
 from daemon.service.components import build_components
 from daemon.service.health import HealthServer

@@ -11,7 +11,7 @@ import redis
 import structlog
 
 from daemon.constants import REDIS_WATCH_INTERVAL_S
-from daemon.refresh.policy import Attempt
+from daemon.refresh.progress import Attempt
 from daemon.service.components import Components
 from daemon.store.lease import holders
 
