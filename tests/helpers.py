@@ -29,6 +29,7 @@ from daemon.config import Settings, load_settings
 from daemon.logs import fingerprint
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
+from daemon.refresh.adoption import Adoption
 from daemon.refresh.build import Refreshing, build_refreshing
 from daemon.refresh.refresher import Refresher
 from daemon.sim.environment import daemon_environment, wait_for
@@ -292,6 +293,7 @@ class World:
     redis: fakeredis.FakeRedis
     metrics: Metrics
     refresher: Refresher
+    adoption: Adoption
 
     def token(self, name: str) -> str | None:
         value = self.redis.get(f"token:{name}")
@@ -310,10 +312,10 @@ def build_world(fake: FakeTradovate, clock: FakeClock, **env: str) -> World:
     metrics = Metrics()
     client = TradovateClient(settings.tradovate, metrics=metrics, clock=clock)
     store = fakeredis.FakeRedis(decode_responses=True)
-    refresher = build_refreshing(
+    refreshing = build_refreshing(
         settings, client, store, metrics=metrics, instance="test", clock=clock, rng=random.Random(1)
-    ).refresher
-    return World(clock, fake, store, metrics, refresher)
+    )
+    return World(clock, fake, store, metrics, refreshing.refresher, refreshing.adoption)
 
 
 @contextmanager

@@ -68,7 +68,7 @@ def test_closed_waits_for_an_operator_and_for_a_changed_password_across_restarts
     # A restart with the same password keeps it parked; the operator tries once at once.
     restarted = build_world(world.fake, world.clock)
     restarted.redis.set("orca:status:APEX_1", world.redis.get("orca:status:APEX_1") or "")
-    restarted.refresher.keeper.adopt()
+    restarted.adoption.adopt()
     assert restarted.refresher.refresh("APEX_1").outcome == "parked"
     world.fake.users["APEX_1"].status = "Active"
     assert restarted.refresher.refresh("APEX_1", force=True, operator=True).outcome == "login"
@@ -281,6 +281,6 @@ def test_a_forged_status_parks_no_longer_than_tradovate_documents(world: World) 
     rejected = {"login": "APEX_2", "last_outcome": "rejected", "failures": 1}
     rejected["next_attempt_at"] = "2199-01-01T00:00:00+00:00"
     world.redis.set("orca:status:APEX_2", json.dumps(rejected))
-    world.refresher.keeper.adopt()
+    world.adoption.adopt()
     assert world.refresher.states["APEX_1"].parked_until == pytest.approx(now + 3_600)
     assert world.refresher.states["APEX_2"].not_before == pytest.approx(now + 14_400)

@@ -171,3 +171,10 @@ def test_the_reporter_reports_and_nothing_else() -> None:
         and node.func.attr in ("add_note", "drop_notes", "write_status", "write")
     ]
     assert (changed, calls) == ([], [])
+
+
+def test_the_keeper_writes_and_decides_nothing() -> None:
+    """It imports neither the policy nor the schedule: what to write, and when, is decided
+    before it is called."""
+    imported = {module for module, _ in _imports(PACKAGE / "refresh" / "keeper.py")}
+    assert not imported & {"daemon.refresh.policy", "daemon.refresh.schedule"}

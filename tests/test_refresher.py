@@ -283,8 +283,8 @@ def test_adopted_token_is_kept_until_due_then_renewed_never_logged_in(world: Wor
     assert held is not None
     restarted = build_world(world.fake, world.clock)
     restarted.redis = world.redis
-    restarted.refresher.keeper.redis = world.redis
-    assert restarted.refresher.keeper.adopt() == 1
+    restarted.refresher.keeper.redis = restarted.adoption.redis = world.redis
+    assert restarted.adoption.adopt() == 1
     state = restarted.refresher.states["APEX_1"]
     assert state.accounts == ("APEX_1-ACC1", "APEX_1-ACC2")
     assert state.grant is not None
@@ -302,11 +302,11 @@ def test_adopted_token_is_kept_until_due_then_renewed_never_logged_in(world: Wor
 def test_expired_unrecorded_or_garbage_tokens_in_redis_are_not_adopted(world: World) -> None:
     world.refresher.refresh("APEX_1")
     restarted = build_world(world.fake, world.clock)
-    restarted.refresher.keeper.redis = world.redis
+    restarted.refresher.keeper.redis = restarted.adoption.redis = world.redis
     world.clock.advance(world.fake.token_lifetime_s)  # the recorded expiry has passed
-    assert restarted.refresher.keeper.adopt() == 0
+    assert restarted.adoption.adopt() == 0
     world.redis.set("token:APEX_2", make_jwt(world.clock.now + 3_600))  # no status records it
-    assert restarted.refresher.keeper.adopt() == 0
+    assert restarted.adoption.adopt() == 0
 
 
 def test_redis_failure_keeps_the_token_and_retries_the_write(world: World) -> None:

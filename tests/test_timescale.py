@@ -63,7 +63,7 @@ def durations(window_s: int) -> dict[str, float]:
         "rejected ladder, last step": policy.accounts_pause_s(5),
         "renewal block trusted at most": refresher.budget.longest_block_s[RENEW],
         "failed-login block trusted at most": refresher.budget.longest_block_s[LOGIN_FAILURE],
-        "restored park at most": refreshing.keeper._longest_park_s,
+        "restored park at most": refreshing.adoption._longest_park_s,
         "fresh token": refresher.accounts._fresh_token_s,
         "forced refresh cooldown": RequestGate(share=1, window_s=window_s)._cooldown_s,
     }

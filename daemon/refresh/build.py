@@ -20,6 +20,7 @@ from daemon.constants import (
 )
 from daemon.metrics import Metrics
 from daemon.refresh.accounts import AccountsCheck
+from daemon.refresh.adoption import Adoption
 from daemon.refresh.capacity import Capacity
 from daemon.refresh.keeper import RedisKeeper
 from daemon.refresh.names import AccountNames
@@ -40,10 +41,11 @@ from daemon.tradovate import AuthPacer, TradovateClient
 
 @dataclass(frozen=True)
 class Refreshing:
-    """A refresher, and what the service asks beside it: the keeper (adopt, reconcile) and the
-    capacity (budget reports, heartbeats)."""
+    """A refresher, and what the service asks beside it: the adoption of what Redis holds for
+    logins it takes, the keeper (reconcile) and the capacity (budget reports, heartbeats)."""
 
     refresher: Refresher
+    adoption: Adoption
     keeper: RedisKeeper
     capacity: Capacity
 
@@ -106,9 +108,8 @@ def build_refreshing(
         redis_client,
         states,
         names,
-        policy,
+        window_s=window_s,
         max_ttl_s=settings.token_ttl_s,
-        longest_park_s=longest_park_s,
         instance=instance,
         clock=clock,
         may_act=may_act,
@@ -141,4 +142,5 @@ def build_refreshing(
         clock=clock,
         may_act=may_act,
     )
-    return Refreshing(refresher, keeper, Capacity(budget, schedule, policy))
+    adoption = Adoption(redis_client, states, policy, clock=clock, longest_park_s=longest_park_s)
+    return Refreshing(refresher, adoption, keeper, Capacity(budget, schedule, policy))

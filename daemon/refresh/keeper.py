@@ -1,6 +1,6 @@
-"""Keeping Redis in step with what the refresher holds: adopting tokens Redis already has,
-writing a login's keys and status (fenced by its lease), deleting a dead token's keys, and
-restoring keys that went missing. Tradovate is never asked here."""
+"""Keeping Redis in step with what the refresher holds: writing a login's keys and status (fenced
+by its lease), deleting a dead token's keys, and restoring keys that went missing. It decides
+nothing (what to write and when is the refresher's); Tradovate is never asked here."""
 
 from __future__ import annotations
 
@@ -12,12 +12,10 @@ import structlog
 
 from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress, login_status
-from daemon.store.client import get_many
 from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.lease import Fence
-from daemon.store.status import LoginStatus, read_statuses, write_status
+from daemon.store.status import LoginStatus, write_status
 from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
@@ -27,8 +25,7 @@ from daemon.store.tokens import (
     token_key,
     write_login_tokens,
 )
-from daemon.token_format import iso, jwt_expiry, token_problem
-from daemon.tradovate import TokenGrant
+from daemon.token_format import iso, token_problem
 
 log = structlog.get_logger("daemon.refresh")
 
@@ -41,77 +38,25 @@ class RedisKeeper:
         redis_client: redis.Redis,
         states: Mapping[str, LoginProgress],
         names: AccountNames,
-        policy: Policy,
         *,
+        window_s: float,
         max_ttl_s: int,
         instance: str,
         clock: Callable[[], float],
         may_act: Callable[[str], bool],
         fence: Callable[[str], Fence | None],
-        longest_park_s: float = 3_600.0,
     ) -> None:
+        """`window_s`: the budget window, the time-scale of a key's margin."""
         self.redis = redis_client
-        self._longest_park_s = longest_park_s
         self._states = states
         self._names = names
-        self._policy = policy
+        self._window_s = window_s
         self._max_ttl_s = max_ttl_s
         self._instance = instance
         self._clock = clock
         self._may_act = may_act
         self._fence = fence
         self._foreign_said_at: dict[str, float] = {}
-
-    def adopt(self, names: list[str] | None = None) -> int:
-        """Take over tokens already in Redis (a restart, a previous owner) so that the first
-        refresh renews them instead of opening new Tradovate sessions. Returns how many."""
-        now = self._clock()
-        names = list(self._states) if names is None else names
-        keys = read_token_keys(self.redis, names, with_ttl=False)
-        md_tokens = get_many(self.redis, [md_token_key(name) for name in names])
-        statuses = read_statuses(self.redis, names)
-        adopted = 0
-        for key, md_token, recorded in zip(keys, md_tokens, statuses, strict=True):
-            state, token = self._states[key.name], key.token
-            restore = self._policy.restore_backoff
-            if recorded is not None and restore(state, recorded, now, self._longest_park_s):
-                log.info(
-                    "login.backoff_restored",
-                    login=state.name,
-                    outcome=state.last_outcome,
-                    until=recorded.parked_until or recorded.next_attempt_at,
-                )
-            if state.grant is not None or recorded is None or token is None:
-                continue
-            # Only the expiry recorded with this very token counts: nothing is decoded.
-            expiry = recorded.expiry_of(token)
-            if expiry is None or expiry <= now:
-                continue
-            issued_at = recorded.issued_at_s()
-            usable_md = md_token if token_problem(md_token) is None else None
-            state.grant = TokenGrant(
-                access_token=token,
-                expires_at=expiry,
-                issued_at=issued_at if issued_at is not None else now,
-                source=Outcome.ADOPTED,
-                md_access_token=usable_md,
-                md_expires_at=None if usable_md is None else jwt_expiry(usable_md) or expiry,
-            )
-            # Renewed when due, as if this instance had issued it (a restart or a takeover must
-            # not spend renewals in a burst); with no record of its issue, renewed at once. The
-            # first attempt lists the accounts, which confirms the token is still alive.
-            advised = self._policy.renew_at(state.grant) if issued_at is not None else now
-            state.advised_renew_at = advised
-            state.accounts = recorded.accounts
-            adopted += 1
-            log.info(
-                "token.adopted",
-                login=state.name,
-                fingerprint=fingerprint(token),
-                expires_at=iso(expiry),
-                accounts=len(state.accounts),
-            )
-        return adopted
 
     def write(
         self,
@@ -133,7 +78,7 @@ class RedisKeeper:
             md_access_token=grant.md_access_token,
             accounts=self._names.owned(state)[1:],
             md_expires_at=grant.md_expires_at,
-            window_s=self._policy.window_s,
+            window_s=self._window_s,
         )
         now = self._clock()
         status = self.status(state, now)

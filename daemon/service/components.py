@@ -15,6 +15,7 @@ from redis import Redis
 
 from daemon.config import Settings
 from daemon.metrics import Metrics
+from daemon.refresh.adoption import Adoption
 from daemon.refresh.build import build_refreshing
 from daemon.refresh.capacity import Capacity
 from daemon.refresh.keeper import RedisKeeper
@@ -46,6 +47,7 @@ class Components:
     audit: AuditRecorder | None
     ownership: Ownership
     refresher: Refresher
+    adoption: Adoption  # what Redis holds for a login taken
     keeper: RedisKeeper  # Redis in step with what the refresher holds
     capacity: Capacity
     clock: Callable[[], float]
@@ -126,6 +128,7 @@ def build_components(
         audit=audit,
         ownership=ownership,
         refresher=refreshing.refresher,
+        adoption=refreshing.adoption,
         keeper=refreshing.keeper,
         capacity=refreshing.capacity,
         clock=clock,

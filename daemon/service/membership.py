@@ -129,7 +129,7 @@ class Membership:
             log.info("logins.released", instance=c.instance, logins=released, owned=len(c.owned()))
         if plan.taken:
             try:
-                self._c.keeper.adopt(plan.taken)
+                self._c.adoption.adopt(plan.taken)
             except BaseException:  # nothing half done: the leases go back, taken at a later round
                 c.ownership.leases.release(plan.taken)
                 raise

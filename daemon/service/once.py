@@ -75,7 +75,7 @@ class OnePass:
         keeper = threading.Thread(target=self._keep_leases, args=(keeping,), daemon=True)
         keeper.start()
         try:
-            self._c.keeper.adopt(names)
+            self._c.adoption.adopt(names)
             refresher.budget.load_scripts()
             with ThreadPoolExecutor(max_workers=self._c.settings.refresh_concurrency) as pool:
                 settled = pool.map(lambda name: self._until_settled(name, verify, operator), names)
