@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 
 import fakeredis
 import pytest
 import redis
 from structlog.testing import capture_logs
 
+from daemon.outcomes import Outcome
+from daemon.refresh.progress import notes_with
 from daemon.sim.tradovate import (
     ACCOUNTS_PATH,
     LOGIN_PATH,
@@ -19,6 +22,7 @@ from daemon.sim.tradovate import (
 )
 from daemon.store.tokens import fingerprint, token_state
 from daemon.token_format import jwt_expiry
+from daemon.tradovate import TokenGrant
 from tests.helpers import (
     FakeClock,
     World,
@@ -427,3 +431,19 @@ def test_a_reader_s_401_is_checked_before_anything_is_spent(world: World) -> Non
     world.fake.close_sessions("APEX_1")
     assert world.refresher.refresh("APEX_1", verify=True).outcome == "refused"
     assert world.token("APEX_1") is None
+
+
+def test_a_grant_s_notes_keep_their_place_and_go_when_no_longer_current() -> None:
+    """An unfinished sign-up keeps its place among the other notes while it holds; a password
+    note is rewritten from each grant; both go once the grant no longer says them."""
+    now = 1_800_000_000.0
+    unconfirmed = TokenGrant("t", now + 4_800, now, Outcome.LOGIN, user_status="Initiated")
+    expiring = replace(unconfirmed, password_expires_at=now + 86_400, hibp_hint="Compromised")
+    first = notes_with(("skipped X",), unconfirmed, now)
+    assert first == ("skipped X", "unconfirmed: userStatus Initiated")
+    later = notes_with(("unconfirmed: userStatus Initiated", "skipped X"), expiring, now)
+    assert later[:2] == ("unconfirmed: userStatus Initiated", "skipped X")
+    assert later[2].startswith("password_expiring: expires at ")
+    assert later[2].endswith("Tradovate's hint Compromised")
+    active = replace(expiring, user_status=None, password_expires_at=None, hibp_hint=None)
+    assert notes_with(later, active, now) == ("skipped X",)

@@ -41,7 +41,6 @@ class VirtualJobs:
         self._due_at: dict[str, float] = {}
         self._order = itertools.count()
         self._one_offs = itertools.count()
-        self.ran = 0  # jobs run so far
 
     # -- the Jobs interface --------------------------------------------------------------------
 
@@ -107,7 +106,6 @@ class VirtualJobs:
             else:
                 self._set_due(due.job_id, due.at + every_s)  # a job may move it again
             job()
-            self.ran += 1
         self.clock.now = max(self.clock.now, end)
 
     def _add(self, job_id: str, job: Callable[[], None], every_s: float | None, at: float) -> None:

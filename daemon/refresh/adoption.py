@@ -47,10 +47,9 @@ class Adoption:
         keys = read_token_keys(self.redis, names, with_ttl=False)
         md_tokens = get_many(self.redis, [md_token_key(name) for name in names])
         statuses = read_statuses(self.redis, names)
-        adopted = 0
+        adopted, restore = 0, self._policy.restore_backoff
         for key, md_token, recorded in zip(keys, md_tokens, statuses, strict=True):
             state, token = self._states[key.name], key.token
-            restore = self._policy.restore_backoff
             if recorded is not None and restore(state, recorded, now, self._longest_park_s):
                 log.info(
                     "login.backoff_restored",

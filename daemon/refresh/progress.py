@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 from daemon.config import Login
 from daemon.constants import PASSWORD_WARNING_S
+from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
 from daemon.store.status import LoginStatus
-from daemon.store.tokens import fingerprint
 from daemon.token_format import iso
 from daemon.tradovate import TokenGrant
 
@@ -175,9 +175,16 @@ def notes_with(notes: tuple[str, ...], grant: TokenGrant, now: float) -> tuple[s
     """The login's notes once it holds `grant`: an unfinished sign-up (userStatus) and a
     password expiring within a week or a `hibpHint`, each as this grant says; one that no
     longer holds goes, the others stay."""
-    said_here = (str(Outcome.UNCONFIRMED), str(Outcome.PASSWORD_EXPIRING))
-    kept = tuple(note for note in notes if not note.startswith(said_here))
+    unconfirmed = None
     if grant.user_status is not None:
-        kept += (f"{Outcome.UNCONFIRMED}: userStatus {grant.user_status}",)
+        unconfirmed = f"{Outcome.UNCONFIRMED}: userStatus {grant.user_status}"
+    kept = tuple(  # a note still current keeps its place
+        note
+        for note in notes
+        if not note.startswith(str(Outcome.PASSWORD_EXPIRING))
+        and (not note.startswith(str(Outcome.UNCONFIRMED)) or note == unconfirmed)
+    )
+    if unconfirmed is not None and unconfirmed not in kept:
+        kept += (unconfirmed,)
     news = password_news(grant, now)
     return kept if news == (None, None) else (*kept, password_note(news))

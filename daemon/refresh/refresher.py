@@ -233,12 +233,12 @@ class Refresher:
         previous, state.lapsed_for_budget = state.grant, False
         if grant.md_access_token is None:
             grant = _with_md_token(grant, previous)
-        notes = notes_with(state.notes, grant, self.clock())
+        now = self.clock()
+        notes = notes_with(state.notes, grant, now)
         added, state.notes = [note for note in notes if note not in state.notes], notes
         self.reporter.password_news(state.name, grant, added)
         state.grant = grant
         # A lifetime nobody said is learnt from the first renewal, as soon as the budget allows.
-        now = self.clock()
         state.advised_renew_at = self.policy.renew_at(grant) if grant.lifetime_known else now
         self.schedule.replan(now)  # a new token moves its renewal into the group's schedule
 
