@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from daemon.constants import BUDGET_WINDOW_S
+from daemon.constants import (
+    BUDGET_WINDOW_S,
+    TOKEN_TTL_MARGIN_FRACTION,
+    TOKEN_TTL_MARGIN_MIN_S,
+    TOKEN_TTL_MARGIN_S,
+)
 
 
 @dataclass(frozen=True)
@@ -28,3 +33,11 @@ class TimeScale:
     def on_tradovate(self, scaled_s: float) -> float:
         """Back on Tradovate's clock: how a duration is shown to a person."""
         return scaled_s / self.factor
+
+
+def key_margin_s(lifetime_s: float, window_s: float = BUDGET_WINDOW_S) -> float:
+    """How long before its token dies a key expires: 60 s on the budget window's time-scale
+    (never under a second: readers' clocks and round trips do not shrink with it), or a tenth
+    of a shorter life."""
+    scaled = TimeScale(window_s).of(TOKEN_TTL_MARGIN_S, at_least_s=TOKEN_TTL_MARGIN_MIN_S)
+    return min(scaled, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)

@@ -178,3 +178,28 @@ def test_the_keeper_writes_and_decides_nothing() -> None:
     before it is called."""
     imported = {module for module, _ in _imports(PACKAGE / "refresh" / "keeper.py")}
     assert not imported & {"daemon.refresh.policy", "daemon.refresh.schedule"}
+
+
+def test_only_the_settle_step_changes_a_logins_notes() -> None:
+    """A note is added or dropped where an attempt's result is applied, nowhere else (the
+    status adds the notes the keeper finds as it writes, but keeps none)."""
+    changing = sorted(
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "progress.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("add_note", "drop_notes")
+        )
+        or (
+            isinstance(node, ast.Assign)
+            and any(
+                isinstance(part, ast.Attribute) and part.attr == "notes"
+                for target in node.targets
+                for part in ast.walk(target)
+            )
+        )
+    )
+    assert set(changing) == {"refresh/settle.py"}

@@ -12,7 +12,7 @@ import redis
 from structlog.testing import capture_logs
 
 from daemon.outcomes import Outcome
-from daemon.refresh.progress import notes_with
+from daemon.refresh.settle import notes_with
 from daemon.sim.tradovate import (
     ACCOUNTS_PATH,
     LOGIN_PATH,
@@ -65,15 +65,19 @@ def test_first_refresh_logs_in_and_writes_every_key(world: World) -> None:
 
 
 def test_renews_instead_of_logging_in_again(world: World) -> None:
+    """Each attempt asks Tradovate once: a renewal, and when the account check falls due with
+    it (hourly here, as the renewals), the list a second later."""
     delay = world.refresher.refresh("APEX_1").delay_s
-    for _ in range(10):  # ten token lifetimes' worth of renewals
+    outcomes: list[str] = []
+    while outcomes.count("renew") < 10:  # ten token lifetimes' worth of renewals
         world.clock.advance(delay)
         attempt = world.refresher.refresh("APEX_1")
-        assert attempt.outcome == "renew"  # each renewal lists the accounts too: no extra wakeup
+        outcomes.append(str(attempt.outcome))
         delay = attempt.delay_s
         token = world.token("APEX_1")
         assert token is not None
         assert world.fake.is_live(token)
+    assert outcomes == ["renew", "kept"] * 9 + ["renew"]
     assert world.fake.seen.sessions_opened["APEX_1"] == 1
     assert world.fake.seen.renewals["APEX_1"] == 10
 
@@ -154,21 +158,28 @@ def test_account_list_fault_still_writes_the_login_token(world: World) -> None:
     assert world.fake.seen.sessions_opened["APEX_1"] == 1
 
 
-def test_an_older_token_refused_on_account_list_and_on_renewal_is_deleted(world: World) -> None:
+def test_an_older_token_refused_on_account_list_and_on_renewal_is_replaced(world: World) -> None:
     """A minute after its login, a token the account list refuses is tried with one renewal:
-    refused too, the session is closed, its keys go and the next attempt logs in."""
+    refused too, the session is closed: its keys go and the login logs in, in the same
+    refresh (one pass each: the list, the renewal, the login)."""
     world.refresher.refresh("APEX_1")
+    dead = world.token("APEX_1")
     world.clock.advance(120)
     world.fake.close_sessions("APEX_1")
     world.refresher.states["APEX_1"].accounts_fetched_at = None  # the check is due
-    assert world.refresher.refresh("APEX_1").outcome == "refused"
-    assert world.token("APEX_1") is None
-    assert world.redis.keys("mdtoken:*") == []
+    with capture_logs() as logs:
+        assert world.refresher.refresh("APEX_1").outcome == "login"
+    assert [e["event"] for e in logs if e["event"].startswith("token.")] == [
+        "token.refused",
+        "token.refreshed",
+    ]
     assert world.fake.seen.renewals["APEX_1"] == 0  # refused: nothing renewed
-    assert world.refresher.refresh("APEX_1").outcome == "login"
+    assert world.fake.seen.sessions_opened["APEX_1"] == 2
     token = world.token("APEX_1")
     assert token is not None
+    assert token != dead
     assert world.fake.is_live(token)
+    assert world.count("APEX_1", "login") == 2  # the passes that led to it are not attempts
 
 
 def test_a_fresh_token_refused_on_account_list_is_kept_and_renewed(world: World) -> None:
@@ -397,8 +408,8 @@ def test_the_held_token_is_probed_every_probe_period_without_spending_a_renewal(
 
 def test_a_session_closed_elsewhere_takes_the_token_off_redis_at_once() -> None:
     """A third login elsewhere or a password change closes the session: the next probe is
-    refused, every key holding the dead token is deleted in that same attempt, and the next
-    attempt logs in again."""
+    refused, every key holding the dead token is deleted and the login logs in again in that
+    same refresh; another login is untouched."""
     clock = FakeClock()
     fake = FakeTradovate([user("APEX_1"), user("APEX_2")], token_lifetime_s=LIFETIME_S, clock=clock)
     with tradovate_routes(fake):
@@ -406,21 +417,23 @@ def test_a_session_closed_elsewhere_takes_the_token_off_redis_at_once() -> None:
         assert world.refresher.refresh("APEX_1").delay_s == pytest.approx(300)
         world.refresher.refresh("APEX_2")
         dead = world.token("APEX_1")
+        other = world.token("APEX_2")
         assert dead is not None
         assert fake.close_sessions("APEX_1") == 1
         clock.advance(300)
         with capture_logs() as logs:
             attempt = world.refresher.refresh("APEX_1")
-        assert attempt.outcome == "refused"
+        assert attempt.outcome == "login"
+        token = world.token("APEX_1")
+        assert token is not None
+        assert token != dead
+        assert fake.is_live(token)
         for name in ("APEX_1", "APEX_1-ACC1", "APEX_1-ACC2"):
-            assert world.redis.get(f"token:{name}") is None
-            assert world.redis.get(f"mdtoken:{name}") is None
-        assert world.token("APEX_2") is not None  # another login is untouched
+            assert world.redis.get(f"token:{name}") == token
+            assert world.redis.get(f"mdtoken:{name}") not in (None, dead)
+        assert world.token("APEX_2") == other  # another login is untouched
         refused = next(e for e in logs if e["event"] == "token.refused")
         assert (refused["keys_deleted"], refused["fingerprint"]) == (6, fingerprint(dead))
-        clock.advance(attempt.delay_s)
-        assert world.refresher.refresh("APEX_1").outcome == "login"
-        assert fake.is_live(world.token("APEX_1") or "")
 
 
 def test_a_reader_s_401_is_checked_before_anything_is_spent(world: World) -> None:
@@ -428,9 +441,11 @@ def test_a_reader_s_401_is_checked_before_anything_is_spent(world: World) -> Non
     assert world.refresher.refresh("APEX_1", verify=True).outcome == "kept"  # alive: nothing spent
     assert world.fake.seen.renewals["APEX_1"] == 0
     world.clock.advance(120)  # older than a minute: a refusal is checked with one renewal
+    dead = world.token("APEX_1")
     world.fake.close_sessions("APEX_1")
-    assert world.refresher.refresh("APEX_1", verify=True).outcome == "refused"
-    assert world.token("APEX_1") is None
+    assert world.refresher.refresh("APEX_1", verify=True).outcome == "login"
+    assert world.token("APEX_1") not in (None, dead)
+    assert world.fake.seen.renewals["APEX_1"] == 0
 
 
 def test_a_grant_s_notes_keep_their_place_and_go_when_no_longer_current() -> None:

@@ -92,7 +92,7 @@ def test_doctor_says_the_later_lead_and_the_logins_beyond_it() -> None:
 
 
 def test_a_renewal_that_fails_at_the_floor_is_tried_again_while_its_key_lives() -> None:
-    policy = Policy(3_600)
+    policy = Policy()
     now = 1_800_000_000.0
     state = LoginProgress(Login("APEX_1", Secret("pw")), failures=9)  # back-off 150-300 s
     state.grant = TokenGrant("t", now + 300, now - 4_500, Outcome.LOGIN)

@@ -12,9 +12,8 @@ import pytest
 from daemon.config import Login, Secret
 from daemon.outcomes import Outcome
 from daemon.refresh import schedule as schedule_module
-from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress
-from daemon.refresh.schedule import RenewalPlan, RenewalSchedule, plan_renewals
+from daemon.refresh.schedule import Leads, RenewalPlan, RenewalSchedule, plan_renewals
 from daemon.tradovate import TokenGrant
 
 NOW = 1_800_000_000.0
@@ -36,10 +35,8 @@ def logins(count: int, *, relogin: int = 0, held_at: float | None = NOW) -> list
 
 
 def plan(states: list[LoginProgress], *, usable: int = 14, floor_s: float = 300) -> RenewalPlan:
-    policy = Policy(3_600, random.Random(1), lead_floor_s=floor_s)
-    return plan_renewals(
-        states, NOW, lifetime_s=LIFE_S, window_s=HOUR_S, usable=usable, share=1.0, policy=policy
-    )
+    leads = Leads(3_600, random.Random(1), window_s=HOUR_S, lead_floor_s=floor_s)
+    return plan_renewals(states, NOW, lifetime_s=LIFE_S, usable=usable, share=1.0, leads=leads)
 
 
 def test_while_renewals_fit_the_advice_is_kept() -> None:
@@ -108,24 +105,23 @@ def test_logins_without_a_token_yet_are_given_the_last_places() -> None:
 def test_an_instance_plans_its_share_of_the_groups_budget() -> None:
     """Two instances of one group, 10 logins each of 20: each keeps its half of 17."""
     states = logins(10)
-    schedule = RenewalSchedule(
-        {s.name: s for s in states}, Policy(3_600), 14, HOUR_S, group_owned=lambda: 20
-    )
+    schedule = RenewalSchedule({s.name: s for s in states}, Leads(3_600), 14)
+    schedule.group_logins = 20  # told by the membership round
     found = schedule.replan(NOW)
     assert found.beyond == ("L08", "L09")
-    assert [schedule.beyond(s.name) for s in states] == [False] * 8 + [True] * 2
+    assert schedule.latest is found
     assert all(schedule.renew_at(s) == found.renew_at[s.name] for s in states[:8])
 
 
 def test_the_floor_scales_with_the_budget_window_and_stays_before_the_key_expires() -> None:
-    policy = Policy(3_600, window_s=60, lead_floor_s=300)
-    assert policy.lead_floor_s(80) == pytest.approx(5)
-    assert policy.key_margin_s(80) == pytest.approx(1)
-    assert policy.renew_before_expiry_s(80) == pytest.approx(15)
-    tight = Policy(3_600, window_s=60, lead_floor_s=120)
+    leads = Leads(3_600, window_s=60, lead_floor_s=300)
+    assert leads.lead_floor_s(80) == pytest.approx(5)
+    assert leads.key_margin_s(80) == pytest.approx(1)
+    assert leads.renew_before_expiry_s(80) == pytest.approx(15)
+    tight = Leads(3_600, window_s=60, lead_floor_s=120)
     # key margin 1 s, and 2 s of slack: a scheduler runs late in real seconds on any scale
     assert tight.lead_floor_s(80) == pytest.approx(3)
-    assert Policy(3_600, lead_floor_s=120).lead_floor_s(4_800) == pytest.approx(120)
+    assert Leads(3_600, lead_floor_s=120).lead_floor_s(4_800) == pytest.approx(120)
 
 
 def test_two_logins_jobs_racing_lose_no_update_of_the_groups_plan(
@@ -136,7 +132,7 @@ def test_two_logins_jobs_racing_lose_no_update_of_the_groups_plan(
     until B's job is done, or half a second. The plan left at the end is made from both
     logins' last tokens: B's update is not lost to A's older plan."""
     states = logins(20)  # short: every login's renewal time depends on the others' tokens
-    schedule = RenewalSchedule({s.name: s for s in states}, Policy(3_600), 14, HOUR_S)
+    schedule = RenewalSchedule({s.name: s for s in states}, Leads(3_600), 14)
     a, b = states[0], states[1]
     a_planning, b_done = threading.Event(), threading.Event()
     plan_from = schedule_module.plan_renewals

@@ -13,8 +13,7 @@ import pytest
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
 from daemon.refresh.build import build_refreshing
-from daemon.refresh.policy import Policy
-from daemon.refresh.schedule import assumed_lifetime_s
+from daemon.refresh.schedule import Leads, assumed_lifetime_s
 from daemon.service.request_gate import RequestGate
 from daemon.sim.tradovate import FakeTradovate
 from daemon.store.budget import LOGIN_FAILURE, RENEW
@@ -41,8 +40,9 @@ def durations(window_s: int) -> dict[str, float]:
         instance="t",
     )
     refresher, policy = refreshing.refresher, refreshing.refresher.policy
+    leads = refresher.schedule.leads
     life = assumed_lifetime_s(window_s)
-    margin = policy.key_margin_s(life)
+    margin = leads.key_margin_s(life)
 
     def park(outcome: Outcome) -> float | None:
         return policy.park_s(outcome, captcha_park_s=refresher.captcha_park_s, logging_in=True)
@@ -50,11 +50,11 @@ def durations(window_s: int) -> dict[str, float]:
     found: dict[str, float | None] = {
         "budget window": refresher.budget.window_s,
         "assumed token lifetime": life,
-        "renewal advice": policy.renew_before_expiry_s(life),
-        "lead floor": policy.lead_floor_s(life),
-        "stagger": policy.stagger_s,
+        "renewal advice": leads.renew_before_expiry_s(life),
+        "lead floor": leads.lead_floor_s(life),
+        "stagger": leads.stagger_s,
         "key margin": margin,
-        "slack": Policy(3_600, window_s=window_s, lead_floor_s=0).lead_floor_s(life) - margin,
+        "slack": Leads(3_600, window_s=window_s, lead_floor_s=0).lead_floor_s(life) - margin,
         "captcha park": park(Outcome.CAPTCHA),
         "429 park": park(Outcome.RATE_LIMITED),
         "TemporaryLocked park": park(Outcome.LOCKED),

@@ -21,7 +21,7 @@ from daemon.refresh.refresher import Refresher
 from daemon.service.daemon import Daemon
 from daemon.service.systemd import Notifier
 from daemon.sim.tradovate import FakeTradovate
-from daemon.store.tokens import key_margin_s
+from daemon.timescale import key_margin_s
 from daemon.tradovate import TradovateClient
 from tests.helpers import FakeClock, settings_for, tradovate_routes
 

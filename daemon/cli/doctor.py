@@ -19,9 +19,8 @@ from daemon.config import (
     load_settings,
     loose_credential_files,
 )
-from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress
-from daemon.refresh.schedule import assumed_lifetime_s, plan_renewals
+from daemon.refresh.schedule import Leads, assumed_lifetime_s, plan_renewals
 from daemon.registry import SETTINGS, Setting, setting, unknown_variables
 from daemon.store.budget import usable_of
 from daemon.store.client import build_client, disconnect
@@ -130,17 +129,16 @@ def _capacity(settings: Settings) -> Finding:
     that fits, down to the floor, and which logins are beyond that."""
     window_s = settings.budget_window_s
     usable = usable_of(settings.renew_budget_per_hour)
-    policy = Policy(
+    leads = Leads(
         settings.refresh_interval_s, window_s=window_s, lead_floor_s=settings.renew_lead_floor_s
     )
     plan = plan_renewals(
         [LoginProgress(login) for login in settings.logins],
         0.0,
         lifetime_s=assumed_lifetime_s(window_s),
-        window_s=window_s,
         usable=usable,
         share=1.0,
-        policy=policy,
+        leads=leads,
     )
     words = (
         f"{len(settings.logins)} logins need about {plan.needed:.1f} renewals per "

@@ -1,84 +1,68 @@
-"""The account-list check of one login's held token: asks Tradovate for the list and keeps what
-it learns (the names, a pause while a live token may not list). It decides nothing about the
-token itself: an older token's refusal goes back to the refresher, where one renewal decides."""
+"""The account-list check of one login's token: asks Tradovate for the list and says what the
+answer means, as data the refresher's settle step applies. It changes no progress and decides
+nothing about the token itself: an older token's refusal asks for one renewal to decide."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from daemon.outcomes import Outcome
-from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import Policy
-from daemon.refresh.progress import LoginProgress
-from daemon.refresh.reporter import Reporter
 from daemon.tradovate import (
     AccountsDenied,
     CaptchaRequired,
     Stopped,
+    TokenGrant,
     TradovateClient,
     TradovateError,
 )
+from daemon.values import SAFE_NAME
 
 ACCOUNTS_NOTE = "accounts not listed: API key scope or device id"
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What /account/list answered for a token. At most one of `names`, `paused`, `confirm`
+    and `fault` is set; none: a stop began, the names stay as they were."""
+
+    names: tuple[str, ...] | None = None  # the accounts whose names a key may carry
+    refused: tuple[str, ...] = ()  # names refused: not safe in a key
+    paused: TradovateError | None = None  # a live token may not list (or a captcha): pause
+    paused_why: Outcome | None = None
+    confirm: AccountsDenied | None = None  # an older token refused: one renewal decides
+    fault: TradovateError | None = None  # the list could not be had: the names stay
+
+
 class AccountsCheck:
-    def __init__(
-        self,
-        tradovate: TradovateClient,
-        names: AccountNames,
-        policy: Policy,
-        reporter: Reporter,
-        *,
-        captcha_park_s: float,
-        fresh_token_s: float,
-    ) -> None:
+    def __init__(self, tradovate: TradovateClient, *, fresh_token_s: float) -> None:
         self._tradovate = tradovate
-        self._names = names
-        self._policy = policy
-        self._reporter = reporter
-        self._captcha_park_s = captcha_park_s
         self._fresh_token_s = fresh_token_s
 
-    def due(self, state: LoginProgress, now: float, *, new_token: bool) -> bool:
-        """With every new token and every check period, unless the checks are paused."""
-        paused = state.accounts_paused_until > now
-        return (new_token and not paused) or self._policy.account_check_due(state, now)
-
-    def check(self, state: LoginProgress, now: float) -> TradovateError | None:
-        """List the accounts with the held token. Returns the fault that leaves the names as
-        they were (the token is still written under them). Raises AccountsDenied for a token
-        older than `fresh_token_s`: only a renewal tells a closed session from a permission
-        problem. A fresh token refused, or a captcha, pauses the checks instead."""
-        assert state.grant is not None
+    def check(self, grant: TokenGrant, now: float) -> Listing:
+        """List the accounts with `grant`'s token. A refusal of a token older than
+        `fresh_token_s` asks for a renewal to decide (only it tells a closed session from a
+        permission problem); a fresh token refused, or a captcha, pauses the checks."""
         try:
-            accounts = self._tradovate.list_accounts(state.grant.access_token)
+            accounts = self._tradovate.list_accounts(grant.access_token)
         except AccountsDenied as denied:
-            if now - state.grant.issued_at >= self._fresh_token_s:
-                state.accounts_fetched_at = now
-                raise
-            self._pause(state, denied, now, Outcome.ACCOUNTS_DENIED)
+            if now - grant.issued_at >= self._fresh_token_s:
+                return Listing(confirm=denied)
+            return Listing(paused=denied, paused_why=Outcome.ACCOUNTS_DENIED)
         except CaptchaRequired as captcha:
-            self._pause(state, captcha, now, Outcome.CAPTCHA)
+            return Listing(paused=captcha, paused_why=Outcome.CAPTCHA)
         except Stopped:  # a stop began: the token in hand is written under the names known
-            return None
+            return Listing()
         except TradovateError as error:
-            return error
-        else:
-            state.accounts = self._names.sane(state, [a.name for a in accounts])
-            state.accounts_fetched_at = now
-            state.accounts_denials = 0
-            if state.drop_notes(ACCOUNTS_NOTE):
-                self._reporter.accounts_allowed(state.name)
-        return None
+            return Listing(fault=error)
+        names, refused = sane([account.name for account in accounts])
+        return Listing(names=names, refused=refused)
 
-    def _pause(self, state: LoginProgress, error: TradovateError, now: float, why: Outcome) -> None:
-        """A live token that may not list accounts: kept, written and renewed on schedule;
-        the list is asked again after the ladder's wait (a captcha's: its park)."""
-        state.accounts_denials += 1
-        if why is Outcome.CAPTCHA:
-            pause_s = self._captcha_park_s
-        else:
-            pause_s = self._policy.accounts_pause_s(state.accounts_denials)
-        state.accounts_paused_until = now + pause_s
-        state.drop_notes(ACCOUNTS_NOTE)
-        state.add_note(f"{ACCOUNTS_NOTE} ({why}: {error}), asked again in {pause_s:.0f} s")
-        self._reporter.accounts_denied(state, error, why, pause_s)
+
+def sane(listed: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The account names a key may be written under (letters, digits, `_ - .`, at most 64
+    characters), and those refused: `*`, `:`, spaces, newlines, 5,000 characters."""
+    names = tuple(dict.fromkeys(listed))
+    return (
+        tuple(name for name in names if SAFE_NAME.match(name)),
+        tuple(name for name in names if not SAFE_NAME.match(name)),
+    )

@@ -1,7 +1,7 @@
 """Adopting what Redis already holds when this instance takes a login (a restart, a previous
 owner): its token, so that the first refresh renews it instead of opening a new Tradovate
 session, and a back-off or park its status records, so that a crash loop retries nothing
-sooner. One read of Redis, then the policy decides."""
+sooner. One read of Redis, then the policy decides (the leads say when a token adopted renews)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import structlog
 from daemon.outcomes import Outcome
 from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress
+from daemon.refresh.schedule import Leads
 from daemon.store.client import get_many
 from daemon.store.status import read_statuses
 from daemon.store.tokens import fingerprint, md_token_key, read_token_keys
@@ -28,6 +29,7 @@ class Adoption:
         redis_client: redis.Redis,
         states: Mapping[str, LoginProgress],
         policy: Policy,
+        leads: Leads,
         *,
         clock: Callable[[], float],
         longest_park_s: float,
@@ -36,6 +38,7 @@ class Adoption:
         self.redis = redis_client
         self._states = states
         self._policy = policy
+        self._leads = leads
         self._clock = clock
         self._longest_park_s = longest_park_s
 
@@ -76,7 +79,7 @@ class Adoption:
             # Renewed when due, as if this instance had issued it (a restart or a takeover must
             # not spend renewals in a burst); with no record of its issue, renewed at once. The
             # first attempt lists the accounts, which confirms the token is still alive.
-            advised = self._policy.renew_at(state.grant) if issued_at is not None else now
+            advised = self._leads.renew_at(state.grant) if issued_at is not None else now
             state.advised_renew_at = advised
             state.accounts = recorded.accounts
             adopted += 1

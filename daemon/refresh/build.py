@@ -1,12 +1,13 @@
-"""Building a refresher and its collaborators from the settings, in one place: the policy
-(whether ORCA_REFRESH_INTERVAL fits is decided here, before the policy exists), the pacer, the
-group's budget, the names, the keeper and the reporter."""
+"""Building a refresher and its collaborators from the settings, in one place: the policy, the
+leads (whether ORCA_REFRESH_INTERVAL fits is decided here, before they exist), the schedule, the
+pacer, the group's budget, the keeper and the reporter."""
 
 from __future__ import annotations
 
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import redis
@@ -23,18 +24,17 @@ from daemon.refresh.accounts import AccountsCheck
 from daemon.refresh.adoption import Adoption
 from daemon.refresh.capacity import Capacity
 from daemon.refresh.keeper import RedisKeeper
-from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import Policy, interval_fits
+from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress
 from daemon.refresh.refresher import Refresher
 from daemon.refresh.reporter import Reporter
-from daemon.refresh.schedule import RenewalSchedule
+from daemon.refresh.schedule import Leads, RenewalSchedule, interval_fits
 from daemon.refresh.signin import SignIn
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.health import RedisHealth
-from daemon.store.lease import Fence
+from daemon.store.lease import Holding
 from daemon.timescale import TimeScale
 from daemon.tradovate import AuthPacer, TradovateClient
 
@@ -62,12 +62,22 @@ def build_refreshing(
     redis_health: RedisHealth | None = None,
     alerts: Alerter | None = None,
     audit: AuditRecorder | None = None,
-    may_act: Callable[[str], bool] = lambda login: True,
-    fence: Callable[[str], Fence | None] = lambda login: None,
-    group_owned: Callable[[], int] | None = None,
+    holdings: Mapping[str, Holding] | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+    stopping: threading.Event | None = None,
 ) -> Refreshing:
-    """`fence(login)` is the lease every write of the login is checked against in Redis;
-    `group_owned()` how many logins the instances of this budget group own (None: alone)."""
+    """`holdings`: the leases this instance holds (`LoginLeases.holdings`), certain until
+    their deadline on `monotonic`, whose fences every write carries (None: no leases, every
+    login is this instance's, writes unfenced)."""
+    stopping = stopping or threading.Event()
+
+    def may_act(login: str) -> bool:
+        """This instance holds the login's lease, certainly, and no stop began."""
+        if stopping.is_set():
+            return False
+        held = None if holdings is None else holdings.get(login)
+        return holdings is None or (held is not None and monotonic() < held.valid_until)
+
     window_s = settings.budget_window_s
     scale = TimeScale(window_s)  # Tradovate's durations, on the budget window's clock
     captcha_park_s = scale.of(settings.captcha_park_s)
@@ -85,10 +95,10 @@ def build_refreshing(
             LOGIN_FAILURE: longest_park_s,
         },
     )
-    policy = Policy(
+    policy = Policy(account_check_interval_s=settings.token_probe_interval_s, window_s=window_s)
+    leads = Leads(
         settings.refresh_interval_s,
         rng,
-        account_check_interval_s=settings.token_probe_interval_s,
         interval_fits=interval_fits(
             settings.refresh_interval_s,
             len(settings.logins),
@@ -100,47 +110,36 @@ def build_refreshing(
         lead_floor_s=settings.renew_lead_floor_s,
     )
     states = {login.name: LoginProgress(login) for login in settings.logins}
-    schedule = RenewalSchedule(
-        states, policy, budget.usable(RENEW), window_s, owns=may_act, group_owned=group_owned
-    )
-    names = AccountNames(states)
+    schedule = RenewalSchedule(states, leads, budget.usable(RENEW), holdings=holdings)
     keeper = RedisKeeper(
         redis_client,
         states,
-        names,
         window_s=window_s,
         max_ttl_s=settings.token_ttl_s,
         instance=instance,
         clock=clock,
         may_act=may_act,
-        fence=fence,
+        holdings=holdings,
     )
     reporter = Reporter(metrics, instance=instance, clock=clock, alerts=alerts, audit=audit)
-    accounts = AccountsCheck(
-        tradovate,
-        names,
-        policy,
-        reporter,
-        captcha_park_s=captcha_park_s,
-        fresh_token_s=scale.of(FRESH_TOKEN_S),
-    )
     refresher = Refresher(
         states,
         tradovate,
         policy=policy,
-        sign_in=SignIn(
-            tradovate, AuthPacer(settings.auth_rate_limit, clock=clock), budget, reporter, clock
-        ),
+        sign_in=SignIn(tradovate, AuthPacer(settings.auth_rate_limit, clock=clock), budget, clock),
         budget=budget,
-        names=names,
-        accounts=accounts,
+        accounts=AccountsCheck(tradovate, fresh_token_s=scale.of(FRESH_TOKEN_S)),
         schedule=schedule,
         keeper=keeper,
         reporter=reporter,
         redis_health=redis_health or RedisHealth(settings.redis.target(), metrics),
         captcha_park_s=captcha_park_s,
         clock=clock,
-        may_act=may_act,
+        holdings=holdings,
+        monotonic=monotonic,
+        stopping=stopping,
     )
-    adoption = Adoption(redis_client, states, policy, clock=clock, longest_park_s=longest_park_s)
-    return Refreshing(refresher, adoption, keeper, Capacity(budget, schedule, policy))
+    adoption = Adoption(
+        redis_client, states, policy, leads, clock=clock, longest_park_s=longest_park_s
+    )
+    return Refreshing(refresher, adoption, keeper, Capacity(budget, schedule))

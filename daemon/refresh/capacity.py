@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from daemon.refresh.policy import Policy, keeps_alive
-from daemon.refresh.schedule import RenewalSchedule, assumed_lifetime_s
+from daemon.refresh.schedule import RenewalSchedule, assumed_lifetime_s, keeps_alive
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 
 
@@ -35,10 +34,9 @@ class CapacityReport:
 
 
 class Capacity:
-    def __init__(self, budget: AddressBudget, schedule: RenewalSchedule, policy: Policy) -> None:
+    def __init__(self, budget: AddressBudget, schedule: RenewalSchedule) -> None:
         self._budget = budget
         self._schedule = schedule
-        self._policy = policy
 
     def report(self, now: float) -> CapacityReport:
         """The renewals this instance's logins need in one budget window at the group's lead,
@@ -69,5 +67,5 @@ class Capacity:
         once so that logins do not move when the lead does."""
         usable = self._budget.usable(RENEW)
         lifetime = assumed_lifetime_s(self._budget.window_s)
-        floor = self._policy.lead_floor_s(lifetime)
+        floor = self._schedule.leads.lead_floor_s(lifetime)
         return usable, keeps_alive(usable, lifetime - floor, self._budget.window_s)

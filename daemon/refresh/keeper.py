@@ -1,5 +1,6 @@
 """Keeping Redis in step with what the refresher holds: writing a login's keys and status (fenced
-by its lease), deleting a dead token's keys, and restoring keys that went missing. It decides
+by its lease), deleting a dead token's keys, and restoring keys that went missing; which names a
+login's keys carry (`AccountNames`) and what its status record says (`login_status`). It decides
 nothing (what to write and when is the refresher's); Tradovate is never asked here."""
 
 from __future__ import annotations
@@ -10,16 +11,15 @@ from dataclasses import replace
 import redis
 import structlog
 
+from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
-from daemon.refresh.names import AccountNames
-from daemon.refresh.progress import LoginProgress, login_status
+from daemon.refresh.progress import LoginProgress, credential
 from daemon.store.fence import LeaseLost, fenced_delete
-from daemon.store.lease import Fence
+from daemon.store.lease import Fence, Holding
 from daemon.store.status import LoginStatus, write_status
 from daemon.store.tokens import (
     InvalidTokenError,
     TokenSet,
-    fingerprint,
     md_token_key,
     read_token_keys,
     token_key,
@@ -32,31 +32,63 @@ log = structlog.get_logger("daemon.refresh")
 FOREIGN_WRITER_REPEAT_S = 3_600.0  # `token.foreign_writer` once per login and hour
 
 
+class AccountNames:
+    """Which names a login writes its token under: its own, and each of its accounts that no
+    other login owns."""
+
+    def __init__(self, states: Mapping[str, LoginProgress]) -> None:
+        self._states = states
+
+    def owned(self, state: LoginProgress) -> tuple[str, ...]:
+        """The names this login writes: its own, and each of its accounts that no other login
+        owns. A configured login's own name belongs to that login alone; an account listed by
+        two logins belongs to the first in configuration order (the other skips it)."""
+        skipped = dict(self.skipped(state))
+        return (state.name, *(a for a in state.accounts if a != state.name and a not in skipped))
+
+    def skipped(self, state: LoginProgress) -> tuple[tuple[str, str], ...]:
+        """The login's accounts another login writes, each with that login, while it does."""
+        found = ((account, self.login_of(account)) for account in state.accounts)
+        return tuple(
+            (account, owner)
+            for account, owner in found
+            if account != state.name and owner not in (None, state.name)
+        )
+
+    def login_of(self, name: str) -> str | None:
+        """The login whose token is written under `name` (a login's own name, or an account's:
+        the first login in configuration order that lists it)."""
+        if name in self._states:
+            return name
+        return next((s.name for s in self._states.values() if name in s.accounts), None)
+
+
 class RedisKeeper:
     def __init__(
         self,
         redis_client: redis.Redis,
         states: Mapping[str, LoginProgress],
-        names: AccountNames,
         *,
         window_s: float,
         max_ttl_s: int,
         instance: str,
         clock: Callable[[], float],
         may_act: Callable[[str], bool],
-        fence: Callable[[str], Fence | None],
+        holdings: Mapping[str, Holding] | None,
     ) -> None:
-        """`window_s`: the budget window, the time-scale of a key's margin."""
+        """`window_s`: the budget window, the time-scale of a key's margin; `holdings`: the
+        leases held, whose fences every write carries (None: no leases, writes unfenced)."""
         self.redis = redis_client
         self._states = states
-        self._names = names
+        self.names = AccountNames(states)
         self._window_s = window_s
         self._max_ttl_s = max_ttl_s
         self._instance = instance
         self._clock = clock
         self._may_act = may_act
-        self._fence = fence
+        self._holdings = holdings
         self._foreign_said_at: dict[str, float] = {}
+        self._skips_said: dict[str, tuple[tuple[str, str], ...]] = {}  # (account, its writer)
 
     def write(
         self,
@@ -64,19 +96,20 @@ class RedisKeeper:
         *,
         success: Outcome | None = None,
         next_attempt_at: float | None = None,
-    ) -> int:
+    ) -> tuple[str, ...]:
         """Write the login's held token under every name, with its status, in one round trip.
         With `success`, the status written is that of the success (so `last_success_at` lands
-        with the token it describes), next due at `next_attempt_at`. Returns the TTL."""
+        with the token it describes), next due at `next_attempt_at`. Returns the names."""
         grant = state.grant
         assert grant is not None
+        names = self.names.owned(state)
         tokens = TokenSet(
             login=state.name,
             access_token=grant.access_token,
             expires_at=grant.expires_at,
             lifetime_s=grant.lifetime_s,
             md_access_token=grant.md_access_token,
-            accounts=self._names.owned(state)[1:],
+            accounts=names[1:],
             md_expires_at=grant.md_expires_at,
             window_s=self._window_s,
         )
@@ -92,7 +125,7 @@ class RedisKeeper:
                 last_success_at=iso(now),
                 next_attempt_at=None if next_attempt_at is None else iso(next_attempt_at),
             )
-        ttl = write_login_tokens(
+        write_login_tokens(
             self.redis,
             tokens,
             now=now,
@@ -100,9 +133,14 @@ class RedisKeeper:
             status=status,
             fence=self._fence(state.name),
         )
-        self._drop_left_names(state, tokens.names)
-        state.written_names, state.written_token = tokens.names, grant.access_token
-        return ttl
+        if state.written_names != names:
+            self._drop_left_names(state, names)
+        state.written_names, state.written_token = names, grant.access_token
+        return names
+
+    def _fence(self, name: str) -> Fence | None:
+        held = None if self._holdings is None else self._holdings.get(name)
+        return None if held is None else held.fence
 
     def _drop_left_names(self, state: LoginProgress, names: tuple[str, ...]) -> None:
         """An account the list no longer gives (inactive, closed, archived, gone) loses the
@@ -134,15 +172,24 @@ class RedisKeeper:
             return
 
     def status(self, state: LoginProgress, now: float) -> LoginStatus:
-        return login_status(state, now, self._names.owned(state)[1:], self._instance)
+        """The login's status record; its notes name the accounts another login writes (said
+        once in the log while that holds)."""
+        skipped = self.names.skipped(state)
+        said = self._skips_said.get(state.name, ())
+        for account, owner in skipped:
+            if (account, owner) not in said:
+                log.warning(
+                    "account.owned_by_another", login=state.name, account=account, owner=owner
+                )
+        self._skips_said[state.name] = skipped  # under the login's lock: its entry alone
+        notes = (*state.notes, *(f"{account} is written by {owner}" for account, owner in skipped))
+        return login_status(state, now, self.names.owned(state)[1:], self._instance, notes)
 
-    def drop_dead_token(self, state: LoginProgress, reason: str) -> None:
-        """Tradovate refused the held token (its session was closed, or it was renewed away):
+    def drop_dead_token(self, state: LoginProgress, dead: str, reason: str) -> None:
+        """Tradovate refused the token `dead` (its session was closed, or it was renewed away):
         no reader may get it from Redis a moment longer. The keys that still hold it go now,
         fenced like any write; the next attempt logs in again, within the pacing and budgets."""
-        assert state.grant is not None
-        dead, state.grant = state.grant.access_token, None
-        names = self._names.owned(state)
+        names = self.names.owned(state)
         deleted, error = 0, None
         try:
             keys = read_token_keys(self.redis, names, with_ttl=False)
@@ -178,7 +225,7 @@ class RedisKeeper:
         ]
         if not held:
             return []
-        names = [self._names.owned(state) for state in held]
+        names = [self.names.owned(state) for state in held]
         found = iter(read_token_keys(self.redis, [n for g in names for n in g], with_ttl=False))
         restored: list[str] = []
         renamed: list[str] = []
@@ -225,3 +272,47 @@ class RedisKeeper:
             hint="another program writes token keys: switch it off (README, Coming from the "
             "seed's scripts)",
         )
+
+
+def login_state(state: LoginProgress, now: float) -> LoginState:
+    holds = state.grant is not None and state.grant.expires_at > now
+    if state.parked_until > now or (state.lapsed_for_budget and not holds):
+        return LoginState.PARKED
+    if state.failures:
+        return LoginState.FAILING
+    return LoginState.OK if holds else LoginState.PENDING
+
+
+def login_status(
+    state: LoginProgress,
+    now: float,
+    accounts: tuple[str, ...],
+    instance: str,
+    notes: tuple[str, ...] | None = None,
+) -> LoginStatus:
+    """The status record `orca:status:{login}` holds for this progress (`notes`: its own when
+    None)."""
+    grant = state.grant
+    parked = state.parked_until > now
+    return LoginStatus(
+        login=state.name,
+        state=login_state(state, now),
+        fingerprint=fingerprint(grant.access_token) if grant else None,
+        expires_at=iso(grant.expires_at) if grant else None,
+        issued_at=iso(grant.issued_at) if grant else None,
+        notes=state.notes if notes is None else notes,
+        when_budget_short=state.login.when_budget_short,
+        route=state.login.route,
+        source=grant.source if grant else None,
+        accounts=accounts,
+        failures=state.failures,
+        last_outcome=state.last_outcome,
+        last_error=state.last_error,
+        last_success_at=iso(state.last_success_at),
+        next_attempt_at=iso(state.next_attempt_at),
+        updated_at=iso(now),
+        instance=instance,
+        parked_until=iso(state.parked_until) if parked else None,
+        park_reason=state.park_reason if parked else None,
+        credential=credential(state) if state.last_outcome is Outcome.CLOSED else None,
+    )

@@ -1,23 +1,23 @@
-"""The refresh policy of one login: what to do next and when, from its progress and the clock.
-Pure: no I/O, no clock of its own, randomness injected.
+"""The refresh policy of one login: what an attempt does (`Policy.decide`, from the login's
+progress, the clock and the group's latest renewal plan) and how long it waits after a failure.
+Pure: no I/O, no clock of its own.
 
-Log in once; renew about 15 minutes before expiry (sooner at ORCA_REFRESH_INTERVAL while the
-address's budget fits it); log in again only when renewal is refused or the token has run out.
+Log in once; renew when the group's schedule (`refresh.schedule`) says, about 15 minutes before
+expiry; log in again only when renewal is refused or the token has run out. One attempt asks
+Tradovate once at most: what a first answer leads to (a refused token's login, a renewal that
+confirms a token the account list refused) is the next attempt's, due at once.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
 from redis.backoff import EqualJitterBackoff
 
-from daemon.config import Login
 from daemon.constants import (
-    BUDGET_STAGGER_S,
     BUDGET_WINDOW_S,
     CREDENTIALS_REJECTED_RETRY_S,
     DEFAULT_TOKEN_PROBE_INTERVAL_S,
@@ -25,139 +25,102 @@ from daemon.constants import (
     LOCKOUT_S,
     RATE_LIMITED_BACKOFF_S,
     REJECTED_BACKOFF_S,
-    RENEW_BEFORE_EXPIRY_FRACTION,
-    RENEW_BEFORE_EXPIRY_S,
-    RENEW_JITTER_LIFETIME_FRACTION,
-    RENEW_LEAD_FLOOR_S,
-    RENEW_SLACK_MIN_S,
-    RENEW_SLACK_S,
     RETRY_BACKOFF_BASE_S,
     RETRY_BACKOFF_CAP_S,
 )
 from daemon.outcomes import Outcome
 from daemon.refresh.progress import LoginProgress, credential
+from daemon.refresh.schedule import RenewalPlan
 from daemon.store.status import LoginStatus
-from daemon.store.tokens import key_margin_s
-from daemon.timescale import TimeScale
+from daemon.timescale import TimeScale, key_margin_s
 from daemon.token_format import parse_expiration_time
-from daemon.tradovate import TokenGrant
 
 
 class Action(Enum):
-    WAIT_PARKED = "wait_parked"  # a captcha park runs
-    KEEP = "keep"  # the token is good and renewal is not due
-    RENEW = "renew"  # renewaccesstoken
-    LOGIN = "login"  # accesstokenrequest (paced)
+    WAIT_PARKED = "wait_parked"  # a park or the rejected ladder's back-off runs
+    KEEP = "keep"  # the token is good and nothing is due: its keys are written again
+    LIST_ACCOUNTS = "list_accounts"  # ask /account/list with the held token
+    RENEW = "renew"  # renewaccesstoken, within the group's budget
+    LOGIN = "login"  # accesstokenrequest or /authorize (paced), then the new session's accounts
 
 
-def next_action(
-    progress: LoginProgress, now: float, *, renew_at: float, force: bool = False
-) -> Action:
-    """`renew_at`: when the group's schedule renews this login."""
-    if progress.parked_until > now or progress.not_before > now:
-        return Action.WAIT_PARKED
-    if not progress.holds_valid_token(now):
-        return Action.LOGIN
-    if force or now >= renew_at:
-        return Action.RENEW
-    return Action.KEEP
+@dataclass(frozen=True)
+class Decision:
+    """What one attempt does, decided before it acts."""
 
-
-def earlier_due(
-    others: Iterable[LoginProgress],
-    progress: LoginProgress,
-    now: float,
-    renew_at: Callable[[LoginProgress], float],
-) -> int:
-    """How many other logins are due for renewal (`renew_at`, the group's schedule) and expire
-    before this one."""
-    assert progress.grant is not None
-    expires_at = progress.grant.expires_at
-    return sum(
-        1
-        for other in others
-        if other is not progress
-        and other.grant is not None
-        and other.grant.expires_at < expires_at
-        and renew_at(other) <= now
-    )
-
-
-def renewal_verdict(progress: LoginProgress, renewed: TokenGrant) -> tuple[bool, int]:
-    """Whether to hold a renewal, and how many in a row have not moved the expiry: one whose
-    expirationTime did not move is retried once; the second in a row is taken as refused
-    (else it would be retried in a loop)."""
-    assert progress.grant is not None
-    moved = renewed.expires_at > progress.grant.expires_at
-    accepted = moved or progress.unmoved_renewals == 0
-    return accepted, 0 if moved or not accepted else 1
+    action: Action
+    now: float
+    renew_at: float = math.inf  # when the group's plan renews the login
+    # RENEW: the plan does not renew it (beyond the budget): no renewal is spent on it
+    beyond: bool = False
+    # RENEW: a renewal slot freeing at or after this time is too late: the login logs in
+    # instead (a `relogin` login; infinity for a `wait` one)
+    relogin_from: float = math.inf
+    # RENEW: added to a wait for a renewal slot, so that the login whose token dies first
+    # asks first when one frees
+    stagger_s: float = 0.0
+    # LOGIN: a `wait` login whose token lapsed for want of renewals logs in only when a
+    # renewal slot is free now (else it would open a session only to lapse again)
+    needs_room: bool = False
 
 
 class Policy:
-    """Timings: when to renew a new token, how long to wait after a failure or a success."""
+    """What an attempt does; how long to wait after a failure."""
 
     def __init__(
         self,
-        refresh_interval_s: float,
-        rng: random.Random | None = None,
         *,
         account_check_interval_s: float = DEFAULT_TOKEN_PROBE_INTERVAL_S,
-        interval_fits: bool = True,
         window_s: float = BUDGET_WINDOW_S,
-        lead_floor_s: float = RENEW_LEAD_FLOOR_S,
     ) -> None:
-        """`interval_fits`: renewing every login at `refresh_interval_s` fits the budget
-        (`interval_fits` below). `window_s`: the budget window, the time-scale of the margins;
-        `lead_floor_s`: ORCA_RENEW_LEAD_FLOOR, in Tradovate's time."""
+        """`window_s`: the budget window, the time-scale of every wait."""
         self.window_s = window_s
         self.scale = TimeScale(window_s)
-        self._lead_floor_s = lead_floor_s
-        self.refresh_interval_s = refresh_interval_s
         self.account_check_interval_s = account_check_interval_s
-        self.interval_fits = interval_fits
-        self._rng = rng or random.Random()
         self._backoff = EqualJitterBackoff(cap=RETRY_BACKOFF_CAP_S, base=RETRY_BACKOFF_BASE_S)
 
-    def renew_at(self, grant: TokenGrant) -> float:
-        """Tradovate's advice: about 15 minutes before expiry (the same share of a shorter
-        life), jittered so that logins spread over the hour. ORCA_REFRESH_INTERVAL is a target,
-        honoured (sooner) only while the address's renewal budget allows it for every login."""
-        lifetime = max(grant.lifetime_s, 1.0)
-        before = self.renew_before_expiry_s(lifetime)
-        jitter = lifetime * self._rng.uniform(
-            -RENEW_JITTER_LIFETIME_FRACTION, RENEW_JITTER_LIFETIME_FRACTION
-        )
-        due = grant.expires_at - before + jitter
-        if self.interval_fits:
-            due = min(due, grant.issued_at + self.refresh_interval_s)
-        return due
+    def decide(
+        self,
+        progress: LoginProgress,
+        now: float,
+        plan: RenewalPlan,
+        *,
+        force: bool = False,
+        others: Iterable[LoginProgress] = (),
+    ) -> Decision:
+        """One attempt's action from the login's progress, the clock and the group's latest
+        plan. A park or the ladder's back-off waits; a login without a valid token logs in;
+        a token whose renewal is due (or `force`d, or that the account list refused) renews;
+        a token whose account check is due lists the accounts; else its keys are written.
+        `others`: the logins sharing the budget, for the stagger when renewals are short."""
+        if progress.parked_until > now or progress.not_before > now:
+            return Decision(Action.WAIT_PARKED, now)
+        grant = progress.grant
+        if grant is None or grant.expires_at <= now:
+            needs_room = progress.lapsed_for_budget and progress.login.when_budget_short == "wait"
+            beyond = progress.name in plan.beyond
+            return Decision(Action.LOGIN, now, beyond=beyond, needs_room=needs_room)
+        renew_at = plan.renew_at.get(progress.name, progress.advised_renew_at)
+        if force or now >= renew_at or progress.confirm_by_renewal:
+            relogin = progress.login.when_budget_short == "relogin"
+            due_first = _earlier_due(others, progress, now, plan.renew_at)
+            return Decision(
+                Action.RENEW,
+                now,
+                renew_at=renew_at,
+                beyond=progress.name in plan.beyond,
+                relogin_from=grant.expires_at - plan.relogin_lead_s if relogin else math.inf,
+                stagger_s=plan.stagger_s * due_first,
+            )
+        if self._account_check_due(progress, now):
+            return Decision(Action.LIST_ACCOUNTS, now, renew_at=renew_at)
+        return Decision(Action.KEEP, now, renew_at=renew_at)
 
-    def renew_before_expiry_s(self, lifetime_s: float) -> float:
-        return renew_before_expiry_s(lifetime_s, self.window_s)
-
-    def lead_floor_s(self, lifetime_s: float) -> float:
-        """ORCA_RENEW_LEAD_FLOOR on the budget window's time-scale, but never so late that
-        the renewal could land after the token's key has expired."""
-        return max(self.scale.of(self._lead_floor_s), _latest_lead_s(lifetime_s, self.window_s))
-
-    def relogin_instead(self, login: Login, grant: TokenGrant, slot_at: float) -> bool:
-        """A `relogin` login logs in again rather than wait for a renewal slot that frees only
-        later than the floor before its token expires (or never: beyond the budget)."""
-        floor_at = grant.expires_at - self.lead_floor_s(grant.lifetime_s)
-        return login.when_budget_short == "relogin" and slot_at >= floor_at
-
-    @property
-    def stagger_s(self) -> float:
-        """Between renewals that wait for the same freed slot, on the window's time-scale."""
-        return self.scale.of(BUDGET_STAGGER_S)
-
-    def key_margin_s(self, lifetime_s: float) -> float:
-        return key_margin_s(lifetime_s, self.window_s)
-
-    def account_check_due(self, progress: LoginProgress, now: float) -> bool:
-        """Time to list the accounts with the held token again: that call has no address
-        budget and is refused once Tradovate closed the session (a third login elsewhere, a
-        password change), so a dead token leaves Redis within one check period."""
+    def _account_check_due(self, progress: LoginProgress, now: float) -> bool:
+        """Time to list the accounts with the held token: a session never listed (its keys
+        could not be written under its accounts yet) or a check period gone by. That call has
+        no address budget and is refused once Tradovate closed the session (a third login
+        elsewhere, a password change), so a dead token leaves Redis within one check period."""
         if progress.accounts_paused_until > now:
             return False
         fetched = progress.accounts_fetched_at
@@ -215,12 +178,6 @@ class Policy:
             state.last_outcome, state.last_error = outcome, recorded.last_error
         return restored
 
-    def delay_after_success(self, progress: LoginProgress, now: float, renew_at: float) -> float:
-        """Until renewal (`renew_at`, the group's schedule) or the next account check is due,
-        whichever comes first."""
-        check_due = (progress.accounts_fetched_at or now) + self.account_check_interval_s
-        return max(min(renew_at, check_due) - now, 1.0)
-
     def after_failure(
         self,
         outcome: Outcome,
@@ -264,86 +221,26 @@ class Policy:
             # other logins of the address may need (Tradovate allows 5 an hour for all).
             return self._rejected_s(failures)
         if held is not None and held.expires_at > now:
-            key_left_s = held.expires_at - self.key_margin_s(held.lifetime_s) - now
+            key_left_s = held.expires_at - key_margin_s(held.lifetime_s, self.window_s) - now
             return min(float(backoff), max(1.0, key_left_s / 2))
         return float(backoff)
 
 
-@dataclass(frozen=True)
-class RenewalCapacity:
-    """Renewals `logins` need in one budget window, each renewed every `period_s`, against the
-    `usable` renewals the address may spend there. One computation for the daemon (whether
-    ORCA_REFRESH_INTERVAL fits, `budget.capacity`) and for `doctor`'s estimate."""
-
-    logins: int
-    period_s: float
-    window_s: float
-    usable: float
-
-    @property
-    def needed(self) -> float:
-        return self.logins * self.window_s / max(self.period_s, 1.0)
-
-    @property
-    def short(self) -> bool:
-        return self.needed > self.usable + 1e-9
-
-    @property
-    def keeps_alive(self) -> int:
-        """How many logins the address keeps alive by renewal alone."""
-        return keeps_alive(self.usable, self.period_s, self.window_s)
-
-
-def keeps_alive(usable: float, period_s: float, window_s: float) -> int:
-    """How many logins `usable` renewals a window keep alive, each renewed every `period_s`."""
-    return int(usable * max(period_s, 0.0) / window_s + 1e-9)
-
-
-def interval_fits(
-    refresh_interval_s: float, logins: int, lifetime_s: float, window_s: float, usable: int
-) -> bool:
-    """Whether renewing `logins` every `refresh_interval_s` (or sooner, as the advice asks)
-    stays within the `usable` renewals of a window: ORCA_REFRESH_INTERVAL is honoured only then."""
-    period_s = renewal_period_s(lifetime_s, refresh_interval_s, interval_fits=True)
-    return not RenewalCapacity(logins, period_s, window_s, usable).short
-
-
-def renewal_period_s(
-    lifetime_s: float,
-    refresh_interval_s: float,
-    *,
-    interval_fits: bool,
-    window_s: float = BUDGET_WINDOW_S,
-) -> float:
-    """How often one login is renewed: its life less the advice's margin, or sooner at
-    ORCA_REFRESH_INTERVAL when that fits the budget."""
-    period = lifetime_s - renew_before_expiry_s(lifetime_s, window_s)
-    return min(period, refresh_interval_s) if interval_fits else period
-
-
-def renew_before_expiry_s(lifetime_s: float, window_s: float = BUDGET_WINDOW_S) -> float:
-    """15 minutes (the same share of a shorter simulated life), but never later than
-    `_latest_lead_s`."""
-    scaled = TimeScale(window_s).of(RENEW_BEFORE_EXPIRY_S)
-    advice = min(scaled, lifetime_s * RENEW_BEFORE_EXPIRY_FRACTION)
-    return max(advice, _latest_lead_s(lifetime_s, window_s))
-
-
-def _latest_lead_s(lifetime_s: float, window_s: float) -> float:
-    """A renewal lands before the token's key expires (its TTL ends a margin before the token
-    does, on the window's time-scale), with a scheduler's slack (time-scaled too, but never
-    under what a scheduler running late in real time needs)."""
-    slack_s = TimeScale(window_s).of(RENEW_SLACK_S, at_least_s=RENEW_SLACK_MIN_S)
-    return key_margin_s(lifetime_s, window_s) + slack_s
-
-
-def room_to_log_in(
-    state: LoginProgress, beyond: bool, used: Callable[[], int], usable: int
-) -> bool:
-    """Whether a `wait` login whose token ran out for want of renewals may log in again: only
-    when the schedule keeps it (it is not `beyond` what the budget keeps alive) and a renewal
-    slot is free now; else it would open a session only to lapse again. `used` is asked last:
-    it is a Redis round trip."""
-    if not state.lapsed_for_budget or state.login.when_budget_short != "wait":
-        return True
-    return not beyond and used() < usable
+def _earlier_due(
+    others: Iterable[LoginProgress],
+    progress: LoginProgress,
+    now: float,
+    renew_at: Mapping[str, float],
+) -> int:
+    """How many other logins are due for renewal by the group's plan and expire before this
+    one."""
+    assert progress.grant is not None
+    expires_at = progress.grant.expires_at
+    return sum(
+        1
+        for other in others
+        if other is not progress
+        and other.grant is not None
+        and other.grant.expires_at < expires_at
+        and renew_at.get(other.name, other.advised_renew_at) <= now
+    )

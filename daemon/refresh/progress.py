@@ -8,10 +8,7 @@ import threading
 from dataclasses import dataclass, field
 
 from daemon.config import Login
-from daemon.constants import PASSWORD_WARNING_S
-from daemon.logs import fingerprint
-from daemon.outcomes import LoginState, Outcome
-from daemon.store.status import LoginStatus
+from daemon.outcomes import Outcome
 from daemon.token_format import iso
 from daemon.tradovate import TokenGrant
 
@@ -75,21 +72,17 @@ class LoginProgress:
     accounts_denials: int = 0
     unmoved_renewals: int = 0  # renewals in a row whose expirationTime did not move
     lapsed_for_budget: bool = False  # a `wait` login whose token ran out for want of renewals
+    # The account list refused a token older than a minute: one renewal tells a closed session
+    # (refused too: the keys go, the login logs in) from a permission problem.
+    confirm_by_renewal: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    name: str = field(init=False)  # the login's; a field, read on every path, never a call
 
-    @property
-    def name(self) -> str:
-        return self.login.name
+    def __post_init__(self) -> None:
+        self.name = self.login.name
 
     def holds_valid_token(self, now: float) -> bool:
         return self.grant is not None and self.grant.expires_at > now
-
-    def state(self, now: float) -> LoginState:
-        if self.parked_until > now or (self.lapsed_for_budget and not self.holds_valid_token(now)):
-            return LoginState.PARKED
-        if self.failures:
-            return LoginState.FAILING
-        return LoginState.OK if self.holds_valid_token(now) else LoginState.PENDING
 
     def wait_ends(self, now: float) -> tuple[float, Outcome | None]:
         """When the wait before the next attempt ends, and why: a park's reason, or the
@@ -112,79 +105,15 @@ class LoginProgress:
 
 
 class AuthDeferred(Exception):
-    """Not yet: a pacing slot, a budget slot or a penalty's wait is due in `wait_s`."""
+    """Not yet: a pacing slot, a budget slot or a penalty's wait is due in `wait_s`; `event`
+    is what the log says of it (`auth.deferred`: debug)."""
 
-    def __init__(self, wait_s: float) -> None:
+    def __init__(self, wait_s: float, event: str = "auth.deferred") -> None:
         self.wait_s = wait_s
-
-
-def login_status(
-    state: LoginProgress, now: float, accounts: tuple[str, ...], instance: str
-) -> LoginStatus:
-    """The status record `orca:status:{login}` holds for this progress."""
-    grant = state.grant
-    parked = state.parked_until > now
-    return LoginStatus(
-        login=state.name,
-        state=state.state(now),
-        fingerprint=fingerprint(grant.access_token) if grant else None,
-        expires_at=iso(grant.expires_at) if grant else None,
-        issued_at=iso(grant.issued_at) if grant else None,
-        notes=state.notes,
-        when_budget_short=state.login.when_budget_short,
-        route=state.login.route,
-        source=grant.source if grant else None,
-        accounts=accounts,
-        failures=state.failures,
-        last_outcome=state.last_outcome,
-        last_error=state.last_error,
-        last_success_at=iso(state.last_success_at),
-        next_attempt_at=iso(state.next_attempt_at),
-        updated_at=iso(now),
-        instance=instance,
-        parked_until=iso(state.parked_until) if parked else None,
-        park_reason=state.park_reason if parked else None,
-        credential=credential(state) if state.last_outcome is Outcome.CLOSED else None,
-    )
+        self.event = event
 
 
 def credential(state: LoginProgress) -> str | None:
     """A digest telling whether the login's password changed since it was Closed."""
     password = state.login.password
     return None if password is None else password.digest(f"orca-token-daemon:{state.name}")
-
-
-def password_news(grant: TokenGrant, now: float) -> tuple[float | None, str | None]:
-    """What a grant says of the password: when it expires, if within a week, and Tradovate's
-    `hibpHint` (None, None: nothing to say)."""
-    expires_at = grant.password_expires_at
-    expiring = expires_at is not None and expires_at - now <= PASSWORD_WARNING_S
-    return (expires_at if expiring else None, grant.hibp_hint or None)
-
-
-def password_note(news: tuple[float | None, str | None]) -> str:
-    expires_at, hint = news
-    said = (
-        f"expires at {iso(expires_at)}" if expires_at is not None else "",
-        f"Tradovate's hint {hint}" if hint else "",
-    )
-    return f"{Outcome.PASSWORD_EXPIRING}: " + "; ".join(part for part in said if part)
-
-
-def notes_with(notes: tuple[str, ...], grant: TokenGrant, now: float) -> tuple[str, ...]:
-    """The login's notes once it holds `grant`: an unfinished sign-up (userStatus) and a
-    password expiring within a week or a `hibpHint`, each as this grant says; one that no
-    longer holds goes, the others stay."""
-    unconfirmed = None
-    if grant.user_status is not None:
-        unconfirmed = f"{Outcome.UNCONFIRMED}: userStatus {grant.user_status}"
-    kept = tuple(  # a note still current keeps its place
-        note
-        for note in notes
-        if not note.startswith(str(Outcome.PASSWORD_EXPIRING))
-        and (not note.startswith(str(Outcome.UNCONFIRMED)) or note == unconfirmed)
-    )
-    if unconfirmed is not None and unconfirmed not in kept:
-        kept += (unconfirmed,)
-    news = password_news(grant, now)
-    return kept if news == (None, None) else (*kept, password_note(news))

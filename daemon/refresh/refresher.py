@@ -1,12 +1,22 @@
-"""The refresher: does what the policy (`refresh.policy`) says for one login, asking Tradovate;
-the keeper (`refresh.keeper`) writes Redis and the reporter (`refresh.reporter`) says what
-happened. Each attempt returns when the next one is due, so a scheduler only has to keep the
-appointment. Its collaborators are built by `refresh.build`.
+"""The refresher: one attempt for one login, one way through.
+
+1. Decide. The policy (`refresh.policy`) answers from the login's progress, the clock and the
+   group's latest plan (`refresh.schedule`), which is read, never called.
+2. Act. At most one Tradovate call (a login brings its new session's account list), within the
+   login's lease and the group's budget; what it came to is data (`Acted`).
+3. Settle (`refresh.settle`). The result is applied to the login's progress, the schedule
+   replans once, the keeper (`refresh.keeper`) writes Redis, then the reporter
+   (`refresh.reporter`) says what happened.
+
+An answer that leads to another call (a token the account list refused is renewed to tell a
+closed session from a permission problem; a refused token's login) is followed at once by the
+next pass, within the same `refresh`: the keys of a closed session are missing only while its
+login is asked. Each `refresh` returns when the next one is due, so a scheduler only has to keep
+the appointment. Built by `refresh.build`.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -14,32 +24,21 @@ from dataclasses import replace
 
 import redis
 
-from daemon.constants import (
-    LOCKOUT_S,
-    PARK_RECHECK_S,
-)
+from daemon.constants import LOCKOUT_S
 from daemon.outcomes import Outcome
 from daemon.refresh.accounts import AccountsCheck
 from daemon.refresh.keeper import RedisKeeper
-from daemon.refresh.names import AccountNames
-from daemon.refresh.policy import (
-    Action,
-    Policy,
-    earlier_due,
-    next_action,
-    renewal_verdict,
-    room_to_log_in,
-)
-from daemon.refresh.progress import Attempt, AuthDeferred, LoginProgress, notes_with
+from daemon.refresh.policy import Action, Decision, Policy
+from daemon.refresh.progress import Attempt, AuthDeferred, LoginProgress
 from daemon.refresh.reporter import Reporter
 from daemon.refresh.schedule import RenewalSchedule
+from daemon.refresh.settle import AT_ONCE_S, LAPSED_WAITING, Acted, Settlement
 from daemon.refresh.signin import SignIn
-from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget, Spend
+from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.fence import LeaseLost
 from daemon.store.health import RedisHealth
-from daemon.store.tokens import InvalidTokenError
+from daemon.store.lease import Holding
 from daemon.tradovate import (
-    AccountsDenied,
     CaptchaRequired,
     LockoutWarning,
     PenaltyTicket,
@@ -50,15 +49,8 @@ from daemon.tradovate import (
     TradovateError,
 )
 
-NOT_OWNER_RETRY_S = 1.0
-LAPSED_WAITING = "token lapsed for want of renewals: logs in when the budget has room"
 ROOM_RECHECK_S = 900.0  # a lapsed `wait` login looks for room this often (Tradovate's clock)
-LIFETIME_UNKNOWN = "lifetime unknown, renewing"
-LIFETIME_UNKNOWN_RETRY_S = 1.0
-
-
-class _MayNotAct(Exception):
-    """The lease ran out (or a stop began) during an attempt: no session is opened."""
+FOLLOW_UPS = 2  # passes that follow at once: a refused list's renewal, a refused renewal's login
 
 
 class Refresher:
@@ -70,7 +62,6 @@ class Refresher:
         policy: Policy,
         sign_in: SignIn,
         budget: AddressBudget,
-        names: AccountNames,
         accounts: AccountsCheck,
         schedule: RenewalSchedule,
         keeper: RedisKeeper,
@@ -78,15 +69,17 @@ class Refresher:
         redis_health: RedisHealth,
         captcha_park_s: float,
         clock: Callable[[], float] = time.time,
-        may_act: Callable[[str], bool] = lambda login: True,
+        holdings: Mapping[str, Holding] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        stopping: threading.Event | None = None,
     ) -> None:
-        """`may_act(login)`: this instance holds the login's lease, certainly, and no stop began."""
+        """`holdings`: the leases this instance holds (None: no leases, it may always act),
+        certain until their `valid_until` on `monotonic`; nothing is asked once `stopping`."""
         self.states = states
         self.tradovate = tradovate
         self.policy = policy
         self.sign_in = sign_in
         self.budget = budget
-        self.names = names
         self.accounts = accounts
         self.schedule = schedule
         self.keeper = keeper
@@ -94,8 +87,24 @@ class Refresher:
         self.redis_health = redis_health
         self.captcha_park_s = captcha_park_s
         self.clock = clock
-        self.may_act = may_act
+        self._holdings = holdings
+        self._monotonic = monotonic
+        self._stopping = stopping or threading.Event()
         self._renewing = threading.Lock()  # renewals are sent one at a time
+        self._settlement = Settlement(
+            policy=policy,
+            schedule=schedule,
+            keeper=keeper,
+            reporter=reporter,
+            redis_health=redis_health,
+            captcha_park_s=captcha_park_s,
+            budget_group=budget.group,
+            clock=clock,
+        )
+
+    def job(self, name: str) -> float:
+        """A scheduler's job: one attempt; when the next is due."""
+        return self.refresh(name).delay_s
 
     def refresh(
         self, name: str, *, force: bool = False, verify: bool = False, operator: bool = False
@@ -111,12 +120,23 @@ class Refresher:
                 state.accounts_fetched_at = None
             if operator and state.not_before > self.clock():
                 state.not_before = 0.0  # the budget still bounds it: failed logins are counted
-            started = time.perf_counter()
             attempt = self._attempt(state, force=force)
-            self.reporter.attempted(name, attempt, time.perf_counter() - started)
-            forever = attempt.until == math.inf  # Closed: until an operator acts
-            state.next_attempt_at = None if forever else self.clock() + attempt.delay_s
+            for _ in range(FOLLOW_UPS):  # what an answer leads to, at once, under the same lock
+                if attempt.delay_s != AT_ONCE_S:
+                    break
+                attempt = self._attempt(state, force=force)
             return attempt
+
+    def _attempt(self, state: LoginProgress, *, force: bool) -> Attempt:
+        """Decide, act, settle: one way through."""
+        started = time.perf_counter()
+        now = self.clock()
+        others = self.states.values()
+        decision = self.policy.decide(state, now, self.schedule.latest, force=force, others=others)
+        acted = self._act(state, decision)
+        attempt = self._settlement.settle(state, decision, acted)
+        self.reporter.attempted(state.name, attempt, time.perf_counter() - started)
+        return attempt
 
     def forget_tokens(self, names: list[str]) -> None:
         """Their leases went elsewhere: the new owner holds the tokens (adopted if they return)."""
@@ -127,198 +147,120 @@ class Refresher:
                 state.auth_slot_at, state.next_attempt_at = None, None
             self.reporter.forget(name)
 
-    def _attempt(self, state: LoginProgress, *, force: bool) -> Attempt:
-        now = self.clock()
-        self.schedule.replan(now)
-        action = next_action(state, now, renew_at=self.schedule.renew_at(state), force=force)
+    # Act: one Tradovate call or none.
+
+    def _act(self, state: LoginProgress, decision: Decision) -> Acted:
+        action, now = decision.action, decision.now
         if action is Action.WAIT_PARKED:
-            until, reason = state.wait_ends(now)
-            return Attempt(Outcome.PARKED, min(until - now, PARK_RECHECK_S), until, reason)
-        if not self.may_act(state.name):
-            return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
-        if action is Action.LOGIN and not self._room_to_log_in(state, now):
-            if state.last_error != LAPSED_WAITING:  # said once, not at every look for room
-                state.last_error = LAPSED_WAITING
-                self.keeper.write_status(state)
-            wait_s = self.policy.scale.of(ROOM_RECHECK_S)
-            return Attempt(Outcome.DEFERRED, wait_s, now + wait_s, Outcome.DEFERRED)
+            return Acted(Outcome.PARKED)
+        if not self._may_act(state.name):
+            return Acted(Outcome.NOT_OWNER)
         try:
-            source = self._ensure_token(state, action, now)
-            self._ensure_accounts_and_write(state, source)
+            if action is Action.LOGIN:
+                return self._log_in(state, decision)
+            if action is Action.RENEW:
+                return self._renew(state, decision)
+            if action is Action.LIST_ACCOUNTS:
+                assert state.grant is not None
+                return Acted(Outcome.KEPT, listing=self.accounts.check(state.grant, now))
+            return Acted(Outcome.KEPT)
         except AuthDeferred as deferred:
-            self.reporter.waiting("auth.deferred", state.name, deferred.wait_s)
-            return Attempt(Outcome.DEFERRED, deferred.wait_s)
+            return Acted(Outcome.DEFERRED, wait_s=deferred.wait_s, event=deferred.event)
         except PenaltyTicket as penalty:
-            state.p_ticket = penalty.ticket
-            self.reporter.penalty(state.name, penalty.wait_s)
-            return Attempt(Outcome.PENALTY, max(penalty.wait_s, 1.0))
-        except (LeaseLost, _MayNotAct, Stopped) as error:
-            self.reporter.not_written(state.name, str(error))
-            return Attempt(Outcome.NOT_OWNER, NOT_OWNER_RETRY_S)
+            return Acted(Outcome.PENALTY, error=penalty, wait_s=penalty.wait_s)
+        except (LeaseLost, Stopped) as error:
+            return Acted(Outcome.NOT_OWNER, error=error)
         except redis.RedisError as error:
-            self.redis_health.failed(error)
-            return self._failed(state, error, Outcome.REDIS)
+            return Acted(Outcome.REDIS, error=error)
         except TradovateError as error:
             if isinstance(error, LockoutWarning):  # the whole group's logins: Tradovate's hour
                 self.budget.block(LOGIN_FAILURE, self.policy.scale.of(LOCKOUT_S), now)
-            return self._failed(state, error, error.outcome, logging_in=action is Action.LOGIN)
-        except InvalidTokenError as error:
-            return self._failed(state, error, Outcome.INVALID_TOKEN)
-        self.redis_health.succeeded()
-        return self._succeeded(state, source)
+            return Acted(error.outcome, error=error)
 
-    def _room_to_log_in(self, state: LoginProgress, now: float) -> bool:
-        used, usable = (lambda: self.budget.used(RENEW, now)), self.budget.usable(RENEW)
-        beyond = self.schedule.beyond(state.name)
-        state.lapsed_for_budget = not room_to_log_in(state, beyond, used, usable)
-        return not state.lapsed_for_budget
+    def _may_act(self, name: str) -> bool:
+        """This instance holds the login's lease, certainly, and no stop began."""
+        if self._stopping.is_set():
+            return False
+        if self._holdings is None:
+            return True
+        held = self._holdings.get(name)
+        return held is not None and self._monotonic() < held.valid_until
 
-    def _ensure_token(self, state: LoginProgress, action: Action, now: float) -> Outcome:
-        if action is Action.KEEP:
-            return Outcome.KEPT
-        if action is Action.RENEW and self._renew(state, now):
-            return Outcome.RENEW
+    def _log_in(self, state: LoginProgress, decision: Decision) -> Acted:
+        """A login, and the new session's accounts (its keys cannot be written without them).
+        A `wait` login that lapsed for want of renewals logs in only when a renewal slot is
+        free now: else it would open a session only to lapse again."""
+        now = decision.now
+        if decision.needs_room and (
+            decision.beyond or self.budget.used(RENEW, now) >= self.budget.usable(RENEW)
+        ):
+            wait_s = self.policy.scale.of(ROOM_RECHECK_S)
+            return Acted(Outcome.DEFERRED, wait_s=wait_s, event=LAPSED_WAITING)
         grant = self.sign_in.send(state, now)
-        self._hold(state, grant)
-        return Outcome.LOGIN
+        return Acted(Outcome.LOGIN, grant=grant, listing=self.accounts.check(grant, now))
 
-    def _renew(self, state: LoginProgress, now: float) -> bool:
-        """Renew within the group's budget. False: log in instead (the token was refused, or no
-        renewal frees for it in time and it is `relogin`). AuthDeferred: wait (`wait`)."""
-        grant = state.grant
+    def _renew(self, state: LoginProgress, decision: Decision) -> Acted:
+        """Renew within the group's budget. No slot in time: a `relogin` login logs in instead,
+        a `wait` one waits (the login whose token dies first asks first)."""
+        grant, now = state.grant, decision.now
         assert grant is not None
-        never = Spend(ok=False, wait_s=grant.expires_at - now, member="")  # beyond the budget
-        beyond = self.schedule.beyond(state.name)
-        spend = never if beyond else self.budget.try_spend(RENEW, now, who=state.name)
-        if not spend.ok:
-            if self.policy.relogin_instead(state.login, grant, now + spend.wait_s):
-                self.reporter.waiting("budget.relogin", state.name, spend.wait_s)
-                return False
-            self.reporter.budget_short(state, now, spend.wait_s, self.budget.group)
-            state.lapsed_for_budget = now + spend.wait_s >= grant.expires_at
-            # When a slot frees, the login whose token dies first asks first (staggered).
-            due_first = earlier_due(self.states.values(), state, now, self.schedule.renew_at)
-            stagger_s = self.policy.stagger_s * due_first
-            wait_s = spend.wait_s + stagger_s
-            raise AuthDeferred(max(1.0, min(wait_s, grant.expires_at - now)))
+        with self._renewing:  # one at a time: a captcha or a ticket stops the next before it asks
+            slot_in_s = self._renewal_slot_in(state.name, grant, decision)
+            if slot_in_s <= 0:
+                return self._send_renewal(state, grant, now)
+        if now + slot_in_s >= decision.relogin_from:
+            return replace(self._log_in(state, decision), said=("budget.relogin", slot_in_s))
+        wait_s = max(1.0, min(slot_in_s + decision.stagger_s, grant.expires_at - now))
+        return Acted(Outcome.DEFERRED, wait_s=wait_s, said=("budget.short", slot_in_s))
+
+    def _renewal_slot_in(self, name: str, grant: TokenGrant, decision: Decision) -> float:
+        """How long until the group's budget lets this login renew (0: spent, renew now)."""
+        now = decision.now
+        if decision.beyond:
+            return grant.expires_at - now
+        stopped_s = self.schedule.renewals_stopped_until - now
+        if stopped_s > 0:
+            return stopped_s
+        spend = self.budget.try_spend(RENEW, now, who=name)
+        return 0.0 if spend.ok else spend.wait_s
+
+    def _send_renewal(self, state: LoginProgress, grant: TokenGrant, now: float) -> Acted:
+        """The renewal itself; a ticket or a captcha blocks the group's renewals at once."""
         try:
-            with self._renewing:  # sent one at a time: a captcha or a ticket stops the next
-                if (stopped_s := self.schedule.renewals_stopped_for(self.clock())) > 0:
-                    raise AuthDeferred(stopped_s)
-                renewed = self.tradovate.renew(grant.access_token)
+            renewed = self.tradovate.renew(grant.access_token, held=grant)
         except TokenRefused as refused:
-            self.keeper.drop_dead_token(state, str(refused))
+            return Acted(Outcome.DEFERRED, wait_s=AT_ONCE_S, dead=str(refused))
         except PenaltyTicket as penalty:
-            self.schedule.stop_renewals(self.clock() + penalty.wait_s)
             self.budget.block(RENEW, penalty.wait_s, now)  # for every login of the address
-            self.reporter.penalty(state.name, penalty.wait_s, endpoint="renew")
-            raise AuthDeferred(max(penalty.wait_s, 1.0)) from None
-        except CaptchaRequired:
+            return Acted(
+                Outcome.DEFERRED,
+                error=penalty,
+                wait_s=max(penalty.wait_s, 1.0),
+                stop_renewals_s=penalty.wait_s,
+                penalty_endpoint="renew",
+            )
+        except CaptchaRequired as captcha:
             # Every renewal would meet it: the group renews nothing, logins follow the rule.
-            self.schedule.stop_renewals(self.clock() + self.captcha_park_s)
             self.budget.block(RENEW, self.captcha_park_s, now)
-            self.reporter.renewal_captcha(state.name, self.captcha_park_s, self.budget.group)
-            return self._renew(state, now)
-        else:
-            accepted, state.unmoved_renewals = renewal_verdict(state, renewed)
-            if accepted:
-                self._hold(state, renewed)
-                return True
-            self.keeper.drop_dead_token(state, "renewals do not move expirationTime")
-        if not self.may_act(state.name):  # the renewal took a while: still the owner?
-            raise _MayNotAct("the lease is no longer certainly held")
-        return False
-
-    def _hold(self, state: LoginProgress, grant: TokenGrant) -> None:
-        previous, state.lapsed_for_budget = state.grant, False
-        if grant.md_access_token is None:
-            grant = _with_md_token(grant, previous)
-        now = self.clock()
-        notes = notes_with(state.notes, grant, now)
-        added, state.notes = [note for note in notes if note not in state.notes], notes
-        self.reporter.password_news(state.name, grant, added)
-        state.grant = grant
-        # A lifetime nobody said is learnt from the first renewal, as soon as the budget allows.
-        state.advised_renew_at = self.policy.renew_at(grant) if grant.lifetime_known else now
-        self.schedule.replan(now)  # a new token moves its renewal into the group's schedule
-
-    def _ensure_accounts_and_write(self, state: LoginProgress, source: Outcome) -> None:
-        """List accounts with every new token and check period (`refresh.accounts`), then write
-        every key: under the names already known when the list could not be had."""
-        assert state.grant is not None
-        now = self.clock()
-        if not state.grant.lifetime_known:  # no key is written with a guessed lifetime
-            state.last_outcome, state.last_error = source, LIFETIME_UNKNOWN
-            self.keeper.write_status(state)
-            raise AuthDeferred(LIFETIME_UNKNOWN_RETRY_S)
-        new_token = source is not Outcome.KEPT
-        accounts_error = None
-        if self.accounts.due(state, now, new_token=new_token):
-            try:
-                accounts_error = self.accounts.check(state, now)
-            except AccountsDenied as denied:
-                return self._decide_denied(state, denied, now)
-        self._write_success(state, source)
-        if new_token:
-            self.reporter.new_token(state, self.names.owned(state))
-        if accounts_error is not None:
-            raise accounts_error
-
-    def _decide_denied(self, state: LoginProgress, denied: AccountsDenied, now: float) -> None:
-        """A token older than a minute refused on /account/list: one renewal (inside the
-        budget) decides. Refused, the session was closed: its keys go, the next attempt logs in.
-        Accepted, the list is asked again with the fresh token, where a refusal is a
-        permission problem. No room to renew: the keys stay, the list is asked at the next
-        check."""
-        if self._renew(state, now):
-            self._ensure_accounts_and_write(state, Outcome.RENEW)
-        elif state.grant is None:  # refused: the keys are gone, the next attempt logs in
-            raise TokenRefused(f"{denied}; the renewal that checked the token was refused")
-        else:  # a `relogin` login with no renewal to spend: the keys stay until the next check
-            self._write_success(state, Outcome.KEPT)
-
-    def _write_success(self, state: LoginProgress, source: Outcome) -> None:
-        now = self.clock()
-        due_s = self.policy.delay_after_success(state, now, self.schedule.renew_at(state))
-        self.keeper.write(state, success=source, next_attempt_at=now + due_s)
-
-    def _succeeded(self, state: LoginProgress, source: Outcome) -> Attempt:
-        now = self.clock()
-        after_failures = state.failures
-        state.failures, state.last_error, state.last_outcome = 0, None, source
-        state.session_unused, state.last_success_at = False, now
-        delay = self.policy.delay_after_success(state, now, self.schedule.renew_at(state))
-        self.reporter.succeeded(state, source, after_failures, delay)
-        return Attempt(source, delay)
-
-    def _failed(
-        self, state: LoginProgress, error: Exception, outcome: Outcome, *, logging_in: bool = False
-    ) -> Attempt:
-        now = self.clock()
-        state.failures += 1
-        delay, park_s = self.policy.after_failure(
-            outcome, state, now, captcha_park_s=self.captcha_park_s, logging_in=logging_in
-        )
-        if park_s is not None:  # nobody shortens it; kept in the status across restarts
-            state.parked_until, state.park_reason = now + park_s, outcome
-        elif outcome.held_back:  # kept in the status: a restart does not retry sooner
-            state.not_before = now + delay
-        state.last_outcome, state.last_error = outcome, str(error)
-        state.next_attempt_at = None if math.isinf(delay) else now + delay
-        if outcome is not Outcome.REDIS:  # tells operators and `status` a login is failing
-            self.keeper.write_status(state)
-        self.reporter.failed(state, error, outcome, delay)
-        until = state.parked_until if park_s is not None else state.not_before
-        return Attempt(outcome, min(delay, PARK_RECHECK_S), until if until > now else None)
+            return Acted(
+                Outcome.DEFERRED,
+                error=captcha,
+                wait_s=AT_ONCE_S,
+                stop_renewals_s=self.captcha_park_s,
+            )
+        accepted, unmoved = _renewal_verdict(state, renewed.expires_at)
+        if not accepted:
+            return Acted(
+                Outcome.DEFERRED, wait_s=AT_ONCE_S, dead="renewals do not move expirationTime"
+            )
+        return Acted(Outcome.RENEW, grant=renewed, unmoved=unmoved)
 
 
-def _with_md_token(grant: TokenGrant, previous: TokenGrant | None) -> TokenGrant:
-    """A renewal without `mdAccessToken`: the md token held serves on while its own expiry
-    outlasts the new access token (so `mdtoken:*` never goes missing before the next renewal);
-    else the access token itself, as Tradovate's market-data tutorial does."""
-    md, md_expires_at = grant.access_token, grant.expires_at
-    if previous is not None and previous.md_access_token not in (None, previous.access_token):
-        held_until = previous.md_expires_at or previous.expires_at
-        if held_until >= grant.expires_at:
-            md, md_expires_at = previous.md_access_token, held_until
-    return replace(grant, md_access_token=md, md_expires_at=md_expires_at)
+def _renewal_verdict(progress: LoginProgress, renewed_expires_at: float) -> tuple[bool, int]:
+    """Whether to hold a renewal, and how many in a row have not moved the expiry: one whose
+    expirationTime did not move is retried once; the second in a row is taken as refused
+    (else it would be retried in a loop)."""
+    assert progress.grant is not None
+    moved = renewed_expires_at > progress.grant.expires_at
+    accepted = moved or progress.unmoved_renewals == 0
+    return accepted, 0 if moved or not accepted else 1

@@ -13,7 +13,7 @@ import structlog
 from daemon.logs import fingerprint
 from daemon.metrics import Metrics
 from daemon.outcomes import Outcome
-from daemon.refresh.progress import Attempt, LoginProgress, password_news, password_note
+from daemon.refresh.progress import Attempt, LoginProgress
 from daemon.sinks.alerts import Alerter
 from daemon.sinks.audit import AuditRecorder
 from daemon.token_format import iso
@@ -196,14 +196,21 @@ class Reporter:
                 f"renews nothing for {park_s:.0f} s. A person may need to log in on Tradovate."
             )
 
-    def password_news(self, login: str, grant: TokenGrant, added_notes: Iterable[str]) -> None:
-        """A password expiring within a week, or a `hibpHint`: said once per change, alerted,
-        and the expiry exported; an unconfirmed user said when its note was added."""
-        if any(note.startswith(str(Outcome.UNCONFIRMED)) for note in added_notes):
+    def password_news(
+        self,
+        login: str,
+        grant: TokenGrant,
+        added_notes: Iterable[str],
+        news: tuple[float | None, str | None],
+        note: str,
+    ) -> None:
+        """A password expiring within a week, or a `hibpHint` (`news`, said as `note`): said
+        once per change, alerted, and the expiry exported; an unconfirmed user said when its
+        note was added."""
+        if any(added.startswith(str(Outcome.UNCONFIRMED)) for added in added_notes):
             log.warning("login.unconfirmed", login=login, user_status=grant.user_status)
         if grant.password_expires_at is not None:
             self.metrics.password_expiry.labels(login=login).set(grant.password_expires_at)
-        news = password_news(grant, self._clock())
         if news == (None, None):
             self._password_said.pop(login, None)
             return
@@ -211,7 +218,6 @@ class Reporter:
             return
         self._password_said[login] = news
         expires_at, hint = news
-        note = password_note(news)
         log.warning(
             "login.password_expiring",
             login=login,
@@ -221,6 +227,11 @@ class Reporter:
         )
         if self.alerts is not None:
             self.alerts.send(f"🔑 {login}: {note}. Change it at Tradovate and here.")
+
+    def names_refused(self, login: str, names: Iterable[str]) -> None:
+        """Account names no key may carry, each said when its note is added."""
+        for name in names:
+            log.warning("account.name_refused", login=login, name=name[:64])
 
     def penalty(self, login: str, wait_s: float, endpoint: str | None = None) -> None:
         log.warning("tradovate.penalty", login=login, wait_s=wait_s, **_endpoint(endpoint))

@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 from daemon.constants import LOGIN_FAILURE_SHARE
 from daemon.refresh.progress import AuthDeferred, LoginProgress
-from daemon.refresh.reporter import Reporter
 from daemon.store.budget import LOGIN_FAILURE, AddressBudget
 from daemon.tradovate import (
     AuthPacer,
@@ -24,13 +23,11 @@ class SignIn:
         tradovate: TradovateClient,
         pacer: AuthPacer,
         budget: AddressBudget,
-        reporter: Reporter,
         clock: Callable[[], float],
     ) -> None:
         self._tradovate = tradovate
         self._pacer = pacer
         self._budget = budget
-        self._reporter = reporter
         self._clock = clock
 
     def send(self, state: LoginProgress, now: float) -> TokenGrant:
@@ -46,8 +43,7 @@ class SignIn:
             LOGIN_FAILURE, now, who=state.name, share=LOGIN_FAILURE_SHARE, pending=True
         )
         if not spend.ok:
-            self._reporter.waiting("budget.login_deferred", state.name, spend.wait_s)
-            raise AuthDeferred(max(spend.wait_s, 1.0))
+            raise AuthDeferred(max(spend.wait_s, 1.0), "budget.login_deferred")
         state.auth_slot_at = None
         ticket, state.p_ticket = state.p_ticket, None
         # From here a session may be open: if what comes back cannot be used, the next login

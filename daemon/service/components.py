@@ -111,9 +111,9 @@ def build_components(
         redis_health=redis_health,
         alerts=alerts,
         audit=audit,
-        may_act=may_act,
-        fence=ownership.leases.fence,
-        group_owned=lambda: ownership.group_logins,
+        holdings=ownership.leases.holdings,
+        monotonic=monotonic,
+        stopping=stopping,
     )
     return Components(
         settings=settings,

@@ -49,6 +49,7 @@ class Membership:
         c = self._c
         try:
             self._apply(c.ownership.round(self.heartbeat()))
+            c.refresher.schedule.group_logins = c.ownership.group_logins
             if c.ownership.standby is None:
                 self._requests.take()
             else:
@@ -133,12 +134,9 @@ class Membership:
             except BaseException:  # nothing half done: the leases go back, taken at a later round
                 c.ownership.leases.release(plan.taken)
                 raise
-            self._jobs.add_logins(plan.taken, self._refresh, c.settings.refresh_interval_s)
+            self._jobs.add_logins(plan.taken, c.refresher.job, c.settings.refresh_interval_s)
             log.info("logins.taken", instance=c.instance, logins=plan.taken, owned=len(c.owned()))
             self._budget.report()  # an owner publishes the address's capacity at once
-
-    def _refresh(self, name: str) -> float:
-        return self._c.refresher.refresh(name).delay_s
 
     def _repeat_redis_down(self) -> None:
         now = time.monotonic()

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 
 from daemon.outcomes import LoginState, TokenState
+from daemon.refresh.keeper import login_state
 from daemon.service.components import Components
 from daemon.store.tokens import fingerprint, login_tokens
 from daemon.token_format import iso
@@ -51,7 +52,7 @@ class Readiness:
         for name in names:
             token, token_word = found.get(name, (None, TokenState.UNKNOWN))
             progress = c.refresher.states[name]
-            state = progress.state(now)
+            state = login_state(progress, now)
             ready = ready and (token_word.usable or state is LoginState.PARKED)
             logins[name] = {
                 "token": token_word,

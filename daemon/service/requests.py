@@ -68,7 +68,7 @@ class RequestBroker:
         """The configured login whose token is written under `asked`: the owner of an account
         is known here from its account list, or from the login's status in Redis."""
         refresher = self._c.refresher
-        name = refresher.names.login_of(asked)
+        name = refresher.keeper.names.login_of(asked)
         if name is None:
             found = statuses_by_name(read_statuses(self._c.redis, list(refresher.states)))
             name = found[asked].login if asked in found else None

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from typing import cast
 
 import redis
+from redis.cluster import RedisCluster
 
-from daemon.store.client import is_cluster, pipeline
+from daemon.store.client import pipeline
 from daemon.store.lease import Fence
 
 # KEYS[1] the lease; KEYS[2..] the keys. ARGV[1] the fence; then a value and a TTL per key.
@@ -39,7 +40,7 @@ def fenced_set(
 ) -> None:
     """SET key value EX ttl for every item, all or none; with a fence, only while the lease
     holds the fence's value (else LeaseLost). Without one (tools, tests) a plain MULTI/EXEC."""
-    if fence is not None and not is_cluster(client):
+    if fence is not None and not isinstance(client, RedisCluster):
         keys = [fence.key, *(key for key, _, _ in items)]
         args: list[str | int] = [fence.value]
         for _, value, ttl in items:
@@ -58,7 +59,7 @@ def fenced_delete(client: redis.Redis, fence: Fence | None, keys: Sequence[str])
     """DEL the keys while the lease holds the fence's value (else LeaseLost); how many existed."""
     if not keys:
         return 0
-    if fence is not None and not is_cluster(client):
+    if fence is not None and not isinstance(client, RedisCluster):
         deleted = client.eval(_FENCED_DELETE, len(keys) + 1, fence.key, *keys, fence.value)
         if not deleted:
             raise LeaseLost(f"{fence.key} is held by another instance")

@@ -64,6 +64,18 @@ class Fence:
     value: str
 
 
+@dataclass(frozen=True)
+class Holding:
+    """A lease this instance holds: the fence its writes carry, and until when (on the
+    instance's monotonic clock) it is certainly still held."""
+
+    fence: Fence
+    valid_until: float
+
+    def certain(self, monotonic_now: float) -> bool:
+        return monotonic_now < self.valid_until
+
+
 def lease_key(login: str) -> str:
     return f"{LEASE_KEY_PREFIX}{login}"
 
@@ -130,28 +142,30 @@ class LoginLeases:
         self.ttl_s = ttl_s
         self._client = client
         self._monotonic = monotonic
-        self._fences: dict[str, str] = {}
-        self._valid_until: dict[str, float] = {}
+        # Replaced entry by entry under the mutex, read without it: a refresh reads its
+        # login's holding (may it act, the fence of its write) without a call.
+        self.holdings: dict[str, Holding] = {}
         self._mutex = (
             threading.Lock()
         )  # the membership round, a one-off pass and a stop all touch it
 
     def held(self) -> list[str]:
         with self._mutex:
-            return list(self._fences)
+            return list(self.holdings)
 
     def is_current(self, login: str) -> bool:
         """Held, and certainly still held: no Redis answer needed, so an owner that was paused
         or cut off knows at once that it may no longer act for this login."""
-        return login in self._fences and self._monotonic() < self._valid_until.get(login, 0.0)
+        held = self.holdings.get(login)
+        return held is not None and held.certain(self._monotonic())
 
     def fence(self, login: str) -> Fence | None:
-        value = self._fences.get(login)
-        return Fence(lease_key(login), value) if value is not None else None
+        held = self.holdings.get(login)
+        return None if held is None else held.fence
 
     def take(self, logins: Iterable[str]) -> list[str]:
         """SET NX each free lease, in one round trip; the logins taken."""
-        wanted = [login for login in logins if login not in self._fences]
+        wanted = [login for login in logins if login not in self.holdings]
         if not wanted:
             return []
         fences = {login: f"{self.instance}:{secrets.token_hex(4)}" for login in wanted}
@@ -168,7 +182,7 @@ class LoginLeases:
     def take_back(self, forged: dict[str, tuple[LeaseSeen, bool]]) -> list[str]:
         """Replace leases judged foreign ({login: (as seen, its holder is no live instance)}),
         each only while it still looks as seen; the logins taken."""
-        wanted = {n: v for n, v in forged.items() if n not in self._fences}
+        wanted = {n: v for n, v in forged.items() if n not in self.holdings}
         if not wanted:
             return []
         fences = {login: f"{self.instance}:{secrets.token_hex(4)}" for login in wanted}
@@ -192,8 +206,8 @@ class LoginLeases:
         the command was sent."""
         with self._mutex:
             for login in taken:
-                self._fences[login] = fences[login]
-                self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
+                fence = Fence(lease_key(login), fences[login])
+                self.holdings[login] = Holding(fence, self._valid_until(sent_at))
 
     def renew(self) -> list[str]:
         """Renew every lease held, in one round trip; a lease Redis lost (a restart, a FLUSHALL)
@@ -201,7 +215,7 @@ class LoginLeases:
         logins lost to another instance. RedisError propagates (nothing is dropped: the local
         deadlines run out on their own)."""
         with self._mutex:
-            fences = dict(self._fences)
+            fences = {login: held.fence.value for login, held in self.holdings.items()}
         if not fences:
             return []
         sent_at = self._monotonic()
@@ -213,8 +227,9 @@ class LoginLeases:
         ]
         with self._mutex:
             for login, result in zip(fences, results, strict=True):
-                if result == 1 and self._fences.get(login) == fences[login]:
-                    self._valid_until[login] = sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
+                held = self.holdings.get(login)
+                if result == 1 and held is not None and held.fence.value == fences[login]:
+                    self.holdings[login] = Holding(held.fence, self._valid_until(sent_at))
                 elif result != 1:
                     self._forget(login)
         retaken = self.take(gone) if gone else []
@@ -226,7 +241,7 @@ class LoginLeases:
     def release(self, logins: Iterable[str]) -> None:
         """Let go (a handover, a clean stop): only leases still this holding's; best effort."""
         with self._mutex:
-            fences = {n: self._fences[n] for n in logins if n in self._fences}
+            fences = {n: self.holdings[n].fence.value for n in logins if n in self.holdings}
             for login in fences:
                 self._forget(login)
         if not fences:
@@ -238,8 +253,12 @@ class LoginLeases:
         log.info("lease.released", instance=self.instance, logins=list(fences))
 
     def _forget(self, login: str) -> None:
-        self._fences.pop(login, None)
-        self._valid_until.pop(login, None)
+        self.holdings.pop(login, None)
+
+    def _valid_until(self, sent_at: float) -> float:
+        """A lease renewed by a command sent at `sent_at` is certainly held until its TTL less
+        a margin has passed since."""
+        return sent_at + self.ttl_s - LEASE_DEADLINE_MARGIN_S
 
     def _each(self, script: str, calls: list[tuple[str, list[str | int]]]) -> list[object]:
         """One single-key script per lease: pipelined on one server, one call each on a Cluster

@@ -18,9 +18,6 @@ from daemon.constants import (
     BUDGET_WINDOW_S,
     MD_TOKEN_KEY_PREFIX,
     TOKEN_KEY_PREFIX,
-    TOKEN_TTL_MARGIN_FRACTION,
-    TOKEN_TTL_MARGIN_MIN_S,
-    TOKEN_TTL_MARGIN_S,
 )
 from daemon.logs import fingerprint
 from daemon.outcomes import TokenState
@@ -35,7 +32,7 @@ from daemon.store.status import (
     status_item,
     statuses_by_name,
 )
-from daemon.timescale import TimeScale
+from daemon.timescale import key_margin_s
 from daemon.token_format import jwt_expiry, token_problem
 
 __all__ = [
@@ -150,14 +147,6 @@ def scan_token_keys(
     """Every token:{match} key, found with SCAN (never KEYS), read in batches."""
     for chunk in scan_batches(client, token_key(match), batch):
         yield read_token_keys(client, [str(key)[len(TOKEN_KEY_PREFIX) :] for key in chunk])
-
-
-def key_margin_s(lifetime_s: float, window_s: float = BUDGET_WINDOW_S) -> float:
-    """How long before its token dies a key expires: 60 s on the budget window's time-scale
-    (never under a second: readers' clocks and round trips do not shrink with it), or a tenth
-    of a shorter life."""
-    scaled = TimeScale(window_s).of(TOKEN_TTL_MARGIN_S, at_least_s=TOKEN_TTL_MARGIN_MIN_S)
-    return min(scaled, max(lifetime_s, 0.0) * TOKEN_TTL_MARGIN_FRACTION)
 
 
 def key_ttl_s(

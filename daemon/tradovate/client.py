@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ from daemon.token_format import (
 from daemon.tradovate import tradingview
 from daemon.tradovate.errors import (
     STATUS_ERRORS,
+    UNCONFIRMED_STATUSES,
     AccountsDenied,
     CaptchaRequired,
     CredentialsRejected,
@@ -41,12 +42,10 @@ from daemon.tradovate.errors import (
     PenaltyTicket,
     Stopped,
     TokenRefused,
-    TradovateError,
     TradovateUnavailable,
-    UserClosed,
-    UserLocked,
-    UserUnconfirmed,
+    error_text,
     penalty_wait,
+    user_status_error,
 )
 
 log = structlog.get_logger("daemon.tradovate")
@@ -55,8 +54,8 @@ LOGIN_ENDPOINT: Final = "/auth/accesstokenrequest"
 RENEW_ENDPOINT: Final = "/auth/renewaccesstoken"
 ACCOUNTS_ENDPOINT: Final = "/account/list"
 _DEVICE_NAMESPACE: Final = uuid.UUID("5d3f4c1e-8f8a-4f39-9a51-0b6b0c2f7e11")
-_ERROR_TEXT_MAX_CHARS: Final = 200
 CLOCK_SKEW_TOLERANCE_S: Final = 60.0
+HINT_MAX_CHARS: Final = 200
 USER_AGENT: Final = f"orca-token-daemon/{__version__}"
 MAX_ANSWER_BYTES: Final = 1_000_000  # Tradovate's auth answers are a few hundred bytes
 
@@ -78,16 +77,16 @@ class TokenGrant:
     # nor a JWT `exp`). `expires_at` is then a guess to schedule by: renew at once to learn it,
     # and never write its keys with the guess.
     lifetime_known: bool = True
+    lifetime_s: float = field(init=False)  # a field: read on every path, never a call
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lifetime_s", self.expires_at - self.issued_at)
 
     def __repr__(self) -> str:
         return (
             f"TokenGrant(token={fingerprint(self.access_token)}, source={self.source}, "
             f"expires_at={self.expires_at:.0f})"
         )
-
-    @property
-    def lifetime_s(self) -> float:
-        return self.expires_at - self.issued_at
 
 
 @dataclass(frozen=True)
@@ -101,24 +100,6 @@ def device_id_for(login: str, configured: str | None) -> str:
     """TRADOVATE_DEVICE_ID when set, else a UUID5 of the login name alone: the same for every
     instance, restart, container and machine (Tradovate's live answers 401 when it changes)."""
     return configured or str(uuid.uuid5(_DEVICE_NAMESPACE, login))
-
-
-def _user_status_error(data: dict[str, Any], endpoint: str) -> TradovateError | None:
-    """What a login answer's `userStatus` means when it stops the login."""
-    status = data.get("userStatus")
-    said = f"{endpoint}: userStatus {status}" + (
-        f" ({_error_text(data)})" if data.get("errorText") else ""
-    )
-    if status == "TemporaryLocked":
-        return UserLocked(f"{said}: Tradovate locked the user for a while; no login is tried")
-    if status == "Closed":
-        return UserClosed(f"{said}: the user is closed at Tradovate; a person must act")
-    if status in _UNCONFIRMED and (data.get("errorText") or not data.get("accessToken")):
-        return UserUnconfirmed(f"{said}: the user must finish signing up at Tradovate")
-    return None
-
-
-_UNCONFIRMED: Final = ("UnconfirmedEmail", "Initiated")
 
 
 class TradovateClient:
@@ -190,14 +171,15 @@ class TradovateClient:
             raise CaptchaRequired(f"{LOGIN_ENDPOINT}: Tradovate asks for a captcha")
         if data.get("p-ticket"):
             raise PenaltyTicket(str(data["p-ticket"]), penalty_wait(data))
-        stopped = _user_status_error(data, LOGIN_ENDPOINT)
+        stopped = user_status_error(data, LOGIN_ENDPOINT)
         if stopped is not None:
             raise stopped
         if data.get("errorText"):
-            raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {_error_text(data)}")
-        return grant_from(
+            raise CredentialsRejected(f"{LOGIN_ENDPOINT}: {error_text(data)}")
+        grant = grant_from(
             data, LOGIN_ENDPOINT, source=Outcome.LOGIN, now=self._clock(), skew=self._skew
         )
+        return keeping_md_token(grant, None)
 
     def _authorize(self, login: Login, p_ticket: str | None) -> TokenGrant:
         data = self._call(
@@ -220,8 +202,10 @@ class TradovateClient:
             token, expires_at, now, Outcome.LOGIN, md_access_token=token, md_expires_at=expires_at
         )
 
-    def renew(self, access_token: str) -> TokenGrant:
-        """GET renewaccesstoken: a fresh token in the same session."""
+    def renew(self, access_token: str, *, held: TokenGrant | None = None) -> TokenGrant:
+        """GET renewaccesstoken: a fresh token in the same session. An answer without
+        `mdAccessToken` keeps `held`'s md token while it outlasts the new token
+        (`keeping_md_token`)."""
         data = self._call("GET", RENEW_ENDPOINT, token=access_token)
         if not isinstance(data, dict):
             raise InvalidResponse(f"{RENEW_ENDPOINT}: answer is not a JSON object")
@@ -230,10 +214,11 @@ class TradovateClient:
         if data.get("p-ticket"):  # past the address's renewal budget
             raise PenaltyTicket(str(data["p-ticket"]), penalty_wait(data))
         if data.get("errorText"):
-            raise TokenRefused(f"{RENEW_ENDPOINT}: {_error_text(data)}")
-        return grant_from(
+            raise TokenRefused(f"{RENEW_ENDPOINT}: {error_text(data)}")
+        renewed = grant_from(
             data, RENEW_ENDPOINT, source=Outcome.RENEW, now=self._clock(), skew=self._skew
         )
+        return keeping_md_token(renewed, held)
 
     def list_accounts(self, access_token: str) -> list[Account]:
         """The login's accounts that may trade: one that is not `active`, or is `closed` or
@@ -242,7 +227,7 @@ class TradovateClient:
         if isinstance(data, dict) and data.get("p-captcha"):
             raise CaptchaRequired(f"{ACCOUNTS_ENDPOINT}: Tradovate asks for a captcha")
         if isinstance(data, dict) and data.get("errorText"):
-            raise AccountsDenied(f"{ACCOUNTS_ENDPOINT}: {_error_text(data)}")
+            raise AccountsDenied(f"{ACCOUNTS_ENDPOINT}: {error_text(data)}")
         if not isinstance(data, list):
             raise InvalidResponse(f"{ACCOUNTS_ENDPOINT}: answer is not a JSON list")
         accounts = []
@@ -353,10 +338,6 @@ class TradovateClient:
             self._metrics.tradovate_requests.labels(endpoint=endpoint, status=status).inc()
 
 
-def _error_text(data: dict[str, Any]) -> str:
-    return scrub(str(data.get("errorText")))[:_ERROR_TEXT_MAX_CHARS]
-
-
 def grant_from(
     data: dict[str, Any], endpoint: str, *, source: Outcome, now: float, skew: Callable[[], str]
 ) -> TokenGrant:
@@ -388,6 +369,20 @@ def grant_from(
         md_expires_at=None if usable_md is None else token_expiry(usable_md) or expires_at,
         user_id=user_id if isinstance(user_id, int) and not isinstance(user_id, bool) else None,
         password_expires_at=parse_expiration_time(data.get("passwordExpirationTime")),
-        hibp_hint=scrub(hibp)[:_ERROR_TEXT_MAX_CHARS] if isinstance(hibp, str) else None,
-        user_status=user_status if user_status in _UNCONFIRMED else None,
+        hibp_hint=scrub(hibp)[:HINT_MAX_CHARS] if isinstance(hibp, str) else None,
+        user_status=user_status if user_status in UNCONFIRMED_STATUSES else None,
     )
+
+
+def keeping_md_token(grant: TokenGrant, held: TokenGrant | None) -> TokenGrant:
+    """A grant without `mdAccessToken`: the md token `held` serves on while its own expiry
+    outlasts the new access token (so `mdtoken:*` never goes missing before the next renewal);
+    else the access token itself, as Tradovate's market-data tutorial does."""
+    if grant.md_access_token is not None:
+        return grant
+    md, md_expires_at = grant.access_token, grant.expires_at
+    if held is not None and held.md_access_token not in (None, held.access_token):
+        held_until = held.md_expires_at or held.expires_at
+        if held_until >= grant.expires_at:
+            md, md_expires_at = held.md_access_token, held_until
+    return replace(grant, md_access_token=md, md_expires_at=md_expires_at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Final
 
+from daemon.logs import scrub
 from daemon.outcomes import Outcome
 
 
@@ -129,3 +130,29 @@ STATUS_ERRORS: Final[dict[int, tuple[type[TradovateError], str]]] = {
     423: (LockoutWarning, "about to be locked out: no login for an hour"),
     429: (RateLimited, "the user's request limit: an hour's wait"),
 }
+
+
+_ERROR_TEXT_MAX_CHARS: Final = 200
+
+
+def error_text(data: dict[str, Any]) -> str:
+    """Tradovate's errorText, scrubbed of anything secret and cut short."""
+    return scrub(str(data.get("errorText")))[:_ERROR_TEXT_MAX_CHARS]
+
+
+def user_status_error(data: dict[str, Any], endpoint: str) -> TradovateError | None:
+    """What a login answer's `userStatus` means when it stops the login."""
+    status = data.get("userStatus")
+    said = f"{endpoint}: userStatus {status}" + (
+        f" ({error_text(data)})" if data.get("errorText") else ""
+    )
+    if status == "TemporaryLocked":
+        return UserLocked(f"{said}: Tradovate locked the user for a while; no login is tried")
+    if status == "Closed":
+        return UserClosed(f"{said}: the user is closed at Tradovate; a person must act")
+    if status in UNCONFIRMED_STATUSES and (data.get("errorText") or not data.get("accessToken")):
+        return UserUnconfirmed(f"{said}: the user must finish signing up at Tradovate")
+    return None
+
+
+UNCONFIRMED_STATUSES: Final = ("UnconfirmedEmail", "Initiated")
