@@ -1,8 +1,8 @@
 """orca-token-daemon: keeps a valid Tradovate access token for every login in Redis.
 
-The library for trading programs is `from daemon import cache, price, tokens` (README, "Library
-API"); they live in `daemon.store` and are loaded on first use, so importing the daemon's own
-modules does not drag them in.
+The library for trading programs is `from daemon import cache, price, tokens`
+(docs/library.md); they live in `daemon.store` and are loaded on first use, so importing the
+daemon's own modules does not drag them in.
 """
 
 from __future__ import annotations

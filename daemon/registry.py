@@ -1,7 +1,7 @@
 """Every environment variable the code reads, once: its default and its meaning. The
 configuration takes its defaults from here (`daemon.config`), `doctor` reports and checks
-against it, `--help` lists it, and README's configuration table is generated from it (a test
-compares the two)."""
+against it, `--help` lists it, and docs/configuration.md's table is generated from it (a
+test compares the two)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("REDIS_SSL_CERT_REQS", "required", "`required` or `none`; `none` warns at every start"),
     Setting("REDIS_MAX_CONNECTIONS", 10, "size of the one shared (blocking) pool"),
     Setting("REDIS_SOCKET_CONNECT_TIMEOUT", 5.0, "seconds to connect, TLS handshake included"),
-    Setting("REDIS_CLUSTER", False, "Redis Cluster (README, Redis Cluster)"),
+    Setting("REDIS_CLUSTER", False, "Redis Cluster (docs/deploy.md#redis-cluster)"),
     Setting("TRADOVATE_ENV", "demo", "`demo` or `live`"),
     Setting("TRADOVATE_BASE_URL", None, "full base including `/v1` (default: from `TRADOVATE_ENV`)"),
     Setting("TRADOVATE_LOGIN", "api", "how logins log in: `api` (API key: app id, cid, sec) or `tradingview` (name and password only); per login `login =` in the accounts file"),

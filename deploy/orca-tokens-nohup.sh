@@ -6,7 +6,7 @@
 # $ORCA_LOG_DIR/orca-tokens.log, rotated by size by the daemon itself (ORCA_LOG_MAX_BYTES,
 # ORCA_LOG_BACKUPS); anything printed before logging starts goes to orca-tokens.out. `stop` sends
 # SIGTERM and waits for the clean exit. Configuration: the usual environment or a .env in
-# $ORCA_HOME (see README). Exit codes: 0 done (status: running), 1 failed, 2 usage, 3 not running.
+# $ORCA_HOME (see docs/deploy.md#running-with-nohup-on-a-vm). Exit codes: 0 done (status: running), 1 failed, 2 usage, 3 not running.
 #
 # The pidfile and logs live outside the checkout, under $ORCA_STATE_DIR (default
 # ${XDG_STATE_HOME:-~/.local/state}/orca-token-daemon); the pidfile is 0600, logs 0640. A pid is

@@ -332,9 +332,10 @@ def two_login_world(lifetime_s: float = 4_800.0) -> Iterator[World]:
         yield build_world(fake, clock)
 
 
-def readme_block(after: str) -> list[str]:
-    """The lines of README's first ```sh block after the text `after` (comments left out)."""
-    text = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+def doc_block(page: str, after: str) -> list[str]:
+    """The lines of the first ```sh block after the text `after` in `page` (README.md or a page
+    under docs/), comments left out: what a recipe tells a person to type."""
+    text = (Path(__file__).parent.parent / page).read_text(encoding="utf-8")
     start = text.index("```sh\n", text.index(after)) + len("```sh\n")
     block = text[start : text.index("```", start)]
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]

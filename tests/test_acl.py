@@ -73,7 +73,7 @@ def test_a_verb_that_needs_more_fails_with_a_clear_message(
     assert code == 1
     assert out == ""
     assert err.startswith("orca-tokens: Redis refused this command (")
-    assert "the ACL user needs more permissions for it: see README, 'Redis ACL'" in err
+    assert "the ACL user needs more permissions for it: see docs/deploy.md#redis-acl" in err
     assert "Traceback" not in err
 
 

@@ -25,6 +25,11 @@ from daemon.sim.tradovate import (
 from tests.helpers import Run, Spawned, StartDaemon, daemon_env, status_json, user
 
 SIGNALS = [signal.SIGTERM, signal.SIGINT]
+KINDS = ("token", "mdtoken")
+
+
+def all_names_of(fake: FakeTradovate, login: str) -> list[str]:
+    return [login, *fake.users[login].accounts]
 
 
 def login_requests(fake: FakeTradovate, name: str) -> int:
@@ -106,6 +111,10 @@ def test_a_423_costs_one_attempt_and_stops_the_groups_logins(
         assert login_requests(fake, "APEX_1") == 2  # the first login, then the 423
         assert login_requests(fake, "APEX_2") == 1
         assert client.get("token:APEX_2") is None  # its dead token is off Redis all the same
+        rows = {row["login"]: row for row in status_json(run)["logins"]}
+        assert rows["APEX_2"]["token"] == "missing"
+        assert rows["APEX_2"]["last_outcome"] == "deferred"
+        assert "failed-login budget (or a lockout) holds the login" in rows["APEX_2"]["last_error"]
 
 
 def test_a_captcha_on_renewals_costs_at_most_two(
@@ -277,3 +286,39 @@ def test_a_wait_login_never_logs_in_again_while_the_budget_cannot_renew_it(
         assert daemon.event("budget.short")["hint"].endswith("another /24 subnet")
         again = {name: n for name, n in fake.seen.sessions_opened.items() if n > 1}
         assert again == {}
+
+
+def test_a_closed_sessions_keys_are_missing_only_while_its_login_is_asked(
+    redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """The account check finds the token refused and the renewal that confirms it is refused
+    too: the keys go, and the login follows in the same attempt, opening one session. The keys
+    are missing no longer than that login (and its new session's account list) plus 0.5 s."""
+    with FakeTradovate([user("APEX_1", accounts=5), user("APEX_2")], token_lifetime_s=480) as fake:
+        env = daemon_env(fake, redis_server.url, ORCA_TOKEN_PROBE_INTERVAL="1")
+        daemon = start_daemon(env)
+        client = redis_server.client()
+        keys = [f"{kind}:{name}" for name in all_names_of(fake, "APEX_1") for kind in KINDS]
+        wait_for(lambda: all_live(client, ["APEX_1", "APEX_2"], fake), what="both live")
+        older_than_fresh = time.monotonic() + 60 * fake.time_scale
+        wait_for(lambda: time.monotonic() > older_than_fresh, what="older tokens")
+        missing: list[float] = []
+        arrivals_at = len(fake.seen.arrivals)
+        assert fake.close_sessions("APEX_1") == 1
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # as fast as one client reads: about 0.2 ms apart
+            if None in client.mget(keys):
+                missing.append(time.monotonic())
+            elif missing:
+                break
+        assert missing, "the closed session's keys never went"
+        assert all_live(client, ["APEX_1"], fake)
+        gap_s = missing[-1] - missing[0]
+        after = [(at, path) for at, path in fake.seen.arrivals[arrivals_at:]]
+        login_at = next(at for at, path in after if path == LOGIN_PATH)
+        listed_at = next(at for at, path in after if path == ACCOUNTS_PATH and at > login_at)
+        assert gap_s <= (listed_at - login_at) + 0.5, (gap_s, listed_at - login_at)
+        assert fake.seen.sessions_opened["APEX_1"] == 2
+        assert login_requests(fake, "APEX_1") == 2
+        refused = daemon.event("token.refused")
+        assert refused["keys_deleted"] == 12

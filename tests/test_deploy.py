@@ -11,10 +11,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
+from daemon.config import load_settings
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import FakeTradovate
@@ -26,6 +28,7 @@ ROOT = Path(__file__).parent.parent
 UNIT = ROOT / "deploy" / "orca-token-daemon.service"
 DOCKERFILE = ROOT / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
+COMPOSE_TRADINGVIEW = ROOT / "deploy" / "compose.tradingview.yaml"
 NOHUP = ROOT / "deploy" / "orca-tokens-nohup.sh"
 ORCA_TOKENS = Path(sys.executable).parent / "orca-tokens"
 
@@ -218,8 +221,23 @@ def test_the_image_entry_command_outside_a_container(
 # -- compose -----------------------------------------------------------------------------------
 
 
-def test_compose_runs_the_daemon_against_tls_redis_with_compose_secrets() -> None:
-    compose = yaml.safe_load(COMPOSE.read_text())
+def compose_model(path: Path) -> dict[str, Any]:
+    """A compose file with the files it includes merged in, as compose merges them."""
+    model: dict[str, Any] = yaml.safe_load(path.read_text())
+    for included in model.pop("include", []):
+        part = compose_model(path.parent / included)
+        for section in ("services", "secrets", "volumes"):
+            overlap = set(model.get(section, {})) & set(part.get(section, {}))
+            assert not overlap, f"{included} and {path.name} both declare {overlap}"
+            model[section] = {**part.get(section, {}), **model.get(section, {})}
+    return model
+
+
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_TRADINGVIEW], ids=["api", "tradingview"])
+def test_compose_runs_the_daemon_against_tls_redis_with_compose_secrets(
+    path: Path, tmp_path: Path
+) -> None:
+    compose = compose_model(path)
     services = compose["services"]
     daemon, redis = services["orca-token-daemon"], services["redis"]
     assert daemon["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -232,12 +250,28 @@ def test_compose_runs_the_daemon_against_tls_redis_with_compose_secrets() -> Non
     declared = set(compose["secrets"])
     assert set(daemon["secrets"]) <= declared
     assert set(redis["secrets"]) <= declared
+    assert {volume.split(":")[0] for volume in daemon["volumes"]} <= set(compose["volumes"])
     for name, value in env.items():
         if re.search(r"PASSWORD|SEC$|_SEC_|TOKEN", name):
             assert name.endswith("_FILE"), f"{name} would put a secret in the environment"
             assert value in daemon["secrets"], f"{name} names no mounted secret"
     for secret in compose["secrets"].values():
         assert secret["file"].startswith("./secrets/")
+    # The daemon's environment is a whole configuration, its secrets read from the files the
+    # secrets mount (the image sets CREDENTIALS_DIRECTORY=/run/secrets).
+    for secret in daemon["secrets"]:
+        (tmp_path / secret).write_text(f"{secret}-value")
+    (tmp_path / "ca.crt").write_text("the tls volume's CA")
+    here = {"CREDENTIALS_DIRECTORY": str(tmp_path), "REDIS_SSL_CA_CERTS": str(tmp_path / "ca.crt")}
+    settings = load_settings({**env, **here})
+    routes = {login.route for login in settings.logins}
+    if path is COMPOSE_TRADINGVIEW:
+        assert routes == {"tradingview"}
+        assert not {"TRADOVATE_APP_ID", "TRADOVATE_CID", "TRADOVATE_SEC_FILE"} & set(env)
+        assert "tradovate_sec" not in daemon["secrets"]
+    else:
+        assert routes == {"api"}
+        assert settings.tradovate.sec is not None
 
 
 # -- nohup -------------------------------------------------------------------------------------

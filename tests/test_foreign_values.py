@@ -5,6 +5,7 @@ in its status, is a foreign value. The daemon restores its own key and every CLI
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -56,6 +57,35 @@ def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
         assert code in (0, 1), (verb, code, err)
     wait_for(lambda: all_live(client, names, fake), timeout=15, what="the daemon's own keys back")
     assert daemon.process.poll() is None
+
+
+def test_a_restart_over_a_foreign_token_value_names_it_once_before_replacing_it(
+    served_tradovate: FakeTradovate, redis_server: RedisServer, start_daemon: StartDaemon
+) -> None:
+    """A non-UTF-8 token value and a deeply nested status for the same login, found at a
+    restart: each key named once (what it was, a fingerprint, never the value), then the
+    login's own token written over them."""
+    fake = served_tradovate
+    env = daemon_env(fake, redis_server.url)
+    client = redis_server.client(encoding_errors="replace")
+    names = all_names(fake)
+    first = start_daemon(env)
+    wait_for(lambda: all_live(client, names, fake), what="every key live")
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    raw = redis.Redis(**redis_server.client_options())
+    raw.set("token:APEX_265995", b"\xff\xfe\x80not-utf-8")
+    raw.set("orca:status:APEX_265995", b"[" * 5_000)
+    second = start_daemon(env)
+    wait_for(lambda: all_live(client, names, fake), timeout=15, what="the daemon's own keys back")
+    foreign = [e for e in second.events() if e["event"] == "redis.foreign_value"]
+    named = sorted(e["key"] for e in foreign)
+    assert named == ["orca:status:APEX_265995", "token:APEX_265995"], foreign
+    token_said = next(e for e in foreign if e["key"] == "token:APEX_265995")
+    assert token_said["what"].startswith("not a token (")
+    assert token_said["what"].endswith("replaced by a new login")
+    assert len(token_said["fingerprint"]) == 8
+    assert "not-utf-8" not in "\n".join(second.lines)
 
 
 def test_a_forged_penalty_block_is_trusted_only_as_far_as_tradovate_documents() -> None:

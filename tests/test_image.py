@@ -20,7 +20,7 @@ from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live
 from daemon.sim.redis_server import RedisServer, free_port
 from daemon.sim.tradovate import DEMO_SEC, FakeTradovate
-from tests.helpers import REDIS_PASSWORD, readme_block, require_tool
+from tests.helpers import REDIS_PASSWORD, doc_block, require_tool
 
 ROOT = Path(__file__).parent.parent
 IMAGE = "localhost/orca-token-daemon:latest"
@@ -43,9 +43,9 @@ def image() -> str:
 
 
 def readme_run() -> tuple[list[str], dict[str, str], str]:
-    """README's buildah recipe ("Without a Docker engine"): its `buildah run` flags, the
+    """docs/deploy.md's buildah recipe ("Without a Docker engine"): its `buildah run` flags, the
     environment it passes, and the folder of secret files it mounts at /run/secrets."""
-    lines = readme_block("**Without a Docker engine**")
+    lines = doc_block("docs/deploy.md", "**Without a Docker engine**")
     command = shlex.split(" ".join(lines).replace("\\ ", " "))
     run = command[command.index("run", command.index("buildah")) :]
     flags, env, secrets = [], {}, ""
@@ -105,8 +105,8 @@ def containers(image: str) -> Iterator[list[Container]]:
 
 
 def secret_files(folder: Path, fake: FakeTradovate, tls_ca: Path) -> Path:
-    """README's secret files ($PWD/deploy/secrets, the compose recipe's names), readable by the
-    image's user."""
+    """docs/deploy.md's secret files ($PWD/deploy/secrets, the compose recipe's names),
+    readable by the image's user."""
     secrets = folder / "deploy" / "secrets"
     secrets.mkdir(parents=True)
     files = {
@@ -134,7 +134,7 @@ def test_the_image_runs_the_daemon_as_its_user_with_file_secrets_and_a_stable_de
     health_port = free_port()
     _, readme_env, mounted = readme_run()
     assert mounted == "$PWD/deploy/secrets"
-    env = {  # README's, but for this machine's Redis port and CA, and the simulator
+    env = {  # the recipe's, but for this machine's Redis port and CA, and the simulator
         **readme_env,
         "REDIS_PORT": str(redis_server.port),
         "REDIS_SSL_CA_CERTS": "/run/secrets/ca.crt",
@@ -203,8 +203,8 @@ def test_the_image_logs_in_on_the_tradingview_route_with_names_and_passwords_alo
     redis_tls_server: RedisServer,
     tmp_path: Path,
 ) -> None:
-    """The desk's own route: README's recipe with `TRADOVATE_LOGIN=tradingview` and no API key
-    (its `TRADOVATE_SEC_FILE` left out): the container writes the login's tokens."""
+    """The desk's own route: docs/deploy.md's recipe with `TRADOVATE_LOGIN=tradingview` and no
+    API key (its `TRADOVATE_SEC_FILE` left out): the container writes the login's tokens."""
     fake, redis_server = served_tradovate, redis_tls_server
     _, readme_env, _ = readme_run()
     env = {k: v for k, v in readme_env.items() if k != "TRADOVATE_SEC_FILE"}

@@ -1,10 +1,10 @@
-"""README's recipes, followed line by line.
+"""The recipes of docs/deploy.md, followed line by line.
 
-systemd: every command of README's "Running under systemd" block runs as written, in a temporary
-root where it says /etc or /opt (no systemd runs here). Three kinds of line are emulated, as
-narrowly as possible: installing the virtualenv (this checkout's own .venv stands in for it),
-`sudoedit` (the operator's edit: where Redis and Tradovate are), and `systemctl` (what systemd
-would do with the installed unit: Environment=, then EnvironmentFile= over it,
+systemd: every command of docs/deploy.md's "Running under systemd" block runs as written, in a
+temporary root where it says /etc or /opt (no systemd runs here). Three kinds of line are
+emulated, as narrowly as possible: installing the virtualenv (this checkout's own .venv stands
+in for it), `sudoedit` (the operator's edit: where Redis and Tradovate are), and `systemctl`
+(what systemd would do with the installed unit: Environment=, then EnvironmentFile= over it,
 WorkingDirectory=, LoadCredential= into $CREDENTIALS_DIRECTORY, ExecStart=).
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer, TlsFiles
 from daemon.sim.tradovate import FakeTradovate
-from tests.helpers import REDIS_PASSWORD, DaemonProcess, Spawned, readme_block
+from tests.helpers import REDIS_PASSWORD, DaemonProcess, Spawned, doc_block
 
 ROOT = Path(__file__).parent.parent
 VENV = Path(sys.executable).parent.parent
@@ -107,7 +107,7 @@ def test_the_systemd_recipe_as_written(
     systemd = EmulatedSystemd(root, processes)
     daemon = None
     status: subprocess.CompletedProcess[str] | None = None
-    for line in readme_block("### Running under systemd"):
+    for line in doc_block("docs/deploy.md", "## Running under systemd"):
         for command in (c.strip() for c in line.split(" && ")):
             if " -m venv " in command or "/.venv/bin/pip install" in command:
                 venv = root / "opt" / "orca-token-daemon" / ".venv"

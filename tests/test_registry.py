@@ -1,5 +1,6 @@
 """One registry of settings: the code reads only registered variables, every registered one is
-read, README's table is the registry's, and typos are caught with the closest name."""
+read, docs/configuration.md's table is the registry's, and typos are caught with the closest
+name."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from daemon.registry import SETTINGS, markdown_table, unknown_variables
 ROOT = Path(__file__).parent.parent
 
 
-def test_readme_table_is_the_registry() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert markdown_table() in readme
+def test_the_configuration_page_s_table_is_the_registry() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert markdown_table() in page
 
 
 def test_every_registered_variable_is_read_by_the_code() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,16 @@ from daemon.sim.tradovate import FakeTradovate
 from daemon.store.heartbeat import Heartbeat, write_heartbeat
 from daemon.store.lease import LoginLeases
 from daemon.views.status import render_status, status_report
-from tests.helpers import Run, Spawned, daemon_env, status_json
+from tests.helpers import (
+    FakeClock,
+    Run,
+    Spawned,
+    build_world,
+    daemon_env,
+    status_json,
+    tradovate_routes,
+    user,
+)
 
 
 def test_status_names_each_login_and_a_rejected_password(
@@ -147,3 +157,45 @@ def test_status_watch_stops_on_sigint_even_started_with_sigint_ignored(
     finally:
         watch.kill()
         watch.wait()
+
+
+def test_status_shows_every_note_in_words_and_json_and_drops_one_no_longer_current() -> None:
+    """A password expiring in 3 days with Tradovate's hint, accounts the list refuses to a live
+    token (API key scope), an account another login writes: each on the line under the login's
+    row in a word or two, each sentence in `status --json`; a renewal whose answer no longer
+    says it drops it."""
+    clock = FakeClock()
+    fake = FakeTradovate(
+        [user("APEX_1", accounts=2), user("APEX_2", accounts=1), user("APEX_3")],
+        token_lifetime_s=4_800,
+        clock=clock,
+    )
+    first = fake.users["APEX_1"]
+    first.password_expires_at = clock.now + 3 * 86_400
+    first.hibp_hint = "EmailAndPasswordCompromised"
+    fake.users["APEX_3"].accounts_denied = True
+    fake.users["APEX_2"].accounts.append("APEX_1-ACC2")  # listed by both: APEX_1 writes it
+    with tradovate_routes(fake):
+        world = build_world(fake, clock)
+        for login in ("APEX_1", "APEX_2", "APEX_3"):
+            assert world.refresher.refresh(login).ok
+        report = status_report(world.redis, ["APEX_1", "APEX_2", "APEX_3"], now=clock.now)
+        text = render_status(report)
+        expires = time.strftime("%m-%d", time.gmtime(first.password_expires_at))
+        lines = text.splitlines()
+        row_at = next(n for n, line in enumerate(lines) if line.startswith("APEX_1 "))
+        under_first = lines[row_at + 1]
+        assert under_first.startswith("  └ ")
+        assert f"password expires {expires}, hint EmailAndPasswordCompromised" in under_first
+        assert "  └ accounts not listed" in text
+        assert "APEX_1-ACC2 skipped (written by APEX_1)" in text
+        notes = {row["login"]: list(row["notes"]) for row in report.as_dict()["logins"]}
+        assert any("EmailAndPasswordCompromised" in n for n in notes["APEX_1"])
+        assert notes["APEX_2"] == ["APEX_1-ACC2 is written by APEX_1"]
+        assert "API key scope" in notes["APEX_3"][0]
+
+        first.password_expires_at, first.hibp_hint = None, None
+        assert world.refresher.refresh("APEX_1", force=True).outcome == "renew"
+        report = status_report(world.redis, ["APEX_1", "APEX_2"], now=clock.now)
+        assert report.logins[0].notes == ()
+        assert "password" not in render_status(report)

@@ -286,13 +286,13 @@ def test_a_token_another_program_wrote_is_named_once_an_hour_and_restored(
 
 
 @pytest.mark.timeout(120)
-def test_readme_cut_over_from_the_seeds_scripts_as_written(
+def test_the_cut_over_from_the_seeds_scripts_as_written(
     redis_server: RedisServer, start_daemon: StartDaemon
 ) -> None:
-    """README, "Coming from the seed's scripts": its lines in order, against the simulator
-    (its TradingView host standing in for tv-demo.tradovateapi.com)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
-    section = readme.split("### Coming from the seed's scripts", 1)[1].split("```sh\n", 1)[1]
+    """docs/migrating.md, "Coming from the seed's scripts": its lines in order, against the
+    simulator (its TradingView host standing in for tv-demo.tradovateapi.com)."""
+    page = (Path(__file__).parent.parent / "docs" / "migrating.md").read_text(encoding="utf-8")
+    section = page.split("# Coming from the seed's scripts", 1)[1].split("```sh\n", 1)[1]
     lines = section.split("```", 1)[0]
     assert "export TRADOVATE_LOGIN=tradingview ORCA_ACCOUNTS=APEX_266668" in lines
     with FakeTradovate() as served:

@@ -52,7 +52,7 @@ real environment wins; every secret also reads from NAME_FILE):
 
 exit codes: 0 success; 1 the operation failed (`run --once` with a failed login, `health` not
 ready, `status` with a login not valid); 2 usage; 3 `status` finds no live daemon; 78
-configuration error. README has the rest.
+configuration error. README and docs/ have the rest.
 """
 
 
@@ -157,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except redis.exceptions.NoPermissionError as error:
         print(
             f"orca-tokens: Redis refused this command ({error}); the ACL user needs more "
-            "permissions for it: see README, 'Redis ACL'",
+            "permissions for it: see docs/deploy.md#redis-acl",
             file=sys.stderr,
         )
         return EX_FAILED

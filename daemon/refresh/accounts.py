@@ -17,8 +17,6 @@ from daemon.tradovate import (
 )
 from daemon.values import SAFE_NAME
 
-ACCOUNTS_NOTE = "accounts not listed: API key scope or device id"
-
 
 @dataclass(frozen=True)
 class Listing:

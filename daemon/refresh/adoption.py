@@ -15,8 +15,9 @@ from daemon.refresh.policy import Policy
 from daemon.refresh.progress import LoginProgress
 from daemon.refresh.schedule import Leads
 from daemon.store.client import get_many
+from daemon.store.foreign import report_foreign
 from daemon.store.status import read_statuses
-from daemon.store.tokens import fingerprint, md_token_key, read_token_keys
+from daemon.store.tokens import fingerprint, md_token_key, read_token_keys, token_key
 from daemon.token_format import iso, jwt_expiry, token_problem
 from daemon.tradovate import TokenGrant
 
@@ -60,11 +61,16 @@ class Adoption:
                     outcome=state.last_outcome,
                     until=recorded.parked_until or recorded.next_attempt_at,
                 )
-            if state.grant is not None or recorded is None or token is None:
+            if state.grant is not None or token is None:
                 continue
             # Only the expiry recorded with this very token counts: nothing is decoded.
-            expiry = recorded.expiry_of(token)
-            if expiry is None or expiry <= now:
+            expiry = None if recorded is None else recorded.expiry_of(token)
+            if expiry is None:  # the next login replaces it: named first, like any foreign value
+                problem = token_problem(token)
+                what = f"not a token ({problem})" if problem else "a token no login status records"
+                report_foreign(token_key(state.name), f"{what}: replaced by a new login", token)
+                continue
+            if expiry <= now or recorded is None:
                 continue
             issued_at = recorded.issued_at_s()
             usable_md = md_token if token_problem(md_token) is None else None

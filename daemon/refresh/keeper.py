@@ -11,6 +11,7 @@ from dataclasses import replace
 import redis
 import structlog
 
+from daemon import notes as note
 from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.progress import LoginProgress, credential
@@ -182,7 +183,7 @@ class RedisKeeper:
                     "account.owned_by_another", login=state.name, account=account, owner=owner
                 )
         self._skips_said[state.name] = skipped  # under the login's lock: its entry alone
-        notes = (*state.notes, *(f"{account} is written by {owner}" for account, owner in skipped))
+        notes = (*state.notes, *(note.written_by(account, owner) for account, owner in skipped))
         return login_status(state, now, self.names.owned(state)[1:], self._instance, notes)
 
     def drop_dead_token(self, state: LoginProgress, dead: str, reason: str) -> None:
@@ -269,8 +270,7 @@ class RedisKeeper:
             "token.foreign_writer",
             login=state.name,
             fingerprint=fingerprint(foreign[0]),
-            hint="another program writes token keys: switch it off (README, Coming from the "
-            "seed's scripts)",
+            hint="another program writes token keys: switch it off (docs/migrating.md)",
         )
 
 

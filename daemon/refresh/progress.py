@@ -104,6 +104,9 @@ class LoginProgress:
         return dropped
 
 
+LOGIN_DEFERRED = "budget.login_deferred"  # the group's failed-login budget holds a login
+
+
 class AuthDeferred(Exception):
     """Not yet: a pacing slot, a budget slot or a penalty's wait is due in `wait_s`; `event`
     is what the log says of it (`auth.deferred`: debug)."""

@@ -10,18 +10,18 @@ from dataclasses import dataclass
 
 import redis
 
+from daemon import notes as note
 from daemon.constants import PARK_RECHECK_S, PASSWORD_WARNING_S
 from daemon.outcomes import Outcome
-from daemon.refresh.accounts import ACCOUNTS_NOTE, Listing
+from daemon.refresh.accounts import Listing
 from daemon.refresh.keeper import RedisKeeper
 from daemon.refresh.policy import Action, Decision, Policy
-from daemon.refresh.progress import Attempt, LoginProgress
+from daemon.refresh.progress import LOGIN_DEFERRED, Attempt, LoginProgress
 from daemon.refresh.reporter import Reporter
 from daemon.refresh.schedule import RenewalSchedule
 from daemon.store.fence import LeaseLost
 from daemon.store.health import RedisHealth
 from daemon.store.tokens import InvalidTokenError
-from daemon.token_format import iso
 from daemon.tradovate import CaptchaRequired, PenaltyTicket, TokenGrant
 
 NOT_OWNER_RETRY_S = 1.0
@@ -29,6 +29,7 @@ LAPSED_WAITING = "token lapsed for want of renewals: logs in when the budget has
 LIFETIME_UNKNOWN = "lifetime unknown, renewing"
 LIFETIME_UNKNOWN_RETRY_S = 1.0
 AT_ONCE_S = 0.0  # the next attempt follows this one's answer without a wait
+LOGIN_DEFERRED_SAID = "no token: the group's failed-login budget (or a lockout) holds the login"
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Settlement:
         added = self._hold(state, acted, advised, now)
         attempt = self._settled(state, decision, acted, renew_at, now)
         news = password_news(acted.grant, now)  # said once the keys are written
-        self.reporter.password_news(state.name, acted.grant, added, news, password_note(news))
+        self.reporter.password_news(state.name, acted.grant, added, news, note.password(*news))
         return attempt
 
     def _settled(
@@ -142,6 +143,13 @@ class Settlement:
             return self._next(
                 state, Attempt(Outcome.DEFERRED, wait_s, now + wait_s, Outcome.DEFERRED), now
             )
+        if state.grant is None and acted.event == LOGIN_DEFERRED:
+            # No token in Redis and no login allowed yet: the status says why, once a wait.
+            said = f"{LOGIN_DEFERRED_SAID} for {acted.wait_s:.0f} s"
+            if not (state.last_error or "").startswith(LOGIN_DEFERRED_SAID):
+                state.last_outcome, state.last_error = Outcome.DEFERRED, said
+                state.next_attempt_at = now + acted.wait_s
+                self._write_status(state)
         if isinstance(acted.error, PenaltyTicket):
             self.reporter.penalty(state.name, acted.error.wait_s, endpoint="renew")
         elif isinstance(acted.error, CaptchaRequired):
@@ -210,12 +218,14 @@ class Settlement:
                 now,
                 0,
             )
+            said = state.notes
+            state.drop_notes(note.REFUSED_NAME)  # refused while the list gives it, no longer
             refused = tuple(
                 name
                 for name in listing.refused
-                if state.add_note(f"refused account name {name[:40]!r}")
+                if state.add_note(note.refused_name(name)) and note.refused_name(name) not in said
             )
-            allowed = state.drop_notes(ACCOUNTS_NOTE)
+            allowed = state.drop_notes(note.ACCOUNTS_NOT_LISTED)
             return Listing(names=listing.names if allowed else None, refused=refused)
         if listing.paused is not None:
             state.accounts_denials += 1
@@ -224,9 +234,10 @@ class Settlement:
             else:
                 pause_s = self.policy.accounts_pause_s(state.accounts_denials)
             state.accounts_paused_until = now + pause_s
-            state.drop_notes(ACCOUNTS_NOTE)
-            why = f"{listing.paused_why}: {listing.paused}"
-            state.add_note(f"{ACCOUNTS_NOTE} ({why}), asked again in {pause_s:.0f} s")
+            state.drop_notes(note.ACCOUNTS_NOT_LISTED)
+            state.add_note(
+                note.accounts_not_listed(f"{listing.paused_why}: {listing.paused}", pause_s)
+            )
         return listing
 
     def _report_listing(self, state: LoginProgress, news: Listing) -> None:
@@ -293,29 +304,17 @@ def password_news(grant: TokenGrant, now: float) -> tuple[float | None, str | No
     return (expires_at if expiring else None, grant.hibp_hint or None)
 
 
-def password_note(news: tuple[float | None, str | None]) -> str:
-    expires_at, hint = news
-    said = (
-        f"expires at {iso(expires_at)}" if expires_at is not None else "",
-        f"Tradovate's hint {hint}" if hint else "",
-    )
-    return f"{Outcome.PASSWORD_EXPIRING}: " + "; ".join(part for part in said if part)
-
-
 def notes_with(notes: tuple[str, ...], grant: TokenGrant, now: float) -> tuple[str, ...]:
     """The login's notes once it holds `grant`: an unfinished sign-up (userStatus) and a
     password expiring within a week or a `hibpHint`, each as this grant says; one that no
     longer holds goes, the others stay."""
-    unconfirmed = None
-    if grant.user_status is not None:
-        unconfirmed = f"{Outcome.UNCONFIRMED}: userStatus {grant.user_status}"
+    unconfirmed = None if grant.user_status is None else note.unconfirmed(grant.user_status)
     kept = tuple(  # a note still current keeps its place
-        note
-        for note in notes
-        if not note.startswith(str(Outcome.PASSWORD_EXPIRING))
-        and (not note.startswith(str(Outcome.UNCONFIRMED)) or note == unconfirmed)
+        said
+        for said in notes
+        if not note.is_password(said) and (not note.is_unconfirmed(said) or said == unconfirmed)
     )
     if unconfirmed is not None and unconfirmed not in kept:
         kept += (unconfirmed,)
     news = password_news(grant, now)
-    return kept if news == (None, None) else (*kept, password_note(news))
+    return kept if news == (None, None) else (*kept, note.password(*news))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from daemon.constants import LOGIN_FAILURE_SHARE
-from daemon.refresh.progress import AuthDeferred, LoginProgress
+from daemon.refresh.progress import LOGIN_DEFERRED, AuthDeferred, LoginProgress
 from daemon.store.budget import LOGIN_FAILURE, AddressBudget
 from daemon.tradovate import (
     AuthPacer,
@@ -43,7 +43,7 @@ class SignIn:
             LOGIN_FAILURE, now, who=state.name, share=LOGIN_FAILURE_SHARE, pending=True
         )
         if not spend.ok:
-            raise AuthDeferred(max(spend.wait_s, 1.0), "budget.login_deferred")
+            raise AuthDeferred(max(spend.wait_s, 1.0), LOGIN_DEFERRED)
         state.auth_slot_at = None
         ticket, state.p_ticket = state.p_ticket, None
         # From here a session may be open: if what comes back cannot be used, the next login

@@ -15,8 +15,8 @@ log = structlog.get_logger("daemon.service")
 BUDGET_REPORT_INTERVAL_S = 15.0
 CAPACITY_HINT = (
     "this /24 subnet may renew fewer tokens an hour than the logins need: run another instance "
-    "on another /24 subnet with its own ORCA_BUDGET_GROUP (README, Scale out), or mark API-only "
-    'logins when_budget_short = "relogin"'
+    "on another /24 subnet with its own ORCA_BUDGET_GROUP (docs/concepts.md#scale-out), or mark "
+    'API-only logins when_budget_short = "relogin"'
 )
 
 

@@ -2,8 +2,8 @@
 at that moment (`daemon.store.lease`). On one Redis server a Lua script compares the lease with
 the writer's fencing value and writes (or deletes) every key in the same step. On Redis Cluster
 a script cannot span slots, so the lease is read just before the slot-grouped write: an owner
-that lost the lease within that one round trip could still land one write (README, "Redis
-Cluster").
+that lost the lease within that one round trip could still land one write
+(docs/deploy.md#redis-cluster).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ def diagnose(error: BaseException) -> Diagnosis:
     chain = _chain(error)
     text = " ".join(str(e) for e in chain).lower()
     if any(isinstance(e, redis.exceptions.NoPermissionError) for e in chain):
-        return Diagnosis("auth", "NOPERM: the ACL user lacks a permission (README, Redis ACL)")
+        lacks = "NOPERM: the ACL user lacks a permission (docs/deploy.md#redis-acl)"
+        return Diagnosis("auth", lacks)
     if any(isinstance(e, redis.AuthenticationError) for e in chain) or (
         "wrongpass" in text or "noauth" in text or "invalid username-password" in text
     ):

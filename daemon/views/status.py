@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from daemon import notes as note
 from daemon.outcomes import LoginState, TokenState
 from daemon.store.budget import read_capacities
 from daemon.store.heartbeat import Heartbeat, live_instances
@@ -42,6 +43,7 @@ class LoginRow:
     heartbeat_age_s: float | None  # None: the owner has no live heartbeat
     when_budget_short: str | None
     route: str | None  # api | tradingview, as the owner recorded it
+    notes: tuple[str, ...] = ()  # what a person should know (daemon.notes), each a sentence
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,7 @@ def status_report(
                 heartbeat_age_s=round(now - beat.at, 1) if beat else None,
                 when_budget_short=recorded.when_budget_short,
                 route=recorded.route,
+                notes=recorded.notes,
             )
         )
     return StatusReport(rows, instances, now, read_capacities(client))
@@ -178,10 +181,15 @@ def render_status(report: StatusReport) -> str:
         for row in report.logins
     ]
     widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers))]
-    lines = [
-        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in (headers, *rows)
-    ]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line(headers)]
+    for row, cells in zip(report.logins, rows, strict=True):
+        lines.append(line(cells))
+        if row.notes:  # under its row, in a word or two; `status --json` has each sentence
+            lines.append("  └ " + "; ".join(note.words(said) for said in row.notes))
     return "\n".join([*lines, "", *_instance_lines(report), report.summary()])
 
 
