@@ -42,6 +42,15 @@ def _raised_from(cause: BaseException, error: redis.RedisError) -> redis.RedisEr
             "dns",
         ),
         (redis.ConnectionError("Connection closed by server."), "other"),
+        (
+            redis.exceptions.ReadOnlyError("You can't write against a read only replica."),
+            "readonly",
+        ),
+        (redis.exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"), "readonly"),
+        (
+            redis.exceptions.OutOfMemoryError("command not allowed when used memory > 'maxmemory'"),
+            "oom",
+        ),
         (redis.RedisError("something new"), "other"),
     ],
 )

@@ -6,6 +6,7 @@ token = get_redis_client().get("token:APEX_266668")
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +29,12 @@ from daemon.constants import (
     REDIS_RETRY_BUDGET_S,
     REDIS_SOCKET_TIMEOUT_S,
 )
+from daemon.store.connections import (
+    WRONG_NODE_ERRORS,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+)
 from daemon.store.foreign import report_foreign
 
 log = structlog.get_logger("daemon.redis")
@@ -48,6 +55,14 @@ class BoundedRetry(Retry):
                 cap=REDIS_RETRY_BACKOFF_CAP_S, base=REDIS_RETRY_BACKOFF_BASE_S
             ),
             retries,
+            # A node that cannot take the command is left, like a broken connection: the next
+            # try connects afresh (daemon.store.connections).
+            supported_errors=(
+                redis.ConnectionError,
+                redis.TimeoutError,
+                socket.timeout,
+                *WRONG_NODE_ERRORS,
+            ),
         )
         self.budget_s = budget_s
 
@@ -99,13 +114,14 @@ def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
 
 
 def build_pool(settings: RedisSettings, *, role: str = "main") -> redis.BlockingConnectionPool:
-    """A blocking pool: concurrent refreshes wait for a free connection instead of failing."""
-    options = {**_options(settings, role=role), "timeout": REDIS_POOL_WAIT_S}
+    """A blocking pool whose connections leave a node that answers it is the wrong one."""
+    options: dict[str, Any] = {**_options(settings, role=role), "timeout": REDIS_POOL_WAIT_S}
+    options["connection_class"] = SSLConnection if settings.uses_tls else Connection
     if settings.url is not None:
-        return redis.BlockingConnectionPool.from_url(settings.url.reveal(), **options)
-    if settings.ssl:
-        options["connection_class"] = redis.SSLConnection
-    return redis.BlockingConnectionPool(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+        if settings.url.reveal().startswith("unix://"):
+            del options["connection_class"]  # a socket file: no failover behind it
+        return ConnectionPool.from_url(settings.url.reveal(), **options)
+    return ConnectionPool(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         host=settings.host,
         port=settings.port,
         db=settings.db,

@@ -1,6 +1,6 @@
-"""Whether Redis answers, as one shared fact: each membership round and refresh reports it. It names
-why Redis does not answer (auth, tls, timeout, refused, dns, other) with a hint an operator can
-act on, logs only when that changes, and counts every failure by reason."""
+"""Whether Redis answers, as one shared fact: each membership round and refresh reports it. It
+names why Redis does not answer (auth, tls, timeout, refused, dns, readonly, oom, other) with a
+hint an operator can act on, logs only when that changes, and counts every failure by reason."""
 
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import redis
 import structlog
 
 from daemon.metrics import Metrics
+from daemon.store.connections import WRONG_NODE_ERRORS
 
 log = structlog.get_logger("daemon.redis")
 
 
 @dataclass(frozen=True)
 class Diagnosis:
-    reason: str  # auth | tls | timeout | refused | dns | other
+    reason: str  # auth | tls | timeout | refused | dns | readonly | oom | other
     hint: str
 
 
@@ -31,6 +32,21 @@ def diagnose(error: BaseException) -> Diagnosis:
     if any(isinstance(e, redis.exceptions.NoPermissionError) for e in chain):
         lacks = "NOPERM: the ACL user lacks a permission (docs/deploy.md#redis-acl)"
         return Diagnosis("auth", lacks)
+    if any(isinstance(e, WRONG_NODE_ERRORS) for e in chain) or "readonly" in text:
+        return Diagnosis(
+            "readonly",
+            "a replica answered (a failover?): writes resume once the primary answers; a "
+            "pinned address may need the cache's host name",
+        )
+    if (
+        any(isinstance(e, redis.exceptions.OutOfMemoryError) for e in chain)
+        or "oom command not allowed" in text
+    ):
+        return Diagnosis(
+            "oom",
+            "the cache is full and evicts nothing (maxmemory-policy noeviction): free memory "
+            "or give the daemon a cache of its own (docs/deploy.md#azure-cache-for-redis)",
+        )
     if any(isinstance(e, redis.AuthenticationError) for e in chain) or (
         "wrongpass" in text or "noauth" in text or "invalid username-password" in text
     ):
