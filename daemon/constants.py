@@ -88,6 +88,11 @@ TRADOVATE_TIMEOUT_S: Final = 10.0  # default of ORCA_TRADOVATE_TIMEOUT
 
 # Redis connection.
 REDIS_HEALTH_CHECK_INTERVAL_S: Final = 30  # well below Azure's 10-minute idle disconnect
+# TCP keepalive, set rather than left to the installed redis-py (30/5/3 s on 8.1, the kernel's
+# 2 hours before): a peer gone without a word (a failover's old node) is noticed in under a minute.
+REDIS_KEEPALIVE_IDLE_S: Final = 30
+REDIS_KEEPALIVE_INTERVAL_S: Final = 5
+REDIS_KEEPALIVE_PROBES: Final = 3
 REDIS_SOCKET_TIMEOUT_S: Final = 3.0  # each command (and a TLS handshake) answers within this
 REDIS_POOL_WAIT_S: Final = 5.0  # a refresh waits this long for a free pooled connection
 REDIS_COMMAND_RETRIES: Final = 2  # redis-py's one retry layer: reconnect and resend ...

@@ -47,9 +47,15 @@ class Metrics:
         self.redis_up = Gauge(
             "orca_redis_up", "1 when the last Redis command succeeded.", registry=self.registry
         )
+        self.redis_evicted_keys = Gauge(
+            "orca_redis_evicted_keys",
+            "Keys the Redis server has evicted since it started (INFO evicted_keys): under a "
+            "policy that evicts keys with a TTL, the daemon's own may be among them.",
+            registry=self.registry,
+        )
         self.redis_errors = Counter(
             "orca_redis_errors_total",
-            "Failed Redis calls by reason (auth, tls, timeout, refused, dns, other).",
+            "Failed Redis calls by reason: auth, tls, timeout, refused, dns, readonly, oom, other.",
             ["reason"],
             registry=self.registry,
         )

@@ -4,19 +4,25 @@ balancer (docs/deploy.md#azure-cache-for-redis)."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
+from daemon.metrics import Metrics
+from daemon.service.memory_watch import MemoryWatch
 from daemon.sim.environment import wait_for
-from daemon.sim.observe import TokenSampler, all_live, all_names
+from daemon.sim.observe import TokenSampler, all_live, all_names, owner_pids
 from daemon.sim.proxy import TcpProxy
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, numbered_desk
-from tests.helpers import Spawned, daemon_env, http_get, require_redis_server
+from daemon.store.health import RedisHealth
+from tests.helpers import Run, Spawned, daemon_env, http_get, require_redis_server
 
 pytestmark = pytest.mark.e2e
 
@@ -133,3 +139,99 @@ def test_a_replica_is_named_readonly_by_readyz(
         wait_for(readonly, timeout=15, what="/readyz naming readonly")
         with pytest.raises(redis.ReadOnlyError):
             replica.client().set("x", "1")
+
+
+@pytest.mark.long
+@pytest.mark.timeout(90)
+def test_an_8_s_write_pause_opens_no_session_and_the_leases_come_back_within_2_s(
+    own_redis_server: RedisServer, processes: Spawned, tmp_path: Path
+) -> None:
+    """Azure's maintenance may stall a node (CLIENT PAUSE WRITE, or a stall like DEBUG SLEEP):
+    longer than a lease lives (5 s), shorter than a token. No session is opened for it, and the
+    leases are held again within 2 s of its end."""
+    with FakeTradovate(numbered_desk(3, 1), token_lifetime_s=120) as fake:
+        env = daemon_env(fake, own_redis_server.url, ORCA_HEALTH_ADDR="")
+        daemon = processes.start(env, cwd=str(tmp_path))
+        client = own_redis_server.client()
+        names, logins = all_names(fake), list(fake.users)
+        wait_for(lambda: all_live(client, names, fake), what="every token live")
+        pid = daemon.process.pid
+        wait_for(lambda: set(owner_pids(client, logins).values()) == {pid}, what="leases held")
+        client.client_pause(8000, all=False)  # CLIENT PAUSE 8000 WRITE
+        paused_at = time.monotonic()
+        wait_for(lambda: time.monotonic() - paused_at >= 8, timeout=12, what="the pause")
+        wait_for(
+            lambda: set(owner_pids(client, logins).values()) == {pid},
+            timeout=2,
+            what="every lease held again within 2 s of the pause's end",
+        )
+        assert all(fake.seen.sessions_opened[login] == 1 for login in logins)
+        assert all_live(client, names, fake)
+        assert daemon.process.poll() is None
+
+
+def test_doctor_names_a_policy_that_evicts_the_daemons_keys(
+    own_redis_server: RedisServer, cli: Callable[[dict[str, str]], Run]
+) -> None:
+    own_redis_server.client().config_set("maxmemory-policy", "volatile-lru")  # Azure's default
+    with FakeTradovate(numbered_desk(1, 1)) as fake:
+        code, out, _ = cli(daemon_env(fake, own_redis_server.url))("doctor", "--json")
+    findings = json.loads(out)["findings"]
+    said = [f for f in findings if "maxmemory-policy volatile-lru" in f["text"]]
+    assert said, findings
+    assert said[0]["level"] == "warning"
+    assert "noeviction" in said[0]["text"]
+    assert code == 0  # a warning, not a problem
+
+
+@pytest.mark.long
+@pytest.mark.timeout(90)
+def test_a_full_cache_is_named_oom_and_writes_resume_within_5_s_once_memory_is_freed(
+    own_redis_server: RedisServer, processes: Spawned, tmp_path: Path
+) -> None:
+    admin = own_redis_server.client()
+    with FakeTradovate(numbered_desk(2, 1), token_lifetime_s=600) as fake:
+        env = daemon_env(fake, own_redis_server.url, ORCA_HEALTH_ADDR="")
+        daemon = processes.start(env, cwd=str(tmp_path))
+        names = all_names(fake)
+        wait_for(lambda: all_live(admin, names, fake), what="every token live")
+        assert daemon.event("redis.eviction_policy")["policy"] == "noeviction"
+        admin.delete("token:LOGIN_0000")  # the daemon writes it back, once it can
+        used = int(admin.info("memory")["used_memory"])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", used - 100_000)  # full: every write is refused
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            admin.set("filler", "x")
+        down = daemon.event("redis.down", timeout=10)
+        assert down["reason"] == "oom"
+        assert "noeviction" in down["hint"]
+        assert admin.get("token:LOGIN_0000") is None
+        admin.config_set("maxmemory", 0)  # memory freed
+        freed_at = time.monotonic()
+        wait_for(lambda: all_live(admin, names, fake), timeout=5, what="the token written back")
+        assert time.monotonic() - freed_at <= 5
+        assert all(fake.seen.sessions_opened[login] == 1 for login in fake.users)
+
+
+def test_evicted_keys_are_exported_and_a_policy_that_evicts_ours_is_said_once(
+    own_redis_server: RedisServer,
+) -> None:
+    admin = own_redis_server.client()
+    admin.config_set("maxmemory-policy", "volatile-lru")
+    admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) + 300_000)
+    for n in range(2_000):  # more than fits: the oldest with a TTL are evicted
+        admin.set(f"token:N{n}", "x" * 1_000, ex=600)
+    metrics = Metrics()
+    components = SimpleNamespace(
+        redis=admin, metrics=metrics, redis_health=RedisHealth("test", metrics)
+    )
+    watch = MemoryWatch(components)  # type: ignore[arg-type]  # what it reads of Components
+    with capture_logs() as logs:
+        watch.check()
+        watch.check()
+    evicted = metrics.registry.get_sample_value("orca_redis_evicted_keys")
+    assert evicted is not None
+    assert evicted == int(admin.info("stats")["evicted_keys"]) > 0
+    said = [e for e in logs if e["event"] == "redis.eviction_policy"]
+    assert len(said) == 1
+    assert (said[0]["log_level"], said[0]["policy"]) == ("warning", "volatile-lru")

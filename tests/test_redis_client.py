@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -29,6 +30,13 @@ def test_one_shared_client_from_the_environment(
     assert pool.max_connections == 10
     kwargs = pool.connection_kwargs
     assert kwargs["socket_keepalive"] is True
+    # Set, not left to the installed redis-py (2 hours of idle on 5.x and 6.x).
+    assert kwargs["socket_keepalive_options"] == {
+        socket.TCP_KEEPIDLE: 30,
+        socket.TCP_KEEPINTVL: 5,
+        socket.TCP_KEEPCNT: 3,
+    }
+    assert kwargs["protocol"] == 2  # no RESP3 maintenance notifications stretching deadlines
     assert kwargs["health_check_interval"] == REDIS_HEALTH_CHECK_INTERVAL_S < 600
     assert kwargs["decode_responses"] is True
     assert kwargs["retry"] is not None
@@ -157,3 +165,38 @@ def test_common_operations_of_the_reference_on_the_shared_client(
     batches = list(scan_batches(r, "hft:positions:*", batch=1_000))
     assert sum(len(b) for b in batches) == 2_500
     assert max(len(b) for b in batches) <= 1_100  # SCAN's COUNT is a hint; lists stay bounded
+
+
+@pytest.mark.parametrize("health_check_interval", [REDIS_HEALTH_CHECK_INTERVAL_S, 0])
+def test_the_library_survives_a_server_that_closes_idle_connections(
+    own_redis_server: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    health_check_interval: int,
+) -> None:
+    """Azure closes connections idle for 10 minutes; a trading program reading a token now and
+    then meets that (here: Redis `timeout 1`, and a connection killed while idle). No error
+    reaches the caller, whatever the health-check interval."""
+    from daemon import tokens
+    from daemon.store import client as shared
+
+    monkeypatch.setattr(shared, "REDIS_HEALTH_CHECK_INTERVAL_S", health_check_interval)
+    admin = own_redis_server.client()
+    admin.set("token:APEX_1", "t-1")
+    library = shared.build_client(load_redis_settings({"REDIS_URL": own_redis_server.url}))
+    assert tokens.get_token("APEX_1", client=library) == "t-1"
+
+    def connected() -> int:
+        return sum(1 for c in admin.client_list() if c["name"] == "orca-token-daemon:main")
+
+    assert connected() == 1
+    admin.config_set("timeout", 1)  # the server closes a connection idle for a second
+    deadline = time.monotonic() + 10
+    while connected() and time.monotonic() < deadline:  # polled: the server's own clock
+        time.sleep(0.1)
+    assert connected() == 0
+    assert tokens.get_token("APEX_1", client=library) == "t-1"
+    admin.config_set("timeout", 0)
+    admin.client_kill_filter(_type="normal", skipme=True)  # killed while idle
+    admin = own_redis_server.client()
+    assert tokens.get_token("APEX_1", client=library) == "t-1"
+    library.close()

@@ -24,6 +24,7 @@ from daemon.refresh.schedule import Leads, assumed_lifetime_s, plan_renewals
 from daemon.registry import SETTINGS, Setting, setting, unknown_variables
 from daemon.store.budget import usable_of
 from daemon.store.client import build_client, disconnect
+from daemon.store.eviction import Memory, evicts_ours, policy_words, read_memory
 from daemon.store.health import diagnose
 from daemon.store.heartbeat import Heartbeat, live_instances
 from daemon.token_format import tradovate_minutes
@@ -192,6 +193,7 @@ def _redis(settings: Settings) -> list[Finding]:
         client.ping()
         seconds, micros = client.time()
         beats = live_instances(client)
+        memory = _memory(client)
     except redis.RedisError as error:
         diagnosis = diagnose(error)
         return [
@@ -206,7 +208,18 @@ def _redis(settings: Settings) -> list[Finding]:
     found = [Finding("ok", "redis", f"{target} answers")]
     skew = time.time() - (seconds + micros / 1e6)
     found.append(_skew("redis", skew, "Redis TIME"))
+    if memory is not None:
+        level: Level = "warning" if evicts_ours(memory.policy) else "ok"
+        found.append(Finding(level, "redis", policy_words(memory.policy)))
     return found + _shared_subnets(settings, beats)
+
+
+def _memory(client: redis.Redis) -> Memory | None:
+    """The eviction policy, where the ACL user may ask INFO."""
+    try:
+        return read_memory(client)
+    except redis.exceptions.NoPermissionError:
+        return None
 
 
 def _shared_subnets(settings: Settings, beats: list[Heartbeat]) -> list[Finding]:

@@ -34,6 +34,7 @@ from daemon.service.components import build_components
 from daemon.service.health import HealthServer
 from daemon.service.jobs import JobRunner, Jobs
 from daemon.service.membership import Membership
+from daemon.service.memory_watch import MEMORY_WATCH_INTERVAL_S, MemoryWatch
 from daemon.service.once import LoginsHeld, OnePass
 from daemon.service.readiness import Readiness
 from daemon.service.requests import RequestBroker
@@ -85,6 +86,7 @@ class Daemon:
         )
         self.requests = RequestBroker(c, self.jobs)
         self.budget = BudgetReporter(c)
+        self.memory = MemoryWatch(c)
         self.membership = Membership(c, self.jobs, self.requests, self.budget)
         self.readiness = Readiness(c, self.jobs.alive)
         self.once = OnePass(c)
@@ -146,10 +148,13 @@ class Daemon:
             health=_address_text(self.health.address) if self.health else None,
             instance=self.instance,
         )
+        self.memory.check()  # the eviction policy said at start
         self.jobs.add_housekeeping(
             {
                 "watch-redis": (self.membership.round, REDIS_WATCH_INTERVAL_S),
                 "reconcile": (self.membership.reconcile, RECONCILE_INTERVAL_S),
+                "restore-budget": (self.membership.restore_budget, REDIS_WATCH_INTERVAL_S),
+                "redis-memory": (self.memory.check, MEMORY_WATCH_INTERVAL_S),
                 "budget": (self.budget.report, BUDGET_REPORT_INTERVAL_S),
             }
         )

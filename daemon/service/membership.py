@@ -84,6 +84,14 @@ class Membership:
         except redis.RedisError as error:
             self._c.redis_health.failed(error)
 
+    def restore_budget(self) -> None:
+        """This instance's own spends and blocks back in Redis where an eviction dropped them
+        (on the shared client, apart from the round: a slow Redis costs this job, not a lease)."""
+        try:
+            self._c.refresher.budget.restore_own(self._c.clock())
+        except redis.RedisError as error:
+            self._c.redis_health.failed(error)
+
     def leave(self) -> None:
         """A clean stop: hand every lease over at once and take the heartbeat away."""
         c = self._c

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 import redis
 
 from daemon.constants import BUDGET_KEY_PREFIX
-from daemon.store.client import get_many, is_cluster, scan_batches
+from daemon.store.client import get_many, is_cluster, read_all, scan_batches
 from daemon.values import json_object
 
 RENEW = "renew"
@@ -40,7 +41,9 @@ end
 # KEYS[1] spends, KEYS[2] block, KEYS[3] pending (taken, outcome not yet known).
 # ARGV: now, window, usable, member, who_prefix, share, pending (1: hold it as pending),
 # longest block (s): a block that is not a number is none; one that ends later than that from
-# now (another program's SET) is rewritten to end then, so it runs out like any other. A spend
+# now (another program's SET) is rewritten to end then, so it runs out like any other; this
+# instance's own block (0: none); then this instance's own spends in the window, member and time
+# each: a cache that evicts keys with a TTL may have dropped them, and they are put back. A spend
 # dated more than a minute ahead (no clock is that far off) would hold the window full: dropped.
 # Returns {1, 0} when taken, {0, wait_ms} when not: the budget is full (wait until the oldest
 # spend leaves the window, or a second while others' calls are still pending), the login's
@@ -58,7 +61,18 @@ if blocked_until > now + longest then
   local ttl = math.ceil(longest + window)
   redis.call('SET', KEYS[2], string.format('%.3f', blocked_until), 'EX', ttl)
 end
+local own_block = tonumber(ARGV[9])
+if own_block > blocked_until then
+  blocked_until = own_block
+  local ttl = math.ceil(own_block - now + window)
+  redis.call('SET', KEYS[2], string.format('%.3f', own_block), 'EX', ttl)
+end
 if blocked_until > now then return {0, math.ceil((blocked_until - now) * 1000)} end
+local restored = false
+for i = 10, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[i + 1]), ARGV[i]) == 1 then restored = true end
+end
+if restored then redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000)) end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - 60)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '(' .. (now + 60), '+inf')
@@ -153,6 +167,11 @@ class AddressBudget:
         self.group = group
         self.limits = limits
         self.window_s = window_s
+        # What this instance spent and was blocked from, kept in memory too: a cache that
+        # evicts keys with a TTL (Azure's volatile-lru) must not give the group its budget back.
+        self._own_spends: dict[str, dict[str, float]] = {}
+        self._own_blocks: dict[str, float] = {}
+        self._own_lock = threading.Lock()
         self._spend = client.register_script(_SPEND)
         self._settle = client.register_script(_SETTLE)
         self._block = client.register_script(_BLOCK)
@@ -183,6 +202,7 @@ class AddressBudget:
         logins count, successful ones do not), so concurrent calls never overshoot."""
         member = f"{who}|{now:.3f}|{secrets.token_hex(3)}"
         key = self._key(endpoint)
+        own_block, own_spends = self._own(endpoint, now)
         ok, wait_ms = self._spend(
             keys=[key, f"{key}:blocked", f"{key}:pending"],
             args=[
@@ -194,13 +214,50 @@ class AddressBudget:
                 share,
                 "1" if pending else "0",
                 repr(self.longest_block_s.get(endpoint, 3_600.0)),
+                repr(own_block),
+                *(part for spent in own_spends.items() for part in (spent[0], repr(spent[1]))),
             ],
         )
+        if ok and not pending:
+            self._remember(endpoint, member, now)
         return Spend(bool(ok), max(0.0, float(wait_ms) / 1000), member)
+
+    def restore_own(self, now: float) -> None:
+        """Put this instance's own spends and blocks back where an eviction dropped them (each
+        membership round, so another instance's spend does not find the window emptier than it
+        is for longer than a round). One round trip; none when there is nothing of its own."""
+        pipe = self._client.pipeline(transaction=False)
+        for endpoint in self.limits:
+            block, spends = self._own(endpoint, now)
+            key = self._key(endpoint)
+            if spends:
+                pipe.zadd(key, spends, nx=True)
+                pipe.pexpire(key, math.ceil(self.window_s * 1000))
+            if block:
+                pipe.set(
+                    f"{key}:blocked", f"{block:.3f}", ex=math.ceil(block - now + self.window_s)
+                )
+        if pipe.command_stack:
+            read_all(pipe)
+
+    def _own(self, endpoint: str, now: float) -> tuple[float, dict[str, float]]:
+        """This instance's block (0: none) and its spends still in the window."""
+        with self._own_lock:
+            spends = self._own_spends.get(endpoint, {})
+            current = {m: at for m, at in spends.items() if at > now - self.window_s}
+            self._own_spends[endpoint] = current
+            block = self._own_blocks.get(endpoint, 0.0)
+            return (block if block > now else 0.0), dict(current)
+
+    def _remember(self, endpoint: str, member: str, at: float) -> None:
+        with self._own_lock:
+            self._own_spends.setdefault(endpoint, {})[member] = at
 
     def settle(self, endpoint: str, spend: Spend, now: float, *, counted: bool) -> None:
         """A pending slot's outcome: counted in the window from `now`, or given back."""
         key = self._key(endpoint)
+        if counted:
+            self._remember(endpoint, spend.member, now)
         self._settle(
             keys=[key, f"{key}:pending"],
             args=[spend.member, repr(now), "1" if counted else "0", repr(self.window_s)],
@@ -210,10 +267,16 @@ class AddressBudget:
         """A penalty ticket (a 423, a captcha): nobody in the group calls this endpoint for
         `seconds`, or longer when a block already runs."""
         key = f"{self._key(endpoint)}:blocked"
+        with self._own_lock:
+            until = max(self._own_blocks.get(endpoint, 0.0), now + seconds)
+            self._own_blocks[endpoint] = until
         self._block(keys=[key], args=[repr(now + seconds), math.ceil(seconds + self.window_s)])
 
     def used(self, endpoint: str, now: float) -> int:
-        return int(self._client.zcount(self._key(endpoint), now - self.window_s, "+inf"))
+        """Spends in the window: the group's as Redis holds them, never fewer than this
+        instance's own."""
+        found = int(self._client.zcount(self._key(endpoint), now - self.window_s, "+inf"))
+        return max(found, len(self._own(endpoint, now)[1]))
 
     def publish_capacity(self, capacity: dict[str, object], ttl_s: int) -> None:
         """What this group needs and may spend, for `status` to say from Redis alone."""

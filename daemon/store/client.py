@@ -23,6 +23,9 @@ from daemon.constants import (
     LEASE_IO_TIMEOUT_S,
     REDIS_COMMAND_RETRIES,
     REDIS_HEALTH_CHECK_INTERVAL_S,
+    REDIS_KEEPALIVE_IDLE_S,
+    REDIS_KEEPALIVE_INTERVAL_S,
+    REDIS_KEEPALIVE_PROBES,
     REDIS_POOL_WAIT_S,
     REDIS_RETRY_BACKOFF_BASE_S,
     REDIS_RETRY_BACKOFF_CAP_S,
@@ -82,6 +85,17 @@ class BoundedRetry(Retry):
         return super().call_with_retry(do, fail, retryable, with_failure_count)
 
 
+_KEEPALIVE = {
+    option: value
+    for name, value in (
+        ("TCP_KEEPIDLE", REDIS_KEEPALIVE_IDLE_S),
+        ("TCP_KEEPINTVL", REDIS_KEEPALIVE_INTERVAL_S),
+        ("TCP_KEEPCNT", REDIS_KEEPALIVE_PROBES),
+    )
+    if (option := getattr(socket, name, None)) is not None  # Linux names them all
+}
+
+
 def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
     """Every call has a deadline: connect (TLS handshake included) within the connect timeout,
     each command within the socket timeout. The lease and heartbeat client ("lease") answers
@@ -95,6 +109,10 @@ def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
         # raising UnicodeDecodeError out of a loop that catches RedisError.
         "encoding_errors": "replace",
         "socket_keepalive": True,
+        "socket_keepalive_options": _KEEPALIVE,
+        # RESP2, pinned: under RESP3 redis-py 8 relaxes socket timeouts to 10 s while a server
+        # announces maintenance, which would stretch the lease client's 1 s deadline.
+        "protocol": 2,
         "socket_connect_timeout": (
             min(settings.socket_connect_timeout_s, LEASE_IO_TIMEOUT_S)
             if lease
