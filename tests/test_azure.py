@@ -5,6 +5,8 @@ balancer (docs/deploy.md#azure-cache-for-redis)."""
 from __future__ import annotations
 
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,8 +23,16 @@ from daemon.sim.observe import TokenSampler, all_live, all_names, owner_pids
 from daemon.sim.proxy import TcpProxy
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, numbered_desk
+from daemon.store.credentials import FileCredentials
 from daemon.store.health import RedisHealth
-from tests.helpers import Run, Spawned, daemon_env, http_get, require_redis_server
+from tests.helpers import (
+    DaemonProcess,
+    Run,
+    Spawned,
+    daemon_env,
+    http_get,
+    require_redis_server,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +90,8 @@ def run_through_failover(
         _wait(after_s)
         samples = sampler.stop()
         assert all(process.process.poll() is None for process in started)
+        lost = [e for p in started for e in p.events() if e["event"] == "lease.lost"]
+        assert lost == []  # a failover shorter than a lease's TTL gives up no lease
         assert (samples.missing, samples.stale, samples.unreadable) == (0, 0, 0), samples
         assert samples.taken >= after_s * 4 * 0.8  # rounds of every key, 0.25 s apart
         assert all(fake.seen.sessions_opened[login] == 1 for login in logins)
@@ -235,3 +247,141 @@ def test_evicted_keys_are_exported_and_a_policy_that_evicts_ours_is_said_once(
     said = [e for e in logs if e["event"] == "redis.eviction_policy"]
     assert len(said) == 1
     assert (said[0]["log_level"], said[0]["policy"]) == ("warning", "volatile-lru")
+
+
+@pytest.fixture
+def keyed(tmp_path: Path) -> Iterator[tuple[RedisServer, Path]]:
+    """A Redis with a password (Azure's first access key), and the file that holds it."""
+    require_redis_server()
+    (tmp_path / "redis").mkdir()
+    password_file = tmp_path / "redis_password"
+    password_file.write_text("first-Key-1\n")
+    with RedisServer(workdir=tmp_path / "redis", password="first-Key-1") as server:
+        yield server, password_file
+
+
+def rotation_env(fake: FakeTradovate, server: RedisServer, password_file: Path) -> dict[str, str]:
+    return daemon_env(
+        fake,
+        None,
+        REDIS_HOST="127.0.0.1",
+        REDIS_PORT=str(server.port),
+        REDIS_PASSWORD_FILE=str(password_file),
+        ORCA_HEALTH_ADDR="",
+    )
+
+
+@pytest.mark.long
+@pytest.mark.timeout(120)
+def test_a_rotated_key_needs_no_restart_and_loses_no_sample(
+    keyed: tuple[RedisServer, Path], tmp_path: Path, processes: Spawned
+) -> None:
+    """Azure's rotation: the second key added, the file rewritten, the first key removed and
+    every connection closed. No restart, no missing sample, no session, auth at most 2 s."""
+    server, password_file = keyed
+    with FakeTradovate(numbered_desk(3, 1), token_lifetime_s=TOKEN_LIFETIME_S) as fake:
+        daemon = processes.start(rotation_env(fake, server, password_file), cwd=str(tmp_path))
+        admin = server.client()
+        names, logins = all_names(fake), list(fake.users)
+        wait_for(lambda: all_live(admin, names, fake), what="every token live")
+
+        def reader() -> redis.Redis:  # a trading program that reads the same file
+            credentials = FileCredentials(str(password_file), username=None, url=False)
+            options = {"host": "127.0.0.1", "port": server.port, "decode_responses": True}
+            return redis.Redis(credential_provider=credentials, **options)  # type: ignore[arg-type]
+
+        sampler = TokenSampler(reader, names, fake.is_live, every_s=0.25).start()
+        admin.acl_setuser("default", enabled=True, passwords=["+second-Key-2"])  # both valid
+        password_file.write_text("second-Key-2\n")
+        admin.acl_setuser("default", enabled=True, passwords=["-first-Key-1"])
+        server.password = "second-Key-2"
+        admin = server.client()
+        admin.client_kill_filter(_type="normal", skipme=True)  # Azure closes them
+        _wait(30)  # a token lifetime: every login renewed, every key written again
+        samples = sampler.stop()
+        assert daemon.process.poll() is None
+        assert (samples.missing, samples.stale, samples.unreadable) == (0, 0, 0), samples
+        assert all(fake.seen.sessions_opened[login] == 1 for login in logins)
+        assert all_live(admin, names, fake)
+        downs = [e for e in daemon.events() if e["event"] == "redis.down"]
+        assert all(e["reason"] != "auth" for e in downs), downs
+        assert "Key-" not in "\n".join(daemon.lines)
+
+
+@pytest.mark.timeout(60)
+def test_a_wrong_new_key_is_named_auth_with_its_file_never_its_value(
+    keyed: tuple[RedisServer, Path], tmp_path: Path, processes: Spawned
+) -> None:
+    server, password_file = keyed
+    with FakeTradovate(numbered_desk(1, 1)) as fake:
+        daemon = processes.start(rotation_env(fake, server, password_file), cwd=str(tmp_path))
+        admin = server.client()
+        wait_for(lambda: all_live(admin, all_names(fake), fake), what="every token live")
+        password_file.write_text("wrong-Key-9\n")
+        daemon.signal(signal.SIGHUP)  # read again: the idle connections go
+        admin.client_kill_filter(_type="normal", skipme=True)
+        down = daemon.event("redis.down", timeout=10)
+        assert down["reason"] == "auth"
+        assert str(password_file) in down["hint"]
+        assert "wrong-Key-9" not in "\n".join(daemon.lines)
+        assert daemon.event("redis.credentials_reread")["credentials"].endswith("redis_password")
+        password_file.write_text("first-Key-1\n")  # put right: back without a restart
+        wait_for(lambda: daemon.event("redis.up") and _up_again(daemon), timeout=10, what="up")
+        assert daemon.process.poll() is None
+
+
+def _up_again(daemon: DaemonProcess) -> bool:
+    events = [e["event"] for e in daemon.events()]
+    return "redis.down" in events and events[::-1].index("redis.up") < events[::-1].index(
+        "redis.down"
+    )
+
+
+def test_doctor_names_a_cluster_behind_one_endpoint_that_refuses_the_fenced_write(
+    redis_cluster: list[RedisServer], cli: Callable[[dict[str, str]], Run]
+) -> None:
+    """Azure Managed Redis's Enterprise policy answers CROSSSLOT to a script over keys of
+    several slots, as a cluster node does to a client that is not a cluster client."""
+    with FakeTradovate(numbered_desk(1, 1)) as fake:
+        code, out, _ = cli(daemon_env(fake, redis_cluster[0].url))("doctor", "--json")
+    findings = json.loads(out)["findings"]
+    crossslot = [f for f in findings if "CROSSSLOT" in f["text"]]
+    assert crossslot, findings
+    assert crossslot[0]["level"] == "problem"
+    assert "REDIS_CLUSTER=true" in crossslot[0]["text"]
+    assert code == 1
+    with FakeTradovate(numbered_desk(1, 1)) as fake:
+        env = daemon_env(fake, redis_cluster[0].url, REDIS_CLUSTER="true")
+        code, out, _ = cli(env)("doctor", "--json")
+    assert not [f for f in json.loads(out)["findings"] if "CROSSSLOT" in f["text"]]
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(300)
+def test_20_logins_on_one_24_draw_no_ticket_with_every_budget_key_evicted_each_second(
+    redis_server: RedisServer, start_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """volatile-lru at its worst for the budgets: every `orca:budget:*` key deleted each second
+    for two budget windows (80-second tokens on the simulator's 60 s hour). No penalty ticket,
+    no extra session."""
+    with FakeTradovate(numbered_desk(20, 1), token_lifetime_s=80) as fake:
+        env = daemon_env(fake, redis_server.url, ORCA_AUTH_RATE_LIMIT="100000")
+        daemon = start_daemon(env)
+        client = redis_server.client()
+        wait_for(lambda: all_live(client, all_names(fake)[:34], fake), what="first tokens")
+        stop = threading.Event()
+
+        def evict() -> None:
+            while not stop.wait(1.0):
+                keys = list(client.scan_iter("orca:budget:*"))
+                if keys:
+                    client.delete(*keys)
+
+        evictor = threading.Thread(target=evict, daemon=True)
+        evictor.start()
+        _wait(2 * fake.budget_window_s)
+        stop.set()
+        evictor.join()
+        assert sum(fake.seen.penalties.values()) == 0
+        assert all(fake.seen.sessions_opened[login] == 1 for login in fake.users)
+        assert daemon.process.poll() is None

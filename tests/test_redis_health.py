@@ -52,12 +52,22 @@ def _raised_from(cause: BaseException, error: redis.RedisError) -> redis.RedisEr
             "oom",
         ),
         (redis.RedisError("something new"), "other"),
+        (redis.ResponseError("CROSSSLOT Keys in request don't hash to the same slot"), "other"),
+        (redis.exceptions.ClusterCrossSlotError("Keys in request don't hash"), "other"),
     ],
 )
 def test_errors_are_named(error: redis.RedisError, reason: str) -> None:
     diagnosis = diagnose(error)
     assert diagnosis.reason == reason
     assert diagnosis.hint
+    if "CROSSSLOT" in str(error) or isinstance(error, redis.exceptions.ClusterCrossSlotError):
+        assert "Enterprise policy" in diagnosis.hint
+
+
+def test_a_refused_password_read_from_a_file_names_the_file() -> None:
+    error = redis.AuthenticationError("invalid username-password pair")
+    hint = diagnose(error, "REDIS_PASSWORD_FILE /run/secrets/redis_password").hint
+    assert hint.startswith("WRONGPASS: the password in REDIS_PASSWORD_FILE /run/secrets/")
 
 
 def test_real_servers_are_diagnosed(own_redis_server: RedisServer) -> None:

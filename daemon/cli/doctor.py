@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 import httpx
 import redis
+import structlog
 
 from daemon.config import (
     ConfigError,
@@ -30,7 +31,16 @@ from daemon.store.heartbeat import Heartbeat, live_instances
 from daemon.token_format import tradovate_minutes
 from daemon.values import subnet_of
 
+log = structlog.get_logger("daemon.cli")
+
 CLOCK_SKEW_WARN_S = 2.0
+_PROBE_SCRIPT = "return #KEYS"  # reads nothing, writes nothing
+CROSSSLOT_WORDS = (
+    "the server refuses a script over keys of different hash slots (CROSSSLOT): a cluster "
+    "behind one endpoint, such as Azure Managed Redis's Enterprise cluster policy. The fenced "
+    "token write cannot run there: use the OSS cluster policy with REDIS_CLUSTER=true "
+    "(docs/deploy.md#redis-cluster)"
+)
 TRADOVATE_PROBE_TIMEOUT_S = 5.0
 
 Level = Literal["ok", "warning", "problem"]
@@ -192,10 +202,12 @@ def _redis(settings: Settings) -> list[Finding]:
     try:
         client.ping()
         seconds, micros = client.time()
+        if not _scripts_span_slots(client, settings):
+            return [Finding("problem", "redis", f"{target} answers, but {CROSSSLOT_WORDS}")]
         beats = live_instances(client)
         memory = _memory(client)
     except redis.RedisError as error:
-        diagnosis = diagnose(error)
+        diagnosis = diagnose(error, settings.redis.credentials_from())
         return [
             Finding(
                 "problem",
@@ -212,6 +224,23 @@ def _redis(settings: Settings) -> list[Finding]:
         level: Level = "warning" if evicts_ours(memory.policy) else "ok"
         found.append(Finding(level, "redis", policy_words(memory.policy)))
     return found + _shared_subnets(settings, beats)
+
+
+def _scripts_span_slots(client: redis.Redis, settings: Settings) -> bool:
+    """A read-only script over a lease and a token key, which hash to different slots, as the
+    fenced write's do: False where the server refuses it with CROSSSLOT (a cluster reached as
+    one endpoint: Azure Managed Redis's Enterprise policy). A Redis Cluster client writes by
+    slot instead (REDIS_CLUSTER=true), so nothing is probed there."""
+    if settings.redis.cluster:
+        return True
+    try:
+        client.eval(_PROBE_SCRIPT, 2, "orca:lease:doctor", "token:doctor")
+    except redis.ResponseError as error:
+        if diagnose(error).hint.startswith("CROSSSLOT"):
+            log.warning("redis.crossslot", redis=settings.redis.target(), hint=CROSSSLOT_WORDS)
+            return False
+        raise
+    return True
 
 
 def _memory(client: redis.Redis) -> Memory | None:

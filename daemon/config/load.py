@@ -145,6 +145,8 @@ def _redis_settings(reader: EnvReader) -> RedisSettings:
         db=reader.integer("REDIS_DB", low=0, high=10_000),
         username=reader.text("REDIS_USERNAME"),
         password=reader.secret("REDIS_PASSWORD", required=False),
+        password_file=reader.secret_path("REDIS_PASSWORD"),
+        url_file=reader.secret_path("REDIS_URL"),
         ssl=reader.boolean("REDIS_SSL"),
         ssl_ca_certs=ssl_ca_certs,
         ssl_cert_reqs="none" if cert_reqs == "none" else "required",

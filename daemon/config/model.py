@@ -66,6 +66,10 @@ class RedisSettings:
     max_connections: int = registered("REDIS_MAX_CONNECTIONS")
     socket_connect_timeout_s: float = registered("REDIS_SOCKET_CONNECT_TIMEOUT")
     cluster: bool = registered("REDIS_CLUSTER")  # Redis Cluster (Azure Premium clustering)
+    # Where REDIS_PASSWORD or REDIS_URL came from, when a file: read again at every new
+    # connection, so a rotated key needs no restart.
+    password_file: str | None = None
+    url_file: str | None = None
 
     def target(self) -> str:
         """Where Redis is, for logs: no password, ever."""
@@ -77,6 +81,14 @@ class RedisSettings:
         scheme = "rediss" if self.ssl else "redis"
         user = f"{self.username}@" if self.username else ""
         return f"{scheme}://{user}{self.host}:{self.port}/{self.db}"
+
+    def credentials_from(self) -> str | None:
+        """The file the password is read from, for an operator (never the value)."""
+        if self.url_file is not None:
+            return f"REDIS_URL_FILE {self.url_file}"
+        if self.password_file is not None:
+            return f"REDIS_PASSWORD_FILE {self.password_file}"
+        return None
 
     @property
     def uses_tls(self) -> bool:

@@ -93,9 +93,7 @@ class EnvReader:
         return raw.lower()
 
     def secret_file(self, name: str, path_text: str) -> Secret | None:
-        path = Path(path_text)
-        if not path.is_absolute() and self.credentials_dir:
-            path = Path(self.credentials_dir) / path
+        path = self._credential_path(path_text)
         self.files_read.append(str(path))
         try:
             value = path.read_text(encoding="utf-8").strip()
@@ -106,6 +104,18 @@ class EnvReader:
             self.problem(name, f"{path} is empty")
             return None
         return Secret(value)
+
+    def secret_path(self, name: str) -> str | None:
+        """The file `NAME_FILE` names, resolved as `secret_file` reads it (None: unset)."""
+        file_name = self.env.get(f"{name}_FILE", "").strip() or None
+        return None if file_name is None else str(self._credential_path(file_name))
+
+    def _credential_path(self, path_text: str) -> Path:
+        """Relative to $CREDENTIALS_DIRECTORY when that is set (systemd's LoadCredential=)."""
+        path = Path(path_text)
+        if not path.is_absolute() and self.credentials_dir:
+            path = Path(self.credentials_dir) / path
+        return path
 
     def secret(self, name: str, *, required: bool) -> Secret | None:
         """`NAME`, or the file named by `NAME_FILE`. The value itself is never quoted."""

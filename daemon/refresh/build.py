@@ -132,7 +132,8 @@ def build_refreshing(
         schedule=schedule,
         keeper=keeper,
         reporter=reporter,
-        redis_health=redis_health or RedisHealth(settings.redis.target(), metrics),
+        redis_health=redis_health
+        or RedisHealth(settings.redis.target(), metrics, settings.redis.credentials_from()),
         captcha_park_s=captcha_park_s,
         clock=clock,
         holdings=holdings,

@@ -89,7 +89,7 @@ def build_components(
     leases_client = lease_client or build_client(settings.redis, role="lease")
     logins = [login.name for login in settings.logins]
     ownership = Ownership(leases_client, instance, logins, monotonic=monotonic)
-    redis_health = RedisHealth(settings.redis.target(), metrics)
+    redis_health = RedisHealth(settings.redis.target(), metrics, settings.redis.credentials_from())
     alerts = Alerter(settings.alert_webhook_url.reveal()) if settings.alert_webhook_url else None
     audit = AuditRecorder(settings.audit_dsn.reveal()) if settings.audit_dsn else None
     tradovate = tradovate or TradovateClient(settings.tradovate, metrics=metrics, clock=clock)

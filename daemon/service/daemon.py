@@ -39,6 +39,7 @@ from daemon.service.once import LoginsHeld, OnePass
 from daemon.service.readiness import Readiness
 from daemon.service.requests import RequestBroker
 from daemon.service.systemd import Notifier
+from daemon.store.client import drop_idle
 from daemon.tradovate import TradovateClient
 
 __all__ = ["Daemon", "LoginsHeld"]
@@ -93,6 +94,7 @@ class Daemon:
         self.health: HealthServer | None = None
         self.abandoned_jobs = False  # set when the stop budget ran out with work in flight
         self._force_stop = threading.Event()
+        self._reread = threading.Event()
 
     # Read by tests, `tokens refresh` and the demo.
     def owned(self) -> list[str]:
@@ -124,9 +126,14 @@ class Daemon:
             self._force_stop.set()
         stopping.set()
 
+    def request_reread(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
+        """Signal-safe: SIGHUP asks for the Redis credentials to be read again (a key rotated)."""
+        self._reread.set()
+
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reread)
 
     def run(self) -> int:
         """Run until stopped. Never exits because Redis or Tradovate is down."""
@@ -169,11 +176,20 @@ class Daemon:
         next_ping = 0.0
         stopping = self.components.stopping
         while not stopping.wait(MAIN_LOOP_TICK_S if interval is None else min(interval, 1.0)):
+            if self._reread.is_set():
+                self._reread.clear()
+                self._reconnect_redis()
             if isinstance(self._clock, SteadyClock) and (step_s := self._clock.step()):
                 self.jobs.shift(step_s)
             if interval is not None and time.monotonic() >= next_ping and self.jobs.alive():
                 notifier.notify("WATCHDOG=1")
                 next_ping = time.monotonic() + interval
+
+    def _reconnect_redis(self) -> None:
+        """Idle connections go; new ones read the credential files again."""
+        for client in {id(c): c for c in (self.redis, self.components.lease_client)}.values():
+            drop_idle(client)
+        log.info("redis.credentials_reread", credentials=self.settings.redis.credentials_from())
 
     def _shutdown(self) -> int:
         """Stop scheduling, let in-flight jobs finish within the budget, then let go."""

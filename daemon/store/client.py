@@ -38,6 +38,7 @@ from daemon.store.connections import (
     ConnectionPool,
     SSLConnection,
 )
+from daemon.store.credentials import credentials_for, without_credentials
 from daemon.store.foreign import report_foreign
 
 log = structlog.get_logger("daemon.redis")
@@ -123,6 +124,8 @@ def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
         "retry": BoundedRetry(0 if lease else REDIS_COMMAND_RETRIES, REDIS_RETRY_BUDGET_S),
         "client_name": f"orca-token-daemon:{role}",
     }
+    if (provider := credentials_for(settings)) is not None:
+        options["credential_provider"] = provider
     if settings.uses_tls:
         options["ssl_cert_reqs"] = settings.ssl_cert_reqs
         options["ssl_check_hostname"] = settings.ssl_cert_reqs == "required"
@@ -132,19 +135,24 @@ def _options(settings: RedisSettings, *, role: str = "main") -> dict[str, Any]:
 
 
 def build_pool(settings: RedisSettings, *, role: str = "main") -> redis.BlockingConnectionPool:
-    """A blocking pool whose connections leave a node that answers it is the wrong one."""
+    """A blocking pool whose connections leave a node that answers it is the wrong one, and
+    read a password kept in a file at every connection (`daemon.store.credentials`)."""
     options: dict[str, Any] = {**_options(settings, role=role), "timeout": REDIS_POOL_WAIT_S}
     options["connection_class"] = SSLConnection if settings.uses_tls else Connection
     if settings.url is not None:
-        if settings.url.reveal().startswith("unix://"):
+        url = settings.url.reveal()
+        if url.startswith("unix://"):
             del options["connection_class"]  # a socket file: no failover behind it
-        return ConnectionPool.from_url(settings.url.reveal(), **options)
+        if options.get("credential_provider") is not None:
+            url = without_credentials(url)
+        return ConnectionPool.from_url(url, **options)
+    given = options.get("credential_provider") is None
     return ConnectionPool(  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         host=settings.host,
         port=settings.port,
         db=settings.db,
-        username=settings.username,
-        password=settings.password.reveal() if settings.password else None,
+        username=settings.username if given else None,
+        password=settings.password.reveal() if settings.password and given else None,
         **options,
     )
 
@@ -176,14 +184,16 @@ def build_client(settings: RedisSettings, *, role: str = "main") -> redis.Redis:
         **_options(settings, role=role),
         "connection_pool_class": redis.BlockingConnectionPool,
     }
+    given = options.get("credential_provider") is None
     if settings.url is not None:
-        cluster = RedisCluster.from_url(settings.url.reveal(), **options)
+        url = settings.url.reveal()
+        cluster = RedisCluster.from_url(url if given else without_credentials(url), **options)
     else:
         cluster = RedisCluster(
             host=settings.host,
             port=settings.port,
-            username=settings.username,
-            password=settings.password.reveal() if settings.password else None,
+            username=settings.username if given else None,
+            password=settings.password.reveal() if settings.password and given else None,
             ssl=settings.ssl,
             **options,
         )
@@ -248,6 +258,16 @@ def disconnect(client: redis.Redis | None) -> None:
         client.close()
     else:
         client.connection_pool.disconnect()
+
+
+def drop_idle(client: redis.Redis) -> None:
+    """Disconnect the idle connections: the next ones connect (and authenticate) afresh."""
+    if is_cluster(client):
+        for node in cast(RedisCluster, client).get_nodes():  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect(inuse_connections=False)
+        return
+    client.connection_pool.disconnect(inuse_connections=False)
 
 
 def close_redis_client() -> None:

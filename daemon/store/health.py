@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis
 import structlog
+from redis.exceptions import ClusterCrossSlotError
 
 from daemon.metrics import Metrics
 from daemon.store.connections import WRONG_NODE_ERRORS
@@ -25,8 +26,9 @@ class Diagnosis:
     hint: str
 
 
-def diagnose(error: BaseException) -> Diagnosis:
-    """Why a Redis call failed, from the error and the chain of errors beneath it."""
+def diagnose(error: BaseException, credentials_from: str | None = None) -> Diagnosis:
+    """Why a Redis call failed, from the error and the chain of errors beneath it;
+    `credentials_from` names the file a refused password was read from."""
     chain = _chain(error)
     text = " ".join(str(e) for e in chain).lower()
     if any(isinstance(e, redis.exceptions.NoPermissionError) for e in chain):
@@ -47,9 +49,20 @@ def diagnose(error: BaseException) -> Diagnosis:
             "the cache is full and evicts nothing (maxmemory-policy noeviction): free memory "
             "or give the daemon a cache of its own (docs/deploy.md#azure-cache-for-redis)",
         )
+    if any(isinstance(e, ClusterCrossSlotError) for e in chain) or "crossslot" in text:
+        return Diagnosis(
+            "other",
+            "CROSSSLOT: a cluster behind one endpoint (Azure Managed Redis's Enterprise policy) "
+            "refuses the fenced write: use the OSS policy with REDIS_CLUSTER=true "
+            "(docs/deploy.md#redis-cluster)",
+        )
     if any(isinstance(e, redis.AuthenticationError) for e in chain) or (
         "wrongpass" in text or "noauth" in text or "invalid username-password" in text
     ):
+        if credentials_from is not None:
+            return Diagnosis(
+                "auth", f"WRONGPASS: the password in {credentials_from} (or REDIS_USERNAME)"
+            )
         return Diagnosis("auth", "WRONGPASS: check REDIS_PASSWORD / REDIS_USERNAME")
     if "handshake operation timed out" in text or "wrong version number" in text:
         return Diagnosis("tls", "TLS to a plain port? set REDIS_SSL=false (or the TLS port)")
@@ -86,8 +99,12 @@ class RedisHealth:
     down, for the housekeeping job to restore what Redis lost: no work runs here, on whichever
     thread happened to notice."""
 
-    def __init__(self, target: str, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, target: str, metrics: Metrics | None = None, credentials_from: str | None = None
+    ) -> None:
+        """`credentials_from`: the file the password is read from, named by a WRONGPASS hint."""
         self.target = target
+        self._credentials_from = credentials_from
         self.up: bool | None = None  # None until the first answer
         self.diagnosis: Diagnosis | None = None
         self.error: str | None = None
@@ -109,7 +126,7 @@ class RedisHealth:
         log.info("redis.up", redis=self.target)
 
     def failed(self, error: BaseException) -> None:
-        diagnosis = diagnose(error)
+        diagnosis = diagnose(error, self._credentials_from)
         with self._lock:
             if self._metrics is not None:
                 self._metrics.redis_errors.labels(reason=diagnosis.reason).inc()
