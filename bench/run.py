@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from bench.idle import bench_idle_curve, bench_idle_fleet
 from bench.scale_out import bench_capacity, bench_handover
 from daemon import cache, price, tokens
 from daemon.config import load_settings
@@ -401,6 +402,8 @@ def main() -> int:
             bench_footprint,
             lambda server: bench_capacity(server, report, workdir),
             lambda _: bench_handover(report, workdir),
+            lambda _: bench_idle_curve(report, workdir),
+            lambda _: bench_idle_fleet(report, workdir),
         )
         chosen = [int(n) for n in sys.argv[1:]] or range(1, len(benches) + 1)  # e.g. `1 3`
         for number in chosen:

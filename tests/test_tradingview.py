@@ -264,7 +264,7 @@ def test_a_token_another_program_wrote_is_named_once_an_hour_and_restored(
     fake: FakeTradovate,
 ) -> None:
     clock = FakeClock()
-    refreshing = refreshing_for(settings_for(fake, route=TV), clock)
+    refreshing = refreshing_for(settings_for(fake, route=TV), clock, monotonic=clock)
     world_redis = refreshing.keeper.redis
     assert refreshing.refresher.refresh("APEX_1").ok
     held = world_redis.get("token:APEX_1")

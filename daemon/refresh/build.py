@@ -120,6 +120,7 @@ def build_refreshing(
         clock=clock,
         may_act=may_act,
         holdings=holdings,
+        monotonic=monotonic,
     )
     reporter = Reporter(metrics, instance=instance, clock=clock, alerts=alerts, audit=audit)
     refresher = Refresher(

@@ -5,6 +5,7 @@ nothing (what to write and when is the refresher's); Tradovate is never asked he
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
@@ -12,9 +13,11 @@ import redis
 import structlog
 
 from daemon import notes as note
+from daemon.constants import RECONCILE_FULL_CHECK_S
 from daemon.logs import fingerprint
 from daemon.outcomes import LoginState, Outcome
 from daemon.refresh.progress import LoginProgress, credential
+from daemon.store.client import count_existing
 from daemon.store.fence import LeaseLost, fenced_delete
 from daemon.store.lease import Fence, Holding
 from daemon.store.status import LoginStatus, write_status
@@ -76,6 +79,8 @@ class RedisKeeper:
         clock: Callable[[], float],
         may_act: Callable[[str], bool],
         holdings: Mapping[str, Holding] | None,
+        full_check_every_s: float = RECONCILE_FULL_CHECK_S,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """`window_s`: the budget window, the time-scale of a key's margin; `holdings`: the
         leases held, whose fences every write carries (None: no leases, writes unfenced)."""
@@ -90,6 +95,9 @@ class RedisKeeper:
         self._holdings = holdings
         self._foreign_said_at: dict[str, float] = {}
         self._skips_said: dict[str, tuple[tuple[str, str], ...]] = {}  # (account, its writer)
+        self._full_every_s = full_check_every_s
+        self._monotonic_now = monotonic
+        self._full_due = 0.0  # the first pass reads every value
 
     def write(
         self,
@@ -212,10 +220,16 @@ class RedisKeeper:
         )
 
     def reconcile(self) -> list[str]:
-        """One pipelined pass: every login whose token key is missing or holds another token
-        than the one held here gets its keys rewritten (Redis restarted empty, a FLUSHALL, an
-        operator's DEL). Returns the logins restored."""
+        """Every login whose token key is missing or holds another token than the one held
+        here gets its keys rewritten (Redis restarted empty, a FLUSHALL, an operator's DEL, an
+        eviction, another writer). Each pass counts the keys with one EXISTS: a missing key is
+        found at once, at a cost that does not grow with the keys. The values are read and
+        compared only when one is missing, and once every `full_every_s` (another writer's
+        value). Returns the logins restored."""
         now = self._clock()
+        full = self._monotonic_now() >= self._full_due
+        if full:
+            self._full_due = self._monotonic_now() + self._full_every_s
         held = [
             s
             for s in self._states.values()
@@ -227,7 +241,11 @@ class RedisKeeper:
         if not held:
             return []
         names = [self.names.owned(state) for state in held]
-        found = iter(read_token_keys(self.redis, [n for g in names for n in g], with_ttl=False))
+        every = [name for group in names for name in group]
+        if not full and count_existing(self.redis, [token_key(n) for n in every]) == len(every):
+            self._write_renamed(held, names)
+            return []
+        found = iter(read_token_keys(self.redis, every, with_ttl=False))
         restored: list[str] = []
         renamed: list[str] = []
         for state, group in zip(held, names, strict=True):
@@ -255,6 +273,23 @@ class RedisKeeper:
         if renamed:
             log.info("token.names_changed", logins=renamed)
         return restored
+
+    def _write_renamed(self, held: list[LoginProgress], names: list[tuple[str, ...]]) -> None:
+        """Logins whose names changed (another login took or left an account): status and
+        keys written under the new names."""
+        renamed = []
+        for state, group in zip(held, names, strict=True):
+            if tuple(group) == state.written_names or not state.lock.acquire(blocking=False):
+                continue
+            try:
+                self.write(state)
+                renamed.append(state.name)
+            except (InvalidTokenError, LeaseLost):
+                continue
+            finally:
+                state.lock.release()
+        if renamed:
+            log.info("token.names_changed", logins=renamed)
 
     def _say_foreign_writer(self, state: LoginProgress, others: list[str | None]) -> None:
         """A well-formed token this daemon did not write, in a key whose lease it holds: another

@@ -91,6 +91,8 @@ class Ownership:
         self._check = LeaseCheck(client, monotonic)
         self._client = client
         self._view: tuple[tuple[str, float, int], ...] | None = None
+        self._assigned_view: tuple[tuple[str, float, int], ...] | None = None
+        self._assignment: dict[str, str] = {}
         self._settled_rounds = 0
         self._first_round = True
         self._differing_said: set[str] = set()
@@ -144,7 +146,9 @@ class Ownership:
         if self._settled_rounds < MEMBERSHIP_SETTLED_ROUNDS and not (first and alone):
             return Plan(lost=lost)
         self.settled = True
-        assignment = assign(self.logins, members)
+        if view != self._assigned_view:  # the same members give the same answer: kept
+            self._assignment, self._assigned_view = assign(self.logins, members), view
+        assignment = self._assignment
         group = {b.instance for b in sharing if b.group == me.group}
         self.group_logins = sum(1 for owner in assignment.values() if owner in group)
         mine = {login for login, owner in assignment.items() if owner == me.instance}
