@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from bench.idle import bench_idle_curve, bench_idle_fleet
+from bench.idle import bench_idle_curve, bench_idle_fleet, cpu_s, rss_mib
 from bench.scale_out import bench_capacity, bench_handover
 from daemon import cache, price, tokens
 from daemon.config import load_settings
@@ -321,18 +321,6 @@ def bench_cache_stats(server: RedisServer) -> None:
     client.flushall()
 
 
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def bench_footprint(server: RedisServer) -> None:
     server.client().flushall()
     with tradovate_process(0.0) as tradovate_url:
@@ -359,15 +347,15 @@ def bench_footprint(server: RedisServer) -> None:
             while len(list(client.scan_iter("token:*", count=1000))) < expected:
                 time.sleep(0.05)
             all_tokens = time.perf_counter() - started
-            cpu_before, base_before = process_cpu_s(daemon.pid), process_cpu_s(baseline.pid)
-            redis_before = process_cpu_s(server.process.pid) if server.process else 0.0
+            cpu_before, base_before = cpu_s(daemon.pid), cpu_s(baseline.pid)
+            redis_before = cpu_s(server.process.pid) if server.process else 0.0
             time.sleep(IDLE_S)  # the measurement window itself: the daemon idles holding 200 logins
-            cpu = (process_cpu_s(daemon.pid) - cpu_before) / IDLE_S
-            base_cpu = (process_cpu_s(baseline.pid) - base_before) / IDLE_S
+            cpu = (cpu_s(daemon.pid) - cpu_before) / IDLE_S
+            base_cpu = (cpu_s(baseline.pid) - base_before) / IDLE_S
             redis_cpu = (
-                (process_cpu_s(server.process.pid) if server.process else 0.0) - redis_before
+                (cpu_s(server.process.pid) if server.process else 0.0) - redis_before
             ) / IDLE_S
-            rss, base_rss = process_rss_mib(daemon.pid), process_rss_mib(baseline.pid)
+            rss, base_rss = rss_mib(daemon.pid), rss_mib(baseline.pid)
         finally:
             daemon.send_signal(signal.SIGTERM)
             baseline.kill()
