@@ -36,7 +36,7 @@ MEMBERSHIP_SETTLED_ROUNDS: Final = 3  # logins move only once the live instances
 MEMBER_IDLE_ROUNDS: Final = 10  # a member that takes none of its free logins this long is left out
 HEARTBEAT_MAX_BYTES: Final = 2_048  # a larger heartbeat is not one this protocol writes
 RECONCILE_INTERVAL_S: Final = 5.0  # compare held tokens with Redis, rewrite what is missing
-RECONCILE_FULL_CHECK_S: Final = 60.0  # ... counting them each pass; reading every value this often
+RECONCILE_FULL_CHECK_S: Final = 15.0  # ... counting them each pass; reading every value this often
 
 # Token lifetime rules (SPEC "Tradovate facts").
 DEFAULT_TOKEN_TTL_S: Final = 18_000

@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 import redis
 
-from daemon.constants import LEGACY_LEADER_KEY, SHARED_RENEW_BLOCK_S
+from daemon.constants import LEGACY_LEADER_KEY, RECONCILE_FULL_CHECK_S, SHARED_RENEW_BLOCK_S
 from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
@@ -55,7 +55,8 @@ def test_a_non_utf8_token_and_a_deeply_nested_status_stop_nothing(
         code, out, err = run(*verb)
         assert "Traceback" not in out + err, (verb, err)
         assert code in (0, 1), (verb, code, err)
-    wait_for(lambda: all_live(client, names, fake), timeout=15, what="the daemon's own keys back")
+    back_within_s = RECONCILE_FULL_CHECK_S + 5  # one pass that reads every value, and its write
+    wait_for(lambda: all_live(client, names, fake), timeout=back_within_s, what="its keys back")
     assert daemon.process.poll() is None
 
 

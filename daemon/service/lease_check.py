@@ -14,6 +14,7 @@ Each foreign value is said once, with its key and a fingerprint, never its conte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 
 import redis
@@ -29,6 +30,8 @@ from daemon.logs import fingerprint
 from daemon.store.lease import LeaseSeen, lease_key, seen
 
 log = structlog.get_logger("daemon.ownership")
+
+MEMBERS_WATCHED = 2  # other members whose leases a round looks at
 
 
 class LeaseCheck:
@@ -84,25 +87,35 @@ class LeaseCheck:
                 found[login] = (lease, True)
         return found
 
-    def unheld(
-        self, logins: list[str], assignment: Mapping[str, str], me: str, live: set[str]
-    ) -> int:
-        """How many of `logins` (those this instance does not hold) no live instance holds;
-        and whether each other member takes the free leases assigned to it."""
-        free_of: dict[str, bool] = {}
-        unheld = 0
-        for login, lease in seen(self._client, logins).items():
-            if lease.holder not in live:
-                unheld += 1
-            owner = assignment.get(login, me)
-            if owner == me:
-                continue
-            free_of[owner] = free_of.get(owner, False) or lease.ttl_ms == -2
+    def watch_members(self, assignment: Mapping[str, str], me: str, turn: int) -> None:
+        """Whether each other member takes the free leases assigned to it: MEMBERS_WATCHED
+        members a round, one of their logins each (in turn), so a round costs the same however
+        many members and logins share the Redis. A member whose looked-at leases stay free for
+        about MEMBER_IDLE_ROUNDS rounds is idle."""
+        assigned: dict[str, list[str]] = {}
+        for login, owner in assignment.items():
+            if owner != me:
+                assigned.setdefault(owner, []).append(login)
+        owners = sorted(assigned)
+        if not owners:
+            return
+        watched = {
+            owners[(turn * MEMBERS_WATCHED + n) % len(owners)] for n in range(MEMBERS_WATCHED)
+        }
+        # Each member is looked at every `every` rounds: idle after as many looks as fill
+        # MEMBER_IDLE_ROUNDS, never fewer than 3.
+        every = math.ceil(len(owners) / MEMBERS_WATCHED)
+        looks = max(3, math.ceil(MEMBER_IDLE_ROUNDS / every)) if every > 1 else MEMBER_IDLE_ROUNDS
+        looked = {owner: assigned[owner][turn % len(assigned[owner])] for owner in watched}
+        leases = seen(self._client, list(looked.values()))
+        for owner, login in looked.items():
+            lease = leases[login]
             if lease.holder == owner:
                 self.member_holds(owner)
-        for owner, free in free_of.items():
+                continue
+            free = lease.ttl_ms == -2
             self._idle_rounds[owner] = self._idle_rounds.get(owner, 0) + 1 if free else 0
-            if self._idle_rounds[owner] >= MEMBER_IDLE_ROUNDS and owner not in self.idle_members:
+            if self._idle_rounds[owner] >= looks and owner not in self.idle_members:
                 self.idle_members.add(owner)
                 log.warning(
                     "cluster.member_idle",
@@ -112,7 +125,6 @@ class LeaseCheck:
                     "(a heartbeat another program wrote, or an instance that cannot write): "
                     "it is left out until it holds a lease",
                 )
-        return unheld
 
     def member_holds(self, instance: str) -> None:
         self._idle_rounds.pop(instance, None)

@@ -93,6 +93,7 @@ class Ownership:
         self._view: tuple[tuple[str, float, int], ...] | None = None
         self._assigned_view: tuple[tuple[str, float, int], ...] | None = None
         self._assignment: dict[str, str] = {}
+        self._rounds = 0
         self._settled_rounds = 0
         self._first_round = True
         self._differing_said: set[str] = set()
@@ -159,6 +160,11 @@ class Ownership:
         if blocked:
             taken += self.leases.take_back(self._check.foreign_leases(blocked, live))
         holding = (held & mine) | set(taken)
-        others = [login for login in self.logins if login not in holding]
-        self.unheld = self._check.unheld(others, assignment, me.instance, live) if others else 0
+        self._rounds += 1
+        if len(holding) < len(self.logins):
+            self._check.watch_members(assignment, me.instance, self._rounds)
+        # Held by a live instance: what each says in its heartbeat (read this round anyway),
+        # so no lease of another instance is read to count them.
+        others_hold = sum(b.owned for b in beats if b.instance != me.instance)
+        self.unheld = max(0, len(self.logins) - len(holding) - others_hold)
         return Plan(taken=sorted(taken), lost=lost, to_release=sorted(held - mine))

@@ -229,8 +229,12 @@ def server_info(client: redis.Redis, section: str) -> dict[str, dict[str, Any]]:
 
 
 def get_many(client: redis.Redis, keys: list[str]) -> list[Any]:
-    """GET of many keys in one round trip (per node on a cluster, where MGET must not span
-    slots); a value that is not a string reads as None."""
+    """GET of many keys in one round trip: one MGET on one server (a value that is not a string
+    reads as None), GETs grouped per node on a cluster, where MGET must not span slots."""
+    if not keys:
+        return []
+    if not is_cluster(client):
+        return list(client.mget(keys))
     pipe = client.pipeline(transaction=False)
     for key in keys:
         pipe.get(key)
