@@ -37,9 +37,11 @@ def rss_mib(pid: int) -> float:
 
 
 @contextmanager
-def simulator(logins: int) -> Iterator[str]:
-    """Tradovate simulated in a process of its own, budgets lifted: the daemons are measured."""
-    options = ["--logins", str(logins), "--accounts", "1", "--latency", "0", "--no-budgets"]
+def simulator(logins: int, accounts: int = 1, latency_s: float = 0.0) -> Iterator[str]:
+    """Tradovate simulated in a process of its own, so it never competes with the daemon for the
+    GIL, budgets lifted: what a benchmark measures is the daemon."""
+    options = ["--logins", str(logins), "--accounts", str(accounts), "--latency", str(latency_s)]
+    options.append("--no-budgets")
     process = subprocess.Popen(
         [sys.executable, "-m", "daemon.sim.tradovate", *options],
         stdout=subprocess.PIPE,

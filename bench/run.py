@@ -17,14 +17,14 @@ import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from bench.idle import bench_idle_curve, bench_idle_fleet, cpu_s, rss_mib
+from bench.idle import bench_idle_curve, bench_idle_fleet, cpu_s, rss_mib, simulator
 from bench.scale_out import bench_capacity, bench_handover
 from daemon import cache, price, tokens
 from daemon.config import load_settings
@@ -85,32 +85,8 @@ def daemon_env(tradovate_url: str, redis_url: str, **extra: str) -> dict[str, st
     return {**env, **extra}
 
 
-@contextmanager
-def tradovate_process(latency_s: float) -> Iterator[str]:
-    """The simulated Tradovate in a process of its own, so it never competes with the daemon
-    for the GIL: what the benchmark times is the daemon."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daemon.sim.tradovate",
-            "--logins",
-            str(LOGINS),
-            "--accounts",
-            str(ACCOUNTS_PER_LOGIN),
-            "--latency",
-            str(latency_s),
-            "--no-budgets",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    try:
-        yield process.stdout.readline().strip()
-    finally:
-        process.kill()
-        process.wait()
+def tradovate_process(latency_s: float) -> AbstractContextManager[str]:
+    return simulator(LOGINS, ACCOUNTS_PER_LOGIN, latency_s)
 
 
 @contextmanager

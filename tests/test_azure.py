@@ -104,31 +104,31 @@ def _wait(seconds: float) -> None:
     wait_for(lambda: time.monotonic() >= deadline, timeout=seconds + 5, what=f"{seconds} s")
 
 
-@pytest.mark.long
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("close_open", [False, True], ids=["left-open", "closed"])
+@pytest.mark.parametrize(
+    ("daemons", "after_s"),
+    [
+        pytest.param(1, 35, marks=pytest.mark.long, id="one-daemon-35s"),
+        pytest.param(2, 75, marks=pytest.mark.soak, id="two-daemons-75s"),
+    ],
+)
 def test_a_failover_loses_no_token_whether_old_connections_stay_or_close(
     primary_and_replica: tuple[RedisServer, RedisServer],
     processes: Spawned,
     tmp_path: Path,
     close_open: bool,
+    daemons: int,
+    after_s: int,
 ) -> None:
+    """In make test one daemon for 35 s; in make soak two for 75 s of 30 s tokens."""
     run_through_failover(
-        primary_and_replica, processes, tmp_path, close_open=close_open, daemons=1, after_s=35
-    )
-
-
-@pytest.mark.soak
-@pytest.mark.timeout(300)
-@pytest.mark.parametrize("close_open", [False, True], ids=["left-open", "closed"])
-def test_two_daemons_ride_a_failover_for_75_s_of_30_s_tokens(
-    primary_and_replica: tuple[RedisServer, RedisServer],
-    processes: Spawned,
-    tmp_path: Path,
-    close_open: bool,
-) -> None:
-    run_through_failover(
-        primary_and_replica, processes, tmp_path, close_open=close_open, daemons=2, after_s=75
+        primary_and_replica,
+        processes,
+        tmp_path,
+        close_open=close_open,
+        daemons=daemons,
+        after_s=after_s,
     )
 
 
