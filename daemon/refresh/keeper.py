@@ -43,12 +43,15 @@ class AccountNames:
     def __init__(self, states: Mapping[str, LoginProgress]) -> None:
         self._states = states
 
-    def owned(self, state: LoginProgress) -> tuple[str, ...]:
+    def owned(
+        self, state: LoginProgress, skipped: tuple[tuple[str, str], ...] | None = None
+    ) -> tuple[str, ...]:
         """The names this login writes: its own, and each of its accounts that no other login
         owns. A configured login's own name belongs to that login alone; an account listed by
-        two logins belongs to the first in configuration order (the other skips it)."""
-        skipped = dict(self.skipped(state))
-        return (state.name, *(a for a in state.accounts if a != state.name and a not in skipped))
+        two logins belongs to the first in configuration order (the other skips it).
+        `skipped`: `skipped(state)`, when the caller has it already."""
+        others = dict(self.skipped(state) if skipped is None else skipped)
+        return (state.name, *(a for a in state.accounts if a != state.name and a not in others))
 
     def skipped(self, state: LoginProgress) -> tuple[tuple[str, str], ...]:
         """The login's accounts another login writes, each with that login, while it does."""
@@ -111,7 +114,8 @@ class RedisKeeper:
         with the token it describes), next due at `next_attempt_at`. Returns the names."""
         grant = state.grant
         assert grant is not None
-        names = self.names.owned(state)
+        now = self._clock()
+        status, names = self._status_and_names(state, now)
         tokens = TokenSet(
             login=state.name,
             access_token=grant.access_token,
@@ -122,8 +126,6 @@ class RedisKeeper:
             md_expires_at=grant.md_expires_at,
             window_s=self._window_s,
         )
-        now = self._clock()
-        status = self.status(state, now)
         if success is not None:
             status = replace(
                 status,
@@ -181,9 +183,15 @@ class RedisKeeper:
             return
 
     def status(self, state: LoginProgress, now: float) -> LoginStatus:
-        """The login's status record; its notes name the accounts another login writes (said
-        once in the log while that holds)."""
+        return self._status_and_names(state, now)[0]
+
+    def _status_and_names(
+        self, state: LoginProgress, now: float
+    ) -> tuple[LoginStatus, tuple[str, ...]]:
+        """The login's status record and the names it writes; its notes name the accounts
+        another login writes (said once in the log while that holds)."""
         skipped = self.names.skipped(state)
+        names = self.names.owned(state, skipped)
         said = self._skips_said.get(state.name, ())
         for account, owner in skipped:
             if (account, owner) not in said:
@@ -192,7 +200,7 @@ class RedisKeeper:
                 )
         self._skips_said[state.name] = skipped  # under the login's lock: its entry alone
         notes = (*state.notes, *(note.written_by(account, owner) for account, owner in skipped))
-        return login_status(state, now, self.names.owned(state)[1:], self._instance, notes)
+        return login_status(state, now, names[1:], self._instance, notes), names
 
     def drop_dead_token(self, state: LoginProgress, dead: str, reason: str) -> None:
         """Tradovate refused the token `dead` (its session was closed, or it was renewed away):
@@ -256,18 +264,8 @@ class RedisKeeper:
             # Names change when another login takes or leaves an account: status rewritten.
             if intact and tuple(group) == state.written_names:
                 continue
-            if not state.lock.acquire(blocking=False):
-                continue  # a refresh is writing this login right now
-            try:
-                self.write(state)
-            except InvalidTokenError:
-                continue  # too close to expiry for a key; the next refresh replaces it
-            except LeaseLost:
-                log.warning("token.not_written", login=state.name, reason="lease lost")
-                continue
-            finally:
-                state.lock.release()
-            (renamed if intact else restored).append(state.name)
+            if self._rewrite(state):
+                (renamed if intact else restored).append(state.name)
         if restored:
             log.info("token.restored", logins=restored)
         if renamed:
@@ -277,19 +275,29 @@ class RedisKeeper:
     def _write_renamed(self, held: list[LoginProgress], names: list[tuple[str, ...]]) -> None:
         """Logins whose names changed (another login took or left an account): status and
         keys written under the new names."""
-        renamed = []
-        for state, group in zip(held, names, strict=True):
-            if tuple(group) == state.written_names or not state.lock.acquire(blocking=False):
-                continue
-            try:
-                self.write(state)
-                renamed.append(state.name)
-            except (InvalidTokenError, LeaseLost):
-                continue
-            finally:
-                state.lock.release()
+        renamed = [
+            state.name
+            for state, group in zip(held, names, strict=True)
+            if tuple(group) != state.written_names and self._rewrite(state)
+        ]
         if renamed:
             log.info("token.names_changed", logins=renamed)
+
+    def _rewrite(self, state: LoginProgress) -> bool:
+        """Write the login's keys again, unless a refresh is writing them right now; whether
+        they were written."""
+        if not state.lock.acquire(blocking=False):
+            return False
+        try:
+            self.write(state)
+        except InvalidTokenError:
+            return False  # too close to expiry for a key; the next refresh replaces it
+        except LeaseLost:
+            log.warning("token.not_written", login=state.name, reason="lease lost")
+            return False
+        finally:
+            state.lock.release()
+        return True
 
     def _say_foreign_writer(self, state: LoginProgress, others: list[str | None]) -> None:
         """A well-formed token this daemon did not write, in a key whose lease it holds: another
