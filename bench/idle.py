@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from daemon.sim.environment import daemon_environment
+from daemon.sim.proxy import TcpProxy
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import numbered_desk
 from daemon.store.client import count_existing
@@ -100,21 +101,27 @@ def _wait_keys(server: RedisServer, logins: int, timeout_s: float) -> float:
     return time.perf_counter() - started
 
 
-def _window(server: RedisServer, pids: list[int], baseline: int) -> dict[str, float]:
-    """CPU (of a core) of the pids together, the baseline and redis-server, and Redis commands,
-    over IDLE_S."""
+def _window(
+    server: RedisServer, pids: list[int], baseline: int, proxy: TcpProxy | None = None
+) -> dict[str, float]:
+    """CPU (of a core) of the pids together, the baseline and redis-server, Redis commands (a
+    script's own commands included) and, through `proxy`, the clients' round trips, over
+    IDLE_S."""
     client = server.client()
     assert server.process is not None
     before = [cpu_s(pid) for pid in pids], cpu_s(baseline), cpu_s(server.process.pid)
     commands = int(client.info("stats")["total_commands_processed"])
+    trips = proxy.round_trips if proxy else 0
     time.sleep(IDLE_S)  # the measurement window itself
     after = [cpu_s(pid) for pid in pids], cpu_s(baseline), cpu_s(server.process.pid)
     commands = int(client.info("stats")["total_commands_processed"]) - commands - 1
+    trips = (proxy.round_trips if proxy else 0) - trips
     return {
         "cpu": (sum(after[0]) - sum(before[0])) / IDLE_S,
         "base": (after[1] - before[1]) / IDLE_S,
         "redis": (after[2] - before[2]) / IDLE_S,
         "commands_per_s": commands / IDLE_S,
+        "round_trips_per_s": trips / IDLE_S,
     }
 
 
@@ -125,15 +132,20 @@ def _baseline() -> list[str]:
 def bench_idle_curve(report: Report, workdir: Path) -> None:
     """Row 8: one idle daemon at 100, 1,000 and 5,000 logins."""
     for logins in (100, 1_000, 5_000):
-        with RedisServer(workdir=workdir) as server, simulator(logins) as url:
-            argvs = [([sys.executable, "-m", "daemon", "run"], _env(url, logins, server.url))]
+        with (
+            RedisServer(workdir=workdir) as server,
+            TcpProxy(server.port) as proxy,  # counts the daemon's round trips
+            simulator(logins) as url,
+        ):
+            redis_url = f"redis://127.0.0.1:{proxy.port}/0"
+            argvs = [([sys.executable, "-m", "daemon", "run"], _env(url, logins, redis_url))]
             with processes([*argvs, (_baseline(), dict(os.environ))]) as (daemon, baseline):
                 started = time.perf_counter()
                 first = _first_token(server)
                 _wait_keys(server, logins, 120)
                 every = time.perf_counter() - started
                 time.sleep(SETTLED_S)
-                figures = _window(server, [daemon.pid], baseline.pid)
+                figures = _window(server, [daemon.pid], baseline.pid, proxy)
                 rss, base_rss = rss_mib(daemon.pid), rss_mib(baseline.pid)
         goal_cpu = {100: None, 1_000: 0.01, 5_000: None}[logins]
         ok = (goal_cpu is None or figures["cpu"] < goal_cpu) and (
@@ -142,8 +154,10 @@ def bench_idle_curve(report: Report, workdir: Path) -> None:
         ok = ok and (logins != 5_000 or rss < 150 / 1.048576)
         report(
             f"8. idle daemon holding {logins:,} logins for {IDLE_S:.0f} s",
-            f"CPU {figures['cpu']:.2%}, RSS {rss:.0f} MiB, {figures['commands_per_s'] * 60:,.0f} "
-            f"Redis commands a minute, redis-server CPU {figures['redis']:.2%}; cold start: "
+            f"CPU {figures['cpu']:.2%}, RSS {rss:.0f} MiB, "
+            f"{figures['round_trips_per_s'] * 60:,.0f} Redis round trips a minute "
+            f"({figures['commands_per_s'] * 60:,.0f} commands, a script's own counted), "
+            f"redis-server CPU {figures['redis']:.2%}; cold start: "
             f"first token {first:.2f} s, every key {every:.1f} s",
             f"the same interpreter idle: CPU {figures['base']:.2%}, RSS {base_rss:.0f} MiB",
             {

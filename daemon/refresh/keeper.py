@@ -44,30 +44,40 @@ class AccountNames:
         self._states = states
 
     def owned(
-        self, state: LoginProgress, skipped: tuple[tuple[str, str], ...] | None = None
+        self, state: LoginProgress, writers: Mapping[str, str] | None = None
     ) -> tuple[str, ...]:
         """The names this login writes: its own, and each of its accounts that no other login
         owns. A configured login's own name belongs to that login alone; an account listed by
         two logins belongs to the first in configuration order (the other skips it).
-        `skipped`: `skipped(state)`, when the caller has it already."""
-        others = dict(self.skipped(state) if skipped is None else skipped)
+        `writers`: `writers()`, when the caller asks for many logins at once."""
+        others = dict(self.skipped(state, writers))
         return (state.name, *(a for a in state.accounts if a != state.name and a not in others))
 
-    def skipped(self, state: LoginProgress) -> tuple[tuple[str, str], ...]:
+    def skipped(
+        self, state: LoginProgress, writers: Mapping[str, str] | None = None
+    ) -> tuple[tuple[str, str], ...]:
         """The login's accounts another login writes, each with that login, while it does."""
-        found = ((account, self.login_of(account)) for account in state.accounts)
+        writers = self.writers() if writers is None else writers
         return tuple(
-            (account, owner)
-            for account, owner in found
-            if account != state.name and owner not in (None, state.name)
+            (account, writers[account])
+            for account in state.accounts
+            if account != state.name and writers.get(account, state.name) != state.name
         )
 
     def login_of(self, name: str) -> str | None:
         """The login whose token is written under `name` (a login's own name, or an account's:
         the first login in configuration order that lists it)."""
-        if name in self._states:
-            return name
-        return next((s.name for s in self._states.values() if name in s.accounts), None)
+        return self.writers().get(name)
+
+    def writers(self) -> dict[str, str]:
+        """Every name to the login that writes it, in one pass over the logins: a search per
+        account would cost logins times accounts for each reconcile."""
+        found: dict[str, str] = {}
+        for state in self._states.values():
+            for account in state.accounts:
+                found.setdefault(account, state.name)
+        found.update((name, name) for name in self._states)
+        return found
 
 
 class RedisKeeper:
@@ -190,8 +200,9 @@ class RedisKeeper:
     ) -> tuple[LoginStatus, tuple[str, ...]]:
         """The login's status record and the names it writes; its notes name the accounts
         another login writes (said once in the log while that holds)."""
-        skipped = self.names.skipped(state)
-        names = self.names.owned(state, skipped)
+        writers = self.names.writers()
+        skipped = self.names.skipped(state, writers)
+        names = self.names.owned(state, writers)
         said = self._skips_said.get(state.name, ())
         for account, owner in skipped:
             if (account, owner) not in said:
@@ -248,7 +259,8 @@ class RedisKeeper:
         ]
         if not held:
             return []
-        names = [self.names.owned(state) for state in held]
+        writers = self.names.writers()
+        names = [self.names.owned(state, writers) for state in held]
         every = [name for group in names for name in group]
         if not full and count_existing(self.redis, [token_key(n) for n in every]) == len(every):
             self._write_renamed(held, names)

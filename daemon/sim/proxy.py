@@ -2,7 +2,8 @@
 to one address, the proxy forwards each new connection to the node that is primary now. A
 failover switches the target, and either closes the connections already open (as Azure's
 demoted primary does) or leaves them on the old node (a proxy that keeps them, a pinned address):
-what a client must survive either way."""
+what a client must survive either way. It also counts the clients' round trips: a request that
+follows a reply (or opens a connection) is one, however many commands it pipelines."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept, name="tcp-proxy", daemon=True)
+        self.round_trips = 0
 
     def start(self) -> TcpProxy:
         self._thread.start()
@@ -62,8 +64,10 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._pairs.append((client, upstream))
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(source, sink), daemon=True).start()
+            replied = [True]  # this pair's last data went to the client: a request is new
+            for source, sink, asks in ((client, upstream, True), (upstream, client, False)):
+                args = (source, sink, asks, replied)
+                threading.Thread(target=self._pump, args=args, daemon=True).start()
 
     def __enter__(self) -> TcpProxy:
         return self.start()
@@ -76,14 +80,19 @@ class TcpProxy:
     ) -> None:
         self.close()
 
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    try:
-        while data := source.recv(_CHUNK_BYTES):
-            sink.sendall(data)
-    except OSError:
-        pass
-    _close(source, sink)
+    def _pump(
+        self, source: socket.socket, sink: socket.socket, asks: bool, replied: list[bool]
+    ) -> None:
+        try:
+            while data := source.recv(_CHUNK_BYTES):
+                if asks and replied[0]:
+                    with self._lock:
+                        self.round_trips += 1
+                replied[0] = not asks
+                sink.sendall(data)
+        except OSError:
+            pass
+        _close(source, sink)
 
 
 def _close(*sockets: socket.socket) -> None:
