@@ -41,6 +41,7 @@ HANDOVER_ADDRESSES = 10
 USABLE_RENEWALS = 14  # Tradovate's 15 an hour, less the reserve of one
 TOKEN_MINUTES = 80
 FLOOR_MINUTES = RENEW_LEAD_FLOOR_S / 60
+FIRST_ALONE_S = 6.0  # one instance takes every login, renews some, then the others join
 
 
 @dataclass
@@ -73,8 +74,13 @@ class Desk:
 
 
 @contextmanager
-def instances(desk: Desk, addresses: int) -> Iterator[list[subprocess.Popen[bytes]]]:
-    started = [desk.start(n) for n in range(1, addresses + 1)]
+def instances(
+    desk: Desk, addresses: int, *, first_alone_s: float = 0.0
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """One instance per address; with `first_alone_s`, the first runs that long alone."""
+    started = [desk.start(1)]
+    time.sleep(first_alone_s)  # the start being measured: the others join this late
+    started += [desk.start(n) for n in range(2, addresses + 1)]
     try:
         yield started
     finally:
@@ -94,12 +100,14 @@ def valid_logins(desk: Desk) -> set[str]:
     return {n for n, v in zip(names, values, strict=True) if v and desk.fake.is_live(str(v))}
 
 
-def capacity_run(server: RedisServer, workdir: Path, addresses: int) -> dict[str, float]:
+def capacity_run(
+    server: RedisServer, workdir: Path, addresses: int, first_alone_s: float = 0.0
+) -> dict[str, float]:
     server.client().flushall()
     logins = LOGINS_PER_GROUP * addresses
     with FakeTradovate(numbered_desk(logins, 1), token_lifetime_s=CAPACITY_TOKEN_S) as fake:
         desk = Desk(fake, server.url, server.client(), workdir)
-        with instances(desk, addresses):
+        with instances(desk, addresses, first_alone_s=first_alone_s):
             first_valid = seconds_until(lambda: len(valid_logins(desk)) == logins, 60)
             time.sleep(CAPACITY_TOKEN_S * CAPACITY_LIFETIMES)
             live = valid_logins(desk)
@@ -162,13 +170,15 @@ def bench_capacity(server: RedisServer, report: Callable[..., None], workdir: Pa
     rows = []
     ok = True
     limit = USABLE_RENEWALS * (TOKEN_MINUTES - FLOOR_MINUTES) / 60  # per group, 17.5
-    for addresses in ADDRESS_COUNTS:
-        run = capacity_run(server, workdir, addresses)
+    for addresses, alone_s in [*((n, 0.0) for n in ADDRESS_COUNTS), (4, FIRST_ALONE_S)]:
+        run = capacity_run(server, workdir, addresses, alone_s)
         per_group = run["kept"] / addresses
         ok = ok and run["penalties"] == 0 and run["sessions"] == run["logins"]
         ok = ok and abs(per_group - limit) <= 1 and run["first_valid_s"] >= 0
         rows.append(
-            f"{addresses:>2} group(s), {run['logins']:.0f} logins: {run['kept']:.0f} kept alive "
+            f"{addresses:>2} group(s), {run['logins']:.0f} logins"
+            + (f", the first alone for {alone_s:.0f} s" if alone_s else "")
+            + f": {run['kept']:.0f} kept alive "
             f"({per_group:.1f} per group; the arithmetic limit {limit:.1f}), penalty tickets "
             f"{run['penalties']:.0f}, every login valid {run['first_valid_s']:.1f} s after "
             f"start, {run['sessions']:.0f} sessions opened ({run['sessions'] - run['logins']:.0f} "

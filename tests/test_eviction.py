@@ -75,3 +75,21 @@ def test_a_lockout_block_evicted_during_a_423_sends_no_login(world: World) -> No
     assert len(world.fake.seen.login_bodies) == sent  # nothing sent during the lockout
     world.clock.advance(HOUR_S + 1)
     assert world.refresher.refresh("APEX_2").outcome == "login"
+
+
+def test_a_spend_tells_when_the_windows_spends_were_made_for_the_plan_to_fit_around() -> None:
+    """Whoever spent them: another instance's two, then this one's; blocked: nothing known."""
+    client = fakeredis.FakeRedis(decode_responses=True)
+    one, two = budget(client), budget(client)
+    assert two.try_spend(RENEW, NOW, who="b0").window == (NOW,)
+    assert two.try_spend(RENEW, NOW + 1.5, who="b1").ok
+    pending = two.try_spend(LOGIN_FAILURE, NOW + 2, who="b2", pending=True)
+    assert pending.window == (NOW + 2,)  # a call still pending counts from now
+    mine = one.try_spend(RENEW, NOW + 3, who="a0")
+    assert mine.ok
+    assert mine.window == (NOW, NOW + 1.5, NOW + 3)
+    assert one.try_spend(RENEW, NOW + HOUR_S + 2, who="a1").window == (NOW + 3, NOW + HOUR_S + 2)
+    one.block(RENEW, 60, NOW + HOUR_S + 3)
+    blocked = one.try_spend(RENEW, NOW + HOUR_S + 4, who="a2")
+    assert not blocked.ok
+    assert blocked.window is None

@@ -34,19 +34,74 @@ def logins(count: int, *, relogin: int = 0, held_at: float | None = NOW) -> list
     return found
 
 
-def plan(states: list[LoginProgress], *, usable: int = 14, floor_s: float = 300) -> RenewalPlan:
+def plan(
+    states: list[LoginProgress],
+    *,
+    usable: int = 14,
+    floor_s: float = 300,
+    spent: tuple[float, ...] = (),
+) -> RenewalPlan:
     leads = Leads(3_600, random.Random(1), window_s=HOUR_S, lead_floor_s=floor_s)
-    return plan_renewals(states, NOW, lifetime_s=LIFE_S, usable=usable, share=1.0, leads=leads)
+    return plan_renewals(
+        states, NOW, lifetime_s=LIFE_S, usable=usable, share=1.0, leads=leads, spent=spent
+    )
+
+
+def most_in_one_window(times: list[float]) -> int:
+    """The most of `times` any budget window (an hour, open at its start) holds."""
+    ordered = sorted(times)
+    return max(sum(1 for t in ordered if end - HOUR_S < t <= end) for end in ordered)
 
 
 def test_while_renewals_fit_the_advice_is_kept() -> None:
-    states = logins(15)
+    states = logins(14)
+    for n, state in enumerate(states):  # advised a minute apart
+        state.advised_renew_at -= n * 60
     found = plan(states)
     assert not found.short
     assert found.lead_s == 900
     assert found.beyond == ()
     assert found.renew_at == {s.name: s.advised_renew_at for s in states}
     assert (found.keeps_alive, found.keeps_alive_at_floor) == (15, 17)
+
+
+def test_15_tokens_issued_together_are_paced_though_the_hour_fits_them() -> None:
+    """15 renewals an 80-minute life fit 14 an hour, but not at the advice of 15 tokens
+    issued within a minute: the 15th would wait an hour for a slot and lapse."""
+    states = logins(15)
+    found = plan(states)
+    assert not found.short  # the desk fits its address: nothing to add
+    assert found.beyond == ()
+    assert most_in_one_window(list(found.renew_at.values())) <= 14
+    for state in states:
+        assert state.grant is not None
+        assert NOW <= found.renew_at[state.name] <= state.grant.expires_at - found.floor_s
+
+
+def test_the_plan_starts_from_the_spends_the_window_holds_whoever_made_them() -> None:
+    """An instance spent its group's 14 renewals 10 minutes ago on logins that have moved
+    to other groups since: the window holds those spends until 15 minutes before its own 17
+    tokens reach their floor. Its plan renews 14 of them in that room; the last 3 in
+    configuration order are beyond at once, not found lapsing when their turn comes."""
+    states = logins(17, held_at=NOW - 600)
+    spent = tuple(NOW - 600 + n / 10 for n in range(14))
+    fresh, found = plan(states), plan(states, spent=spent)
+    assert fresh.beyond == ()
+    assert found.beyond == ("L14", "L15", "L16")
+    kept = [found.renew_at[s.name] for s in states if s.name not in found.beyond]
+    assert most_in_one_window([*spent, *kept]) <= 14
+    for state in states:
+        if state.name not in found.beyond:
+            assert state.grant is not None
+            assert found.renew_at[state.name] <= state.grant.expires_at - found.floor_s
+    assert plan(states, spent=tuple(at - HOUR_S for at in spent)).beyond == ()  # gone by
+
+
+def test_a_token_past_its_floor_still_renews_at_once_where_a_slot_is_free() -> None:
+    states = logins(3, held_at=NOW - LIFE_S + 100)  # 100 s left, the floor 300 s
+    found = plan(states)
+    assert found.beyond == ()
+    assert all(at == pytest.approx(NOW, abs=5) for at in found.renew_at.values())
 
 
 def test_20_logins_move_later_just_enough_for_17_and_the_last_3_are_beyond() -> None:

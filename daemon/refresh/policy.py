@@ -232,15 +232,16 @@ def _earlier_due(
     now: float,
     renew_at: Mapping[str, float],
 ) -> int:
-    """How many other logins are due for renewal by the group's plan and expire before this
-    one."""
+    """How many other logins the group's plan renews by this one's time (or now), and that
+    expire before this one."""
     assert progress.grant is not None
     expires_at = progress.grant.expires_at
+    by = max(now, renew_at.get(progress.name, progress.advised_renew_at))
     return sum(
         1
         for other in others
         if other is not progress
         and other.grant is not None
         and other.grant.expires_at < expires_at
-        and renew_at.get(other.name, other.advised_renew_at) <= now
+        and renew_at.get(other.name, other.advised_renew_at) <= by
     )

@@ -205,24 +205,28 @@ class Refresher:
         grant, now = state.grant, decision.now
         assert grant is not None
         with self._renewing:  # one at a time: a captcha or a ticket stops the next before it asks
-            slot_in_s = self._renewal_slot_in(state.name, grant, decision)
+            slot_in_s, spent = self._renewal_slot_in(state.name, grant, decision)
             if slot_in_s <= 0:
-                return self._send_renewal(state, grant, now)
+                return replace(self._send_renewal(state, grant, now), spent=spent)
         if now + slot_in_s >= decision.relogin_from:
-            return replace(self._log_in(state, decision), said=("budget.relogin", slot_in_s))
+            relogin = self._log_in(state, decision)
+            return replace(relogin, said=("budget.relogin", slot_in_s), spent=spent)
         wait_s = max(1.0, min(slot_in_s + decision.stagger_s, grant.expires_at - now))
-        return Acted(Outcome.DEFERRED, wait_s=wait_s, said=("budget.short", slot_in_s))
+        return Acted(Outcome.DEFERRED, wait_s=wait_s, said=("budget.short", slot_in_s), spent=spent)
 
-    def _renewal_slot_in(self, name: str, grant: TokenGrant, decision: Decision) -> float:
-        """How long until the group's budget lets this login renew (0: spent, renew now)."""
+    def _renewal_slot_in(
+        self, name: str, grant: TokenGrant, decision: Decision
+    ) -> tuple[float, tuple[float, ...] | None]:
+        """How long until the group's budget lets this login renew (0: spent, renew now), and
+        the window's spends as the budget holds them (None: not asked)."""
         now = decision.now
         if decision.beyond:
-            return grant.expires_at - now
+            return grant.expires_at - now, None
         stopped_s = self.schedule.renewals_stopped_until - now
         if stopped_s > 0:
-            return stopped_s
+            return stopped_s, None
         spend = self.budget.try_spend(RENEW, now, who=name)
-        return 0.0 if spend.ok else spend.wait_s
+        return (0.0 if spend.ok else spend.wait_s), spend.window
 
     def _send_renewal(self, state: LoginProgress, grant: TokenGrant, now: float) -> Acted:
         """The renewal itself; a ticket or a captcha blocks the group's renewals at once."""

@@ -16,6 +16,7 @@ settles; it changes only its own progress: no job writes another's.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import threading
@@ -171,10 +172,14 @@ def plan_renewals(
     share: float,
     leads: Leads,
     advised: Mapping[str, float] | None = None,
+    spent: Sequence[float] = (),
 ) -> RenewalPlan:
     """`logins`: those this instance owns, in configuration order; `usable`: the group's
     renewals a window; `share`: this instance's part of the group's logins (its part of the
-    budget); `advised`: advised renewal times newer than the logins' progress holds."""
+    budget); `advised`: advised renewal times newer than the logins' progress holds; `spent`:
+    when the spends the group's window holds were made, whoever made them. Every renewal is
+    planned where the window has a slot for it: one that would find none before its token's
+    floor is beyond, as are the logins the budget's pace cannot keep."""
     window_s = leads.window_s
     advised = {s.name: s.advised_renew_at for s in logins} | dict(advised or {})
     advice_s = leads.renew_before_expiry_s(lifetime_s)
@@ -183,19 +188,27 @@ def plan_renewals(
     hopeful = [state for state in logins if _may_hold_a_token(state, now)]
     at_advice = RenewalCapacity(len(hopeful), lifetime_s - advice_s, window_s, mine)
     order = {state.name: n for n, state in enumerate(logins)}
-    beyond: list[LoginProgress] = []
-    if at_advice.short:
+    slots = _Slots(spent, now, window_s, usable, leads.stagger_s)
+    lead_s, beyond = advice_s, []
+    renew_at = {s.name: advised[s.name] for s in hopeful if s.grant is not None}
+    hard_s = _latest_lead_s(lifetime_s, window_s)
+    renew_at, late = slots.fit(renew_at, _latest(hopeful, now, lifetime_s, floor_s, hard_s))
+    if at_advice.short or late:  # late: the window holds spends, or tokens came together
         ranked = sorted(
             hopeful, key=lambda s: (s.login.when_budget_short == "relogin", order[s.name])
         )
         # A window's share apart, and a stagger: the spend a window ago has surely left it.
         pace_s = window_s / max(mine, 1e-9) + leads.stagger_s
         kept_count = min(len(ranked), int((lifetime_s - floor_s) / pace_s))
-        kept, beyond = ranked[:kept_count], ranked[kept_count:]
-        lead_s = min(advice_s, max(floor_s, lifetime_s - kept_count * pace_s))
-        renew_at = _paced(kept, now, lifetime_s, lead_s, pace_s)
-    else:
-        lead_s, renew_at = advice_s, {}
+        while True:  # fewer kept until each renewal finds a slot before its floor
+            kept = ranked[:kept_count]
+            lead_s = min(advice_s, max(floor_s, lifetime_s - kept_count * pace_s))
+            paced = _paced(kept, now, lifetime_s, lead_s, pace_s)
+            renew_at, late = slots.fit(paced, _latest(kept, now, lifetime_s, floor_s, hard_s))
+            if not late:
+                break
+            kept_count -= len(late)
+        beyond = ranked[kept_count:]
     renew_at |= {s.name: advised[s.name] for s in logins if s.grant and s.name not in renew_at}
     return RenewalPlan(
         lead_s=lead_s,
@@ -209,6 +222,52 @@ def plan_renewals(
         relogin_lead_s=leads.lead_floor_s(lifetime_s),
         stagger_s=leads.stagger_s,
     )
+
+
+def _latest(
+    logins: Sequence[LoginProgress], now: float, lifetime_s: float, floor_s: float, hard_s: float
+) -> dict[str, float]:
+    """The latest time each login's renewal may land: its token's floor, or for a token past
+    it, before its key expires (`hard_s` before the token). A token to come lives from now."""
+    found = {}
+    for state in logins:
+        expires_at = state.grant.expires_at if state.grant else now + lifetime_s
+        at_floor = expires_at - floor_s
+        found[state.name] = at_floor if at_floor >= now else expires_at - hard_s
+    return found
+
+
+class _Slots:
+    """The group's window as the plan fills it: the spends it holds, then each renewal planned,
+    in time order."""
+
+    def __init__(
+        self, spent: Sequence[float], now: float, window_s: float, usable: int, stagger_s: float
+    ) -> None:
+        self._spent = sorted(at for at in spent if at > now - window_s)
+        self._now, self._window_s, self._usable, self._stagger_s = now, window_s, usable, stagger_s
+
+    def fit(
+        self, wanted: Mapping[str, float], latest: Mapping[str, float]
+    ) -> tuple[dict[str, float], list[str]]:
+        """Each renewal at its wanted time, or later (in the same order) when the window is
+        full then, or a stagger after the one before: tokens issued together never ask at once.
+        Those that would land after their `latest` (and after now: a token past its floor still
+        renews at once where a slot is free) are returned apart."""
+        taken, fitted, late = list(self._spent), {}, []  # sorted: each renewal is the latest
+        earliest = self._now
+        for name, wanted_at in sorted(wanted.items(), key=lambda item: (item[1], item[0])):
+            at = max(earliest, wanted_at)
+            inside = len(taken) - bisect.bisect_right(taken, at - self._window_s)
+            if inside >= self._usable:  # a slot frees when the oldest too many have left
+                at = taken[len(taken) - self._usable] + self._window_s + self._stagger_s
+            if at > max(latest[name], self._now):
+                late.append(name)
+                continue
+            fitted[name] = at
+            taken.append(at)
+            earliest = at + self._stagger_s
+        return fitted, late
 
 
 def _paced(
@@ -250,6 +309,9 @@ class RenewalSchedule:
     ) -> None:
         """`holdings`: the leases this instance holds (None: every login is its own)."""
         self._states = states
+        # When the spends of the group's renewal window were made, as the latest renewal
+        # attempt found them: every plan fits its renewals around them.
+        self._spent: tuple[float, ...] = ()
         self.leads = leads
         self._usable = usable
         self._holdings = holdings
@@ -277,6 +339,7 @@ class RenewalSchedule:
             share=share if owned else 1.0,
             leads=self.leads,
             advised=advised,
+            spent=self._spent,
         )
 
     def replan(self, now: float, advised: Mapping[str, float] | None = None) -> RenewalPlan:
@@ -287,17 +350,26 @@ class RenewalSchedule:
             return self.latest
 
     def settle(
-        self, state: LoginProgress, now: float, *, new_token: bool, stop_renewals_until: float
+        self,
+        state: LoginProgress,
+        now: float,
+        *,
+        new_token: bool,
+        stop_renewals_until: float,
+        spent: tuple[float, ...] | None = None,
     ) -> tuple[float, float]:
         """After an attempt of `state`'s login: its advised renewal time (for a new token the
         advice, jittered; renewed at once when Tradovate did not say its lifetime) and when
         the group's new plan renews it. Stops the group's renewals until `stop_renewals_until`
-        (a penalty ticket or a captcha on a renewal). Changes no login's progress."""
+        (a penalty ticket or a captcha on a renewal); `spent`: the renewal window's spends as
+        the attempt found them (None: it did not look). Changes no login's progress."""
         advised = state.advised_renew_at
         if new_token and state.grant is not None:
             advised = self.leads.renew_at(state.grant) if state.grant.lifetime_known else now
         with self._lock:
             self.renewals_stopped_until = max(self.renewals_stopped_until, stop_renewals_until)
+            if spent is not None:
+                self._spent = spent
         plan = self.replan(now, {state.name: advised})
         return advised, plan.renew_at.get(state.name, advised)
 

@@ -47,6 +47,7 @@ class Acted:
     unmoved: int = 0  # renewals in a row whose expirationTime did not move
     said: tuple[str, float] | None = None  # a wait said before acting (budget.relogin)
     penalty_endpoint: str | None = None
+    spent: tuple[float, ...] | None = None  # the renewal window's spends, as a spend found them
 
 
 class Settlement:
@@ -94,6 +95,7 @@ class Settlement:
             now,
             new_token=acted.grant is not None,
             stop_renewals_until=now + acted.stop_renewals_s if acted.stop_renewals_s else 0.0,
+            spent=acted.spent,
         )
         if acted.said is not None:
             self._say_wait(state, now, *acted.said)

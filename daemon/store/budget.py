@@ -45,9 +45,11 @@ end
 # instance's own block (0: none); then this instance's own spends in the window, member and time
 # each: a cache that evicts keys with a TTL may have dropped them, and they are put back. A spend
 # dated more than a minute ahead (no clock is that far off) would hold the window full: dropped.
-# Returns {1, 0} when taken, {0, wait_ms} when not: the budget is full (wait until the oldest
-# spend leaves the window, or a second while others' calls are still pending), the login's
-# share is spent, or a penalty ticket blocks the endpoint.
+# Returns {1, 0, ...} when taken, {0, wait_ms, ...} when not: the budget is full (wait until the
+# oldest spend leaves the window, or a second while others' calls are still pending), the
+# login's share is spent, or a penalty ticket blocks the endpoint (then nothing follows). What
+# follows is when each spend in the window was made (a pending call's: now), this one's too:
+# what a plan fits later calls around.
 _SPEND = (
     _OWN
     + """
@@ -89,13 +91,19 @@ end
 for i = 1, #pending do
   if string.sub(pending[i], 1, #ARGV[5]) == ARGV[5] then mine = mine + 1 end
 end
+local function answer(ok, wait_ms, taken)
+  local found = {ok, wait_ms}
+  for i = 2, #spends, 2 do found[#found + 1] = spends[i] end
+  for i = 1, #pending + taken do found[#found + 1] = ARGV[1] end
+  return found
+end
 if #spends / 2 + #pending >= tonumber(ARGV[3]) then
-  if #pending > 0 or #spends == 0 then return {0, 1000} end
-  return {0, math.ceil((tonumber(spends[2]) + window - now) * 1000)}
+  if #pending > 0 or #spends == 0 then return answer(0, 1000, 0) end
+  return answer(0, math.ceil((tonumber(spends[2]) + window - now) * 1000), 0)
 end
 if tonumber(ARGV[6]) > 0 and mine >= tonumber(ARGV[6]) then
-  if oldest_mine == nil then return {0, 1000} end
-  return {0, math.ceil((oldest_mine + window - now) * 1000)}
+  if oldest_mine == nil then return answer(0, 1000, 0) end
+  return answer(0, math.ceil((oldest_mine + window - now) * 1000), 0)
 end
 if ARGV[7] == '1' then
   redis.call('ZADD', KEYS[3], now, ARGV[4])
@@ -104,7 +112,7 @@ else
   redis.call('ZADD', KEYS[1], now, ARGV[4])
   redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000))
 end
-return {1, 0}
+return answer(1, 0, 1)
 """
 )
 _SETTLE = (
@@ -145,6 +153,7 @@ class Spend:
     ok: bool
     wait_s: float  # when not ok: until a slot frees (or the penalty ends)
     member: str  # names this spend, to refund it
+    window: tuple[float, ...] | None = None  # when the window's spends were made (None: blocked)
 
 
 class AddressBudget:
@@ -203,7 +212,7 @@ class AddressBudget:
         member = f"{who}|{now:.3f}|{secrets.token_hex(3)}"
         key = self._key(endpoint)
         own_block, own_spends = self._own(endpoint, now)
-        ok, wait_ms = self._spend(
+        ok, wait_ms, *window = self._spend(
             keys=[key, f"{key}:blocked", f"{key}:pending"],
             args=[
                 repr(now),
@@ -220,7 +229,8 @@ class AddressBudget:
         )
         if ok and not pending:
             self._remember(endpoint, member, now)
-        return Spend(bool(ok), max(0.0, float(wait_ms) / 1000), member)
+        seen = tuple(sorted(float(at) for at in window)) if window or not wait_ms else None
+        return Spend(bool(ok), max(0.0, float(wait_ms) / 1000), member, seen)
 
     def restore_own(self, now: float) -> None:
         """Put this instance's own spends and blocks back where an eviction dropped them (each
