@@ -26,6 +26,24 @@ REFRESH_REQUEST_TTL_S: Final = 60
 REQUEST_COOLDOWN_S: Final = 30.0  # a login's forced refreshes by request: one per this at most
 PROBE_COOLDOWN_S: Final = 5.0  # ... and one check of a reader's 401 reports per this
 BUDGET_KEY_PREFIX: Final = "orca:budget:"  # {group}:{endpoint}: spends in the rolling window
+FEED_LEASE_KEY: Final = "orca:feed:lease"  # the one instance running the market-data feed
+FEED_STATUS_KEY: Final = "orca:feed:status"  # its JSON status, for `status` and `doctor`
+FEED_STATUS_TTL_S: Final = 10  # ... rewritten every second by the feed's holder
+
+# The market-data feed (ORCA_PRICE_SYMBOLS).
+FEED_LEASE_TTL_S: Final = 10  # a lost holder's feed is taken over within this (and a check)
+FEED_LEASE_RENEW_S: Final = 2.0  # the holder renews this often; it closes its socket once the
+FEED_LEASE_MARGIN_S: Final = 2.0  # ... TTL less this has passed since its last renewal was sent
+FEED_LEASE_CHECK_S: Final = 2.0  # a standby looks for a free lease this often
+FEED_TICK_S: Final = 0.25  # the socket is read in slices this long: heartbeats, checks, writes
+FEED_CLIENT_HEARTBEAT_S: Final = 2.0  # `[]` to the server: Tradovate drops a silent client at 2.5 s
+FEED_REWRITE_S: Final = 1.0  # every price key rewritten this often while live (a quiet market)
+FEED_TOKEN_CHECK_S: Final = 1.0  # mdtoken: read this often; a new value reconnects with it
+FEED_OPEN_TIMEOUT_S: Final = 10.0  # connect, open frame, authorize: each within this
+FEED_BACKOFF_S: Final = (1.0, 60.0)  # reconnects, jittered, doubling from the first to the second
+FEED_STEADY_S: Final = 30.0  # a connection that lived this long starts the back-off over
+FEED_RESOLVE_EVERY_S: Final = 86_400.0  # product roots resolved to their front month daily
+FRONT_MONTH_ROLL_S: Final = 7 * 86_400.0  # ... rolling to the next this long before expiry
 
 # Sharing the logins, and Redis loss.
 REDIS_WATCH_INTERVAL_S: Final = 1.0  # the membership round: heartbeat, renew and take leases
@@ -80,6 +98,10 @@ TRADOVATE_BASE_URLS: Final = {
     "live": "https://live.tradovateapi.com/v1",
 }
 # The TradingView broker route (SPEC, "Two ways to log in"): no API key, name and password only.
+TRADOVATE_MD_URLS: Final = {
+    "demo": "wss://md-demo.tradovateapi.com/v1/websocket",
+    "live": "wss://md.tradovateapi.com/v1/websocket",
+}
 TRADOVATE_TV_BASE_URLS: Final = {
     "demo": "https://tv-demo.tradovateapi.com",
     "live": "https://tv-live.tradovateapi.com",

@@ -16,6 +16,7 @@ LAYERS: dict[str, int] = {
     "tradovate": 2,
     "sinks": 3,
     "refresh": 4,
+    "feed": 4,  # the market-data feed: beside the refresh, both run by service
     "service": 5,
     "views": 5,
     "sim": 6,

@@ -248,6 +248,11 @@ class TradovateClient:
                 )
         return accounts
 
+    def get(self, endpoint: str, access_token: str, params: dict[str, str]) -> Any:
+        """A GET of the REST API with a held token, bounded like every call; a 404 is None
+        (a lookup that found nothing)."""
+        return self._call("GET", endpoint, params=params, token=access_token, absent_ok=True)
+
     def _call(
         self,
         method: str,
@@ -258,6 +263,7 @@ class TradovateClient:
         params: dict[str, str] | None = None,
         token: str | None = None,
         base_url: str | None = None,
+        absent_ok: bool = False,
     ) -> Any:
         """One request, bounded as a whole: ORCA_TRADOVATE_TIMEOUT for all of it (not only per
         read, which a server dripping a byte at a time never trips), and MAX_ANSWER_BYTES for
@@ -285,6 +291,8 @@ class TradovateClient:
         status = response.status_code
         self._count(endpoint, str(status))
         self._note_clock(response)
+        if status == 404 and absent_ok:
+            return None
         if status in STATUS_ERRORS:
             kind, meaning = STATUS_ERRORS[status]
             raise kind(f"{endpoint}: HTTP {status} ({meaning})")

@@ -7,6 +7,9 @@ LOGIN_PATH = "/v1/auth/accesstokenrequest"
 RENEW_PATH = "/v1/auth/renewaccesstoken"
 ACCOUNTS_PATH = "/v1/account/list"
 AUTHORIZE_PATH = "/authorize"  # the TradingView route, on its own host (no /v1)
+CONTRACT_FIND_PATH = "/v1/contract/find"
+CONTRACT_SUGGEST_PATH = "/v1/contract/suggest"
+MATURITY_PATH = "/v1/contractMaturity/item"
 TV_ACCOUNTS_PATH = "/accounts"  # TradingView REST: the `D…` account ids the desk's readers use
 
 DEMO_SEC = "demo-sec"

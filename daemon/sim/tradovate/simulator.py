@@ -10,12 +10,14 @@ from collections.abc import Callable, Iterable
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qsl
 
 from daemon.sim.tradovate import answers, tradingview
 from daemon.sim.tradovate.desks import FakeUser, reference_desk
 from daemon.sim.tradovate.faults import Fault, FaultQueue, fault_answer
 from daemon.sim.tradovate.http import QuietHTTPServer, handler_class
 from daemon.sim.tradovate.limits import AddressLimits
+from daemon.sim.tradovate.market import CONTRACT_PATHS, MarketData
 from daemon.sim.tradovate.observations import Observations
 from daemon.sim.tradovate.rules import (
     ACCOUNTS_PATH,
@@ -79,6 +81,10 @@ class FakeTradovate:
         self._sign_ins = SignIns(self.users, self.limits, self._sessions, self.seen)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
+        # The market-data socket, served beside the HTTP server; a live token authorizes it.
+        self.market = MarketData(
+            lambda t: self.user_of(t) if self.is_live(t) else None, clock=clock
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -98,10 +104,12 @@ class FakeTradovate:
         self._server = QuietHTTPServer(("127.0.0.1", 0), handler_class(self))
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.market.start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
+            self.market.stop()
             self._server.shutdown()
             self._server.server_close()
 
@@ -233,7 +241,10 @@ class FakeTradovate:
     ) -> tuple[int, Any]:
         """Tradovate's answer to a client at `address`: (status, JSON value | bytes of HTML |
         Hang | Reset)."""
-        path = path.split("?", 1)[0]  # the TradingView route asks with ?locale=en
+        path, _, query = path.partition("?")  # the TradingView route asks with ?locale=en
+        if path in CONTRACT_PATHS:  # the market's catalogue, for a live token
+            answer = self.market.library_answer(path, dict(parse_qsl(query)), token or "")
+            return self._record(path, answer)
         with self._lock:
             return self._record(path, self._answer(method, path, body, token, address))
 

@@ -1,0 +1,53 @@
+"""Tradovate's market-data socket as text frames. The server sends `o` once open, `h` as its
+heartbeat, `a[...]` (a JSON array of messages: answers `{"s", "i", "d"}` and events `{"e", "d"}`)
+and `c[code, "reason"]` before it closes. The client sends requests, `endpoint\\nid\\nquery\\nbody`,
+and `[]` as its own heartbeat at least every 2.5 s, or it is dropped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+CLIENT_HEARTBEAT = "[]"
+OPEN, HEARTBEAT, MESSAGES, CLOSE = "o", "h", "a", "c"
+
+
+class FrameError(ValueError):
+    """A frame this protocol does not have (its first characters are named, never more)."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    kind: str  # OPEN, HEARTBEAT, MESSAGES or CLOSE
+    messages: tuple[dict[str, Any], ...] = field(default=())
+    close_reason: str = ""
+
+
+def parse(text: str) -> Frame:
+    """One frame from the server."""
+    if text in (OPEN, HEARTBEAT):
+        return Frame(text)
+    kind, body = text[:1], text[1:]
+    if kind not in (MESSAGES, CLOSE):
+        raise FrameError(f"unknown frame {text[:16]!r}")
+    try:
+        value = json.loads(body)
+    except ValueError as error:
+        raise FrameError(f"{kind} frame is not JSON: {body[:16]!r}") from error
+    if not isinstance(value, list):
+        raise FrameError(f"{kind} frame holds no array")
+    if kind == CLOSE:
+        return Frame(CLOSE, close_reason=" ".join(str(part) for part in value))
+    return Frame(MESSAGES, tuple(m for m in value if isinstance(m, dict)))
+
+
+def request(endpoint: str, request_id: int, body: Mapping[str, Any] | None = None) -> str:
+    """A request frame; its answer carries `request_id` as `i`."""
+    return f"{endpoint}\n{request_id}\n\n{'' if body is None else json.dumps(body)}"
+
+
+def authorize(request_id: int, token: str) -> str:
+    """The bare token (a quoted one is refused with 401)."""
+    return f"authorize\n{request_id}\n\n{token}"

@@ -1,0 +1,78 @@
+"""Quotes merged per contract into the reference's price, `{Last, Bid, Ask, Volume, High, Low,
+Timestamp}`. A quote may carry any of its entries, and an entry either of its fields, so each
+merges into what the contract had; a contract is written only once every field is known (the
+reference's readers format each as a number)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+# The reference's field: (Tradovate's entry, its field)
+FIELDS = {
+    "Last": ("Trade", "price"),
+    "Bid": ("Bid", "price"),
+    "Ask": ("Offer", "price"),
+    "Volume": ("TotalTradeVolume", "size"),
+    "High": ("HighPrice", "price"),
+    "Low": ("LowPrice", "price"),
+}
+
+
+def timestamp_ms(value: object) -> int | None:
+    """A quote's time (ISO 8601, `Z` or an offset) in ms since the epoch, None if not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+class QuoteBook:
+    """The latest of each contract subscribed, by Tradovate's contract id."""
+
+    def __init__(self) -> None:
+        self._prices: dict[int, dict[str, Any]] = {}
+        self._times: dict[int, str] = {}
+
+    def merge(self, quotes: Iterable[Mapping[str, Any]]) -> set[int]:
+        """The contracts whose price changed and is complete."""
+        changed: set[int] = set()
+        for quote in quotes:
+            contract = quote.get("contractId")
+            entries = quote.get("entries")
+            stamp = timestamp_ms(quote.get("timestamp"))
+            if not isinstance(contract, int) or not isinstance(entries, Mapping) or stamp is None:
+                continue
+            price = self._prices.setdefault(contract, {})
+            for name, (entry, part) in FIELDS.items():
+                found = entries.get(entry)
+                value = found.get(part) if isinstance(found, Mapping) else None
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    price[name] = value
+            price["Timestamp"] = stamp
+            self._times[contract] = str(quote["timestamp"])
+            if self.complete(contract):
+                changed.add(contract)
+        return changed
+
+    def complete(self, contract: int) -> bool:
+        return len(self._prices.get(contract, ())) == len(FIELDS) + 1
+
+    def price(self, contract: int) -> dict[str, Any]:
+        """The reference's shape, fields in its order."""
+        found = self._prices[contract]
+        return {name: found[name] for name in (*FIELDS, "Timestamp")}
+
+    def legacy(self, contract: int, instrument: str) -> dict[str, Any]:
+        """The desk bot's shape on `TRADOVATE_{SYMBOL}_PRICE`, for the cut-over."""
+        return {
+            "LAST": self._prices[contract]["Last"],
+            "TIMESTAMP": self._times[contract],
+            "INSTRUMENT": instrument,
+        }
+
+    def known(self) -> list[int]:
+        return [contract for contract in self._prices if self.complete(contract)]

@@ -1,0 +1,215 @@
+"""The market-data feed's parts against the simulated socket: frames, the merging of partial
+quotes, one session (authorize, subscribe, heartbeat, every way it ends) and the front months."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from daemon.feed import protocol
+from daemon.feed.contracts import front_month, is_contract_name, resolve
+from daemon.feed.quotes import QuoteBook, timestamp_ms
+from daemon.feed.session import Disconnected, QuotaTaken, Session, Unauthorized
+from daemon.sim.environment import wait_for
+from daemon.sim.tradovate import FakeTradovate
+from daemon.sim.tradovate.market import HEARTBEAT_GRACE_S
+from daemon.tradovate import TradovateClient
+from daemon.tradovate.contracts import Contract, ContractLibrary
+from tests.helpers import settings_for, user
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTradovate]:
+    with FakeTradovate([user("APEX_1")]) as running:
+        running.market.quotes_per_s = 200
+        yield running
+
+
+def grant_of(fake: FakeTradovate) -> tuple[str, str]:
+    """(access token, md token) of a fresh login."""
+    settings = settings_for(fake)
+    client = TradovateClient(settings.tradovate)
+    grant = client.login(settings.logins[0])
+    assert grant.md_access_token is not None
+    return grant.access_token, grant.md_access_token
+
+
+def session(fake: FakeTradovate, token: str, names: tuple[str, ...] = ("MNQZ6",)) -> Session:
+    contracts = [(name, fake.market.contracts[name].id) for name in names]
+    return Session(fake.market.url, token, contracts, QuoteBook(), on_quotes=lambda changed: None)
+
+
+def until(seconds: float) -> Callable[[], str | None]:
+    deadline = time.monotonic() + seconds
+    return lambda: "enough" if time.monotonic() > deadline else None
+
+
+def test_frames_parse_as_tradovate_sends_them_and_garbage_is_named_briefly() -> None:
+    assert protocol.parse("o").kind == protocol.OPEN
+    assert protocol.parse("h").kind == protocol.HEARTBEAT
+    frame = protocol.parse('a[{"s":200,"i":0},{"e":"md","d":{}}]')
+    assert frame.messages == ({"s": 200, "i": 0}, {"e": "md", "d": {}})
+    assert protocol.parse('c[1000,"bye"]').close_reason == "1000 bye"
+    with pytest.raises(protocol.FrameError, match="unknown frame 'x"):
+        protocol.parse("x" * 500)
+    with pytest.raises(protocol.FrameError, match="not JSON"):
+        protocol.parse("a[{")
+    assert protocol.authorize(0, "tok") == "authorize\n0\n\ntok"
+    assert protocol.request("md/subscribeQuote", 3, {"symbol": "MNQZ5"}) == (
+        'md/subscribeQuote\n3\n\n{"symbol": "MNQZ5"}'
+    )
+
+
+def test_partial_quotes_merge_per_contract_and_only_a_whole_price_is_written() -> None:
+    book = QuoteBook()
+    at = "2026-12-07T14:00:00.250Z"
+    first = {"timestamp": at, "contractId": 7, "entries": {"Bid": {"price": 10.0, "size": 3}}}
+    assert book.merge([first]) == set()  # Bid alone: not a price the reference's readers take
+    whole = {
+        "Trade": {"price": 10.25},
+        "Offer": {"price": 10.5},
+        "TotalTradeVolume": {"size": 900},
+        "HighPrice": {"price": 11.0},
+        "LowPrice": {"price": 9.0},
+    }
+    assert book.merge([{"timestamp": at, "contractId": 7, "entries": whole}]) == {7}
+    later = "2026-12-07T14:00:01.000Z"
+    update = {"Bid": {"size": 9}, "Trade": {"price": 10.5, "size": 1}}  # a Bid without price
+    assert book.merge([{"timestamp": later, "contractId": 7, "entries": update}]) == {7}
+    assert book.price(7) == {
+        "Last": 10.5,
+        "Bid": 10.0,
+        "Ask": 10.5,
+        "Volume": 900,
+        "High": 11.0,
+        "Low": 9.0,
+        "Timestamp": timestamp_ms(later),
+    }
+    assert timestamp_ms(later) == int(
+        datetime(2026, 12, 7, 14, 0, 1, tzinfo=UTC).timestamp() * 1000
+    )
+    assert book.legacy(7, "MNQZ6") == {"LAST": 10.5, "TIMESTAMP": later, "INSTRUMENT": "MNQZ6"}
+    assert book.merge([{"contractId": 8, "entries": whole}]) == set()  # no time: not a quote
+
+
+def test_a_session_authorizes_with_the_md_token_and_writes_merged_quotes() -> None:
+    with FakeTradovate([user("APEX_1")]) as fake:
+        fake.market.quotes_per_s = 200
+        _, md_token = grant_of(fake)
+        changed: list[set[int]] = []
+        running = session(fake, md_token, ("MNQZ6", "ESZ6"))
+        running.on_quotes = changed.append
+        assert running.run(until(1.0)) == "enough"
+        ids = {fake.market.contracts[n].id for n in ("MNQZ6", "ESZ6")}
+        assert set().union(*changed) == ids
+        assert all(running.book.complete(i) for i in ids)
+        assert fake.market.authorized == ["APEX_1"]
+        wait_for(lambda: fake.market.open_now == 0, timeout=3, what="the socket closed")
+
+
+@pytest.mark.parametrize("kind", ["quoted", "wrong", "expired"])
+def test_a_refused_token_is_unauthorized_and_the_socket_closes(kind: str) -> None:
+    with FakeTradovate([user("APEX_1")], token_lifetime_s=2) as fake:
+        _, md_token = grant_of(fake)
+        token = {
+            "quoted": json.dumps(md_token),
+            "wrong": md_token[:-4] + "AAAA",
+            "expired": md_token,
+        }[kind]
+        if kind == "expired":
+            time.sleep(2.2)  # the token's own life (2 s) runs out
+        with pytest.raises(Unauthorized, match="authorize answered 401"):
+            session(fake, token).run(until(5))
+        assert fake.market.refused_tokens == 1
+
+
+def test_closed_by_the_server_or_the_quota_taken_ends_the_session_for_its_reason(
+    fake: FakeTradovate,
+) -> None:
+    _, md_token = grant_of(fake)
+    closing = session(fake, md_token)
+    calls = iter(range(10_000))
+
+    def close_soon() -> str | None:
+        if next(calls) == 4:
+            fake.market.close_all("maintenance")
+        return None
+
+    with pytest.raises(Disconnected, match="closed by the server: 1000 maintenance"):
+        closing.run(close_soon)
+    calls = iter(range(10_000))
+
+    def take_quota() -> str | None:
+        if next(calls) == 4:
+            fake.market.take_quota()
+        return None
+
+    with pytest.raises(QuotaTaken):
+        session(fake, md_token).run(take_quota)
+
+
+def test_a_client_that_stops_its_heartbeat_is_dropped(fake: FakeTradovate) -> None:
+    _, md_token = grant_of(fake)
+    with connect(fake.market.url, compression=None) as socket:
+        assert socket.recv(timeout=2) == "o"
+        socket.send(protocol.authorize(0, md_token))
+        started = time.monotonic()
+        frames = list(_until_closed(socket, HEARTBEAT_GRACE_S + 3))
+        assert f"c{json.dumps([1000, 'no heartbeat'])}" in frames
+    assert time.monotonic() - started >= HEARTBEAT_GRACE_S - 0.5
+
+
+def _until_closed(socket: ClientConnection, within_s: float) -> Iterator[str]:
+    """Every frame the server sends until it closes the socket."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            yield str(socket.recv(timeout=deadline - time.monotonic()))
+        except ConnectionClosed:
+            return
+    raise AssertionError("the server kept the socket open")
+
+
+def test_a_session_keeps_its_socket_with_heartbeats_longer_than_the_grace(
+    fake: FakeTradovate,
+) -> None:
+    _, md_token = grant_of(fake)
+    assert session(fake, md_token).run(until(HEARTBEAT_GRACE_S + 1.5)) == "enough"
+    assert fake.market.connections == 1
+
+
+def test_symbols_resolve_to_contracts_and_roots_to_their_front_month(fake: FakeTradovate) -> None:
+    access, _ = grant_of(fake)
+    library = ContractLibrary(TradovateClient(settings_for(fake).tradovate))
+    now = time.time()
+    found = {s.symbol: s for s in resolve(library, access, ["MNQZ6", "MNQ", "NOPEZ9"], now)}
+    assert set(found) == {"MNQZ6", "MNQ"}  # an unknown one is named and left out
+    assert found["MNQZ6"].contract.id == fake.market.contracts["MNQZ6"].id
+    front = min(
+        (c for c in fake.market.contracts.values() if c.name.startswith("MNQ")),
+        key=lambda c: c.expires_at if c.expires_at - 7 * 86_400 > now else float("inf"),
+    )
+    assert found["MNQ"].contract.name == front.name
+    assert found["MNQ"].names == (front.name, "MNQ")
+    assert found["MNQZ6"].names == ("MNQZ6",)
+
+
+def test_the_front_month_rolls_7_days_before_expiry() -> None:
+    day = 86_400.0
+    listed = [Contract(1, "MNQZ6", 11), Contract(2, "MNQH7", 12), Contract(3, "MNQXZ6", 13)]
+    expiries = {11: 100 * day, 12: 190 * day, 13: 50 * day}
+    assert front_month("MNQ", listed, expiries, 92 * day).name == "MNQZ6"  # type: ignore[union-attr]
+    assert front_month("MNQ", listed, expiries, 93.5 * day).name == "MNQH7"  # type: ignore[union-attr]
+    assert front_month("MNQ", listed, expiries, 200 * day) is None
+    assert is_contract_name("MNQZ5")
+    assert is_contract_name("ESH27")
+    assert not is_contract_name("MNQ")
+    assert not is_contract_name("ES")
