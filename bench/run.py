@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from bench.feed import bench_feed
 from bench.idle import bench_idle_curve, bench_idle_fleet, cpu_s, rss_mib, simulator
 from bench.scale_out import bench_capacity, bench_handover
 from daemon import cache, price, tokens
@@ -368,6 +369,7 @@ def main() -> int:
             lambda _: bench_handover(report, workdir),
             lambda _: bench_idle_curve(report, workdir),
             lambda _: bench_idle_fleet(report, workdir),
+            lambda _: bench_feed(report, workdir),
         )
         chosen = [int(n) for n in sys.argv[1:]] or range(1, len(benches) + 1)  # e.g. `1 3`
         for number in chosen:

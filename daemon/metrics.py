@@ -86,3 +86,27 @@ class Metrics:
             "How many logins this instance refreshes now (holds the lease of).",
             registry=self.registry,
         )
+        # The market-data feed (ORCA_PRICE_SYMBOLS): exported by every instance, the socket by
+        # the one holding the feed's lease.
+        self.price_feed_connected = Gauge(
+            "orca_price_feed_connected",
+            "1 while this instance's market-data socket is authorized and subscribed.",
+            registry=self.registry,
+        )
+        self.price_quotes = Counter(
+            "orca_price_quotes_total",
+            "Quotes written to price:{symbol}:latest, by configured symbol.",
+            ["symbol"],
+            registry=self.registry,
+        )
+        self.price_age = Gauge(
+            "orca_price_age_seconds",
+            "Seconds since the symbol's latest quote (its own time), while this instance feeds.",
+            ["symbol"],
+            registry=self.registry,
+        )
+        self.price_feed_reconnects = Counter(
+            "orca_price_feed_reconnects_total",
+            "Market-data sockets opened again after one ended (a close, an error, a new token).",
+            registry=self.registry,
+        )

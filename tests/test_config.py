@@ -422,3 +422,34 @@ def test_an_over_long_setting_exits_78(tmp_path: Path) -> None:
     )
     assert ran.returncode == 78
     assert "TRADOVATE_APP_ID: 65 characters" in ran.stderr + ran.stdout
+
+
+def test_the_price_feed_is_off_without_symbols_and_defaults_to_the_first_login() -> None:
+    assert load_settings(BASE).price.symbols == ()
+    price = load_settings({**BASE, "ORCA_PRICE_SYMBOLS": " MNQZ5, MNQ ,MNQZ5,"}).price
+    assert price.symbols == ("MNQZ5", "MNQ")  # each once, in order
+    assert price.login == "APEX_1"
+    assert price.md_url == "wss://md-demo.tradovateapi.com/v1/websocket"
+    assert price.legacy_channels is False
+    live = load_settings({**BASE, "ORCA_PRICE_SYMBOLS": "ES", "TRADOVATE_ENV": "live"}).price
+    assert live.md_url == "wss://md.tradovateapi.com/v1/websocket"
+
+
+def test_every_bad_price_setting_is_named_in_one_line() -> None:
+    env = {
+        **BASE,
+        "ORCA_PRICE_SYMBOLS": "MNQZ5,mnq z5,price:*",
+        "ORCA_PRICE_LOGIN": "APEX_9",
+        "TRADOVATE_MD_URL": "https://md-demo.tradovateapi.com/v1/websocket",
+        "ORCA_PRICE_LEGACY_CHANNELS": "maybe",
+    }
+    found = problems(env)
+    assert found == [
+        "TRADOVATE_MD_URL: 'https://md-demo.tradovateapi.com/v1/websocket' is not a ws(s):// URL",
+        "ORCA_PRICE_SYMBOLS: 'mnq z5' is not a symbol: capital letters and digits, a contract "
+        "(MNQZ5) or a product root (MNQ)",
+        "ORCA_PRICE_SYMBOLS: 'price:*' is not a symbol: capital letters and digits, a contract "
+        "(MNQZ5) or a product root (MNQ)",
+        "ORCA_PRICE_LOGIN: 'APEX_9' is not a configured login",
+        "ORCA_PRICE_LEGACY_CHANNELS: 'maybe' is not a boolean (use true or false)",
+    ]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ def test_demo_shows_all_four_logins_and_stops(tmp_path: Path, route: str) -> Non
     for login in ("APEX_266668", "APEX_272045", "APEX_136189", "APEX_265995"):
         assert f"token:{login} " in out
     assert "token:PAAPEX2666680000001" in out
+    assert re.search(r"prices: MNQ last [\d.]+ bid [\d.]+ ask [\d.]+; ES last [\d.]+", out)
     assert (
         "sessions opened per login: APEX_136189=1, APEX_265995=1, APEX_266668=1, APEX_272045=1"
         in out

@@ -26,10 +26,12 @@ from daemon.registry import SETTINGS, Setting, setting, unknown_variables
 from daemon.store.budget import usable_of
 from daemon.store.client import build_client, disconnect
 from daemon.store.eviction import Memory, evicts_ours, policy_words, read_memory
+from daemon.store.feed import read_status as read_feed_status
 from daemon.store.health import diagnose
 from daemon.store.heartbeat import Heartbeat, live_instances
 from daemon.token_format import tradovate_minutes
 from daemon.values import subnet_of
+from daemon.views.status import feed_words
 
 log = structlog.get_logger("daemon.cli")
 
@@ -206,6 +208,7 @@ def _redis(settings: Settings) -> list[Finding]:
             return [Finding("problem", "redis", f"{target} answers, but {CROSSSLOT_WORDS}")]
         beats = live_instances(client)
         memory = _memory(client)
+        feed = read_feed_status(client)
     except redis.RedisError as error:
         diagnosis = diagnose(error, settings.redis.credentials_from())
         return [
@@ -223,7 +226,20 @@ def _redis(settings: Settings) -> list[Finding]:
     if memory is not None:
         level: Level = "warning" if evicts_ours(memory.policy) else "ok"
         found.append(Finding(level, "redis", policy_words(memory.policy)))
-    return found + _shared_subnets(settings, beats)
+    return found + _shared_subnets(settings, beats) + _feed(settings, feed)
+
+
+def _feed(settings: Settings, feed: dict[str, Any] | None) -> list[Finding]:
+    """With ORCA_PRICE_SYMBOLS: is a feed running, and how old is each symbol's quote."""
+    if not settings.price.symbols:
+        return []
+    if feed is None:
+        words = (
+            "ORCA_PRICE_SYMBOLS is set, but no instance runs the price feed (no orca:feed:status)"
+        )
+        return [Finding("warning", "price", words)]
+    level: Level = "ok" if feed.get("connected") else "problem"
+    return [Finding(level, "price", feed_words(feed, time.time()))]
 
 
 def _scripts_span_slots(client: redis.Redis, settings: Settings) -> bool:

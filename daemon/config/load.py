@@ -4,6 +4,7 @@ in one ConfigError (exit 78)."""
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,8 @@ from daemon.config.model import (
     LOG_FORMATS,
     LOG_LEVELS,
     ConfigError,
+    Login,
+    PriceSettings,
     RedisSettings,
     Settings,
     TradovateSettings,
@@ -26,6 +29,7 @@ from daemon.constants import (
     RENEW_BEFORE_EXPIRY_S,
     RENEW_LEAD_FLOOR_MIN_S,
     TRADOVATE_BASE_URLS,
+    TRADOVATE_MD_URLS,
     TRADOVATE_TV_BASE_URLS,
 )
 from daemon.values import SAFE_NAME
@@ -73,6 +77,7 @@ def load_settings(env: Mapping[str, str], *, credentials: bool = True) -> Settin
         ),
         budget_group=_budget_group(reader),
         budget_window_s=reader.integer("ORCA_BUDGET_WINDOW", low=1, high=86_400),
+        price=_price_settings(reader, logins),
     )
     _check_lengths(reader, settings)
     if reader.problems:
@@ -114,6 +119,41 @@ def _check_lengths(reader: EnvReader, settings: Settings) -> None:
             reader.problem(
                 f"login {login.name}", f"its password is over {FIELD_MAX_CHARS} characters"
             )
+
+
+SYMBOL = re.compile(r"[A-Z0-9]{1,32}")
+
+
+def _price_settings(reader: EnvReader, logins: tuple[Login, ...]) -> PriceSettings:
+    """The feed runs only with symbols; its login must be configured, its URL a websocket."""
+    env = reader.choice("TRADOVATE_ENV", ("demo", "live"))
+    md_url = reader.text("TRADOVATE_MD_URL") or TRADOVATE_MD_URLS[env]
+    if not md_url.startswith(("wss://", "ws://")):
+        reader.problem("TRADOVATE_MD_URL", f"{md_url!r} is not a ws(s):// URL")
+    symbols = tuple(
+        dict.fromkeys(s.strip() for s in (reader.text("ORCA_PRICE_SYMBOLS") or "").split(","))
+    )
+    symbols = tuple(s for s in symbols if s)
+    for symbol in symbols:
+        if not SYMBOL.fullmatch(symbol):
+            reader.problem(
+                "ORCA_PRICE_SYMBOLS",
+                f"{symbol[:40]!r} is not a symbol: capital letters and digits, a contract "
+                "(MNQZ5) or a product root (MNQ)",
+            )
+    login = reader.text("ORCA_PRICE_LOGIN") or (logins[0].name if logins else "")
+    names = {known.name for known in logins}
+    if symbols and login not in names:
+        reader.problem(
+            "ORCA_PRICE_LOGIN",
+            f"{login!r} is not a configured login" if login else "no login is configured",
+        )
+    return PriceSettings(
+        symbols=symbols,
+        login=login,
+        md_url=md_url,
+        legacy_channels=reader.boolean("ORCA_PRICE_LEGACY_CHANNELS"),
+    )
 
 
 def load_redis_settings(env: Mapping[str, str]) -> RedisSettings:

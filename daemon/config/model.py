@@ -8,7 +8,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from daemon.config.secret import Secret, embedded_password
-from daemon.constants import TRADOVATE_BASE_URLS, TRADOVATE_TV_BASE_URLS
+from daemon.constants import TRADOVATE_BASE_URLS, TRADOVATE_MD_URLS, TRADOVATE_TV_BASE_URLS
 from daemon.registry import setting
 
 EX_CONFIG = 78  # sysexits.h EX_CONFIG; systemd's RestartPreventExitStatus names it
@@ -112,6 +112,16 @@ class TradovateSettings:
 
 
 @dataclass(frozen=True)
+class PriceSettings:
+    """The market-data feed: none while `symbols` is empty."""
+
+    symbols: tuple[str, ...] = ()
+    login: str = ""  # whose mdtoken: authorizes the socket
+    md_url: str = TRADOVATE_MD_URLS[registered("TRADOVATE_ENV")]
+    legacy_channels: bool = registered("ORCA_PRICE_LEGACY_CHANNELS")
+
+
+@dataclass(frozen=True)
 class Settings:
     redis: RedisSettings = field(default_factory=RedisSettings)
     tradovate: TradovateSettings = field(default_factory=TradovateSettings)
@@ -135,6 +145,7 @@ class Settings:
     renew_lead_floor_s: int = registered("ORCA_RENEW_LEAD_FLOOR")
     budget_group: str = registered("ORCA_BUDGET_GROUP")
     budget_window_s: int = registered("ORCA_BUDGET_WINDOW")
+    price: PriceSettings = field(default_factory=PriceSettings)
     credential_files: tuple[str, ...] = ()  # the secret files read, for checks of their modes
 
     def secrets(self) -> list[str]:

@@ -27,6 +27,7 @@ from daemon.constants import (
     REDIS_WATCH_INTERVAL_S,
     SHUTDOWN_TIMEOUT_S,
 )
+from daemon.feed.supervisor import PriceFeed
 from daemon.metrics import Metrics
 from daemon.refresh.progress import Attempt
 from daemon.service.budget_report import BUDGET_REPORT_INTERVAL_S, BudgetReporter
@@ -91,6 +92,14 @@ class Daemon:
         self.membership = Membership(c, self.jobs, self.requests, self.budget)
         self.readiness = Readiness(c, self.jobs.alive)
         self.once = OnePass(c)
+        self.feed = (
+            PriceFeed(
+                settings, c.redis, c.tradovate, c.metrics, c.instance, c.stopping, clock=clock
+            )
+            if settings.price.symbols
+            else None
+        )
+        self._feed_thread: threading.Thread | None = None
         self.health: HealthServer | None = None
         self.abandoned_jobs = False  # set when the stop budget ran out with work in flight
         self._force_stop = threading.Event()
@@ -127,7 +136,8 @@ class Daemon:
         stopping.set()
 
     def request_reread(self, signum: int | None = None, _frame: FrameType | None = None) -> None:
-        """Signal-safe: SIGHUP asks for the Redis credentials to be read again (a key rotated)."""
+        """Signal-safe: SIGHUP asks for the Redis credentials to be read again (a key rotated)
+        and a price feed stopped for the quota to run again."""
         self._reread.set()
 
     def install_signal_handlers(self) -> None:
@@ -166,6 +176,11 @@ class Daemon:
             }
         )
         self.jobs.start()
+        if self.feed is not None:
+            self._feed_thread = threading.Thread(
+                target=self.feed.run, name="price-feed", daemon=True
+            )
+            self._feed_thread.start()
         notifier = self.components.notifier
         notifier.notify("READY=1")
         log.info("daemon.ready", instance=self.instance, systemd=notifier.enabled)
@@ -179,6 +194,8 @@ class Daemon:
             if self._reread.is_set():
                 self._reread.clear()
                 self._reconnect_redis()
+                if self.feed is not None:
+                    self.feed.resume()
             if isinstance(self._clock, SteadyClock) and (step_s := self._clock.step()):
                 self.jobs.shift(step_s)
             if interval is not None and time.monotonic() >= next_ping and self.jobs.alive():
@@ -215,6 +232,8 @@ class Daemon:
         return 0
 
     def _leave(self) -> None:
+        if self._feed_thread is not None:  # its socket closes within a slice of the stop
+            self._feed_thread.join(SHUTDOWN_LEAVING_S / 2)
         self.membership.leave()
         self.components.close_clients()
         self.components.disconnect()

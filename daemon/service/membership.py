@@ -48,8 +48,9 @@ class Membership:
     def round(self) -> None:
         c = self._c
         try:
-            self._apply(c.ownership.round(self.heartbeat()))
+            plan = c.ownership.round(self.heartbeat())
             c.refresher.schedule.group_logins = c.ownership.group_logins
+            self._apply(plan)
             if c.ownership.standby is None:
                 self._requests.take()
             else:
@@ -145,6 +146,25 @@ class Membership:
             self._jobs.add_logins(plan.taken, c.refresher.job, c.settings.refresh_interval_s)
             log.info("logins.taken", instance=c.instance, logins=plan.taken, owned=len(c.owned()))
             self._budget.report()  # an owner publishes the address's capacity at once
+        if plan.lost or released or plan.taken:
+            self._replan()
+
+    def _replan(self) -> None:
+        """The logins held changed: the group's plan is made again for those now held, and a
+        login whose job would wake later than the new plan renews it is woken then. A job
+        woken early only finds its renewal not yet due; one woken late, after a plan made for
+        other logins (all those an instance held alone at start, say), would find its slots
+        spent and its token lapsing."""
+        c = self._c
+        now = c.clock()
+        plan = c.refresher.schedule.replan(now)
+        for name in c.owned():
+            state = c.refresher.states.get(name)
+            renew_at = plan.renew_at.get(name)
+            if state is None or renew_at is None:
+                continue
+            if state.next_attempt_at is None or renew_at < state.next_attempt_at:
+                self._jobs.reschedule(name, max(0.0, renew_at - now))
 
     def _repeat_redis_down(self) -> None:
         now = time.monotonic()

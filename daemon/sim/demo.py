@@ -14,11 +14,13 @@ from daemon.service.daemon import Daemon
 from daemon.sim.environment import daemon_environment
 from daemon.sim.redis_server import start_embedded_redis
 from daemon.sim.tradovate import FakeTradovate, reference_desk
+from daemon.store import price
 from daemon.store.client import close_redis_client, get_redis_client
 from daemon.views.check import render_token_table, token_rows
 
 DEMO_TOKEN_LIFETIME_S = 32.0  # renewed "15 minutes" (of 80) before expiry: within 30 s
 DEMO_TABLE_EVERY_S = 5.0
+DEMO_SYMBOLS = ("MNQ", "ES")  # product roots: the front month is resolved, as at the desk
 
 
 def run_demo(
@@ -37,6 +39,8 @@ def run_demo(
             route=route,
             ORCA_REFRESH_INTERVAL="60",
             ORCA_HEALTH_ADDR="127.0.0.1:0",
+            ORCA_PRICE_SYMBOLS=",".join(DEMO_SYMBOLS),
+            TRADOVATE_MD_URL=fake.market.url,
         )
         settings = load_settings(env, credentials=True)
         register_secrets(*settings.secrets())
@@ -54,7 +58,8 @@ def run_demo(
         out.write(
             f"orca-tokens demo: Redis at {embedded.url}, simulated Tradovate at {fake.base_url}\n"
             f"tokens live {DEMO_TOKEN_LIFETIME_S:.0f} s (80 min at Tradovate) and are renewed a "
-            "scaled 15 minutes before they expire. Ctrl-C stops.\n"
+            "scaled 15 minutes before they expire; the md token feeds live prices of "
+            f"{', '.join(DEMO_SYMBOLS)}. Ctrl-C stops.\n"
         )
         out.flush()
         printer.start()
@@ -88,4 +93,17 @@ def _print_table(daemon: Daemon, out: TextIO) -> None:
     valid = sum(1 for row in rows if row.state in ("valid", "expiring"))
     out.write(f"\n{time.strftime('%H:%M:%S')}  token keys: {valid} valid of {len(rows)}\n")
     out.write(render_token_table(rows) + "\n")
+    out.write(_prices_line(daemon) + "\n")
     out.flush()
+
+
+def _prices_line(daemon: Daemon) -> str:
+    """The live prices the feed writes, as a trading program reads them."""
+    found = []
+    for symbol in DEMO_SYMBOLS:
+        latest = price.latest(symbol, client=daemon.redis)
+        if latest is None:
+            found.append(f"{symbol} -")
+        else:
+            found.append(f"{symbol} last {latest['Last']} bid {latest['Bid']} ask {latest['Ask']}")
+    return "prices: " + "; ".join(found)

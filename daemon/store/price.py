@@ -54,9 +54,13 @@ def store(symbol: str, data: Mapping[str, Any], *, client: redis.Redis | None = 
 
 
 def store_many(
-    prices: Mapping[str, Mapping[str, Any]], *, client: redis.Redis | None = None
+    prices: Mapping[str, Mapping[str, Any]],
+    *,
+    client: redis.Redis | None = None,
+    also_publish: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Many symbols' prices in one pipelined round trip (two on a Redis Cluster)."""
+    """Many symbols' prices in one pipelined round trip (two on a Redis Cluster);
+    `also_publish`: more messages (channel: JSON value) in the same round trip, after them."""
     client = client or get_redis_client()
     payloads = {symbol: _payload(symbol, data) for symbol, data in prices.items()}
     pipe = client.pipeline(transaction=False)
@@ -72,6 +76,8 @@ def store_many(
         key = latest_key(symbol)
         pipe.execute_command("SET", key, payload, "EX", PRICE_TTL_S)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         messages.execute_command("PUBLISH", channel(symbol), payload)  # type: ignore[no-untyped-call]  # as above
+    for name, message in (also_publish or {}).items():
+        messages.execute_command("PUBLISH", name, json.dumps(message))  # type: ignore[no-untyped-call]  # as above
     pipe.execute()
     if messages is not pipe:
         messages.execute()

@@ -16,6 +16,7 @@ import redis
 from daemon import notes as note
 from daemon.outcomes import LoginState, TokenState
 from daemon.store.budget import read_capacities
+from daemon.store.feed import read_status as read_feed_status
 from daemon.store.heartbeat import Heartbeat, live_instances
 from daemon.store.lease import holders
 from daemon.store.status import LoginStatus, read_statuses
@@ -52,6 +53,7 @@ class StatusReport:
     instances: list[Heartbeat]
     now: float
     capacities: list[dict[str, Any]]
+    feed: dict[str, Any] | None = None  # the price feed's status, as its holder wrote it
 
     @property
     def valid(self) -> int:
@@ -88,6 +90,7 @@ class StatusReport:
                 {**asdict(beat), "age_s": round(self.now - beat.at, 1)} for beat in self.instances
             ],
             "budgets": self.capacities,
+            "feed": self.feed,
         }
 
 
@@ -151,7 +154,7 @@ def status_report(
                 notes=recorded.notes,
             )
         )
-    return StatusReport(rows, instances, now, read_capacities(client))
+    return StatusReport(rows, instances, now, read_capacities(client), read_feed_status(client))
 
 
 def render_status(report: StatusReport) -> str:
@@ -190,7 +193,31 @@ def render_status(report: StatusReport) -> str:
         lines.append(line(cells))
         if row.notes:  # under its row, in a word or two; `status --json` has each sentence
             lines.append("  └ " + "; ".join(note.words(said) for said in row.notes))
-    return "\n".join([*lines, "", *_instance_lines(report), report.summary()])
+    feed = [feed_words(report.feed, report.now)] if report.feed else []
+    return "\n".join([*lines, "", *_instance_lines(report), *feed, report.summary()])
+
+
+def feed_words(feed: dict[str, Any], now: float) -> str:
+    """The price feed in one line: where it runs and how old each symbol's latest quote is."""
+    state = "live" if feed.get("connected") else "disconnected"
+    if feed.get("stopped"):
+        state = f"STOPPED ({feed['stopped']}; SIGHUP resumes it)"
+    elif not feed.get("connected") and feed.get("error"):
+        state += f" ({feed['error']})"
+    ages = []
+    symbols = feed.get("symbols")
+    for symbol, seen in (symbols if isinstance(symbols, dict) else {}).items():
+        stamp = seen.get("quote_ms") if isinstance(seen, dict) else None
+        contract = seen.get("contract") if isinstance(seen, dict) else None
+        name = symbol if contract in (None, symbol) else f"{symbol} ({contract})"
+        age = (
+            "no quote yet"
+            if not isinstance(stamp, int | float)
+            else f"{now - stamp / 1000:.1f} s old"
+        )
+        ages.append(f"{name} {age}")
+    where = f" on {feed.get('instance')}" if feed.get("instance") else ""
+    return f"price feed: {state}{where}, md token of {feed.get('login')}; " + ", ".join(ages)
 
 
 def _instance_lines(report: StatusReport) -> list[str]:

@@ -95,6 +95,7 @@ class MarketData:
         self.most_open = 0  # the most sockets ever open at once
         self.connections = 0
         self.authorized: list[str] = []  # whose token authorized each socket
+        self.authorized_tokens: list[str] = []  # ... and which token
         self.refused_tokens = 0
         self.quota_taken_from: str | None = None
         self.sent: dict[float, float] = {}  # bench: a quote's Last -> perf_counter at send
@@ -265,6 +266,7 @@ class _Conversation:
             self.authorized = True
             with self.market._lock:
                 self.market.authorized.append(user)
+                self.market.authorized_tokens.append(body)
             self._reply(number, 200)
             return True
         if not self.authorized:

@@ -1,0 +1,117 @@
+"""Row 10: the price feed at 1,000 quotes a second on loopback. One quote's time from its frame
+leaving the simulated socket to its PUBLISH reaching a subscriber (through the daemon, the
+websocket, the merge and Redis), beside a raw SET+PUBLISH of the same JSON sent from this
+process at the same rate and timed the same way; and the feeding daemon's CPU."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bench.idle import cpu_s, processes
+from daemon.sim.environment import daemon_environment
+from daemon.sim.redis_server import RedisServer
+from daemon.sim.tradovate import FakeTradovate, numbered_desk
+
+QUOTES_PER_S = 1_000
+WINDOW_S = 20.0
+SYMBOL = "MNQZ6"
+Report = Callable[..., None]
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def _listen(server: RedisServer, seen: list[tuple[float, float]], stop: threading.Event) -> None:
+    """(arrival perf_counter, Last) of every message on price:SYMBOL."""
+    pubsub = server.client().pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(f"price:{SYMBOL}")
+    while not stop.is_set():
+        message = pubsub.get_message(timeout=0.1)
+        if message:
+            seen.append((time.perf_counter(), float(json.loads(message["data"])["Last"])))
+    pubsub.close()
+
+
+def _latencies_ms(sent: dict[float, float], seen: list[tuple[float, float]]) -> list[float]:
+    return [(arrived - sent[last]) * 1000 for arrived, last in seen if last in sent]
+
+
+def _raw(server: RedisServer) -> tuple[list[float], float]:
+    """The same JSON SET+PUBLISHed at the same rate from here: latencies (ms), CPU of a core
+    of the sending thread."""
+    client, sent, stop = server.client(), dict[float, float](), threading.Event()
+    seen: list[tuple[float, float]] = []
+    listener = threading.Thread(target=_listen, args=(server, seen, stop))
+    listener.start()
+    time.sleep(0.3)
+    started, cpu = time.perf_counter(), time.thread_time()
+    for n in range(int(QUOTES_PER_S * WINDOW_S / 4)):
+        payload = json.dumps(
+            {"Last": 21_000 + n * 0.25, "Bid": 1, "Ask": 2, "Volume": n, "High": 3, "Low": 0,
+             "Timestamp": int(time.time() * 1000)}
+        )  # fmt: skip
+        pipe = client.pipeline(transaction=False)
+        pipe.set(f"price:{SYMBOL}:latest", payload, ex=5)
+        pipe.publish(f"price:{SYMBOL}", payload)
+        sent[21_000 + n * 0.25] = time.perf_counter()
+        pipe.execute()
+        time.sleep(max(0.0, started + (n + 1) / QUOTES_PER_S - time.perf_counter()))
+    cpu_share = (time.thread_time() - cpu) / (time.perf_counter() - started)
+    time.sleep(0.3)
+    stop.set()
+    listener.join()
+    return _latencies_ms(sent, seen), cpu_share
+
+
+def bench_feed(report: Report, workdir: Path) -> None:
+    with RedisServer(workdir=workdir) as server:
+        raw_ms, raw_cpu = _raw(server)
+        server.client().flushall()
+        with FakeTradovate(numbered_desk(1, 1)) as fake:
+            fake.market.partial = False  # each quote has its Trade: its Last names it
+            fake.market.quotes_per_s = QUOTES_PER_S
+            fake.market.record_sends = True
+            env = daemon_environment(
+                fake.base_url,
+                fake.users.values(),
+                server.url,
+                sec=fake.sec,
+                ORCA_PRICE_SYMBOLS=SYMBOL,
+                TRADOVATE_MD_URL=fake.market.url,
+                ORCA_LOG_LEVEL="warning",
+                ORCA_HEALTH_ADDR="",
+            )
+            seen: list[tuple[float, float]] = []
+            stop = threading.Event()
+            listener = threading.Thread(target=_listen, args=(server, seen, stop))
+            listener.start()
+            with processes([([sys.executable, "-m", "daemon", "run"], env)]) as (daemon,):
+                deadline = time.monotonic() + 30
+                while len(seen) < QUOTES_PER_S and time.monotonic() < deadline:
+                    time.sleep(0.1)  # connected and writing: the window starts
+                seen.clear()
+                before, started = cpu_s(daemon.pid), time.perf_counter()
+                time.sleep(WINDOW_S)  # the measurement window itself
+                cpu = (cpu_s(daemon.pid) - before) / (time.perf_counter() - started)
+                stop.set()
+                listener.join()
+            feed_ms = _latencies_ms(dict(fake.market.sent), seen)
+            rate = len(seen) / WINDOW_S
+    p99, raw_p99 = _percentile(feed_ms, 0.99), _percentile(raw_ms, 0.99)
+    report(
+        f"10. price feed at {QUOTES_PER_S:,} quotes/s, one symbol, {WINDOW_S:.0f} s",
+        f"frame to subscriber: median {statistics.median(feed_ms):.2f} ms, p99 {p99:.2f} ms "
+        f"({len(feed_ms):,} quotes, {rate:,.0f}/s); the feeding daemon's CPU {cpu:.1%} of a core",
+        f"raw SET+PUBLISH of the same JSON from here: median {statistics.median(raw_ms):.2f} ms, "
+        f"p99 {raw_p99:.2f} ms, its thread's CPU {raw_cpu:.1%}",
+        "p99 < 2 ms; CPU < 10% of a core",
+        p99 < 2.0 and cpu < 0.10,
+    )
