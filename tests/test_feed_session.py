@@ -4,18 +4,25 @@ quotes, one session (authorize, subscribe, heartbeat, every way it ends) and the
 from __future__ import annotations
 
 import json
+import random
+import socket
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
+import fakeredis
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from daemon.constants import FEED_LEASE_MARGIN_S, FEED_LEASE_TTL_S, FEED_OPEN_TIMEOUT_S
 from daemon.feed import protocol
 from daemon.feed.contracts import front_month, is_contract_name, resolve
 from daemon.feed.quotes import QuoteBook, timestamp_ms
 from daemon.feed.session import Disconnected, QuotaTaken, Session, Unauthorized
+from daemon.feed.supervisor import PriceFeed
+from daemon.metrics import Metrics
 from daemon.sim.environment import wait_for
 from daemon.sim.tradovate import FakeTradovate
 from daemon.sim.tradovate.market import HEARTBEAT_GRACE_S
@@ -213,3 +220,38 @@ def test_the_front_month_rolls_7_days_before_expiry() -> None:
     assert is_contract_name("ESH27")
     assert not is_contract_name("MNQ")
     assert not is_contract_name("ES")
+
+
+def test_a_port_that_accepts_and_never_answers_ends_the_opening_in_time() -> None:
+    """The socket's handshake is never answered: Disconnected within FEED_OPEN_TIMEOUT_S,
+    well inside the feed's lease deadline, so no other instance's socket can overlap it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    silent = Session(f"ws://127.0.0.1:{port}/v1/websocket", "t", [], QuoteBook(), lambda c: None)
+    started = time.monotonic()
+    with pytest.raises(Disconnected):
+        silent.run(lambda: None)
+    took = time.monotonic() - started
+    assert FEED_OPEN_TIMEOUT_S - 0.5 <= took <= FEED_OPEN_TIMEOUT_S + 2
+    assert FEED_OPEN_TIMEOUT_S < FEED_LEASE_TTL_S - FEED_LEASE_MARGIN_S
+    listener.close()
+
+
+def test_reconnects_back_off_from_1_s_doubling_to_60_s_each_jittered() -> None:
+    fake = FakeTradovate([user("APEX_1")])
+    settings = settings_for(fake, ORCA_PRICE_SYMBOLS="MNQ")
+    feed = PriceFeed(
+        settings,
+        fakeredis.FakeRedis(decode_responses=True),
+        TradovateClient(settings.tradovate),
+        Metrics(),
+        "host:1:abcd",
+        threading.Event(),
+        rng=random.Random(7),
+    )
+    waits = [feed._backoff() for _ in range(9)]
+    for wait_s, ceiling in zip(waits, (1, 2, 4, 8, 16, 32, 60, 60, 60), strict=True):
+        assert ceiling / 2 <= wait_s <= ceiling
+    assert len({round(w, 3) for w in waits[-3:]}) == 3  # jittered: instances do not line up

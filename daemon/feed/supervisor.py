@@ -123,7 +123,9 @@ class PriceFeed:
     def _one_turn(self) -> float:
         """Hold the lease, then one connection; how long to wait before the next turn."""
         try:
-            if not self.lease.held and not self.lease.take():
+            # Held from an earlier turn, it is renewed first: opening a socket may take
+            # FEED_OPEN_TIMEOUT_S, all of it within the lease's deadline.
+            if not (self.lease.held and self.lease.renew()) and not self.lease.take():
                 self._metrics.price_age.clear()  # only the holder says how old prices are
                 return FEED_LEASE_CHECK_S
             if self.stopped is not None:

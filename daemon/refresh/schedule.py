@@ -178,8 +178,8 @@ def plan_renewals(
     renewals a window; `share`: this instance's part of the group's logins (its part of the
     budget); `advised`: advised renewal times newer than the logins' progress holds; `spent`:
     when the spends the group's window holds were made, whoever made them. Every renewal is
-    planned where the window has a slot for it: one that would find none before its token's
-    floor is beyond, as are the logins the budget's pace cannot keep."""
+    planned where the window has a slot for it: one that would find none before its key
+    expires is beyond, as are the logins the budget's pace cannot keep."""
     window_s = leads.window_s
     advised = {s.name: s.advised_renew_at for s in logins} | dict(advised or {})
     advice_s = leads.renew_before_expiry_s(lifetime_s)
@@ -192,7 +192,7 @@ def plan_renewals(
     lead_s, beyond = advice_s, []
     renew_at = {s.name: advised[s.name] for s in hopeful if s.grant is not None}
     hard_s = _latest_lead_s(lifetime_s, window_s)
-    renew_at, late = slots.fit(renew_at, _latest(hopeful, now, lifetime_s, floor_s, hard_s))
+    renew_at, late = slots.fit(renew_at, _latest(hopeful, now, lifetime_s, hard_s))
     if at_advice.short or late:  # late: the window holds spends, or tokens came together
         ranked = sorted(
             hopeful, key=lambda s: (s.login.when_budget_short == "relogin", order[s.name])
@@ -204,7 +204,7 @@ def plan_renewals(
             kept = ranked[:kept_count]
             lead_s = min(advice_s, max(floor_s, lifetime_s - kept_count * pace_s))
             paced = _paced(kept, now, lifetime_s, lead_s, pace_s)
-            renew_at, late = slots.fit(paced, _latest(kept, now, lifetime_s, floor_s, hard_s))
+            renew_at, late = slots.fit(paced, _latest(kept, now, lifetime_s, hard_s))
             if not late:
                 break
             kept_count -= len(late)
@@ -225,16 +225,13 @@ def plan_renewals(
 
 
 def _latest(
-    logins: Sequence[LoginProgress], now: float, lifetime_s: float, floor_s: float, hard_s: float
+    logins: Sequence[LoginProgress], now: float, lifetime_s: float, hard_s: float
 ) -> dict[str, float]:
-    """The latest time each login's renewal may land: its token's floor, or for a token past
-    it, before its key expires (`hard_s` before the token). A token to come lives from now."""
-    found = {}
-    for state in logins:
-        expires_at = state.grant.expires_at if state.grant else now + lifetime_s
-        at_floor = expires_at - floor_s
-        found[state.name] = at_floor if at_floor >= now else expires_at - hard_s
-    return found
+    """The latest time each login's renewal may land: before its key expires (`hard_s` before
+    the token; a token to come lives from now). The floor is where the plan aims, not where a
+    token dies: a renewal a little past it still keeps the login, and a login judged late is
+    left to lapse."""
+    return {s.name: (s.grant.expires_at if s.grant else now + lifetime_s) - hard_s for s in logins}
 
 
 class _Slots:
