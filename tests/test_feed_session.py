@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 import fakeredis
 import pytest
+from structlog.testing import capture_logs
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -28,6 +29,7 @@ from daemon.sim.tradovate import FakeTradovate
 from daemon.sim.tradovate.market import HEARTBEAT_GRACE_S
 from daemon.tradovate import TradovateClient
 from daemon.tradovate.contracts import Contract, ContractLibrary
+from daemon.views.status import feed_words
 from tests.helpers import settings_for, user
 
 pytestmark = pytest.mark.e2e
@@ -255,3 +257,65 @@ def test_reconnects_back_off_from_1_s_doubling_to_60_s_each_jittered() -> None:
     for wait_s, ceiling in zip(waits, (1, 2, 4, 8, 16, 32, 60, 60, 60), strict=True):
         assert ceiling / 2 <= wait_s <= ceiling
     assert len({round(w, 3) for w in waits[-3:]}) == 3  # jittered: instances do not line up
+
+
+def test_status_says_where_the_feed_runs_and_how_old_each_symbol_is() -> None:
+    now = 1_800_000_000.0
+    feed = {
+        "instance": "host:1:ab",
+        "connected": True,
+        "login": "APEX_1",
+        "symbols": {
+            "MNQ": {"contract": "MNQZ6", "quote_ms": (now - 0.4) * 1000},
+            "ESZ6": {"contract": "ESZ6", "quote_ms": None},
+        },
+    }
+    assert feed_words(feed, now) == (
+        "price feed: live on host:1:ab, md token of APEX_1; MNQ (MNQZ6) 0.4 s old, "
+        "ESZ6 no quote yet"
+    )
+    stopped = {**feed, "connected": False, "stopped": "DeviceQuotaReached: taken"}
+    assert feed_words(stopped, now).startswith(
+        "price feed: STOPPED (DeviceQuotaReached: taken; SIGHUP resumes it) on host:1:ab"
+    )
+    down = {**feed, "connected": False, "error": "Disconnected: refused"}
+    assert feed_words(down, now).startswith("price feed: disconnected (Disconnected: refused)")
+
+
+def test_a_failure_of_its_own_is_logged_and_the_feed_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake = FakeTradovate([user("APEX_1")])
+    settings = settings_for(fake, ORCA_PRICE_SYMBOLS="MNQ")
+    stopping = threading.Event()
+    feed = PriceFeed(
+        settings,
+        fakeredis.FakeRedis(decode_responses=True),
+        TradovateClient(settings.tradovate),
+        Metrics(),
+        "host:1:abcd",
+        stopping,
+        rng=random.Random(1),
+    )
+    turns = iter([RuntimeError("a bug"), 0.0])
+
+    def one_turn() -> float:
+        found = next(turns, None)
+        if isinstance(found, Exception):
+            raise found
+        stopping.set()
+        return 0.0
+
+    monkeypatch.setattr(feed, "_one_turn", one_turn)
+    monkeypatch.setattr(feed, "_backoff", lambda: 0.0)
+    with capture_logs() as logs:
+        feed.run()
+    assert [e for e in logs if e["event"] == "feed.failed"] == [
+        {
+            "event": "feed.failed",
+            "error": "RuntimeError",
+            "instance": "host:1:abcd",
+            "log_level": "error",
+        }
+    ]
+    assert next(turns, "done") == "done"  # the turn after the failure ran

@@ -61,7 +61,10 @@ def test_the_feed_writes_each_symbol_in_the_reference_shape_and_publishes_it_in_
 ) -> None:
     subscriber = redis_server.client().pubsub(ignore_subscribe_messages=True)
     subscriber.subscribe("price:MNQZ6")
-    daemon = processes.start(feed_env(fake, redis_server), cwd=str(tmp_path))
+    legacy = redis_server.client().pubsub(ignore_subscribe_messages=True)
+    legacy.subscribe("TRADOVATE_MNQZ6_PRICE")
+    env = feed_env(fake, redis_server, ORCA_PRICE_LEGACY_CHANNELS="true")
+    daemon = processes.start(env, cwd=str(tmp_path))
     es = front_es(fake)
     wait_for(
         lambda: price_of(redis_server, "MNQZ6") and price_of(redis_server, "ES"), what="prices"
@@ -83,6 +86,9 @@ def test_the_feed_writes_each_symbol_in_the_reference_shape_and_publishes_it_in_
     assert len(stamps) >= 10
     assert stamps == sorted(stamps)  # published in order
     assert fake.market.most_open == 1
+    bot = wait_for(lambda: legacy.get_message(timeout=0.5), what="the desk bot's channel")
+    assert set(json.loads(bot["data"])) == {"LAST", "TIMESTAMP", "INSTRUMENT"}
+    assert json.loads(bot["data"])["INSTRUMENT"] == "MNQZ6"
     event = daemon.event("feed.symbols")
     assert event["resolved"] == {"MNQZ6": "MNQZ6", "ES": es}
     health = daemon.event("daemon.starting")["health"]

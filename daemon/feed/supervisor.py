@@ -38,7 +38,7 @@ from daemon.logs import fingerprint
 from daemon.metrics import Metrics
 from daemon.store import price
 from daemon.store.feed import FeedLease, write_status
-from daemon.store.tokens import get_md_token, get_token
+from daemon.store.tokens import get_md_token, get_token, report_unauthorized
 from daemon.token_format import iso
 from daemon.tradovate import TradovateClient, TradovateError
 from daemon.tradovate.contracts import ContractLibrary
@@ -115,7 +115,12 @@ class PriceFeed:
                     if self.stopped is not None:
                         log.info("feed.resumed", instance=self._instance)
                         self.stopped, self._failures = None, 0
-                self._stopping.wait(self._one_turn())
+                try:
+                    wait_s = self._one_turn()
+                except Exception as error:  # a bug must not end the desk's prices for good
+                    log.error("feed.failed", error=type(error).__name__, instance=self._instance)
+                    wait_s = self._backoff()
+                self._stopping.wait(wait_s)
         finally:
             self._set_connected(False)
             self.lease.release()
@@ -171,6 +176,7 @@ class PriceFeed:
             return FEED_LEASE_RENEW_S
         except Unauthorized as refused:
             self._say_error(f"{refused} (md token {fingerprint(token)})")
+            self._report_refused()
         except Disconnected as closed:
             self._say_error(str(closed))
         finally:
@@ -178,6 +184,7 @@ class PriceFeed:
             self._live = None
             self.reconnects += 1
             self._metrics.price_feed_reconnects.inc()
+            self._publish_status_quietly()
         if self._monotonic() - started >= FEED_STEADY_S:
             self._failures = 0  # it ran: the back-off starts over
         if reason in ("md token renewed", "contracts due"):
@@ -273,6 +280,21 @@ class PriceFeed:
                 "at_ms": int(now_ms),
             },
         )
+
+    def _report_refused(self) -> None:
+        """A 401 on the socket, told as a trading program tells one: the login's owner checks
+        its token and logs in again if Tradovate closed the session."""
+        try:
+            report_unauthorized(self._price.login, client=self._client)
+        except redis.RedisError:
+            return
+
+    def _publish_status_quietly(self) -> None:
+        """The status between connections (disconnected, and why), best effort."""
+        try:
+            self._publish_status()
+        except redis.RedisError:
+            return
 
     def _keep_lease_while_stopped(self) -> None:
         """Stopped for the quota: the lease stays held (no other instance takes the quota
