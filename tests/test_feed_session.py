@@ -27,6 +27,7 @@ from daemon.metrics import Metrics
 from daemon.sim.environment import wait_for
 from daemon.sim.tradovate import FakeTradovate
 from daemon.sim.tradovate.market import HEARTBEAT_GRACE_S
+from daemon.store.feed import FeedLease, holder
 from daemon.tradovate import TradovateClient
 from daemon.tradovate.contracts import Contract, ContractLibrary
 from daemon.views.status import feed_words
@@ -319,3 +320,23 @@ def test_a_failure_of_its_own_is_logged_and_the_feed_goes_on(
         }
     ]
     assert next(turns, "done") == "done"  # the turn after the failure ran
+
+
+def test_the_feed_lease_survives_an_empty_redis_but_never_another_holder() -> None:
+    client = fakeredis.FakeRedis(decode_responses=True)
+    now = [100.0]
+    lease = FeedLease(client, "host:1:aa", monotonic=lambda: now[0])
+    assert lease.take()
+    assert not FeedLease(client, "host:2:bb", monotonic=lambda: now[0]).take()  # one holder
+    client.flushall()  # Redis came back empty: taken again, the socket stays up
+    assert lease.renew()
+    assert holder(client) == "host:1:aa"
+    client.set("orca:feed:lease", "host:2:bb:ffff")  # another holds it now: lost
+    assert not lease.renew()
+    assert not lease.held
+    late = FeedLease(client, "host:3:cc", monotonic=lambda: now[0])
+    client.delete("orca:feed:lease")
+    assert late.take()
+    now[0] += FEED_LEASE_TTL_S  # paused past its own deadline: it may not take it back
+    client.delete("orca:feed:lease")
+    assert not late.renew()

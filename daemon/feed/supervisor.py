@@ -15,8 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import redis
 import structlog
@@ -32,20 +31,17 @@ from daemon.constants import (
     FEED_TOKEN_CHECK_S,
 )
 from daemon.feed.contracts import Subscription, resolve
-from daemon.feed.quotes import QuoteBook
 from daemon.feed.session import Disconnected, QuotaTaken, Session, Unauthorized
+from daemon.feed.writer import FeedWriter, Live
 from daemon.logs import fingerprint
 from daemon.metrics import Metrics
-from daemon.store import price
-from daemon.store.feed import FeedLease, write_status
+from daemon.store.feed import FeedLease
 from daemon.store.tokens import get_md_token, get_token, report_unauthorized
 from daemon.token_format import iso
 from daemon.tradovate import TradovateClient, TradovateError
 from daemon.tradovate.contracts import ContractLibrary
 
 log = structlog.get_logger("daemon.feed")
-
-LEGACY_CHANNEL = "TRADOVATE_{symbol}_PRICE"  # the desk bot's channels, read for `LAST`
 
 
 @dataclass
@@ -55,16 +51,6 @@ class _Due:
     lease: float = 0.0
     token: float = 0.0
     rewrite: float = 0.0
-
-
-@dataclass
-class _Live:
-    """The connection now: its token, what it subscribed, and the book it fills."""
-
-    token: str
-    subscriptions: list[Subscription]
-    book: QuoteBook = field(default_factory=QuoteBook)
-    connected_at: str | None = None
 
 
 class PriceFeed:
@@ -91,13 +77,14 @@ class PriceFeed:
         self._clock, self._monotonic = clock, monotonic
         self._rng = rng or random.Random()
         self.lease = FeedLease(client, instance, monotonic=monotonic)
+        self._writer = FeedWriter(client, metrics, settings.price, instance, clock)
         self._resume = threading.Event()
         self.stopped: str | None = None  # why the feed stopped for good (DeviceQuotaReached)
         self.connected = False
         self.reconnects = 0
         self._subscriptions: list[Subscription] = []
         self._resolved_at: float | None = None
-        self._live: _Live | None = None
+        self._live: Live | None = None
         self._due = _Due()
         self._last_error: str | None = None
         self._failures = 0  # in a row: the back-off grows with them
@@ -142,13 +129,17 @@ class PriceFeed:
             self._say_error(f"{type(error).__name__}: {error}")
             return self._backoff()
         if token is None or not subscriptions:
+            # At start the login has no token yet: looked for again soon, said once (an
+            # unknown symbol is a warning of its own, `feed.symbol_unknown`).
             why = "no md token in Redis yet" if token is None else "no symbol resolved"
-            self._say_error(why)
-            return self._backoff()
+            if why != self._last_error:
+                log.info("feed.waiting", why=why, login=self._price.login)
+            self._last_error = why
+            return FEED_LEASE_CHECK_S
         return self._connect(token, subscriptions)
 
     def _connect(self, token: str, subscriptions: list[Subscription]) -> float:
-        live = self._live = _Live(token, subscriptions)
+        live = self._live = Live(token, subscriptions)
         contracts = list({s.contract.name: s.contract.id for s in subscriptions}.items())
         session = Session(
             self._price.md_url,
@@ -231,54 +222,20 @@ class PriceFeed:
         return None
 
     def _write(self, changed: set[int]) -> None:
-        """The changed contracts' prices, under every name their symbols give, in one round
-        trip; on the desk bot's channels too when asked."""
-        live = self._live
-        if live is None or not changed:
+        if self._live is None or not changed:
             return
-        prices: dict[str, dict[str, Any]] = {}
-        legacy: list[tuple[str, dict[str, Any]]] = []
-        for subscription in live.subscriptions:
-            contract = subscription.contract.id
-            if contract not in changed:
-                continue
-            for name in subscription.names:
-                prices[name] = live.book.price(contract)
-                if self._price.legacy_channels:
-                    legacy.append((name, live.book.legacy(contract, subscription.contract.name)))
-            self._metrics.price_quotes.labels(subscription.symbol).inc()
         try:
-            price.store_many(prices, client=self._client, also_publish=legacy_messages(legacy))
+            self._writer.prices(self._live, changed)
         except redis.RedisError as error:
             self._say_error(f"Redis: {type(error).__name__}")
 
     def _publish_status(self) -> None:
-        live = self._live
-        now_ms = self._clock() * 1000
-        symbols = {}
-        book = live.book if live else QuoteBook()
-        for subscription in live.subscriptions if live else []:
-            known = book.complete(subscription.contract.id)
-            stamp = book.price(subscription.contract.id)["Timestamp"] if known else None
-            if stamp is not None:
-                self._metrics.price_age.labels(subscription.symbol).set((now_ms - stamp) / 1000)
-            symbols[subscription.symbol] = {
-                "contract": subscription.contract.name,
-                "quote_ms": stamp,
-            }
-        write_status(
-            self._client,
-            {
-                "instance": self._instance,
-                "connected": self.connected,
-                "since": live.connected_at if live else None,
-                "login": self._price.login,
-                "symbols": symbols,
-                "reconnects": self.reconnects,
-                "stopped": self.stopped,
-                "error": self._last_error,
-                "at_ms": int(now_ms),
-            },
+        self._writer.status(
+            self._live,
+            connected=self.connected,
+            reconnects=self.reconnects,
+            stopped=self.stopped,
+            error=self._last_error,
         )
 
     def _report_refused(self) -> None:
@@ -335,7 +292,3 @@ class PriceFeed:
         if error != self._last_error:
             log.warning("feed.disconnected", error=error, instance=self._instance)
         self._last_error = error
-
-
-def legacy_messages(found: list[tuple[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    return {LEGACY_CHANNEL.format(symbol=name): message for name, message in found}

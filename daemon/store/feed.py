@@ -26,9 +26,15 @@ from daemon.constants import (
 )
 from daemon.values import json_object
 
+# Renewed (1), or another holds it (0). Gone while the holder's own deadline has not passed
+# (ARGV[3] = 1: Redis restarted empty, a FLUSHALL): nobody else can have held it since, so it is
+# taken again with the same value and the socket stays up.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
-return 0
+local value = redis.call('GET', KEYS[1])
+if value == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if value or ARGV[3] ~= '1' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -69,13 +75,15 @@ class FeedLease:
         return False
 
     def renew(self) -> bool:
-        """Still ours (renewed), or lost to another or to an empty Redis. A Redis error leaves
-        the deadline as it was: `held` turns false when it passes."""
+        """Still ours (renewed, or taken again from an empty Redis), or lost to another. A Redis
+        error leaves the deadline as it was: `held` turns false when it passes."""
         if self._value is None:
             return False
         sent_at = self._monotonic()
         try:
-            renewed = bool(self._renew(keys=[FEED_LEASE_KEY], args=[self._value, self._ttl_ms]))
+            in_time = "1" if self.held else "0"
+            args: list[str | int] = [self._value, self._ttl_ms, in_time]
+            renewed = bool(self._renew(keys=[FEED_LEASE_KEY], args=args))
         except redis.RedisError:
             return self.held
         if renewed:

@@ -1,0 +1,98 @@
+"""What the feed writes to Redis: each changed contract's price under every name its symbol
+gives (`price:{name}:latest` and its channel, through the `price` module on the shared pool; the
+desk bot's channels when asked), and the feed's status for `status` and `doctor`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from daemon.config import PriceSettings
+from daemon.feed.contracts import Subscription
+from daemon.feed.quotes import QuoteBook
+from daemon.metrics import Metrics
+from daemon.store import price
+from daemon.store.feed import write_status
+
+LEGACY_CHANNEL = "TRADOVATE_{symbol}_PRICE"  # the desk bot's channels, read for `LAST`
+
+
+@dataclass
+class Live:
+    """The connection now: its token, what it subscribed, and the book it fills."""
+
+    token: str
+    subscriptions: list[Subscription]
+    book: QuoteBook = field(default_factory=QuoteBook)
+    connected_at: str | None = None
+
+
+class FeedWriter:
+    def __init__(
+        self,
+        client: redis.Redis,
+        metrics: Metrics,
+        settings: PriceSettings,
+        instance: str,
+        clock: Callable[[], float],
+    ) -> None:
+        self._client = client
+        self._metrics = metrics
+        self._settings = settings
+        self._instance = instance
+        self._clock = clock
+
+    def prices(self, live: Live, changed: set[int]) -> None:
+        """The changed contracts' prices in one round trip. RedisError propagates."""
+        prices: dict[str, dict[str, Any]] = {}
+        legacy: dict[str, dict[str, Any]] = {}
+        for subscription in live.subscriptions:
+            contract = subscription.contract.id
+            if contract not in changed:
+                continue
+            for name in subscription.names:
+                prices[name] = live.book.price(contract)
+                if self._settings.legacy_channels:
+                    message = live.book.legacy(contract, subscription.contract.name)
+                    legacy[LEGACY_CHANNEL.format(symbol=name)] = message
+            self._metrics.price_quotes.labels(subscription.symbol).inc()
+        price.store_many(prices, client=self._client, also_publish=legacy)
+
+    def status(
+        self,
+        live: Live | None,
+        *,
+        connected: bool,
+        reconnects: int,
+        stopped: str | None,
+        error: str | None,
+    ) -> None:
+        """`orca:feed:status`, and each symbol's age as a metric. RedisError propagates."""
+        now_ms = self._clock() * 1000
+        symbols = {}
+        for subscription in live.subscriptions if live else []:
+            book, contract = live.book if live else QuoteBook(), subscription.contract.id
+            stamp = book.price(contract)["Timestamp"] if book.complete(contract) else None
+            if stamp is not None:
+                self._metrics.price_age.labels(subscription.symbol).set((now_ms - stamp) / 1000)
+            symbols[subscription.symbol] = {
+                "contract": subscription.contract.name,
+                "quote_ms": stamp,
+            }
+        write_status(
+            self._client,
+            {
+                "instance": self._instance,
+                "connected": connected,
+                "since": live.connected_at if live else None,
+                "login": self._settings.login,
+                "symbols": symbols,
+                "reconnects": reconnects,
+                "stopped": stopped,
+                "error": error,
+                "at_ms": int(now_ms),
+            },
+        )
