@@ -191,7 +191,7 @@ def plan_renewals(
     slots = _Slots(spent, now, window_s, usable, leads.stagger_s)
     lead_s, beyond = advice_s, []
     renew_at = {s.name: advised[s.name] for s in hopeful if s.grant is not None}
-    hard_s = _latest_lead_s(lifetime_s, window_s)
+    hard_s = leads.key_margin_s(lifetime_s)  # a renewal after this finds the key gone
     renew_at, late = slots.fit(renew_at, _latest(hopeful, now, lifetime_s, hard_s))
     if at_advice.short or late:  # late: the window holds spends, or tokens came together
         ranked = sorted(
@@ -228,9 +228,9 @@ def _latest(
     logins: Sequence[LoginProgress], now: float, lifetime_s: float, hard_s: float
 ) -> dict[str, float]:
     """The latest time each login's renewal may land: before its key expires (`hard_s` before
-    the token; a token to come lives from now). The floor is where the plan aims, not where a
-    token dies: a renewal a little past it still keeps the login, and a login judged late is
-    left to lapse."""
+    the token; a token to come lives from now). The floor, and the slack kept before the key's
+    expiry, are where the plan aims, not where a token dies: a renewal a little past them still
+    keeps the login, and a login judged late is left to lapse."""
     return {s.name: (s.grant.expires_at if s.grant else now + lifetime_s) - hard_s for s in logins}
 
 
