@@ -172,8 +172,10 @@ class MarketData:
             "LowPrice": {"price": price - 40 * TICK},
         }
         if not full and self.partial:
-            kept = rng.sample(sorted(entries), rng.randint(1, len(entries)))
-            entries = {name: entries[name] for name in kept}
+            kept = set(rng.sample(sorted(entries), rng.randint(1, len(entries))))
+            if kept & {"Bid", "Offer"}:  # the book moves as a whole: never a crossed one
+                kept |= {"Bid", "Offer"}
+            entries = {name: entries[name] for name in sorted(kept)}
             if "Bid" in entries and rng.random() < 0.3:
                 entries["Bid"] = {"size": entries["Bid"]["size"]}  # a field left out
         return {"timestamp": iso_ms(self.clock()), "contractId": contract, "entries": entries}
