@@ -242,18 +242,18 @@ def test_a_port_that_accepts_and_never_answers_ends_the_opening_in_time() -> Non
     listener.close()
 
 
-def test_reconnects_back_off_from_1_s_doubling_to_60_s_each_jittered() -> None:
-    fake = FakeTradovate([user("APEX_1")])
-    settings = settings_for(fake, ORCA_PRICE_SYMBOLS="MNQ")
-    feed = PriceFeed(
-        settings,
-        fakeredis.FakeRedis(decode_responses=True),
-        TradovateClient(settings.tradovate),
-        Metrics(),
-        "host:1:abcd",
-        threading.Event(),
-        rng=random.Random(7),
+def price_feed(stopping: threading.Event, seed: int) -> PriceFeed:
+    """A feed on fakeredis, its simulated Tradovate never served (nothing here connects)."""
+    settings = settings_for(FakeTradovate([user("APEX_1")]), ORCA_PRICE_SYMBOLS="MNQ")
+    client = fakeredis.FakeRedis(decode_responses=True)
+    tradovate = TradovateClient(settings.tradovate)
+    return PriceFeed(
+        settings, client, tradovate, Metrics(), "host:1:abcd", stopping, rng=random.Random(seed)
     )
+
+
+def test_reconnects_back_off_from_1_s_doubling_to_60_s_each_jittered() -> None:
+    feed = price_feed(threading.Event(), seed=7)
     waits = [feed._backoff() for _ in range(9)]
     for wait_s, ceiling in zip(waits, (1, 2, 4, 8, 16, 32, 60, 60, 60), strict=True):
         assert ceiling / 2 <= wait_s <= ceiling
@@ -286,18 +286,8 @@ def test_status_says_where_the_feed_runs_and_how_old_each_symbol_is() -> None:
 def test_a_failure_of_its_own_is_logged_and_the_feed_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fake = FakeTradovate([user("APEX_1")])
-    settings = settings_for(fake, ORCA_PRICE_SYMBOLS="MNQ")
     stopping = threading.Event()
-    feed = PriceFeed(
-        settings,
-        fakeredis.FakeRedis(decode_responses=True),
-        TradovateClient(settings.tradovate),
-        Metrics(),
-        "host:1:abcd",
-        stopping,
-        rng=random.Random(1),
-    )
+    feed = price_feed(stopping, seed=1)
     turns = iter([RuntimeError("a bug"), 0.0])
 
     def one_turn() -> float:
