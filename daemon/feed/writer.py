@@ -73,8 +73,9 @@ class FeedWriter:
         """`orca:feed:status`, and each symbol's age as a metric. RedisError propagates."""
         now_ms = self._clock() * 1000
         symbols = {}
-        for subscription in live.subscriptions if live else []:
-            book, contract = live.book if live else QuoteBook(), subscription.contract.id
+        subscriptions, book = (live.subscriptions, live.book) if live else ([], QuoteBook())
+        for subscription in subscriptions:
+            contract = subscription.contract.id
             stamp = book.price(contract)["Timestamp"] if book.complete(contract) else None
             if stamp is not None:
                 self._metrics.price_age.labels(subscription.symbol).set((now_ms - stamp) / 1000)

@@ -192,7 +192,8 @@ def plan_renewals(
     lead_s, beyond = advice_s, []
     renew_at = {s.name: advised[s.name] for s in hopeful if s.grant is not None}
     hard_s = leads.key_margin_s(lifetime_s)  # a renewal after this finds the key gone
-    renew_at, late = slots.fit(renew_at, _latest(hopeful, now, lifetime_s, hard_s))
+    latest = _latest(hopeful, now, lifetime_s, hard_s)
+    renew_at, late = slots.fit(renew_at, latest)
     if at_advice.short or late:  # late: the window holds spends, or tokens came together
         ranked = sorted(
             hopeful, key=lambda s: (s.login.when_budget_short == "relogin", order[s.name])
@@ -200,11 +201,11 @@ def plan_renewals(
         # A window's share apart, and a stagger: the spend a window ago has surely left it.
         pace_s = window_s / max(mine, 1e-9) + leads.stagger_s
         kept_count = min(len(ranked), int((lifetime_s - floor_s) / pace_s))
-        while True:  # fewer kept until each renewal finds a slot before its floor
+        while True:  # fewer kept until each renewal finds a slot before its key expires
             kept = ranked[:kept_count]
             lead_s = min(advice_s, max(floor_s, lifetime_s - kept_count * pace_s))
             paced = _paced(kept, now, lifetime_s, lead_s, pace_s)
-            renew_at, late = slots.fit(paced, _latest(kept, now, lifetime_s, hard_s))
+            renew_at, late = slots.fit(paced, latest)
             if not late:
                 break
             kept_count -= len(late)
