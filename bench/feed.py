@@ -20,14 +20,16 @@ from daemon.sim.tradovate import FakeTradovate, numbered_desk
 
 QUOTES_PER_S = 1_000
 WINDOW_S = 20.0
-SYMBOL = "MNQZ6"
+RAW_SYMBOL = "RAW"  # the baseline's own channel and key
 Report = Callable[..., None]
 
 
-def _listen(server: RedisServer, seen: list[tuple[float, float]], stop: threading.Event) -> None:
-    """(arrival perf_counter, Last) of every message on price:SYMBOL."""
+def _listen(
+    server: RedisServer, symbol: str, seen: list[tuple[float, float]], stop: threading.Event
+) -> None:
+    """(arrival perf_counter, Last) of every message on price:{symbol}."""
     pubsub = server.client().pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(f"price:{SYMBOL}")
+    pubsub.subscribe(f"price:{symbol}")
     while not stop.is_set():
         message = pubsub.get_message(timeout=0.1)
         if message:
@@ -44,7 +46,7 @@ def _raw(server: RedisServer) -> tuple[list[float], float]:
     of the sending thread."""
     client, sent, stop = server.client(), dict[float, float](), threading.Event()
     seen: list[tuple[float, float]] = []
-    listener = threading.Thread(target=_listen, args=(server, seen, stop))
+    listener = threading.Thread(target=_listen, args=(server, RAW_SYMBOL, seen, stop))
     listener.start()
     time.sleep(0.3)
     started, cpu = time.perf_counter(), time.thread_time()
@@ -54,8 +56,8 @@ def _raw(server: RedisServer) -> tuple[list[float], float]:
              "Timestamp": int(time.time() * 1000)}
         )  # fmt: skip
         pipe = client.pipeline(transaction=False)
-        pipe.set(f"price:{SYMBOL}:latest", payload, ex=5)
-        pipe.publish(f"price:{SYMBOL}", payload)
+        pipe.set(f"price:{RAW_SYMBOL}:latest", payload, ex=5)
+        pipe.publish(f"price:{RAW_SYMBOL}", payload)
         sent[21_000 + n * 0.25] = time.perf_counter()
         pipe.execute()
         time.sleep(max(0.0, started + (n + 1) / QUOTES_PER_S - time.perf_counter()))
@@ -74,19 +76,20 @@ def bench_feed(report: Report, workdir: Path) -> None:
             fake.market.partial = False  # each quote has its Trade: its Last names it
             fake.market.quotes_per_s = QUOTES_PER_S
             fake.market.record_sends = True
+            symbol = fake.market.front_month("MNQ")
             env = daemon_environment(
                 fake.base_url,
                 fake.users.values(),
                 server.url,
                 sec=fake.sec,
-                ORCA_PRICE_SYMBOLS=SYMBOL,
+                ORCA_PRICE_SYMBOLS=symbol,
                 TRADOVATE_MD_URL=fake.market.url,
                 ORCA_LOG_LEVEL="warning",
                 ORCA_HEALTH_ADDR="",
             )
             seen: list[tuple[float, float]] = []
             stop = threading.Event()
-            listener = threading.Thread(target=_listen, args=(server, seen, stop))
+            listener = threading.Thread(target=_listen, args=(server, symbol, seen, stop))
             listener.start()
             with processes([([sys.executable, "-m", "daemon", "run"], env)]) as (daemon,):
                 deadline = time.monotonic() + 30

@@ -50,8 +50,9 @@ def test_the_daemon_runs_green_with_exactly_its_acl(
     env = {**daemon_env(served_tradovate), **create_user(own_redis_server, "orca-daemon")}
     env.pop("REDIS_URL")
     # The price feed too: its lease and status, SET price:*, PUBLISH on both kinds of channel.
+    contract = served_tradovate.market.front_month("MNQ")
     env |= {
-        "ORCA_PRICE_SYMBOLS": "MNQZ6",
+        "ORCA_PRICE_SYMBOLS": contract,
         "TRADOVATE_MD_URL": served_tradovate.market.url,
         "ORCA_PRICE_LEGACY_CHANNELS": "true",
     }
@@ -60,7 +61,7 @@ def test_the_daemon_runs_green_with_exactly_its_acl(
     try:
         names = all_names(served_tradovate)
         wait_for(lambda: all_live(admin, names, served_tradovate), what="17 live keys")
-        wait_for(lambda: admin.get("price:MNQZ6:latest"), what="a price")
+        wait_for(lambda: admin.get(f"price:{contract}:latest"), what="a price")
         assert all(admin.get(f"orca:lease:{login}") for login in served_tradovate.users)
         admin.flushall()  # reconcile and the leases' re-take run as that user too
         wait_for(lambda: all_live(admin, names, served_tradovate), what="restored keys")

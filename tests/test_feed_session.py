@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,8 +26,9 @@ from daemon.feed.session import Disconnected, QuotaTaken, Session, Unauthorized
 from daemon.feed.supervisor import PriceFeed
 from daemon.metrics import Metrics
 from daemon.sim.environment import wait_for
+from daemon.sim.redis_server import TlsFiles
 from daemon.sim.tradovate import FakeTradovate
-from daemon.sim.tradovate.market import HEARTBEAT_GRACE_S
+from daemon.sim.tradovate.market import HEARTBEAT_GRACE_S, MarketData
 from daemon.store.feed import FeedLease, holder
 from daemon.tradovate import TradovateClient
 from daemon.tradovate.contracts import Contract, ContractLibrary
@@ -52,7 +54,9 @@ def grant_of(fake: FakeTradovate) -> tuple[str, str]:
     return grant.access_token, grant.md_access_token
 
 
-def session(fake: FakeTradovate, token: str, names: tuple[str, ...] = ("MNQZ6",)) -> Session:
+def session(fake: FakeTradovate, token: str, names: tuple[str, ...] = ()) -> Session:
+    """A session of `names`, by default the front month of MNQ (whatever the date)."""
+    names = names or (fake.market.front_month("MNQ"),)
     contracts = [(name, fake.market.contracts[name].id) for name in names]
     return Session(fake.market.url, token, contracts, QuoteBook(), on_quotes=lambda changed: None)
 
@@ -115,10 +119,11 @@ def test_a_session_authorizes_with_the_md_token_and_writes_merged_quotes() -> No
         fake.market.quotes_per_s = 200
         _, md_token = grant_of(fake)
         changed: list[set[int]] = []
-        running = session(fake, md_token, ("MNQZ6", "ESZ6"))
+        names = (fake.market.front_month("MNQ"), fake.market.front_month("ES"))
+        running = session(fake, md_token, names)
         running.on_quotes = changed.append
         assert running.run(until(1.0)) == "enough"
-        ids = {fake.market.contracts[n].id for n in ("MNQZ6", "ESZ6")}
+        ids = {fake.market.contracts[n].id for n in names}
         assert set().union(*changed) == ids
         assert all(running.book.complete(i) for i in ids)
         assert fake.market.authorized == ["APEX_1"]
@@ -144,26 +149,30 @@ def test_a_refused_token_is_unauthorized_and_the_socket_closes(kind: str) -> Non
 def test_closed_by_the_server_or_the_quota_taken_ends_the_session_for_its_reason(
     fake: FakeTradovate,
 ) -> None:
+    """The server acts from a thread of its own, as Tradovate would: the session's one thread
+    answers the closing handshake when it next reads."""
     _, md_token = grant_of(fake)
-    closing = session(fake, md_token)
-    calls = iter(range(10_000))
 
-    def close_soon() -> str | None:
-        if next(calls) == 4:
-            fake.market.close_all("maintenance")
-        return None
+    def on_the_fourth_tick(act: Callable[[], int]) -> Callable[[], str | None]:
+        calls = iter(range(10_000))
 
+        def tick() -> str | None:
+            if next(calls) == 4:
+                threading.Thread(target=act).start()
+            return None
+
+        return tick
+
+    def maintenance() -> int:
+        return fake.market.close_all("maintenance")
+
+    started = time.monotonic()
     with pytest.raises(Disconnected, match="closed by the server: 1000 maintenance"):
-        closing.run(close_soon)
-    calls = iter(range(10_000))
-
-    def take_quota() -> str | None:
-        if next(calls) == 4:
-            fake.market.take_quota()
-        return None
-
+        session(fake, md_token).run(on_the_fourth_tick(maintenance))
     with pytest.raises(QuotaTaken):
-        session(fake, md_token).run(take_quota)
+        session(fake, md_token).run(on_the_fourth_tick(fake.market.take_quota))
+    assert time.monotonic() - started < 5  # each closing handshake was answered at once
+    wait_for(lambda: fake.market.open_now == 0, what="the simulator to see both sockets closed")
 
 
 def test_a_client_that_stops_its_heartbeat_is_dropped(fake: FakeTradovate) -> None:
@@ -199,17 +208,15 @@ def test_a_session_keeps_its_socket_with_heartbeats_longer_than_the_grace(
 def test_symbols_resolve_to_contracts_and_roots_to_their_front_month(fake: FakeTradovate) -> None:
     access, _ = grant_of(fake)
     library = ContractLibrary(TradovateClient(settings_for(fake).tradovate))
-    now = time.time()
-    found = {s.symbol: s for s in resolve(library, access, ["MNQZ6", "MNQ", "NOPEZ9"], now)}
-    assert set(found) == {"MNQZ6", "MNQ"}  # an unknown one is named and left out
-    assert found["MNQZ6"].contract.id == fake.market.contracts["MNQZ6"].id
-    front = min(
-        (c for c in fake.market.contracts.values() if c.name.startswith("MNQ")),
-        key=lambda c: c.expires_at if c.expires_at - 7 * 86_400 > now else float("inf"),
-    )
-    assert found["MNQ"].contract.name == front.name
-    assert found["MNQ"].names == (front.name, "MNQ")
-    assert found["MNQZ6"].names == ("MNQZ6",)
+    later = [name for name in fake.market.contracts if name.startswith("MNQ")][-1]
+    found = {s.symbol: s for s in resolve(library, access, [later, "MNQ", "NOPEZ9"], time.time())}
+    assert set(found) == {later, "MNQ"}  # an unknown one is named and left out
+    assert found[later].contract.id == fake.market.contracts[later].id
+    front = fake.market.front_month("MNQ")
+    assert front != later
+    assert found["MNQ"].contract.name == front
+    assert found["MNQ"].names == (front, "MNQ")
+    assert found[later].names == (later,)
 
 
 def test_the_front_month_rolls_7_days_before_expiry() -> None:
@@ -240,6 +247,47 @@ def test_a_port_that_accepts_and_never_answers_ends_the_opening_in_time() -> Non
     assert FEED_OPEN_TIMEOUT_S - 0.5 <= took <= FEED_OPEN_TIMEOUT_S + 2
     assert FEED_OPEN_TIMEOUT_S < FEED_LEASE_TTL_S - FEED_LEASE_MARGIN_S
     listener.close()
+
+
+def test_a_tls_session_verifies_the_server_and_a_stranger_or_a_silent_port_is_named(
+    tls_files: TlsFiles,
+) -> None:
+    """Tradovate's sockets are `wss://`. The session reads quotes through TLS from a server
+    its CAs vouch for; a certificate they do not, or a port that never finishes the TLS
+    handshake, ends the opening with the reason named and in time."""
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(tls_files.server_cert, tls_files.server_key)
+    market = MarketData(lambda token: "APEX_1", quotes_per_s=200).start(tls=server_side)
+    try:
+        name = market.front_month("MNQ")
+        contracts = [(name, market.contracts[name].id)]
+        book, changed = QuoteBook(), list[set[int]]()
+        trusting = ssl.create_default_context(cafile=str(tls_files.ca_cert))
+        secure = Session(market.url, "md", contracts, book, changed.append, ssl_context=trusting)
+        assert market.url.startswith("wss://")
+        assert secure.run(lambda: "enough" if changed else None) == "enough"
+        assert book.complete(contracts[0][1])
+        stranger = Session(market.url, "md", contracts, QuoteBook(), lambda c: None)
+        with pytest.raises(Disconnected, match="SSLCertVerificationError"):
+            stranger.run(lambda: None)
+    finally:
+        market.stop()
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []  # held open, never answered
+    threading.Thread(target=lambda: accepted.append(listener.accept()[0]), daemon=True).start()
+    url = f"wss://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
+    started = time.monotonic()
+    with pytest.raises(Disconnected, match="timed out"):
+        Session(url, "md", [], QuoteBook(), lambda c: None, ssl_context=trusting).run(lambda: None)
+    assert time.monotonic() - started <= FEED_OPEN_TIMEOUT_S + 2
+    listener.close()
+
+
+def test_no_websocket_at_the_address_is_named(fake: FakeTradovate) -> None:
+    """TRADOVATE_MD_URL pointed at an HTTP server that is no websocket: its answer named."""
+    url = fake.base_url.replace("http://", "ws://") + "/websocket"
+    with pytest.raises(Disconnected, match="InvalidStatus"):
+        Session(url, "md", [], QuoteBook(), lambda c: None).run(lambda: None)
 
 
 def price_feed(stopping: threading.Event, seed: int) -> PriceFeed:

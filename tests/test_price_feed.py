@@ -36,19 +36,11 @@ def feed_env(fake: FakeTradovate, server: RedisServer, **extra: str) -> dict[str
     return daemon_env(
         fake,
         server.url,
-        ORCA_PRICE_SYMBOLS="MNQZ6,ES",
+        ORCA_PRICE_SYMBOLS=f"{fake.market.front_month('MNQ')},ES",
         TRADOVATE_MD_URL=fake.market.url,
         ORCA_HEALTH_ADDR="127.0.0.1:0",
         **extra,
     )
-
-
-def front_es(fake: FakeTradovate) -> str:
-    now = time.time()
-    return min(
-        (c for c in fake.market.contracts.values() if c.name[:-2] == "ES"),
-        key=lambda c: c.expires_at if c.expires_at - 7 * 86_400 > now else float("inf"),
-    ).name
 
 
 def price_of(server: RedisServer, symbol: str) -> dict[str, Any] | None:
@@ -59,22 +51,21 @@ def price_of(server: RedisServer, symbol: str) -> dict[str, Any] | None:
 def test_the_feed_writes_each_symbol_in_the_reference_shape_and_publishes_it_in_order(
     fake: FakeTradovate, redis_server: RedisServer, processes: Spawned, tmp_path: Path
 ) -> None:
+    mnq = fake.market.front_month("MNQ")  # an explicit contract, listed whatever the date
     subscriber = redis_server.client().pubsub(ignore_subscribe_messages=True)
-    subscriber.subscribe("price:MNQZ6")
+    subscriber.subscribe(f"price:{mnq}")
     legacy = redis_server.client().pubsub(ignore_subscribe_messages=True)
-    legacy.subscribe("TRADOVATE_MNQZ6_PRICE")
+    legacy.subscribe(f"TRADOVATE_{mnq}_PRICE")
     env = feed_env(fake, redis_server, ORCA_PRICE_LEGACY_CHANNELS="true")
     daemon = processes.start(env, cwd=str(tmp_path))
-    es = front_es(fake)
-    wait_for(
-        lambda: price_of(redis_server, "MNQZ6") and price_of(redis_server, "ES"), what="prices"
-    )
-    mnq = price_of(redis_server, "MNQZ6")
-    assert mnq is not None
-    assert set(mnq) == FIELDS
-    assert all(isinstance(mnq[f], int | float) for f in FIELDS)
-    assert abs(mnq["Timestamp"] / 1000 - time.time()) < 5  # the quote's own time, in ms
-    assert 0 < redis_server.client().ttl("price:MNQZ6:latest") <= 5
+    es = fake.market.front_month("ES")
+    wait_for(lambda: price_of(redis_server, mnq) and price_of(redis_server, "ES"), what="prices")
+    quote = price_of(redis_server, mnq)
+    assert quote is not None
+    assert set(quote) == FIELDS
+    assert all(isinstance(quote[f], int | float) for f in FIELDS)
+    assert abs(quote["Timestamp"] / 1000 - time.time()) < 5  # the quote's own time, in ms
+    assert 0 < redis_server.client().ttl(f"price:{mnq}:latest") <= 5
     # A root names its front month: both keys hold the same JSON.
     wait_for(lambda: price_of(redis_server, es) == price_of(redis_server, "ES"), what="root")
     stamps: list[int] = []
@@ -88,13 +79,13 @@ def test_the_feed_writes_each_symbol_in_the_reference_shape_and_publishes_it_in_
     assert fake.market.most_open == 1
     bot = wait_for(lambda: legacy.get_message(timeout=0.5), what="the desk bot's channel")
     assert set(json.loads(bot["data"])) == {"LAST", "TIMESTAMP", "INSTRUMENT"}
-    assert json.loads(bot["data"])["INSTRUMENT"] == "MNQZ6"
+    assert json.loads(bot["data"])["INSTRUMENT"] == mnq
     event = daemon.event("feed.symbols")
-    assert event["resolved"] == {"MNQZ6": "MNQZ6", "ES": es}
+    assert event["resolved"] == {mnq: mnq, "ES": es}
     health = daemon.event("daemon.starting")["health"]
     _, metrics = http_get(f"http://{health}/metrics")
     assert metric_value(metrics, "orca_price_feed_connected") == 1
-    assert metric_value(metrics, 'orca_price_quotes_total{symbol="MNQZ6"}') > 0
+    assert metric_value(metrics, f'orca_price_quotes_total{{symbol="{mnq}"}}') > 0
     assert 0 <= metric_value(metrics, 'orca_price_age_seconds{symbol="ES"}') < 5
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(timeout=15) == 0
@@ -104,18 +95,19 @@ def test_the_feed_writes_each_symbol_in_the_reference_shape_and_publishes_it_in_
 def test_a_quiet_market_keeps_its_keys_and_a_dead_feed_lets_them_expire(
     fake: FakeTradovate, redis_server: RedisServer, processes: Spawned, tmp_path: Path
 ) -> None:
+    mnq = fake.market.front_month("MNQ")  # an explicit contract, listed whatever the date
     daemon = processes.start(feed_env(fake, redis_server), cwd=str(tmp_path))
-    wait_for(lambda: price_of(redis_server, "MNQZ6"), what="a price")
+    wait_for(lambda: price_of(redis_server, mnq), what="a price")
     fake.market.quotes_per_s = 0.0001  # nothing trades (after a quote already on its way)
     time.sleep(0.5)
-    quiet = price_of(redis_server, "MNQZ6")
+    quiet = price_of(redis_server, mnq)
     for _ in range(14):  # 7 s: longer than the key's 5 s TTL
         time.sleep(0.5)
-        assert redis_server.client().ttl("price:MNQZ6:latest") >= 2
-    assert price_of(redis_server, "MNQZ6")["Timestamp"] == quiet["Timestamp"]  # type: ignore[index]
+        assert redis_server.client().ttl(f"price:{mnq}:latest") >= 2
+    assert price_of(redis_server, mnq)["Timestamp"] == quiet["Timestamp"]  # type: ignore[index]
     daemon.signal(signal.SIGKILL)
     daemon.wait()
-    wait_for(lambda: price_of(redis_server, "MNQZ6") is None, timeout=7, what="the key expired")
+    wait_for(lambda: price_of(redis_server, mnq) is None, timeout=7, what="the key expired")
 
 
 @pytest.mark.long
@@ -124,9 +116,10 @@ def test_a_renewed_md_token_reconnects_with_it_and_the_keys_never_lapse(
 ) -> None:
     with FakeTradovate([user("APEX_1", accounts=1)], token_lifetime_s=24) as fake:
         fake.market.quotes_per_s = 50
+        mnq = fake.market.front_month("MNQ")
         processes.start(feed_env(fake, redis_server), cwd=str(tmp_path))
-        wait_for(lambda: price_of(redis_server, "MNQZ6"), what="a price")
-        missing = watch_keys(redis_server, ["MNQZ6", "ES"], seconds=30)
+        wait_for(lambda: price_of(redis_server, mnq), what="a price")
+        missing = watch_keys(redis_server, [mnq, "ES"], seconds=30)
         assert missing == 0
         tokens = fake.market.authorized_tokens
         assert len(set(tokens)) >= 2  # the renewed token authorized a new socket
@@ -156,6 +149,7 @@ def test_a_close_from_the_server_reconnects_and_a_taken_quota_stops_until_sighup
 def test_two_instances_hold_one_socket_and_the_survivor_takes_a_killed_ones_over(
     fake: FakeTradovate, redis_server: RedisServer, processes: Spawned, tmp_path: Path
 ) -> None:
+    mnq = fake.market.front_month("MNQ")  # an explicit contract, listed whatever the date
     first = processes.start(feed_env(fake, redis_server), cwd=str(tmp_path))
     wait_for(lambda: fake.market.open_now == 1, what="a socket")
     second = processes.start(feed_env(fake, redis_server), cwd=str(tmp_path))
@@ -168,7 +162,7 @@ def test_two_instances_hold_one_socket_and_the_survivor_takes_a_killed_ones_over
     wait_for(lambda: fake.market.connections == 2 and fake.market.open_now == 1, timeout=30)
     assert time.monotonic() - killed_at < 30
     assert fake.market.most_open == 1
-    wait_for(lambda: price_of(redis_server, "MNQZ6"), what="prices from the survivor")
+    wait_for(lambda: price_of(redis_server, mnq), what="prices from the survivor")
 
 
 def watch_keys(server: RedisServer, symbols: list[str], seconds: float) -> int:

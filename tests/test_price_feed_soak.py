@@ -20,9 +20,13 @@ import pytest
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate
+from daemon.sim.tradovate.market import catalogue
 from tests.helpers import DaemonProcess, Run, Spawned, daemon_env, status_json, user
 
-SYMBOLS = ("MNQZ6", "ESZ6", "NQZ6", "MESZ6")
+# The front month of 4 roots as explicit contracts: listed by the simulator whatever the date.
+SYMBOLS = tuple(
+    next(n for n in catalogue(time.time()) if n[:-2] == r) for r in ("MNQ", "ES", "NQ", "MES")
+)
 FIELDS = {"Last", "Bid", "Ask", "Volume", "High", "Low", "Timestamp"}
 RUN_S = 300.0
 TOKEN_S = 80.0  # renewed about every 65 s: 4 renewals in the run

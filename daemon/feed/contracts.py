@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 import structlog
 
@@ -28,7 +29,7 @@ class Subscription:
     symbol: str  # as configured: `MNQZ5` or `MNQ`
     contract: Contract
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         """The price keys written for it: the contract's, and the root's too (`MNQ`)."""
         return tuple(dict.fromkeys((self.contract.name, self.symbol)))

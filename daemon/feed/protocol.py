@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 CLIENT_HEARTBEAT = "[]"
 OPEN, HEARTBEAT, MESSAGES, CLOSE = "o", "h", "a", "c"
 
@@ -18,7 +20,7 @@ class FrameError(ValueError):
     """A frame this protocol does not have (its first characters are named, never more)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Frame:
     kind: str  # OPEN, HEARTBEAT, MESSAGES or CLOSE
     messages: tuple[dict[str, Any], ...] = field(default=())
@@ -33,7 +35,7 @@ def parse(text: str) -> Frame:
     if kind not in (MESSAGES, CLOSE):
         raise FrameError(f"unknown frame {text[:16]!r}")
     try:
-        value = json.loads(body)
+        value = orjson.loads(body)
     except ValueError as error:
         raise FrameError(f"{kind} frame is not JSON: {body[:16]!r}") from error
     if not isinstance(value, list):

@@ -5,7 +5,7 @@ reference's readers format each as a number)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +18,7 @@ FIELDS = {
     "High": ("HighPrice", "price"),
     "Low": ("LowPrice", "price"),
 }
+_BY_ENTRY = {entry: (name, part) for name, (entry, part) in FIELDS.items()}
 
 
 def timestamp_ms(value: object) -> int | None:
@@ -25,7 +26,7 @@ def timestamp_ms(value: object) -> int | None:
     if not isinstance(value, str):
         return None
     try:
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+        return int(datetime.fromisoformat(value).timestamp() * 1000)
     except ValueError:
         return None
 
@@ -37,24 +38,29 @@ class QuoteBook:
         self._prices: dict[int, dict[str, Any]] = {}
         self._times: dict[int, str] = {}
 
-    def merge(self, quotes: Iterable[Mapping[str, Any]]) -> set[int]:
-        """The contracts whose price changed and is complete."""
+    def merge(self, quotes: Iterable[object]) -> set[int]:
+        """The contracts whose price changed and is complete (what is not a quote is passed
+        over: the socket's JSON is Tradovate's to shape)."""
         changed: set[int] = set()
         for quote in quotes:
+            if not isinstance(quote, dict):
+                continue
             contract = quote.get("contractId")
             entries = quote.get("entries")
             stamp = timestamp_ms(quote.get("timestamp"))
-            if not isinstance(contract, int) or not isinstance(entries, Mapping) or stamp is None:
+            if type(contract) is not int or not isinstance(entries, dict) or stamp is None:
                 continue
             price = self._prices.setdefault(contract, {})
-            for name, (entry, part) in FIELDS.items():
-                found = entries.get(entry)
-                value = found.get(part) if isinstance(found, Mapping) else None
-                if isinstance(value, int | float) and not isinstance(value, bool):
-                    price[name] = value
+            for entry, found in entries.items():
+                field = _BY_ENTRY.get(entry)
+                if field is None or not isinstance(found, dict):
+                    continue
+                value = found.get(field[1])
+                if type(value) is float or type(value) is int:  # not bool, not a string
+                    price[field[0]] = value
             price["Timestamp"] = stamp
-            self._times[contract] = str(quote["timestamp"])
-            if self.complete(contract):
+            self._times[contract] = quote["timestamp"]
+            if len(price) == len(FIELDS) + 1:
                 changed.add(contract)
         return changed
 

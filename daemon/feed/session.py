@@ -1,23 +1,23 @@
 """One market-data connection, from open to the reason it ended: open, authorize with the md
-token, subscribe each contract, then read quotes in slices of FEED_TICK_S, sending the client's
-heartbeat and calling back between slices (writes, token and lease checks). It ends when the
+token, subscribe each contract, then read quotes, sending the client's heartbeat and calling
+back every FEED_TICK_S (writes, token and lease checks). It ends when the
 callback gives a reason, or raises: `Unauthorized` (the token refused), `QuotaTaken` (another
 platform took the market-data quota), `Disconnected` (a close, an error, a dead socket)."""
 
 from __future__ import annotations
 
+import ssl
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import structlog
-from websockets.exceptions import ConnectionClosed, WebSocketException
-from websockets.sync.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
 
 from daemon.constants import FEED_CLIENT_HEARTBEAT_S, FEED_OPEN_TIMEOUT_S, FEED_TICK_S
 from daemon.feed import protocol
 from daemon.feed.quotes import QuoteBook
+from daemon.feed.websocket import WebSocket
 
 log = structlog.get_logger("daemon.feed")
 
@@ -47,32 +47,28 @@ class Session:
     book: QuoteBook
     on_quotes: Callable[[set[int]], None]  # contracts whose price changed
     source_address: str | None = None
+    ssl_context: ssl.SSLContext | None = None  # wss: the system's CAs when None
     monotonic: Callable[[], float] = time.monotonic
     refused: dict[str, str] = field(default_factory=dict)  # a subscription Tradovate refused
 
     def run(self, tick: Callable[[], str | None]) -> str:
-        """Connect and serve until `tick` (called at least every FEED_TICK_S) names a reason
-        to stop: that reason."""
-        options: dict[str, Any] = {}
-        if self.source_address:
-            options["source_address"] = (self.source_address, 0)
+        """Connect and serve until `tick` (called once subscribed, then every FEED_TICK_S
+        between messages) names a reason to stop: that reason."""
         try:
-            with connect(
+            with WebSocket(
                 self.url,
-                open_timeout=FEED_OPEN_TIMEOUT_S,
-                close_timeout=1.0,
+                open_timeout_s=FEED_OPEN_TIMEOUT_S,
                 max_size=MAX_FRAME_BYTES,
-                ping_interval=None,  # the protocol's own heartbeat keeps it alive
-                compression=None,
-                **options,
+                source_address=self.source_address,
+                ssl_context=self.ssl_context,
             ) as socket:
                 return self._serve(socket, tick)
-        except (ConnectionClosed, WebSocketException, OSError, TimeoutError) as error:
+        except (WebSocketException, OSError) as error:
             raise Disconnected(f"{type(error).__name__}: {str(error)[:120]}") from None
         except protocol.FrameError as error:
             raise Disconnected(str(error)) from None
 
-    def _serve(self, socket: ClientConnection, tick: Callable[[], str | None]) -> str:
+    def _serve(self, socket: WebSocket, tick: Callable[[], str | None]) -> str:
         deadline = self.monotonic() + FEED_OPEN_TIMEOUT_S
         while self._next(socket, deadline).kind != protocol.OPEN:
             pass
@@ -82,26 +78,27 @@ class Session:
         for number, (name, _) in enumerate(self.contracts, start=1):
             socket.send(protocol.request("md/subscribeQuote", number, {"symbol": name}))
         beat_at = self.monotonic() + FEED_CLIENT_HEARTBEAT_S
+        tick_at = 0.0
         while True:
-            reason = tick()
-            if reason is not None:
-                return reason
             now = self.monotonic()
+            if now >= tick_at:
+                reason = tick()
+                if reason is not None:
+                    return reason
+                tick_at = now + FEED_TICK_S
             if now >= beat_at:
                 socket.send(protocol.CLIENT_HEARTBEAT)
                 beat_at = now + FEED_CLIENT_HEARTBEAT_S
-            try:
-                text = socket.recv(timeout=max(0.0, min(FEED_TICK_S, beat_at - now)))
-            except TimeoutError:
-                continue
-            self._handle(protocol.parse(_text(text)))
+            text = socket.recv(min(tick_at, beat_at) - now)
+            if text is not None:
+                self._handle(protocol.parse(text))
 
-    def _next(self, socket: ClientConnection, deadline: float) -> protocol.Frame:
+    def _next(self, socket: WebSocket, deadline: float) -> protocol.Frame:
         """The next frame before `deadline`, its quotes handled on the way."""
-        try:
-            frame = protocol.parse(_text(socket.recv(timeout=deadline - self.monotonic())))
-        except TimeoutError:
-            raise Disconnected("no answer in time while opening") from None
+        text = socket.recv(deadline - self.monotonic())
+        if text is None:
+            raise Disconnected("no answer in time while opening")
+        frame = protocol.parse(text)
         self._handle(frame)
         return frame
 
@@ -120,12 +117,12 @@ class Session:
         for message in frame.messages:
             event = message.get("e")
             data = message.get("d")
-            if event == "md" and isinstance(data, Mapping):
+            if event == "md" and isinstance(data, dict):
                 quotes = data.get("quotes")
                 if isinstance(quotes, list):
-                    changed |= self.book.merge(q for q in quotes if isinstance(q, Mapping))
+                    changed |= self.book.merge(quotes)
             elif event == "shutdown":
-                reason = data.get("reasonCode") if isinstance(data, Mapping) else None
+                reason = data.get("reasonCode") if isinstance(data, dict) else None
                 if reason == QUOTA_REASON:
                     raise QuotaTaken(QUOTA_REASON)
                 raise Disconnected(f"shutdown: {str(reason)[:60]}")
@@ -137,7 +134,3 @@ class Session:
                     log.warning("feed.subscription_refused", symbol=name, status=message.get("s"))
         if changed:
             self.on_quotes(changed)
-
-
-def _text(data: str | bytes) -> str:
-    return data if isinstance(data, str) else data.decode("utf-8", "replace")

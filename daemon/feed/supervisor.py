@@ -110,6 +110,7 @@ class PriceFeed:
                 self._stopping.wait(wait_s)
         finally:
             self._set_connected(False)
+            self._writer.close()
             self.lease.release()
 
     def _one_turn(self) -> float:
@@ -211,6 +212,7 @@ class PriceFeed:
                     return "md token renewed"
             if now >= self._due.rewrite:
                 self._due.rewrite = now + FEED_REWRITE_S
+                self._writer.settle()
                 self._write(set(live.book.known()))
                 self._publish_status()
         except redis.RedisError as error:

@@ -1,6 +1,6 @@
 """What the feed writes to Redis: each changed contract's price under every name its symbol
-gives (`price:{name}:latest` and its channel, through the `price` module on the shared pool; the
-desk bot's channels when asked), and the feed's status for `status` and `doctor`."""
+gives (`price:{name}:latest` and its channel, through the `price` module's Publisher; the desk
+bot's channels when asked), and the feed's status for `status` and `doctor`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from prometheus_client import Counter
 
 from daemon.config import PriceSettings
 from daemon.feed.contracts import Subscription
@@ -44,22 +45,40 @@ class FeedWriter:
         self._settings = settings
         self._instance = instance
         self._clock = clock
+        self._publisher = price.Publisher(client)
+        self._quote_counters: dict[str, Counter] = {}
 
     def prices(self, live: Live, changed: set[int]) -> None:
-        """The changed contracts' prices in one round trip. RedisError propagates."""
+        """The changed contracts' prices, sent at once; a refusal is raised by `settle`.
+        RedisError propagates."""
         prices: dict[str, dict[str, Any]] = {}
         legacy: dict[str, dict[str, Any]] = {}
         for subscription in live.subscriptions:
             contract = subscription.contract.id
             if contract not in changed:
                 continue
+            latest = live.book.price(contract)
             for name in subscription.names:
-                prices[name] = live.book.price(contract)
+                prices[name] = latest
                 if self._settings.legacy_channels:
                     message = live.book.legacy(contract, subscription.contract.name)
                     legacy[LEGACY_CHANNEL.format(symbol=name)] = message
-            self._metrics.price_quotes.labels(subscription.symbol).inc()
-        price.store_many(prices, client=self._client, also_publish=legacy)
+            self._quotes_of(subscription.symbol).inc()
+        self._publisher.store_many(prices, also_publish=legacy)
+
+    def _quotes_of(self, symbol: str) -> Counter:
+        """The symbol's `orca_price_quotes_total`, looked up once."""
+        counter = self._quote_counters.get(symbol)
+        if counter is None:
+            counter = self._quote_counters[symbol] = self._metrics.price_quotes.labels(symbol)
+        return counter
+
+    def settle(self) -> None:
+        """The answers to the prices sent so far: a refusal among them raises RedisError."""
+        self._publisher.settle()
+
+    def close(self) -> None:
+        self._publisher.close()
 
     def status(
         self,

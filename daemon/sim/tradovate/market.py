@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from typing import Any
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.server import Server, ServerConnection, serve
 
+from daemon.constants import FRONT_MONTH_ROLL_S
 from daemon.feed import protocol
 from daemon.sim.tradovate.rules import CONTRACT_FIND_PATH, CONTRACT_SUGGEST_PATH, MATURITY_PATH
 
@@ -103,14 +105,20 @@ class MarketData:
         self._prices = {c.id: ROOTS[_root(c.name)] for c in self.contracts.values()}
         self._volume = dict.fromkeys(self._prices, 1_000)
         self._server: Server | None = None
+        self._tls: ssl.SSLContext | None = None
 
     @property
     def url(self) -> str:
         assert self._server is not None
-        return f"ws://127.0.0.1:{self._server.socket.getsockname()[1]}/v1/websocket"
+        scheme = "wss" if self._tls else "ws"
+        return f"{scheme}://127.0.0.1:{self._server.socket.getsockname()[1]}/v1/websocket"
 
-    def start(self) -> MarketData:
-        self._server = serve(self._serve, "127.0.0.1", 0, compression=None, ping_interval=None)
+    def start(self, tls: ssl.SSLContext | None = None) -> MarketData:
+        """Serve on 127.0.0.1; with `tls`, as Tradovate does (`wss://`)."""
+        self._tls = tls
+        self._server = serve(
+            self._serve, "127.0.0.1", 0, compression=None, ping_interval=None, ssl=tls
+        )
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -196,6 +204,16 @@ class MarketData:
             return 404, {"errorText": "Not found"}
         expires = iso_ms(maturity.expires_at)
         return 200, {"id": maturity.maturity_id, "expirationDate": expires, "isFront": False}
+
+    def front_month(self, root: str) -> str:
+        """The month the feed resolves `root` to now (the first listed that expires more than
+        FRONT_MONTH_ROLL_S from now): tests name contracts by it, whatever today's date."""
+        now = self.clock()
+        return next(
+            c.name
+            for c in self.contracts.values()
+            if _root(c.name) == root and c.expires_at - FRONT_MONTH_ROLL_S > now
+        )
 
     def by_symbol(self, symbol: object) -> SimContract | None:
         if isinstance(symbol, int):
