@@ -165,6 +165,32 @@ def test_two_instances_hold_one_socket_and_the_survivor_takes_a_killed_ones_over
     wait_for(lambda: price_of(redis_server, mnq), what="prices from the survivor")
 
 
+def test_prices_come_back_after_redis_restarts_or_stops_answering(
+    fake: FakeTradovate, own_redis_server: RedisServer, processes: Spawned, tmp_path: Path
+) -> None:
+    """The feed's writes are sent on a connection of their own without waiting: a Redis that
+    restarts empty (an Azure failover) or stops answering for a while (SIGSTOP) costs prices
+    only while it lasts, and the socket to Tradovate is never dropped for it."""
+    mnq = fake.market.front_month("MNQ")
+    daemon = processes.start(feed_env(fake, own_redis_server), cwd=str(tmp_path))
+    wait_for(lambda: price_of(own_redis_server, mnq), what="a price")
+    own_redis_server.restart()
+    wait_for(lambda: price_of(own_redis_server, mnq), timeout=15, what="prices after a restart")
+    assert own_redis_server.process is not None
+    own_redis_server.process.send_signal(signal.SIGSTOP)
+    time.sleep(3)  # the stop itself: writes pile up unanswered
+    own_redis_server.process.send_signal(signal.SIGCONT)
+    stamp = price_of(own_redis_server, mnq)["Timestamp"]  # type: ignore[index]
+    wait_for(
+        lambda: price_of(own_redis_server, mnq)["Timestamp"] > stamp,  # type: ignore[index]
+        timeout=15,
+        what="fresh prices after the stop",
+    )
+    assert fake.market.connections == 1  # the market-data socket rode it out
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0
+
+
 def watch_keys(server: RedisServer, symbols: list[str], seconds: float) -> int:
     """Samples every 0.25 s in which a symbol's key was missing."""
     client = server.client()
