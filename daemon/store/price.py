@@ -31,7 +31,7 @@ from daemon.values import json_object
 log = structlog.get_logger("daemon.store.price")
 
 _SYMBOL = re.compile(r"[^:*\s]+\Z")
-MAX_UNREAD_ANSWERS = 4_096  # a Publisher reads its answers before more than this wait
+MAX_UNREAD_ANSWERS = 64  # a Publisher reads its answers before more wait: a short pause each time
 STREAM_POLL_S = 1.0  # with no pushed update for this long, read the latest key instead
 _reconnect_backoff = EqualJitterBackoff(cap=5.0, base=0.1)
 
