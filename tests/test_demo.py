@@ -26,6 +26,9 @@ def test_demo_shows_all_four_logins_and_stops(tmp_path: Path, route: str) -> Non
         assert f"token:{login} " in out
     assert "token:PAAPEX2666680000001" in out
     assert re.search(r"prices: MNQ last [\d.]+ bid [\d.]+ ask [\d.]+; ES last [\d.]+", out)
+    books = re.findall(r"bid ([\d.]+) ask ([\d.]+)", out)
+    assert books
+    assert all(float(bid) < float(ask) for bid, ask in books)  # never a crossed book
     assert (
         "sessions opened per login: APEX_136189=1, APEX_265995=1, APEX_266668=1, APEX_272045=1"
         in out

@@ -114,6 +114,21 @@ def test_partial_quotes_merge_per_contract_and_only_a_whole_price_is_written() -
     assert book.merge([{"contractId": 8, "entries": whole}]) == set()  # no time: not a quote
 
 
+def test_the_simulators_partial_quotes_never_merge_into_a_crossed_book() -> None:
+    """Entries and fields left out, as Tradovate leaves them out, still merge into a book
+    whose bid is below its ask (a price left out means an unchanged one)."""
+    market = MarketData(lambda token: None)
+    contract = market.contracts[market.front_month("MNQ")].id
+    book, rng = QuoteBook(), random.Random(3)
+    crossed = 0
+    for _ in range(2_000):
+        if book.merge([market.quote(contract, full=False, rng=rng)]):
+            merged = book.price(contract)
+            crossed += merged["Bid"] >= merged["Ask"]
+    assert book.complete(contract)
+    assert crossed == 0
+
+
 def test_a_session_authorizes_with_the_md_token_and_writes_merged_quotes() -> None:
     with FakeTradovate([user("APEX_1")]) as fake:
         fake.market.quotes_per_s = 200

@@ -249,11 +249,14 @@ class PriceFeed:
             return
 
     def _publish_status_quietly(self) -> None:
-        """The status between connections (disconnected, and why), best effort."""
-        try:
-            self._publish_status()
-        except redis.RedisError:
-            return
+        """Between connections, best effort: the answers to the last prices (so the next
+        connection's first store starts with none unread), then the status (disconnected, and
+        why)."""
+        for step in (self._writer.settle, self._publish_status):
+            try:
+                step()
+            except redis.RedisError:
+                continue
 
     def _keep_lease_while_stopped(self) -> None:
         """Stopped for the quota: the lease stays held (no other instance takes the quota

@@ -185,7 +185,9 @@ class MarketData:
                 kept |= {"Bid", "Offer"}
             entries = {name: entries[name] for name in sorted(kept)}
             if "Bid" in entries and rng.random() < 0.3:
-                entries["Bid"] = {"size": entries["Bid"]["size"]}  # a field left out
+                # A field left out: the size. A price left out means an unchanged one, and
+                # this book's prices all moved (the demo showed a crossed book from that).
+                entries["Bid"] = {"price": entries["Bid"]["price"]}
         return {"timestamp": iso_ms(self.clock()), "contractId": contract, "entries": entries}
 
     def library_answer(self, path: str, query: dict[str, str], token: str) -> tuple[int, Any]:
