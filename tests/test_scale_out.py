@@ -63,7 +63,9 @@ def test_three_instances_share_24_logins_and_lose_one_at_no_cost(
             assert pid is not None
             owned[pid] += 1
         assert sorted(owned) == sorted(m.process.pid for m in members)
-        assert all(3 <= n <= 15 for n in owned.values()), owned
+        # Each share is a fair rendezvous draw, about Binomial(24, 1/3): 2 of 24 comes once in
+        # about 70 starts (the old bound of 3 failed that often), none once in about 5,000.
+        assert all(1 <= n <= 18 for n in owned.values()), owned
 
         sampler = TokenSampler(redis_server.client, names, fake.is_live).start()
         # A token lifetime: every login is renewed once, each by its owner alone.
