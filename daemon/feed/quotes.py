@@ -60,7 +60,7 @@ class QuoteBook:
                     price[field[0]] = value
             price["Timestamp"] = stamp
             self._times[contract] = quote["timestamp"]
-            if len(price) == len(FIELDS) + 1:
+            if self.complete(contract):
                 changed.add(contract)
         return changed
 

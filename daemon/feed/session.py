@@ -1,8 +1,8 @@
 """One market-data connection, from open to the reason it ended: open, authorize with the md
 token, subscribe each contract, then read quotes, sending the client's heartbeat and calling
-back every FEED_TICK_S (writes, token and lease checks). It ends when the
-callback gives a reason, or raises: `Unauthorized` (the token refused), `QuotaTaken` (another
-platform took the market-data quota), `Disconnected` (a close, an error, a dead socket)."""
+back every FEED_TICK_S (writes, token and lease checks). It ends when the callback gives a
+reason, or raises: `Unauthorized` (the token refused), `QuotaTaken` (another platform took the
+market-data quota), `Disconnected` (a close, an error, a dead socket)."""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ class WebSocket:
                 sock = context.wrap_socket(sock, server_hostname=uri.host)
             sock.setblocking(False)  # reads wait in `poll`, so a read is one system call
             self._socket = sock
+            self._tls = sock if isinstance(sock, ssl.SSLSocket) else None
             self._poll = select.poll()
             self._poll.register(sock, select.POLLIN)
             request = self._protocol.connect()
@@ -98,7 +99,7 @@ class WebSocket:
         messages before it are read); a failed handshake raises its own error."""
         if timeout_s <= 0 or self._ended is not None:
             return False
-        pending = isinstance(self._socket, ssl.SSLSocket) and self._socket.pending()
+        pending = self._tls is not None and self._tls.pending()  # TLS holds decrypted bytes
         if not pending and not self._poll.poll(timeout_s * 1000):
             return False
         try:
