@@ -130,11 +130,23 @@ def test_four_symbols_for_five_minutes_through_renewals_closes_and_a_killed_prod
     assert outside == []
     assert takeover[1] - takeover[0] <= 32
     assert all(len(stamps) > 1_000 and stamps == sorted(stamps) for stamps in seen)
-    assert fake.market.most_open == 1
+    assert fake.market.most_open == 1, (
+        fake.market.opened_beside,
+        _feed_events(instances),
+    )
     assert len(set(fake.market.authorized_tokens)) >= 4  # the first and 3 renewed md tokens
     assert fake.market.refused_tokens == 0
     assert status["feed"]["connected"] is True
     assert set(status["feed"]["symbols"]) == set(SYMBOLS)
+
+
+def _feed_events(instances: list[DaemonProcess]) -> list[str]:
+    return [
+        f"{d.process.pid} {e.get('timestamp')} {e['event']} {e.get('reason', '')}"
+        for d in instances
+        for e in d.events()
+        if str(e.get("event", "")).startswith("feed.")
+    ]
 
 
 def _wait_for_another_socket(fake: FakeTradovate, opened: int) -> None:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 from websockets.sync.server import Server, ServerConnection, serve
 
 from daemon.constants import FRONT_MONTH_ROLL_S
@@ -93,8 +94,8 @@ class MarketData:
         self.contracts = catalogue(clock())
         self._lock = threading.Lock()
         self._sockets: set[ServerConnection] = set()
-        self.open_now = 0
         self.most_open = 0  # the most sockets ever open at once
+        self.opened_beside: list[str] = []  # each socket opened while another was: when, whose
         self.connections = 0
         self.authorized: list[str] = []  # whose token authorized each socket
         self.authorized_tokens: list[str] = []  # ... and which token
@@ -148,12 +149,22 @@ class MarketData:
 
     # -- a connection ----------------------------------------------------------------------
 
+    @property
+    def open_now(self) -> int:
+        """Sockets open now. One whose close the server has received is over, though the
+        thread serving it may not have run since: a client that waited for the server's close
+        before connecting again was counted twice about once in 20 reconnects."""
+        with self._lock:
+            return sum(1 for socket in self._sockets if socket.state is State.OPEN)
+
     def _serve(self, socket: ServerConnection) -> None:
         with self._lock:
+            others = [s.remote_address for s in self._sockets if s.state is State.OPEN]
             self._sockets.add(socket)
             self.connections += 1
-            self.open_now += 1
-            self.most_open = max(self.most_open, self.open_now)
+            self.most_open = max(self.most_open, len(others) + 1)
+            if others:
+                self.opened_beside.append(f"{time.time():.3f} {socket.remote_address} {others}")
         try:
             _Conversation(self, socket).run()
         except ConnectionClosed:
@@ -161,7 +172,6 @@ class MarketData:
         finally:
             with self._lock:
                 self._sockets.discard(socket)
-                self.open_now -= 1
 
     def quote(self, contract: int, *, full: bool, rng: random.Random) -> dict[str, Any]:
         with self._lock:
