@@ -17,6 +17,7 @@ import pytest
 from structlog.testing import capture_logs
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
+from websockets.utils import accept_key
 
 from daemon.constants import FEED_LEASE_MARGIN_S, FEED_LEASE_TTL_S, FEED_OPEN_TIMEOUT_S
 from daemon.feed import protocol
@@ -261,6 +262,41 @@ def test_the_front_month_rolls_7_days_before_expiry() -> None:
     assert is_contract_name("ESH27")
     assert not is_contract_name("MNQ")
     assert not is_contract_name("ES")
+
+
+def test_a_quota_taken_as_the_socket_opens_is_read_before_the_close_fails_a_send() -> None:
+    """Tradovate may end a socket the moment it opens: `o`, the DeviceQuotaReached shutdown and
+    the close, all in one read. The client's authorize then goes to a closing socket; that
+    must not hide the shutdown, or the feed would take the quota back in a loop (CI saw it)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_answer_then_quota, args=(listener,), daemon=True).start()
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/websocket"
+    with pytest.raises(QuotaTaken):
+        Session(url, "md", [("MNQZ6", 1)], QuoteBook(), lambda c: None).run(lambda: None)
+    listener.close()
+
+
+def _answer_then_quota(listener: socket.socket) -> None:
+    """The upgrade answered, then `o`, the shutdown and a close frame, in one write."""
+    accepted, _ = listener.accept()
+    request = b""
+    while b"\r\n\r\n" not in request:
+        request += accepted.recv(4096)
+    key = next(
+        line.split(b":", 1)[1].strip()
+        for line in request.split(b"\r\n")
+        if line.lower().startswith(b"sec-websocket-key:")
+    )
+    accept = accept_key(key.decode()).encode()
+    shutdown = (
+        b"a" + json.dumps([{"e": "shutdown", "d": {"reasonCode": "DeviceQuotaReached"}}]).encode()
+    )
+    frames = b"".join(bytes([0x81, len(text)]) + text for text in (b"o", shutdown))
+    closing = bytes([0x88, 2]) + (1000).to_bytes(2, "big")
+    answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    accepted.sendall(answer + b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + frames + closing)
+    time.sleep(1)  # the client's close answered by nobody: its close waits, then drops
+    accepted.close()
 
 
 def test_a_port_that_accepts_and_never_answers_ends_the_opening_in_time() -> None:

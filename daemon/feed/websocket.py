@@ -78,6 +78,10 @@ class WebSocket:
             raise
 
     def send(self, text: str) -> None:
+        """Sent, unless the server has closed: then nothing is, and `recv` still gives what came
+        before the close (a quota's shutdown comes just before one), then raises."""
+        if self._ended is not None:
+            return
         self._protocol.send_text(text.encode())
         self._flush()
 
