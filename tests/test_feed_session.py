@@ -19,12 +19,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from websockets.utils import accept_key
 
+from daemon.config import PriceSettings
 from daemon.constants import FEED_LEASE_MARGIN_S, FEED_LEASE_TTL_S, FEED_OPEN_TIMEOUT_S
 from daemon.feed import protocol
-from daemon.feed.contracts import front_month, is_contract_name, resolve
+from daemon.feed.contracts import Subscription, front_month, is_contract_name, resolve
 from daemon.feed.quotes import QuoteBook, timestamp_ms
 from daemon.feed.session import Disconnected, QuotaTaken, Session, Unauthorized
 from daemon.feed.supervisor import PriceFeed
+from daemon.feed.writer import FeedWriter, Live
 from daemon.metrics import Metrics
 from daemon.sim.environment import wait_for
 from daemon.sim.redis_server import TlsFiles
@@ -87,7 +89,7 @@ def test_partial_quotes_merge_per_contract_and_only_a_whole_price_is_written() -
     book = QuoteBook()
     at = "2026-12-07T14:00:00.250Z"
     first = {"timestamp": at, "contractId": 7, "entries": {"Bid": {"price": 10.0, "size": 3}}}
-    assert book.merge([first]) == set()  # Bid alone: not a price the reference's readers take
+    assert book.merge([first]) == []  # Bid alone: not a price the reference's readers take
     whole = {
         "Trade": {"price": 10.25},
         "Offer": {"price": 10.5},
@@ -95,10 +97,10 @@ def test_partial_quotes_merge_per_contract_and_only_a_whole_price_is_written() -
         "HighPrice": {"price": 11.0},
         "LowPrice": {"price": 9.0},
     }
-    assert book.merge([{"timestamp": at, "contractId": 7, "entries": whole}]) == {7}
+    assert book.merge([{"timestamp": at, "contractId": 7, "entries": whole}]) == [7]
     later = "2026-12-07T14:00:01.000Z"
     update = {"Bid": {"size": 9}, "Trade": {"price": 10.5, "size": 1}}  # a Bid without price
-    assert book.merge([{"timestamp": later, "contractId": 7, "entries": update}]) == {7}
+    assert book.merge([{"timestamp": later, "contractId": 7, "entries": update}]) == [7]
     assert book.price(7) == {
         "Last": 10.5,
         "Bid": 10.0,
@@ -112,7 +114,36 @@ def test_partial_quotes_merge_per_contract_and_only_a_whole_price_is_written() -
         datetime(2026, 12, 7, 14, 0, 1, tzinfo=UTC).timestamp() * 1000
     )
     assert book.legacy(7, "MNQZ6") == {"LAST": 10.5, "TIMESTAMP": later, "INSTRUMENT": "MNQZ6"}
-    assert book.merge([{"contractId": 8, "entries": whole}]) == set()  # no time: not a quote
+    assert book.merge([{"contractId": 8, "entries": whole}]) == []  # no time: not a quote
+
+
+def test_a_written_price_goes_under_each_name_and_is_counted_once_a_second() -> None:
+    """Two symbols naming one contract (`MNQ` and `MNQZ6`): one price, both keys, each symbol
+    counted. The count reaches `orca_price_quotes_total` at `count` (each second, and when the
+    connection ends), not at each quote, and nothing counted is lost or counted twice."""
+    client = fakeredis.FakeRedis()
+    metrics = Metrics()
+    writer = FeedWriter(client, metrics, PriceSettings(("MNQ", "MNQZ6")), "host:1:ab", time.time)
+    contract = Contract(7, "MNQZ6", 70)
+    live = Live("md", [Subscription("MNQ", contract), Subscription("MNQZ6", contract)])
+    whole = {name: {"price": 10.0, "size": 1} for name in ("Bid", "Offer", "Trade")}
+    whole |= {"TotalTradeVolume": {"size": 5}, "HighPrice": {"price": 11}, "LowPrice": {"price": 9}}
+    for at in ("2026-12-07T14:00:00.250Z", "2026-12-07T14:00:00.500Z"):
+        writer.prices(live, live.book.merge([{"timestamp": at, "contractId": 7, "entries": whole}]))
+    writer.settle()
+    assert json.loads(client.get("price:MNQ:latest") or "") == live.book.price(7)
+    assert client.get("price:MNQZ6:latest") == client.get("price:MNQ:latest")
+
+    def counted(symbol: str) -> float:
+        return (
+            metrics.registry.get_sample_value("orca_price_quotes_total", {"symbol": symbol}) or 0.0
+        )
+
+    assert (counted("MNQ"), counted("MNQZ6")) == (0, 0)
+    writer.count(live)
+    writer.count(live)
+    assert (counted("MNQ"), counted("MNQZ6")) == (2, 2)
+    writer.close()
 
 
 def test_the_simulators_partial_quotes_never_merge_into_a_crossed_book() -> None:
@@ -134,7 +165,7 @@ def test_a_session_authorizes_with_the_md_token_and_writes_merged_quotes() -> No
     with FakeTradovate([user("APEX_1")]) as fake:
         fake.market.quotes_per_s = 200
         _, md_token = grant_of(fake)
-        changed: list[set[int]] = []
+        changed: list[list[int]] = []
         names = (fake.market.front_month("MNQ"), fake.market.front_month("ES"))
         running = session(fake, md_token, names)
         running.on_quotes = changed.append
@@ -328,7 +359,7 @@ def test_a_tls_session_verifies_the_server_and_a_stranger_or_a_silent_port_is_na
     try:
         name = market.front_month("MNQ")
         contracts = [(name, market.contracts[name].id)]
-        book, changed = QuoteBook(), list[set[int]]()
+        book, changed = QuoteBook(), list[list[int]]()
         trusting = ssl.create_default_context(cafile=str(tls_files.ca_cert))
         secure = Session(market.url, "md", contracts, book, changed.append, ssl_context=trusting)
         assert market.url.startswith("wss://")

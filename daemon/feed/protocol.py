@@ -21,26 +21,26 @@ class FrameError(ValueError):
 
 class Frame(NamedTuple):  # a tuple: a thousand are made a second
     kind: str  # OPEN, HEARTBEAT, MESSAGES or CLOSE
-    messages: tuple[dict[str, Any], ...] = ()
+    messages: tuple[object, ...] = ()  # as sent: the socket's JSON is Tradovate's to shape
     close_reason: str = ""
 
 
 def parse(text: str) -> Frame:
     """One frame from the server."""
-    if text in (OPEN, HEARTBEAT):
-        return Frame(text)
-    kind, body = text[:1], text[1:]
-    if kind not in (MESSAGES, CLOSE):
+    kind = text[:1]
+    if kind != MESSAGES and kind != CLOSE:
+        if text in (OPEN, HEARTBEAT):
+            return Frame(text)
         raise FrameError(f"unknown frame {text[:16]!r}")
     try:
-        value = orjson.loads(body)
+        value = orjson.loads(text[1:])
     except ValueError as error:
-        raise FrameError(f"{kind} frame is not JSON: {body[:16]!r}") from error
-    if not isinstance(value, list):
+        raise FrameError(f"{kind} frame is not JSON: {text[1:17]!r}") from error
+    if type(value) is not list:
         raise FrameError(f"{kind} frame holds no array")
     if kind == CLOSE:
         return Frame(CLOSE, close_reason=" ".join(str(part) for part in value))
-    return Frame(MESSAGES, tuple([m for m in value if isinstance(m, dict)]))
+    return Frame(MESSAGES, tuple(value))
 
 
 def request(endpoint: str, request_id: int, body: Mapping[str, Any] | None = None) -> str:

@@ -19,6 +19,8 @@ FIELDS = {
     "Low": ("LowPrice", "price"),
 }
 _BY_ENTRY = {entry: (name, part) for name, (entry, part) in FIELDS.items()}
+_ORDER = (*FIELDS, "Timestamp")
+_COMPLETE = len(_ORDER)  # a price is written once it has every field
 
 
 def timestamp_ms(value: object) -> int | None:
@@ -38,39 +40,41 @@ class QuoteBook:
         self._prices: dict[int, dict[str, Any]] = {}
         self._times: dict[int, str] = {}
 
-    def merge(self, quotes: Iterable[object]) -> set[int]:
-        """The contracts whose price changed and is complete (what is not a quote is passed
-        over: the socket's JSON is Tradovate's to shape)."""
-        changed: set[int] = set()
+    def merge(self, quotes: Iterable[object]) -> list[int]:
+        """The contracts whose price changed and is complete, in the order their quotes came
+        (what is not a quote is passed over: the socket's JSON is Tradovate's to shape)."""
+        changed: list[int] = []
+        prices = self._prices
         for quote in quotes:
-            if not isinstance(quote, dict):
+            if type(quote) is not dict:
                 continue
             contract = quote.get("contractId")
             entries = quote.get("entries")
             stamp = timestamp_ms(quote.get("timestamp"))
-            if type(contract) is not int or not isinstance(entries, dict) or stamp is None:
+            if type(contract) is not int or type(entries) is not dict or stamp is None:
                 continue
-            price = self._prices.setdefault(contract, {})
+            price = prices.get(contract)
+            if price is None:
+                price = prices[contract] = {}
             for entry, found in entries.items():
                 field = _BY_ENTRY.get(entry)
-                if field is None or not isinstance(found, dict):
-                    continue
-                value = found.get(field[1])
-                if type(value) is float or type(value) is int:  # not bool, not a string
-                    price[field[0]] = value
+                if field is not None and type(found) is dict:
+                    value = found.get(field[1])
+                    if type(value) is float or type(value) is int:  # not bool, not a string
+                        price[field[0]] = value
             price["Timestamp"] = stamp
             self._times[contract] = quote["timestamp"]
-            if self.complete(contract):
-                changed.add(contract)
+            if len(price) == _COMPLETE:
+                changed.append(contract)
         return changed
 
     def complete(self, contract: int) -> bool:
-        return len(self._prices.get(contract, ())) == len(FIELDS) + 1
+        return len(self._prices.get(contract, ())) == _COMPLETE
 
     def price(self, contract: int) -> dict[str, Any]:
         """The reference's shape, fields in its order."""
         found = self._prices[contract]
-        return {name: found[name] for name in (*FIELDS, "Timestamp")}
+        return {name: found[name] for name in _ORDER}
 
     def legacy(self, contract: int, instrument: str) -> dict[str, Any]:
         """The desk bot's shape on `TRADOVATE_{SYMBOL}_PRICE`, for the cut-over."""

@@ -45,7 +45,7 @@ class Session:
     token: str
     contracts: Sequence[tuple[str, int]]  # (name subscribed, contract id)
     book: QuoteBook
-    on_quotes: Callable[[set[int]], None]  # contracts whose price changed
+    on_quotes: Callable[[list[int]], None]  # contracts whose price changed
     source_address: str | None = None
     ssl_context: ssl.SSLContext | None = None  # wss: the system's CAs when None
     monotonic: Callable[[], float] = time.monotonic
@@ -104,7 +104,7 @@ class Session:
 
     def _answered(self, frame: protocol.Frame, request_id: int) -> bool:
         for message in frame.messages:
-            if message.get("i") == request_id:
+            if type(message) is dict and message.get("i") == request_id:
                 if message.get("s") != 200:
                     raise Unauthorized(f"authorize answered {message.get('s')}")
                 return True
@@ -113,14 +113,16 @@ class Session:
     def _handle(self, frame: protocol.Frame) -> None:
         if frame.kind == protocol.CLOSE:
             raise Disconnected(f"closed by the server: {frame.close_reason[:120]}")
-        changed: set[int] = set()
+        changed: list[int] = []
         for message in frame.messages:
+            if type(message) is not dict:
+                continue
             event = message.get("e")
             data = message.get("d")
-            if event == "md" and isinstance(data, dict):
+            if event == "md" and type(data) is dict:
                 quotes = data.get("quotes")
-                if isinstance(quotes, list):
-                    changed |= self.book.merge(quotes)
+                if type(quotes) is list:
+                    changed += self.book.merge(quotes)
             elif event == "shutdown":
                 reason = data.get("reasonCode") if isinstance(data, dict) else None
                 if reason == QUOTA_REASON:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import redis
@@ -173,6 +173,7 @@ class PriceFeed:
             self._say_error(str(closed))
         finally:
             self._set_connected(False)
+            self._writer.count(live)
             self._live = None
             self.reconnects += 1
             self._metrics.price_feed_reconnects.inc()
@@ -212,8 +213,9 @@ class PriceFeed:
                     return "md token renewed"
             if now >= self._due.rewrite:
                 self._due.rewrite = now + FEED_REWRITE_S
+                self._writer.count(live)
                 self._writer.settle()
-                self._write(set(live.book.known()))
+                self._write(live.book.known())
                 self._publish_status()
         except redis.RedisError as error:
             self._say_error(f"Redis: {type(error).__name__}")
@@ -223,7 +225,7 @@ class PriceFeed:
             return "contracts due"
         return None
 
-    def _write(self, changed: set[int]) -> None:
+    def _write(self, changed: Collection[int]) -> None:
         if self._live is None or not changed:
             return
         try:

@@ -136,7 +136,9 @@ class WebSocket:
         return True
 
     def _take(self, frame: Frame) -> None:
-        if frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+        if frame.opcode is Opcode.TEXT and frame.fin:  # a whole message in one frame: most
+            self._messages.append(str(frame.data, "utf-8", "replace"))
+        elif frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
             self._fragments.append(frame.data)
             if frame.fin:
                 self._messages.append(b"".join(self._fragments).decode("utf-8", "replace"))

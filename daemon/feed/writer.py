@@ -4,12 +4,13 @@ bot's channels when asked), and the feed's status for `status` and `doctor`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter as Tally
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import redis
-from prometheus_client import Counter
 
 from daemon.config import PriceSettings
 from daemon.feed.contracts import Subscription
@@ -29,6 +30,15 @@ class Live:
     subscriptions: list[Subscription]
     book: QuoteBook = field(default_factory=QuoteBook)
     connected_at: str | None = None
+    written: Tally[str] = field(default_factory=Tally)  # per symbol, not yet in the metric
+
+    @cached_property
+    def routes(self) -> dict[int, list[Subscription]]:
+        """Each contract's subscriptions: two symbols may name one contract."""
+        routes: dict[int, list[Subscription]] = {}
+        for subscription in self.subscriptions:
+            routes.setdefault(subscription.contract.id, []).append(subscription)
+        return routes
 
 
 class FeedWriter:
@@ -46,32 +56,30 @@ class FeedWriter:
         self._instance = instance
         self._clock = clock
         self._publisher = price.Publisher(client)
-        self._quote_counters: dict[str, Counter] = {}
 
-    def prices(self, live: Live, changed: set[int]) -> None:
+    def prices(self, live: Live, changed: Iterable[int]) -> None:
         """The changed contracts' prices, sent at once; a refusal is raised by `settle`.
-        RedisError propagates."""
+        RedisError propagates. They reach `orca_price_quotes_total` at `count`."""
         prices: dict[str, dict[str, Any]] = {}
         legacy: dict[str, dict[str, Any]] = {}
-        for subscription in live.subscriptions:
-            contract = subscription.contract.id
-            if contract not in changed:
-                continue
-            latest = live.book.price(contract)
-            for name in subscription.names:
-                prices[name] = latest
-                if self._settings.legacy_channels:
-                    message = live.book.legacy(contract, subscription.contract.name)
-                    legacy[LEGACY_CHANNEL.format(symbol=name)] = message
-            self._quotes_of(subscription.symbol).inc()
+        book, routes, written = live.book, live.routes, live.written
+        for contract in changed:
+            latest = book.price(contract)
+            for subscription in routes.get(contract, ()):
+                for name in subscription.names:
+                    prices[name] = latest
+                    if self._settings.legacy_channels:
+                        message = book.legacy(contract, subscription.contract.name)
+                        legacy[LEGACY_CHANNEL.format(symbol=name)] = message
+                written[subscription.symbol] += 1
         self._publisher.store_many(prices, also_publish=legacy)
 
-    def _quotes_of(self, symbol: str) -> Counter:
-        """The symbol's `orca_price_quotes_total`, looked up once."""
-        counter = self._quote_counters.get(symbol)
-        if counter is None:
-            counter = self._quote_counters[symbol] = self._metrics.price_quotes.labels(symbol)
-        return counter
+    def count(self, live: Live) -> None:
+        """The quotes written since, into `orca_price_quotes_total`: each second, not each
+        quote, whose metric lock cost more at a feed's rate than the count is worth."""
+        for symbol, written in live.written.items():
+            self._metrics.price_quotes.labels(symbol).inc(written)
+        live.written.clear()
 
     def settle(self) -> None:
         """The answers to the prices sent so far: a refusal among them raises RedisError."""

@@ -106,8 +106,8 @@ def _commands(
             payload = payloads[id(data)] = _payload(data)
         sets.append(("SET", key, payload, "EX", PRICE_TTL_S))
         messages.append(("PUBLISH", name, payload))
-    for name, message in (also_publish or {}).items():
-        messages.append(("PUBLISH", name, orjson.dumps(message)))
+    if also_publish:
+        messages += [("PUBLISH", name, orjson.dumps(data)) for name, data in also_publish.items()]
     return sets, messages
 
 
@@ -144,7 +144,7 @@ class Publisher:
             self.settle()
         # hiredis packs in C what redis-py's pack_commands packs through Python layers that
         # cost more than the send itself, at a feed's rate.
-        packed = b"".join([hiredis.pack_command(command) for command in commands])
+        packed = b"".join(map(hiredis.pack_command, commands))
         try:
             # The health check (a PING after an idle spell) reads its own answer: only when
             # no other answer waits before it.
