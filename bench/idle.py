@@ -80,13 +80,19 @@ def processes(
     try:
         yield started
     finally:
-        for process in started:
+        stop_all(started, timeout_s=20)
+
+
+def stop_all(started: list[subprocess.Popen[bytes]], *, timeout_s: float) -> None:
+    """SIGTERM to every one still running, then each is waited for (killed after timeout_s)."""
+    for process in started:
+        if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    for process in started:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _wait_keys(server: RedisServer, logins: int, timeout_s: float) -> float:

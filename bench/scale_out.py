@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from bench.idle import stop_all
 from daemon.config import load_redis_settings
 from daemon.constants import RENEW_LEAD_FLOOR_S
 from daemon.sim.environment import daemon_environment, seconds_until
@@ -84,14 +85,7 @@ def instances(
     try:
         yield started
     finally:
-        for process in started:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(started, timeout_s=15)
 
 
 def valid_logins(desk: Desk) -> set[str]:

@@ -52,7 +52,6 @@ class Components:
     capacity: Capacity
     clock: Callable[[], float]
     stopping: threading.Event  # set once: no Tradovate call or write starts after it
-    may_act: Callable[[str], bool]
 
     def owned(self) -> list[str]:
         return self.ownership.leases.held()
@@ -96,11 +95,6 @@ def build_components(
     stopping = threading.Event()
     tradovate.stop_on(stopping)  # no Tradovate request starts after a stop signal
 
-    def may_act(login: str) -> bool:
-        """May this instance call Tradovate or write tokens for `login` now: it holds the
-        login's lease, certainly (its own deadline has not passed), and no stop has begun."""
-        return not stopping.is_set() and ownership.leases.is_current(login)
-
     refreshing = build_refreshing(
         settings,
         tradovate,
@@ -133,5 +127,4 @@ def build_components(
         capacity=refreshing.capacity,
         clock=clock,
         stopping=stopping,
-        may_act=may_act,
     )
