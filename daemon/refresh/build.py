@@ -75,10 +75,8 @@ def build_refreshing(
         """This instance holds the login's lease, certainly, and no stop began."""
         if stopping.is_set():
             return False
-        if holdings is None:
-            return True
-        held = holdings.get(login)
-        return held is not None and held.certain(monotonic())
+        held = None if holdings is None else holdings.get(login)
+        return holdings is None or (held is not None and monotonic() < held.valid_until)
 
     window_s = settings.budget_window_s
     scale = TimeScale(window_s)  # Tradovate's durations, on the budget window's clock
@@ -139,7 +137,9 @@ def build_refreshing(
         or RedisHealth(settings.redis.target(), metrics, settings.redis.credentials_from()),
         captcha_park_s=captcha_park_s,
         clock=clock,
-        may_act=may_act,
+        holdings=holdings,
+        monotonic=monotonic,
+        stopping=stopping,
     )
     adoption = Adoption(
         redis_client, states, policy, leads, clock=clock, longest_park_s=longest_park_s

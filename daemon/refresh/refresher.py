@@ -37,6 +37,7 @@ from daemon.refresh.signin import SignIn
 from daemon.store.budget import LOGIN_FAILURE, RENEW, AddressBudget
 from daemon.store.fence import LeaseLost
 from daemon.store.health import RedisHealth
+from daemon.store.lease import Holding
 from daemon.tradovate import (
     CaptchaRequired,
     LockoutWarning,
@@ -68,10 +69,12 @@ class Refresher:
         redis_health: RedisHealth,
         captcha_park_s: float,
         clock: Callable[[], float] = time.time,
-        may_act: Callable[[str], bool] = lambda login: True,
+        holdings: Mapping[str, Holding] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        stopping: threading.Event | None = None,
     ) -> None:
-        """`may_act(login)`: this instance may call Tradovate and write for the login now (it
-        holds the login's lease, certainly, and no stop began); nothing is asked otherwise."""
+        """`holdings`: the leases this instance holds (None: no leases, it may always act),
+        certain until their `valid_until` on `monotonic`; nothing is asked once `stopping`."""
         self.states = states
         self.tradovate = tradovate
         self.policy = policy
@@ -84,7 +87,9 @@ class Refresher:
         self.redis_health = redis_health
         self.captcha_park_s = captcha_park_s
         self.clock = clock
-        self._may_act = may_act
+        self._holdings = holdings
+        self._monotonic = monotonic
+        self._stopping = stopping or threading.Event()
         self._renewing = threading.Lock()  # renewals are sent one at a time
         self._settlement = Settlement(
             policy=policy,
@@ -171,6 +176,15 @@ class Refresher:
             if isinstance(error, LockoutWarning):  # the whole group's logins: Tradovate's hour
                 self.budget.block(LOGIN_FAILURE, self.policy.scale.of(LOCKOUT_S), now)
             return Acted(error.outcome, error=error)
+
+    def _may_act(self, name: str) -> bool:
+        """This instance holds the login's lease, certainly, and no stop began."""
+        if self._stopping.is_set():
+            return False
+        if self._holdings is None:
+            return True
+        held = self._holdings.get(name)
+        return held is not None and self._monotonic() < held.valid_until
 
     def _log_in(self, state: LoginProgress, decision: Decision) -> Acted:
         """A login, and the new session's accounts (its keys cannot be written without them).
