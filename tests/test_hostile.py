@@ -19,12 +19,22 @@ import pytest
 from structlog.testing import capture_logs
 
 from daemon.config import Login, Secret, TradovateSettings, load_settings
+from daemon.outcomes import Outcome
 from daemon.sim.environment import wait_for
 from daemon.sim.observe import all_live, all_names
 from daemon.sim.redis_server import RedisServer
 from daemon.sim.tradovate import FakeTradovate, FakeUser, QuietHTTPServer
-from daemon.tradovate import InvalidResponse, TradovateClient, TradovateUnavailable
-from tests.helpers import FakeClock, Run, Spawned, daemon_env, http_get, refresher_for
+from daemon.store.tokens import TokenSet, write_login_tokens
+from daemon.tradovate import InvalidResponse, TokenGrant, TradovateClient, TradovateUnavailable
+from tests.helpers import (
+    FakeClock,
+    Run,
+    Spawned,
+    daemon_env,
+    http_get,
+    refresher_for,
+    settings_for,
+)
 
 
 def test_names_are_owned_across_logins(
@@ -63,6 +73,45 @@ def test_names_are_owned_across_logins(
         bob_status = json.loads(client.get("orca:status:BOB") or "{}")
         assert bob_status["accounts"] == ["BOB-1"]
         assert "SHARED is written by ALICE" in bob_status["notes"]
+
+
+def test_an_account_two_logins_list_ends_with_the_owner_whichever_write_lands_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BOB decides its names while ALICE's accounts are unknown (SHARED is BOB's then), and its
+    write is still on the way when ALICE learns it lists SHARED too. ALICE's write waits for
+    BOB's, so SHARED ends with ALICE's token: written the other way round, BOB's late write
+    left BOB's token under SHARED (CI saw it in the e2e test above)."""
+    alice = FakeUser("ALICE", "pw-alice-Zq9", ["SHARED", "ALICE-1"])
+    bob = FakeUser("BOB", "pw-bob-Zq9", ["SHARED", "BOB-1"])
+    clock = FakeClock()
+    refresher = refresher_for(settings_for(FakeTradovate([alice, bob])), clock)
+    states, keeper = refresher.states, refresher.keeper
+    for state in states.values():
+        state.grant = TokenGrant(f"tok-{state.name}", clock.now + 3_600, clock.now, Outcome.LOGIN)
+    states["BOB"].accounts = ("SHARED", "BOB-1")
+    bob_deciding, bob_goes = threading.Event(), threading.Event()
+
+    def slow_for_bob(client: Any, tokens: TokenSet, **options: Any) -> None:
+        if tokens.login == "BOB":
+            bob_deciding.set()
+            bob_goes.wait(5)
+        write_login_tokens(client, tokens, **options)
+
+    monkeypatch.setattr("daemon.refresh.keeper.write_login_tokens", slow_for_bob)
+    bob_writes = threading.Thread(target=keeper.write, args=(states["BOB"],))
+    bob_writes.start()
+    assert bob_deciding.wait(5)
+    states["ALICE"].accounts = ("SHARED", "ALICE-1")
+    alice_writes = threading.Thread(target=keeper.write, args=(states["ALICE"],))
+    alice_writes.start()
+    alice_writes.join(0.5)
+    assert alice_writes.is_alive()  # it waits for BOB's names to be written
+    bob_goes.set()
+    bob_writes.join(5)
+    alice_writes.join(5)
+    assert keeper.redis.get("token:SHARED") == "tok-ALICE"
+    assert keeper.redis.get("token:BOB-1") == "tok-BOB"
 
 
 class Hostile:

@@ -5,6 +5,7 @@ nothing (what to write and when is the refresher's); Tradovate is never asked he
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -111,6 +112,7 @@ class RedisKeeper:
         self._full_every_s = full_check_every_s
         self._monotonic_now = monotonic
         self._full_due = 0.0  # the first pass reads every value
+        self._naming = threading.Lock()
 
     def write(
         self,
@@ -124,40 +126,35 @@ class RedisKeeper:
         with the token it describes), next due at `next_attempt_at`. Returns the names."""
         grant = state.grant
         assert grant is not None
-        now = self._clock()
-        status, names = self._status_and_names(state, now)
-        tokens = TokenSet(
-            login=state.name,
-            access_token=grant.access_token,
-            expires_at=grant.expires_at,
-            lifetime_s=grant.lifetime_s,
-            md_access_token=grant.md_access_token,
-            accounts=names[1:],
-            md_expires_at=grant.md_expires_at,
-            window_s=self._window_s,
-        )
-        if success is not None:
-            status = replace(
-                status,
-                state=LoginState.OK,
-                failures=0,
-                last_outcome=success,
-                last_error=None,
-                last_success_at=iso(now),
-                next_attempt_at=None if next_attempt_at is None else iso(next_attempt_at),
+        # Names are decided and written one login at a time: two logins listing one account
+        # would otherwise write it in another order than they decided who owns it.
+        with self._naming:
+            now = self._clock()
+            status, names = self._status_and_names(state, now)
+            tokens = TokenSet(
+                login=state.name,
+                access_token=grant.access_token,
+                expires_at=grant.expires_at,
+                lifetime_s=grant.lifetime_s,
+                md_access_token=grant.md_access_token,
+                accounts=names[1:],
+                md_expires_at=grant.md_expires_at,
+                window_s=self._window_s,
             )
-        write_login_tokens(
-            self.redis,
-            tokens,
-            now=now,
-            max_ttl_s=self._max_ttl_s,
-            status=status,
-            fence=self._fence(state.name),
-        )
-        if state.written_names != names:
-            self._drop_left_names(state, names)
-        state.written_names, state.written_token = names, grant.access_token
-        return names
+            if success is not None:
+                status = succeeded(status, success, now, next_attempt_at)
+            write_login_tokens(
+                self.redis,
+                tokens,
+                now=now,
+                max_ttl_s=self._max_ttl_s,
+                status=status,
+                fence=self._fence(state.name),
+            )
+            if state.written_names != names:
+                self._drop_left_names(state, names)
+            state.written_names, state.written_token = names, grant.access_token
+            return names
 
     def _fence(self, name: str) -> Fence | None:
         held = None if self._holdings is None else self._holdings.get(name)
@@ -336,6 +333,21 @@ def login_state(state: LoginProgress, now: float) -> LoginState:
     if state.failures:
         return LoginState.FAILING
     return LoginState.OK if holds else LoginState.PENDING
+
+
+def succeeded(
+    status: LoginStatus, outcome: Outcome, now: float, next_attempt_at: float | None
+) -> LoginStatus:
+    """The status of a success at `now`, next due at `next_attempt_at`."""
+    return replace(
+        status,
+        state=LoginState.OK,
+        failures=0,
+        last_outcome=outcome,
+        last_error=None,
+        last_success_at=iso(now),
+        next_attempt_at=None if next_attempt_at is None else iso(next_attempt_at),
+    )
 
 
 def login_status(
