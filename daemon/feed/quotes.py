@@ -64,7 +64,7 @@ class QuoteBook:
                         price[field[0]] = value
             price["Timestamp"] = stamp
             self._times[contract] = quote["timestamp"]
-            if len(price) == _COMPLETE:
+            if self.complete(contract):
                 changed.append(contract)
         return changed
 

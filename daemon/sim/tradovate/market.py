@@ -155,11 +155,15 @@ class MarketData:
         thread serving it may not have run since: a client that waited for the server's close
         before connecting again was counted twice about once in 20 reconnects."""
         with self._lock:
-            return sum(1 for socket in self._sockets if socket.state is State.OPEN)
+            return len(self._open())
+
+    def _open(self) -> list[ServerConnection]:
+        """The sockets whose close the server has not received (the caller holds the lock)."""
+        return [socket for socket in self._sockets if socket.state is State.OPEN]
 
     def _serve(self, socket: ServerConnection) -> None:
         with self._lock:
-            others = [s.remote_address for s in self._sockets if s.state is State.OPEN]
+            others = [s.remote_address for s in self._open()]
             self._sockets.add(socket)
             self.connections += 1
             self.most_open = max(self.most_open, len(others) + 1)
